@@ -1,0 +1,48 @@
+//! The library's error type: one enum whose variants name the op, the shapes and the
+//! hyperparameter at fault.
+
+/// Every fallible function of the library returns this error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An input has a shape the op cannot take.
+    #[error("{op}: {msg}")]
+    Shape { op: &'static str, msg: String },
+    /// A hyperparameter is out of its domain (a zero stride, channels not divisible by groups, ...).
+    #[error("{op}: invalid `{param}`: {msg}")]
+    Param {
+        op: &'static str,
+        param: &'static str,
+        msg: String,
+    },
+    /// Misuse of automatic differentiation (backward from a non-scalar, a graph used twice, ...).
+    #[error("autograd: {0}")]
+    Autograd(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file was read but its content is not what was expected.
+    #[error("{path}: {msg}")]
+    Format { path: String, msg: String },
+}
+
+/// The library's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) fn shape_err<T>(op: &'static str, msg: impl Into<String>) -> Result<T> {
+    Err(Error::Shape {
+        op,
+        msg: msg.into(),
+    })
+}
+
+pub(crate) fn param_err<T>(op: &'static str, param: &'static str, msg: impl Into<String>) -> Result<T> {
+    Err(Error::Param {
+        op,
+        param,
+        msg: msg.into(),
+    })
+}

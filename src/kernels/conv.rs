@@ -1,0 +1,551 @@
+//! Convolution kernels on slices: im2col / col2im tiled over output positions, lowered to GEMM,
+//! with a plain GEMM for pointwise (1x1) convolutions and direct loops for depthwise ones.
+//!
+//! 1-D convolutions run here as 2-D ones with `h = 1`; transposed convolutions reuse these
+//! kernels with the roles of input and output swapped (see `ops::conv_transpose`).
+
+use rayon::prelude::*;
+
+use super::gemm::{MatRef, SendPtr, sgemm};
+
+/// Geometry of a 2-D convolution: zero padding may differ per side (`pad_t`/`pad_l` are
+/// given; bottom/right follow from `out_h`/`out_w`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGeom {
+    pub n: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub k_h: usize,
+    pub k_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub pad_t: usize,
+    pub pad_l: usize,
+    pub dil_h: usize,
+    pub dil_w: usize,
+    pub groups: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+/// Output length along one axis: floor((n + pad_total - dilation * (k - 1) - 1) / stride) + 1,
+/// or `None` when the dilated kernel spans more than the padded input.
+pub fn conv_out_len(n: usize, pad_total: usize, k: usize, stride: usize, dilation: usize) -> Option<usize> {
+    let span = dilation.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+    let padded = n.checked_add(pad_total)?;
+    if stride == 0 || padded < span {
+        return None;
+    }
+    Some((padded - span) / stride + 1)
+}
+
+impl Conv2dGeom {
+    /// Input channels per group.
+    pub fn cin_g(&self) -> usize {
+        self.c_in / self.groups
+    }
+    /// Output channels per group.
+    pub fn cout_g(&self) -> usize {
+        self.c_out / self.groups
+    }
+    /// Rows of the lowered matrix: input channels per group times kernel taps.
+    pub fn kdim(&self) -> usize {
+        self.cin_g() * self.k_h * self.k_w
+    }
+    /// Output positions per image and channel.
+    pub fn positions(&self) -> usize {
+        self.out_h * self.out_w
+    }
+    /// Multiply-adds counted as two FLOPs, bias excluded.
+    pub fn flops(&self) -> f64 {
+        2.0 * self.n as f64 * self.c_out as f64 * self.positions() as f64 * self.kdim() as f64
+    }
+    /// A 1x1 convolution with stride 1 and no padding: the lowered matrix is the input itself.
+    pub fn is_pointwise(&self) -> bool {
+        self.k_h == 1
+            && self.k_w == 1
+            && self.stride_h == 1
+            && self.stride_w == 1
+            && self.pad_t == 0
+            && self.pad_l == 0
+            && self.out_h == self.h
+            && self.out_w == self.w
+    }
+    /// Each output channel reads one input channel (groups == c_in).
+    pub fn is_depthwise(&self) -> bool {
+        self.cin_g() == 1 && self.groups > 1
+    }
+    /// Output positions per im2col tile, so that the column buffer stays near 1 MiB.
+    fn tile(&self) -> usize {
+        let p = self.positions().max(1);
+        if self.is_pointwise() {
+            return p;
+        }
+        (262_144 / self.kdim().max(1)).clamp(64, 4096).min(p)
+    }
+    /// Valid output columns `[lo, hi)` for kernel column `kj`: those whose input column is in range.
+    pub(crate) fn valid_cols(&self, kj: usize) -> (usize, usize) {
+        valid_range(self.out_w, self.stride_w, kj * self.dil_w, self.pad_l, self.w)
+    }
+}
+
+/// For outputs `o` in `0..out`, input index `o * stride + offset - pad`; returns the range of
+/// `o` for which it lies in `0..n`.
+fn valid_range(out: usize, stride: usize, offset: usize, pad: usize, n: usize) -> (usize, usize) {
+    // o * stride + offset >= pad  and  o * stride + offset < pad + n
+    let lo = if offset >= pad { 0 } else { (pad - offset).div_ceil(stride) };
+    let hi = if pad + n <= offset {
+        0
+    } else {
+        (pad + n - offset).div_ceil(stride)
+    };
+    (lo.min(out), hi.min(out).max(lo.min(out)))
+}
+
+/// Fill `col` (`kdim x (p1 - p0)`, row-major) with the input patches of output positions
+/// `p0..p1`. `x`: one image's channels of one group, `(cin_g, h, w)`.
+fn im2col_tile(g: &Conv2dGeom, x: &[f32], p0: usize, p1: usize, col: &mut [f32]) {
+    let t = p1 - p0;
+    let hw = g.h * g.w;
+    for c in 0..g.cin_g() {
+        let plane = &x[c * hw..(c + 1) * hw];
+        for ki in 0..g.k_h {
+            for kj in 0..g.k_w {
+                let r = (c * g.k_h + ki) * g.k_w + kj;
+                let row = &mut col[r * t..(r + 1) * t];
+                let (vlo, vhi) = g.valid_cols(kj);
+                let mut p = p0;
+                while p < p1 {
+                    let oh = p / g.out_w;
+                    let ow0 = p % g.out_w;
+                    let ow1 = g.out_w.min(ow0 + (p1 - p));
+                    let dst = &mut row[p - p0..p - p0 + (ow1 - ow0)];
+                    let ih = (oh * g.stride_h + ki * g.dil_h) as isize - g.pad_t as isize;
+                    if ih < 0 || ih >= g.h as isize {
+                        dst.fill(0.0);
+                    } else {
+                        let src = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
+                        let lo = vlo.clamp(ow0, ow1);
+                        let hi = vhi.clamp(lo, ow1);
+                        dst[..lo - ow0].fill(0.0);
+                        dst[hi - ow0..].fill(0.0);
+                        let base = kj * g.dil_w;
+                        if g.stride_w == 1 && hi > lo {
+                            let s0 = lo + base - g.pad_l;
+                            dst[lo - ow0..hi - ow0].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                        } else {
+                            for ow in lo..hi {
+                                dst[ow - ow0] = src[ow * g.stride_w + base - g.pad_l];
+                            }
+                        }
+                    }
+                    p += ow1 - ow0;
+                }
+            }
+        }
+    }
+}
+
+/// Add the columns of `col` (`kdim x (p1 - p0)`) back onto the image they were taken from:
+/// the adjoint of [`im2col_tile`]. `dx`: `(cin_g, h, w)`.
+fn col2im_tile(g: &Conv2dGeom, col: &[f32], p0: usize, p1: usize, dx: &mut [f32]) {
+    let t = p1 - p0;
+    let hw = g.h * g.w;
+    for c in 0..g.cin_g() {
+        let plane = &mut dx[c * hw..(c + 1) * hw];
+        for ki in 0..g.k_h {
+            for kj in 0..g.k_w {
+                let r = (c * g.k_h + ki) * g.k_w + kj;
+                let row = &col[r * t..(r + 1) * t];
+                let (vlo, vhi) = g.valid_cols(kj);
+                let mut p = p0;
+                while p < p1 {
+                    let oh = p / g.out_w;
+                    let ow0 = p % g.out_w;
+                    let ow1 = g.out_w.min(ow0 + (p1 - p));
+                    let ih = (oh * g.stride_h + ki * g.dil_h) as isize - g.pad_t as isize;
+                    if ih >= 0 && ih < g.h as isize {
+                        let dst = &mut plane[ih as usize * g.w..(ih as usize + 1) * g.w];
+                        let lo = vlo.clamp(ow0, ow1);
+                        let hi = vhi.clamp(lo, ow1);
+                        let base = kj * g.dil_w;
+                        for ow in lo..hi {
+                            dst[ow * g.stride_w + base - g.pad_l] += row[p - p0 + ow - ow0];
+                        }
+                    }
+                    p += ow1 - ow0;
+                }
+            }
+        }
+    }
+}
+
+/// Forward convolution.
+///
+/// # Shapes
+/// x: `(n, c_in, h, w)`, w: `(c_out, c_in / groups, k_h, k_w)`, bias: `(c_out)`,
+/// y: `(n, c_out, out_h, out_w)`, fully overwritten.
+pub fn conv2d_forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    debug_assert_eq!(x.len(), g.n * g.c_in * g.h * g.w);
+    debug_assert_eq!(w.len(), g.c_out * g.kdim());
+    debug_assert_eq!(y.len(), g.n * g.c_out * g.positions());
+    if g.is_depthwise() {
+        return super::depthwise::forward(g, x, w, bias, y);
+    }
+    let p_all = g.positions();
+    let tile = g.tile();
+    let ntiles = p_all.div_ceil(tile).max(1);
+    let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
+    let hw = g.h * g.w;
+    let ylen = y.len();
+    let yp = SendPtr(y.as_mut_ptr());
+    (0..g.n * g.groups * ntiles)
+        .into_par_iter()
+        .for_each_init(Vec::new, |col: &mut Vec<f32>, item| {
+            let tix = item % ntiles;
+            let grp = (item / ntiles) % g.groups;
+            let img = item / (ntiles * g.groups);
+            let p0 = tix * tile;
+            let p1 = (p0 + tile).min(p_all);
+            let t = p1 - p0;
+            let xg = &x[(img * g.c_in + grp * cig) * hw..(img * g.c_in + (grp + 1) * cig) * hw];
+            let off = (img * g.c_out + grp * cog) * p_all + p0;
+            let base = yp;
+            // SAFETY: item (img, grp, tile) writes rows grp*cog..(grp+1)*cog of image img, columns
+            // p0..p1 only; distinct items never share an element, and off + span <= y.len().
+            let yt = unsafe { std::slice::from_raw_parts_mut(base.0.add(off), ylen - off) };
+            for o in 0..cog {
+                let b = bias.map_or(0.0, |b| b[grp * cog + o]);
+                yt[o * p_all..o * p_all + t].fill(b);
+            }
+            let wg = MatRef::rm(&w[grp * cog * kd..(grp + 1) * cog * kd], kd);
+            if g.is_pointwise() {
+                let xm = MatRef {
+                    data: &xg[p0..],
+                    rs: p_all,
+                    cs: 1,
+                };
+                sgemm(cog, kd, t, wg, xm, 1.0, yt, p_all);
+            } else {
+                col.resize(kd * t, 0.0);
+                im2col_tile(g, xg, p0, p1, col);
+                sgemm(cog, kd, t, wg, MatRef::rm(col, t), 1.0, yt, p_all);
+            }
+        });
+}
+
+/// Gradient of the convolution with respect to its input.
+///
+/// # Shapes
+/// dy: `(n, c_out, out_h, out_w)`, w: `(c_out, c_in / groups, k_h, k_w)`, dx: `(n, c_in, h, w)`,
+/// fully overwritten.
+pub fn conv2d_backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    if g.is_depthwise() {
+        return super::depthwise::backward_input(g, dy, w, dx);
+    }
+    let p_all = g.positions();
+    let tile = g.tile();
+    let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
+    let hw = g.h * g.w;
+    // One chunk per (image, group): disjoint input channels, so chunks never overlap.
+    dx.par_chunks_mut(cig * hw)
+        .enumerate()
+        .for_each_init(Vec::new, |col: &mut Vec<f32>, (chunk, dxg)| {
+            let img = chunk / g.groups;
+            let grp = chunk % g.groups;
+            let wt = MatRef::rm_t(&w[grp * cog * kd..(grp + 1) * cog * kd], kd);
+            let dyg = &dy[(img * g.c_out + grp * cog) * p_all..(img * g.c_out + (grp + 1) * cog) * p_all];
+            if g.is_pointwise() {
+                sgemm(kd, cog, p_all, wt, MatRef::rm(dyg, p_all), 0.0, dxg, p_all);
+                return;
+            }
+            dxg.fill(0.0);
+            let mut p0 = 0;
+            while p0 < p_all {
+                let p1 = (p0 + tile).min(p_all);
+                let t = p1 - p0;
+                col.resize(kd * t, 0.0);
+                let dym = MatRef {
+                    data: &dyg[p0..],
+                    rs: p_all,
+                    cs: 1,
+                };
+                sgemm(kd, cog, t, wt, dym, 0.0, col, t);
+                col2im_tile(g, col, p0, p1, dxg);
+                p0 = p1;
+            }
+        });
+}
+
+/// Number of batch chunks whose weight gradients are summed in a fixed order: independent of
+/// the thread count, so results are bit-identical whatever the number of threads.
+const WEIGHT_GRAD_CHUNKS: usize = 8;
+
+/// Gradients of the convolution with respect to its weight and bias.
+///
+/// # Shapes
+/// x: `(n, c_in, h, w)`, dy: `(n, c_out, out_h, out_w)`, dw: `(c_out, c_in / groups, k_h, k_w)`,
+/// db: `(c_out)`; both fully overwritten.
+pub fn conv2d_backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32], db: Option<&mut [f32]>) {
+    let p_all = g.positions();
+    if let Some(db) = db {
+        db.par_iter_mut().enumerate().for_each(|(o, d)| {
+            let mut s = 0f64;
+            for img in 0..g.n {
+                let row = &dy[(img * g.c_out + o) * p_all..(img * g.c_out + o + 1) * p_all];
+                s += row.iter().map(|&v| v as f64).sum::<f64>();
+            }
+            *d = s as f32;
+        });
+    }
+    if g.is_depthwise() {
+        return super::depthwise::backward_weight(g, x, dy, dw);
+    }
+    let tile = g.tile();
+    let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
+    let hw = g.h * g.w;
+    let chunks = WEIGHT_GRAD_CHUNKS.min(g.n).max(1);
+    let per = g.n.div_ceil(chunks);
+    let partials: Vec<Vec<f32>> = (0..chunks)
+        .into_par_iter()
+        .map(|ch| {
+            let mut acc = vec![0f32; dw.len()];
+            let mut col = Vec::new();
+            for img in ch * per..((ch + 1) * per).min(g.n) {
+                for grp in 0..g.groups {
+                    let xg = &x[(img * g.c_in + grp * cig) * hw..(img * g.c_in + (grp + 1) * cig) * hw];
+                    let dyg = &dy[(img * g.c_out + grp * cog) * p_all..];
+                    let accg = &mut acc[grp * cog * kd..(grp + 1) * cog * kd];
+                    let mut p0 = 0;
+                    while p0 < p_all {
+                        let p1 = (p0 + tile).min(p_all);
+                        let t = p1 - p0;
+                        let dym = MatRef {
+                            data: &dyg[p0..],
+                            rs: p_all,
+                            cs: 1,
+                        };
+                        if g.is_pointwise() {
+                            let xt = MatRef {
+                                data: &xg[p0..],
+                                rs: 1,
+                                cs: p_all,
+                            };
+                            sgemm(cog, t, kd, dym, xt, 1.0, accg, kd);
+                        } else {
+                            col.resize(kd * t, 0.0);
+                            im2col_tile(g, xg, p0, p1, &mut col);
+                            sgemm(cog, t, kd, dym, MatRef::rm_t(&col, t), 1.0, accg, kd);
+                        }
+                        p0 = p1;
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    dw.copy_from_slice(&partials[0]);
+    for p in &partials[1..] {
+        for (a, b) in dw.iter_mut().zip(p) {
+            *a += *b;
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod reference {
+    //! Direct loops, obviously correct, that the fast kernels are tested against.
+    use super::Conv2dGeom;
+
+    fn at(g: &Conv2dGeom, oh: usize, ow: usize, ki: usize, kj: usize) -> Option<(usize, usize)> {
+        let ih = (oh * g.stride_h + ki * g.dil_h) as isize - g.pad_t as isize;
+        let iw = (ow * g.stride_w + kj * g.dil_w) as isize - g.pad_l as isize;
+        (ih >= 0 && iw >= 0 && (ih as usize) < g.h && (iw as usize) < g.w).then_some((ih as usize, iw as usize))
+    }
+
+    /// Visit every (image, out channel, in channel, output position, kernel tap) that meets an input pixel.
+    fn each(g: &Conv2dGeom, mut f: impl FnMut(usize, usize, usize, usize, usize, usize)) {
+        let (cig, cog) = (g.cin_g(), g.cout_g());
+        for n in 0..g.n {
+            for o in 0..g.c_out {
+                let grp = o / cog;
+                for ci in 0..cig {
+                    let c = grp * cig + ci;
+                    for oh in 0..g.out_h {
+                        for ow in 0..g.out_w {
+                            for ki in 0..g.k_h {
+                                for kj in 0..g.k_w {
+                                    if let Some((ih, iw)) = at(g, oh, ow, ki, kj) {
+                                        let yi = ((n * g.c_out + o) * g.out_h + oh) * g.out_w + ow;
+                                        let xi = ((n * g.c_in + c) * g.h + ih) * g.w + iw;
+                                        let wi = ((o * cig + ci) * g.k_h + ki) * g.k_w + kj;
+                                        f(n, o, yi, xi, wi, 0);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+        let p = g.positions();
+        let mut y = vec![0f64; g.n * g.c_out * p];
+        each(g, |_, _, yi, xi, wi, _| y[yi] += x[xi] as f64 * w[wi] as f64);
+        let mut out: Vec<f32> = y.iter().map(|&v| v as f32).collect();
+        if let Some(b) = b {
+            for (i, v) in out.iter_mut().enumerate() {
+                *v += b[(i / p) % g.c_out];
+            }
+        }
+        out
+    }
+
+    pub fn backward(g: &Conv2dGeom, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let mut dx = vec![0f64; x.len()];
+        let mut dw = vec![0f64; w.len()];
+        each(g, |_, _, yi, xi, wi, _| {
+            dx[xi] += dy[yi] as f64 * w[wi] as f64;
+            dw[wi] += dy[yi] as f64 * x[xi] as f64;
+        });
+        (dx.iter().map(|&v| v as f32).collect(), dw.iter().map(|&v| v as f32).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn close(a: &[f32], b: &[f32], what: &str, g: &Conv2dGeom) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{what} [{i}]: {x} vs {y}, {g:?}");
+        }
+    }
+
+    fn random_geom(r: &mut Rng) -> Conv2dGeom {
+        loop {
+            let groups = [1, 1, 2, 3][r.below(4)];
+            let depthwise = r.below(4) == 0;
+            let c_in = if depthwise { groups * 2 } else { groups * (1 + r.below(3)) };
+            let groups = if depthwise { c_in } else { groups };
+            let c_out = groups * (1 + r.below(3));
+            let (k_h, k_w) = (1 + r.below(4), 1 + r.below(4));
+            let (h, w) = (1 + r.below(9), 1 + r.below(9));
+            let (sh, sw) = (1 + r.below(3), 1 + r.below(3));
+            let (dh, dw) = (1 + r.below(2), 1 + r.below(3));
+            let (pt, pb, pl, pr) = (r.below(3), r.below(3), r.below(3), r.below(3));
+            let (Some(out_h), Some(out_w)) = (conv_out_len(h, pt + pb, k_h, sh, dh), conv_out_len(w, pl + pr, k_w, sw, dw)) else {
+                continue;
+            };
+            return Conv2dGeom {
+                n: 1 + r.below(3),
+                c_in,
+                h,
+                w,
+                c_out,
+                k_h,
+                k_w,
+                stride_h: sh,
+                stride_w: sw,
+                pad_t: pt,
+                pad_l: pl,
+                dil_h: dh,
+                dil_w: dw,
+                groups,
+                out_h,
+                out_w,
+            };
+        }
+    }
+
+    #[test]
+    fn fast_conv_matches_reference_on_random_geometries() {
+        let mut r = Rng::new(11);
+        for _ in 0..300 {
+            let g = random_geom(&mut r);
+            let x: Vec<f32> = (0..g.n * g.c_in * g.h * g.w).map(|_| r.normal()).collect();
+            let w: Vec<f32> = (0..g.c_out * g.kdim()).map(|_| r.normal()).collect();
+            let b: Vec<f32> = (0..g.c_out).map(|_| r.normal()).collect();
+            let dy: Vec<f32> = (0..g.n * g.c_out * g.positions()).map(|_| r.normal()).collect();
+            let mut y = vec![f32::NAN; dy.len()];
+            conv2d_forward(&g, &x, &w, Some(&b), &mut y);
+            close(&y, &reference::forward(&g, &x, &w, Some(&b)), "forward", &g);
+            let (rdx, rdw) = reference::backward(&g, &x, &w, &dy);
+            let mut dx = vec![f32::NAN; x.len()];
+            conv2d_backward_input(&g, &dy, &w, &mut dx);
+            close(&dx, &rdx, "grad_x", &g);
+            let mut dw = vec![f32::NAN; w.len()];
+            let mut db = vec![f32::NAN; b.len()];
+            conv2d_backward_weight(&g, &x, &dy, &mut dw, Some(&mut db));
+            close(&dw, &rdw, "grad_w", &g);
+            for o in 0..g.c_out {
+                let s: f32 = (0..g.n).flat_map(|n| dy[(n * g.c_out + o) * g.positions()..][..g.positions()].iter()).sum();
+                assert!((db[o] - s).abs() < 1e-4 * (1.0 + s.abs()));
+            }
+        }
+    }
+
+    #[test]
+    fn tiled_lowering_matches_reference_when_tiles_split_rows() {
+        // kdim large enough that a tile holds fewer positions than the image.
+        let g = Conv2dGeom {
+            n: 2,
+            c_in: 128,
+            h: 30,
+            w: 29,
+            c_out: 5,
+            k_h: 3,
+            k_w: 3,
+            stride_h: 1,
+            stride_w: 2,
+            pad_t: 1,
+            pad_l: 2,
+            dil_h: 2,
+            dil_w: 1,
+            groups: 1,
+            out_h: conv_out_len(30, 2, 3, 1, 2).unwrap(),
+            out_w: conv_out_len(29, 3, 3, 2, 1).unwrap(),
+        };
+        assert!(g.tile() < g.positions());
+        let mut r = Rng::new(2);
+        let x: Vec<f32> = (0..g.n * g.c_in * g.h * g.w).map(|_| r.normal()).collect();
+        let w: Vec<f32> = (0..g.c_out * g.kdim()).map(|_| r.normal()).collect();
+        let dy: Vec<f32> = (0..g.n * g.c_out * g.positions()).map(|_| r.normal()).collect();
+        let mut y = vec![0f32; dy.len()];
+        conv2d_forward(&g, &x, &w, None, &mut y);
+        close(&y, &reference::forward(&g, &x, &w, None), "forward", &g);
+        let (rdx, rdw) = reference::backward(&g, &x, &w, &dy);
+        let mut dx = vec![0f32; x.len()];
+        conv2d_backward_input(&g, &dy, &w, &mut dx);
+        close(&dx, &rdx, "grad_x", &g);
+        let mut dw = vec![0f32; w.len()];
+        conv2d_backward_weight(&g, &x, &dy, &mut dw, None);
+        close(&dw, &rdw, "grad_w", &g);
+    }
+
+    #[test]
+    fn valid_range_is_exact() {
+        for out in 0..6 {
+            for stride in 1..4 {
+                for offset in 0..5 {
+                    for pad in 0..4 {
+                        for n in 1..6 {
+                            let (lo, hi) = valid_range(out, stride, offset, pad, n);
+                            for o in 0..out {
+                                let i = (o * stride + offset) as isize - pad as isize;
+                                let ok = i >= 0 && (i as usize) < n;
+                                assert_eq!(ok, o >= lo && o < hi, "{out} {stride} {offset} {pad} {n} {o}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

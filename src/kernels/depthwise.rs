@@ -1,0 +1,107 @@
+//! Direct kernels for depthwise convolution (`groups == c_in`, each output channel reads one
+//! input channel), where a GEMM lowering would multiply matrices with a single row.
+
+use rayon::prelude::*;
+
+use super::conv::Conv2dGeom;
+
+fn cols(g: &Conv2dGeom, kj: usize) -> (usize, usize) {
+    g.valid_cols(kj)
+}
+
+fn in_row(g: &Conv2dGeom, oh: usize, ki: usize) -> Option<usize> {
+    let ih = (oh * g.stride_h + ki * g.dil_h) as isize - g.pad_t as isize;
+    (ih >= 0 && (ih as usize) < g.h).then_some(ih as usize)
+}
+
+/// Depthwise forward. Shapes as in [`super::conv::conv2d_forward`].
+pub fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    let (m, hw, kk, p) = (g.cout_g(), g.h * g.w, g.k_h * g.k_w, g.positions());
+    y.par_chunks_mut(p).enumerate().for_each(|(plane, yp)| {
+        let (img, o) = (plane / g.c_out, plane % g.c_out);
+        let xp = &x[(img * g.c_in + o / m) * hw..][..hw];
+        let wk = &w[o * kk..(o + 1) * kk];
+        yp.fill(bias.map_or(0.0, |b| b[o]));
+        for oh in 0..g.out_h {
+            let yrow = &mut yp[oh * g.out_w..(oh + 1) * g.out_w];
+            for ki in 0..g.k_h {
+                let Some(ih) = in_row(g, oh, ki) else { continue };
+                let xrow = &xp[ih * g.w..(ih + 1) * g.w];
+                for kj in 0..g.k_w {
+                    let wv = wk[ki * g.k_w + kj];
+                    let (lo, hi) = cols(g, kj);
+                    let base = kj * g.dil_w;
+                    if g.stride_w == 1 && hi > lo {
+                        let s0 = lo + base - g.pad_l;
+                        for (yv, xv) in yrow[lo..hi].iter_mut().zip(&xrow[s0..s0 + hi - lo]) {
+                            *yv += wv * xv;
+                        }
+                    } else {
+                        for ow in lo..hi {
+                            yrow[ow] += wv * xrow[ow * g.stride_w + base - g.pad_l];
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Depthwise gradient with respect to the input. Shapes as in [`super::conv::conv2d_backward_input`].
+pub fn backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let (m, hw, kk, p) = (g.cout_g(), g.h * g.w, g.k_h * g.k_w, g.positions());
+    dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxp)| {
+        let (img, c) = (plane / g.c_in, plane % g.c_in);
+        dxp.fill(0.0);
+        for o in c * m..(c + 1) * m {
+            let dyp = &dy[(img * g.c_out + o) * p..][..p];
+            let wk = &w[o * kk..(o + 1) * kk];
+            for oh in 0..g.out_h {
+                let dyrow = &dyp[oh * g.out_w..(oh + 1) * g.out_w];
+                for ki in 0..g.k_h {
+                    let Some(ih) = in_row(g, oh, ki) else { continue };
+                    let dxrow = &mut dxp[ih * g.w..(ih + 1) * g.w];
+                    for kj in 0..g.k_w {
+                        let wv = wk[ki * g.k_w + kj];
+                        let (lo, hi) = cols(g, kj);
+                        let base = kj * g.dil_w;
+                        for ow in lo..hi {
+                            dxrow[ow * g.stride_w + base - g.pad_l] += wv * dyrow[ow];
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Depthwise gradient with respect to the weight (`dw` fully overwritten).
+pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let (m, hw, kk, p) = (g.cout_g(), g.h * g.w, g.k_h * g.k_w, g.positions());
+    dw.par_chunks_mut(kk).enumerate().for_each(|(o, dwk)| {
+        let mut acc = vec![0f64; kk];
+        for img in 0..g.n {
+            let xp = &x[(img * g.c_in + o / m) * hw..][..hw];
+            let dyp = &dy[(img * g.c_out + o) * p..][..p];
+            for oh in 0..g.out_h {
+                let dyrow = &dyp[oh * g.out_w..(oh + 1) * g.out_w];
+                for ki in 0..g.k_h {
+                    let Some(ih) = in_row(g, oh, ki) else { continue };
+                    let xrow = &xp[ih * g.w..(ih + 1) * g.w];
+                    for kj in 0..g.k_w {
+                        let (lo, hi) = cols(g, kj);
+                        let base = kj * g.dil_w;
+                        let mut s = 0f32;
+                        for ow in lo..hi {
+                            s += dyrow[ow] * xrow[ow * g.stride_w + base - g.pad_l];
+                        }
+                        acc[ki * g.k_w + kj] += s as f64;
+                    }
+                }
+            }
+        }
+        for (d, a) in dwk.iter_mut().zip(acc) {
+            *d = a as f32;
+        }
+    });
+}

@@ -1,0 +1,293 @@
+//! Pooling kernels: max (with argmax for backward), average (with or without the padding
+//! counted, PyTorch's divisor rule), global max, and adaptive average. 1-D pooling runs as
+//! 2-D with `h = 1`. Every plane `(n, c)` is independent, so planes run in parallel.
+
+use rayon::prelude::*;
+
+/// Geometry of a 2-D pooling window sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k_h: usize,
+    pub k_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub pad_h: usize,
+    pub pad_w: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+/// Output length of a pooling axis, as PyTorch computes it: with `ceil_mode` the last window
+/// may hang over the end, but must start inside the input or its left padding.
+pub fn pool_out_len(n: usize, k: usize, stride: usize, pad: usize, ceil_mode: bool) -> Option<usize> {
+    if stride == 0 || k == 0 || n + 2 * pad < k {
+        return None;
+    }
+    let span = n + 2 * pad - k;
+    let mut out = if ceil_mode { span.div_ceil(stride) } else { span / stride } + 1;
+    if ceil_mode && (out - 1) * stride >= n + pad {
+        out -= 1;
+    }
+    Some(out)
+}
+
+impl Pool2dGeom {
+    /// Planes (n * c).
+    pub fn planes(&self) -> usize {
+        self.n * self.c
+    }
+    fn window(&self, oh: usize, ow: usize) -> (isize, isize, isize, isize) {
+        let h0 = (oh * self.stride_h) as isize - self.pad_h as isize;
+        let w0 = (ow * self.stride_w) as isize - self.pad_w as isize;
+        (h0, h0 + self.k_h as isize, w0, w0 + self.k_w as isize)
+    }
+}
+
+/// Marks an output whose window holds no input element (impossible once pad <= k / 2).
+pub const NO_INDEX: u32 = u32::MAX;
+
+/// Max pooling forward; `idx` receives the flat in-plane index of each maximum.
+///
+/// # Shapes
+/// x: `(n, c, h, w)`; y, idx: `(n, c, out_h, out_w)`.
+pub fn max_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32], idx: &mut [u32]) {
+    let (hw, p) = (g.h * g.w, g.out_h * g.out_w);
+    y.par_chunks_mut(p)
+        .zip(idx.par_chunks_mut(p))
+        .enumerate()
+        .for_each(|(plane, (yp, ip))| {
+            let xp = &x[plane * hw..(plane + 1) * hw];
+            for oh in 0..g.out_h {
+                for ow in 0..g.out_w {
+                    let (h0, h1, w0, w1) = g.window(oh, ow);
+                    let mut best = f32::NEG_INFINITY;
+                    let mut bi = NO_INDEX;
+                    for ih in h0.max(0)..h1.min(g.h as isize) {
+                        let row = ih as usize * g.w;
+                        for iw in w0.max(0)..w1.min(g.w as isize) {
+                            let v = xp[row + iw as usize];
+                            // NaN wins, as in PyTorch; ties keep the first.
+                            if v > best || v.is_nan() || bi == NO_INDEX {
+                                best = v;
+                                bi = (row + iw as usize) as u32;
+                                if v.is_nan() {
+                                    break;
+                                }
+                            }
+                        }
+                        if best.is_nan() {
+                            break;
+                        }
+                    }
+                    yp[oh * g.out_w + ow] = best;
+                    ip[oh * g.out_w + ow] = bi;
+                }
+            }
+        });
+}
+
+/// Max pooling backward: each output's gradient goes to its argmax.
+pub fn max_backward(g: &Pool2dGeom, dy: &[f32], idx: &[u32], dx: &mut [f32]) {
+    let (hw, p) = (g.h * g.w, g.out_h * g.out_w);
+    dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxp)| {
+        dxp.fill(0.0);
+        let dyp = &dy[plane * p..(plane + 1) * p];
+        let ip = &idx[plane * p..(plane + 1) * p];
+        for (d, &i) in dyp.iter().zip(ip) {
+            if i != NO_INDEX {
+                dxp[i as usize] += d;
+            }
+        }
+    });
+}
+
+/// The window of output (oh, ow) clipped to the input, and its divisor.
+fn avg_window(g: &Pool2dGeom, oh: usize, ow: usize, count_include_pad: bool) -> (usize, usize, usize, usize, f32) {
+    let (h0, h1, w0, w1) = g.window(oh, ow);
+    // PyTorch: the counted window is clipped to the padded input, then to the input.
+    let ph1 = h1.min((g.h + g.pad_h) as isize);
+    let pw1 = w1.min((g.w + g.pad_w) as isize);
+    let padded = ((ph1 - h0) * (pw1 - w0)) as f32;
+    let (ch0, ch1) = (h0.max(0) as usize, h1.min(g.h as isize).max(0) as usize);
+    let (cw0, cw1) = (w0.max(0) as usize, w1.min(g.w as isize).max(0) as usize);
+    let inside = (ch1.saturating_sub(ch0) * cw1.saturating_sub(cw0)) as f32;
+    let div = if count_include_pad { padded } else { inside };
+    (ch0, ch1.max(ch0), cw0, cw1.max(cw0), div)
+}
+
+/// Average pooling forward.
+pub fn avg_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32], count_include_pad: bool) {
+    let (hw, p) = (g.h * g.w, g.out_h * g.out_w);
+    y.par_chunks_mut(p).enumerate().for_each(|(plane, yp)| {
+        let xp = &x[plane * hw..(plane + 1) * hw];
+        for oh in 0..g.out_h {
+            for ow in 0..g.out_w {
+                let (h0, h1, w0, w1, div) = avg_window(g, oh, ow, count_include_pad);
+                let mut s = 0f32;
+                for ih in h0..h1 {
+                    s += xp[ih * g.w + w0..ih * g.w + w1].iter().sum::<f32>();
+                }
+                yp[oh * g.out_w + ow] = if div > 0.0 { s / div } else { 0.0 };
+            }
+        }
+    });
+}
+
+/// Average pooling backward.
+pub fn avg_backward(g: &Pool2dGeom, dy: &[f32], dx: &mut [f32], count_include_pad: bool) {
+    let (hw, p) = (g.h * g.w, g.out_h * g.out_w);
+    dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxp)| {
+        dxp.fill(0.0);
+        let dyp = &dy[plane * p..(plane + 1) * p];
+        for oh in 0..g.out_h {
+            for ow in 0..g.out_w {
+                let (h0, h1, w0, w1, div) = avg_window(g, oh, ow, count_include_pad);
+                if div <= 0.0 {
+                    continue;
+                }
+                let d = dyp[oh * g.out_w + ow] / div;
+                for ih in h0..h1 {
+                    for v in &mut dxp[ih * g.w + w0..ih * g.w + w1] {
+                        *v += d;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Adaptive average pooling bounds of output `i` of `out` over an axis of length `n`
+/// (PyTorch: start = floor(i * n / out), end = ceil((i + 1) * n / out)).
+pub fn adaptive_bounds(i: usize, out: usize, n: usize) -> (usize, usize) {
+    (i * n / out, ((i + 1) * n).div_ceil(out))
+}
+
+/// Adaptive average pooling forward; `y` is `(planes, out_h, out_w)`.
+pub fn adaptive_avg_forward(_planes: usize, h: usize, w: usize, out_h: usize, out_w: usize, x: &[f32], y: &mut [f32]) {
+    let p = out_h * out_w;
+    y.par_chunks_mut(p).enumerate().for_each(|(plane, yp)| {
+        let xp = &x[plane * h * w..(plane + 1) * h * w];
+        for oh in 0..out_h {
+            let (h0, h1) = adaptive_bounds(oh, out_h, h);
+            for ow in 0..out_w {
+                let (w0, w1) = adaptive_bounds(ow, out_w, w);
+                let mut s = 0f32;
+                for ih in h0..h1 {
+                    s += xp[ih * w + w0..ih * w + w1].iter().sum::<f32>();
+                }
+                yp[oh * out_w + ow] = s / ((h1 - h0) * (w1 - w0)) as f32;
+            }
+        }
+    });
+}
+
+/// Adaptive average pooling backward.
+pub fn adaptive_avg_backward(planes: usize, h: usize, w: usize, out_h: usize, out_w: usize, dy: &[f32], dx: &mut [f32]) {
+    let p = out_h * out_w;
+    debug_assert_eq!(dx.len(), planes * h * w);
+    dx.par_chunks_mut(h * w).enumerate().for_each(|(plane, dxp)| {
+        dxp.fill(0.0);
+        let dyp = &dy[plane * p..(plane + 1) * p];
+        for oh in 0..out_h {
+            let (h0, h1) = adaptive_bounds(oh, out_h, h);
+            for ow in 0..out_w {
+                let (w0, w1) = adaptive_bounds(ow, out_w, w);
+                let d = dyp[oh * out_w + ow] / ((h1 - h0) * (w1 - w0)) as f32;
+                for ih in h0..h1 {
+                    for v in &mut dxp[ih * w + w0..ih * w + w1] {
+                        *v += d;
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Direct reference: gather each window's elements with an explicit padded index.
+    fn reference(g: &Pool2dGeom, x: &[f32], include_pad: bool) -> (Vec<f32>, Vec<f32>) {
+        let mut mx = Vec::new();
+        let mut av = Vec::new();
+        for plane in 0..g.planes() {
+            for oh in 0..g.out_h {
+                for ow in 0..g.out_w {
+                    let mut best = f32::NEG_INFINITY;
+                    let (mut s, mut cnt, mut cnt_pad) = (0f32, 0, 0);
+                    for ki in 0..g.k_h {
+                        for kj in 0..g.k_w {
+                            let ih = (oh * g.stride_h + ki) as isize - g.pad_h as isize;
+                            let iw = (ow * g.stride_w + kj) as isize - g.pad_w as isize;
+                            if ih < (g.h + g.pad_h) as isize && iw < (g.w + g.pad_w) as isize {
+                                cnt_pad += 1;
+                            }
+                            if ih >= 0 && iw >= 0 && (ih as usize) < g.h && (iw as usize) < g.w {
+                                let v = x[plane * g.h * g.w + ih as usize * g.w + iw as usize];
+                                best = best.max(v);
+                                s += v;
+                                cnt += 1;
+                            }
+                        }
+                    }
+                    mx.push(best);
+                    av.push(s / if include_pad { cnt_pad } else { cnt } as f32);
+                }
+            }
+        }
+        (mx, av)
+    }
+
+    #[test]
+    fn pools_match_reference() {
+        let mut r = Rng::new(4);
+        for _ in 0..300 {
+            let (k_h, k_w) = (1 + r.below(4), 1 + r.below(4));
+            let (pad_h, pad_w) = (r.below(k_h / 2 + 1), r.below(k_w / 2 + 1));
+            let (h, w) = (1 + r.below(8) + k_h, 1 + r.below(8) + k_w);
+            let (sh, sw) = (1 + r.below(3), 1 + r.below(3));
+            let ceil = r.below(2) == 1;
+            let g = Pool2dGeom {
+                n: 1 + r.below(2),
+                c: 1 + r.below(3),
+                h,
+                w,
+                k_h,
+                k_w,
+                stride_h: sh,
+                stride_w: sw,
+                pad_h,
+                pad_w,
+                out_h: pool_out_len(h, k_h, sh, pad_h, ceil).unwrap(),
+                out_w: pool_out_len(w, k_w, sw, pad_w, ceil).unwrap(),
+            };
+            let x: Vec<f32> = (0..g.planes() * h * w).map(|_| r.normal()).collect();
+            let n_out = g.planes() * g.out_h * g.out_w;
+            let (mut y, mut idx) = (vec![0f32; n_out], vec![0u32; n_out]);
+            max_forward(&g, &x, &mut y, &mut idx);
+            let include = r.below(2) == 1;
+            let (rm, ra) = reference(&g, &x, include);
+            assert_eq!(y, rm, "{g:?}");
+            let mut ya = vec![0f32; n_out];
+            avg_forward(&g, &x, &mut ya, include);
+            for (a, b) in ya.iter().zip(&ra) {
+                assert!((a - b).abs() < 1e-5, "{a} {b} {g:?} include_pad={include}");
+            }
+        }
+    }
+
+    #[test]
+    fn ceil_mode_drops_window_starting_in_right_padding() {
+        // PyTorch: MaxPool1d(2, stride=2, padding=1, ceil_mode=True) on length 4 gives 3 outputs.
+        assert_eq!(pool_out_len(4, 2, 2, 1, true), Some(3));
+        assert_eq!(pool_out_len(5, 2, 2, 0, true), Some(3));
+        assert_eq!(pool_out_len(5, 2, 2, 0, false), Some(2));
+        assert_eq!(pool_out_len(1, 3, 1, 0, false), None);
+    }
+}

@@ -1,0 +1,237 @@
+//! Batch normalisation (1-D and 2-D: batch statistics in training with running statistics
+//! updated as in PyTorch, running statistics in evaluation) and layer normalisation.
+
+use crate::autograd::output;
+use crate::error::{Result, param_err, shape_err};
+use crate::tensor::Tensor;
+
+/// Arguments of [`batch_norm`] beside the input.
+#[derive(Clone, Copy)]
+pub struct BatchNormArgs<'a> {
+    /// Per-channel scale (gamma), or `None` for 1.
+    pub weight: Option<&'a Tensor>,
+    /// Per-channel shift (beta), or `None` for 0.
+    pub bias: Option<&'a Tensor>,
+    /// Running mean and (unbiased) variance, updated in training:
+    /// `running = (1 - momentum) * running + momentum * batch`. Without them, batch
+    /// statistics are used in evaluation too (PyTorch's `track_running_stats=False`).
+    pub running_mean: Option<&'a Tensor>,
+    pub running_var: Option<&'a Tensor>,
+    pub training: bool,
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+impl Default for BatchNormArgs<'_> {
+    fn default() -> Self {
+        BatchNormArgs {
+            weight: None,
+            bias: None,
+            running_mean: None,
+            running_var: None,
+            training: true,
+            momentum: 0.1,
+            eps: 1e-5,
+        }
+    }
+}
+
+fn check_vec(op: &'static str, name: &'static str, t: Option<&Tensor>, c: usize) -> Result<()> {
+    if let Some(t) = t {
+        if t.shape() != [c] {
+            return param_err(op, name, format!("has shape {:?}, expected [{c}] (one per channel)", t.shape()));
+        }
+    }
+    Ok(())
+}
+
+/// Batch normalisation over every axis but the channel axis 1.
+///
+/// # Shapes
+/// x: `(n, c)`, `(n, c, l)` or `(n, c, h, w)`; weight, bias, running stats: `(c)`; output as x.
+pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
+    const OP: &str = "batch_norm";
+    if !(2..=4).contains(&x.rank()) {
+        return shape_err(OP, format!("input must be (n, c), (n, c, l) or (n, c, h, w), got {:?}", x.shape()));
+    }
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let inner: usize = x.shape()[2..].iter().product();
+    for (name, t) in [("weight", a.weight), ("bias", a.bias), ("running_mean", a.running_mean), ("running_var", a.running_var)] {
+        check_vec(OP, name, t, c)?;
+    }
+    if a.running_mean.is_some() != a.running_var.is_some() {
+        return param_err(OP, "running_var", "running mean and variance must be given together");
+    }
+    let m = n * inner;
+    let use_batch = a.training || a.running_mean.is_none();
+    if use_batch && m <= 1 {
+        return shape_err(OP, format!("expected more than 1 value per channel when using batch statistics, got input {:?}", x.shape()));
+    }
+    let xd = x.data();
+    let at = move |i: usize, ch: usize, j: usize| (i * c + ch) * inner + j;
+    let mut mean = vec![0f32; c];
+    let mut invstd = vec![0f32; c];
+    for ch in 0..c {
+        if use_batch {
+            let mut s = 0f64;
+            for i in 0..n {
+                s += xd[at(i, ch, 0)..at(i, ch, 0) + inner].iter().map(|&v| v as f64).sum::<f64>();
+            }
+            let mu = s / m as f64;
+            let mut v = 0f64;
+            for i in 0..n {
+                v += xd[at(i, ch, 0)..at(i, ch, 0) + inner].iter().map(|&x| (x as f64 - mu).powi(2)).sum::<f64>();
+            }
+            let var = v / m as f64;
+            mean[ch] = mu as f32;
+            invstd[ch] = (1.0 / (var + a.eps as f64).sqrt()) as f32;
+            if a.training {
+                if let (Some(rm), Some(rv)) = (a.running_mean, a.running_var) {
+                    let unbiased = v / (m - 1) as f64;
+                    let mo = a.momentum;
+                    let mut rmd = rm.data_mut();
+                    rmd[ch] = (1.0 - mo) * rmd[ch] + mo * mu as f32;
+                    drop(rmd);
+                    let mut rvd = rv.data_mut();
+                    rvd[ch] = (1.0 - mo) * rvd[ch] + mo * unbiased as f32;
+                }
+            }
+        } else if let (Some(rm), Some(rv)) = (a.running_mean, a.running_var) {
+            mean[ch] = rm.data()[ch];
+            invstd[ch] = 1.0 / (rv.data()[ch] + a.eps).sqrt();
+        }
+    }
+    let wv: Vec<f32> = a.weight.map_or(vec![1.0; c], |w| w.to_vec());
+    let bv: Vec<f32> = a.bias.map_or(vec![0.0; c], |b| b.to_vec());
+    let mut xhat = vec![0f32; xd.len()];
+    let mut y = vec![0f32; xd.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for j in 0..inner {
+                let k = at(i, ch, j);
+                xhat[k] = (xd[k] - mean[ch]) * invstd[ch];
+                y[k] = xhat[k] * wv[ch] + bv[ch];
+            }
+        }
+    }
+    drop(xd);
+    let mut inputs = vec![x];
+    inputs.extend(a.weight);
+    inputs.extend(a.bias);
+    let (hw, hb) = (a.weight.is_some(), a.bias.is_some());
+    let shape = x.shape().to_vec();
+    Ok(output(OP, y, shape.clone(), &inputs, move |g| {
+        let gd = g.data();
+        let mut sg = vec![0f64; c];
+        let mut sgx = vec![0f64; c];
+        for i in 0..n {
+            for ch in 0..c {
+                for j in 0..inner {
+                    let k = at(i, ch, j);
+                    sg[ch] += gd[k] as f64;
+                    sgx[ch] += (gd[k] * xhat[k]) as f64;
+                }
+            }
+        }
+        let mut dx = vec![0f32; gd.len()];
+        for i in 0..n {
+            for ch in 0..c {
+                let scale = wv[ch] * invstd[ch];
+                for j in 0..inner {
+                    let k = at(i, ch, j);
+                    dx[k] = if use_batch {
+                        // d/dx of (x - mean) * invstd with batch statistics
+                        scale * (gd[k] - (sg[ch] / m as f64) as f32 - xhat[k] * (sgx[ch] / m as f64) as f32)
+                    } else {
+                        scale * gd[k]
+                    };
+                }
+            }
+        }
+        let mut grads = vec![Some(Tensor::make(dx, shape, false, None))];
+        if hw {
+            grads.push(Some(Tensor::make(sgx.iter().map(|&v| v as f32).collect(), vec![c], false, None)));
+        }
+        if hb {
+            grads.push(Some(Tensor::make(sg.iter().map(|&v| v as f32).collect(), vec![c], false, None)));
+        }
+        Ok(grads)
+    }))
+}
+
+/// Layer normalisation over the trailing dimensions `normalized_shape`, with optional
+/// elementwise affine `weight` and `bias` of that shape.
+pub fn layer_norm(x: &Tensor, normalized_shape: &[usize], weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    const OP: &str = "layer_norm";
+    let r = normalized_shape.len();
+    if r == 0 || r > x.rank() || x.shape()[x.rank() - r..] != *normalized_shape {
+        return shape_err(OP, format!("normalized_shape {normalized_shape:?} must be the trailing dimensions of the input {:?}", x.shape()));
+    }
+    for (name, t) in [("weight", weight), ("bias", bias)] {
+        if let Some(t) = t {
+            if t.shape() != normalized_shape {
+                return param_err(OP, name, format!("has shape {:?}, expected {normalized_shape:?}", t.shape()));
+            }
+        }
+    }
+    let d: usize = normalized_shape.iter().product();
+    if d == 0 {
+        return shape_err(OP, "normalized_shape has no elements");
+    }
+    let rows = x.numel() / d;
+    let xd = x.data();
+    let wv: Vec<f32> = weight.map_or(vec![1.0; d], |w| w.to_vec());
+    let bv: Vec<f32> = bias.map_or(vec![0.0; d], |b| b.to_vec());
+    let mut xhat = vec![0f32; xd.len()];
+    let mut invstd = vec![0f32; rows];
+    let mut y = vec![0f32; xd.len()];
+    for r in 0..rows {
+        let row = &xd[r * d..(r + 1) * d];
+        let mu = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+        let var = row.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / d as f64;
+        let is = 1.0 / (var + eps as f64).sqrt();
+        invstd[r] = is as f32;
+        for j in 0..d {
+            let xh = ((row[j] as f64 - mu) * is) as f32;
+            xhat[r * d + j] = xh;
+            y[r * d + j] = xh * wv[j] + bv[j];
+        }
+    }
+    drop(xd);
+    let mut inputs = vec![x];
+    inputs.extend(weight);
+    inputs.extend(bias);
+    let (hw, hb) = (weight.is_some(), bias.is_some());
+    let shape = x.shape().to_vec();
+    let nshape = normalized_shape.to_vec();
+    Ok(output(OP, y, shape.clone(), &inputs, move |g| {
+        let gd = g.data();
+        let mut dx = vec![0f32; gd.len()];
+        let mut dw = vec![0f64; d];
+        let mut db = vec![0f64; d];
+        for r in 0..rows {
+            let (mut s1, mut s2) = (0f64, 0f64);
+            for j in 0..d {
+                let k = r * d + j;
+                let gh = (gd[k] * wv[j]) as f64;
+                s1 += gh;
+                s2 += gh * xhat[k] as f64;
+                dw[j] += (gd[k] * xhat[k]) as f64;
+                db[j] += gd[k] as f64;
+            }
+            for j in 0..d {
+                let k = r * d + j;
+                let gh = (gd[k] * wv[j]) as f64;
+                dx[k] = (invstd[r] as f64 * (gh - s1 / d as f64 - xhat[k] as f64 * s2 / d as f64)) as f32;
+            }
+        }
+        let mut grads = vec![Some(Tensor::make(dx, shape, false, None))];
+        if hw {
+            grads.push(Some(Tensor::make(dw.iter().map(|&v| v as f32).collect(), nshape.clone(), false, None)));
+        }
+        if hb {
+            grads.push(Some(Tensor::make(db.iter().map(|&v| v as f32).collect(), nshape, false, None)));
+        }
+        Ok(grads)
+    }))
+}
