@@ -1,0 +1,300 @@
+//! Golden tests: every op's output and every input's gradient against PyTorch's, from the
+//! fixtures that tools/make_golden.py wrote (PyTorch 1.13, float64 rounded to f32). For each
+//! case the loss is `sum(out * gout)` with the fixture's upstream gradient `gout`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use convnet::ops::{self, PadMode, Padding};
+use convnet::{Result, Tensor};
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+struct Case {
+    name: String,
+    op: String,
+    cfg: Value,
+    tensors: BTreeMap<String, Tensor>,
+}
+
+fn load(path: &Path) -> Case {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let data: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        tensors.insert(name.to_string(), Tensor::from_vec(data, view.shape()).unwrap());
+    }
+    Case {
+        name: path.file_stem().unwrap().to_string_lossy().into_owned(),
+        op: meta["op"].clone(),
+        cfg: serde_json::from_str(&meta["cfg"]).unwrap(),
+        tensors,
+    }
+}
+
+fn usizes(v: &Value) -> Vec<usize> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+}
+fn u(v: &Value) -> usize {
+    v.as_u64().unwrap() as usize
+}
+fn pair2(v: &Value) -> [usize; 2] {
+    let x = usizes(v);
+    [x[0], x[1]]
+}
+
+fn padding(v: &Value) -> Padding {
+    match v {
+        Value::String(s) if s == "valid" => Padding::Valid,
+        Value::String(s) if s == "same" => Padding::Same,
+        Value::String(s) if s == "causal" => Padding::Causal,
+        Value::Array(a) => Padding::Explicit(a.iter().map(|p| (u(&p[0]), u(&p[1]))).collect()),
+        other => panic!("padding {other}"),
+    }
+}
+
+fn pad_mode(v: &Value) -> PadMode {
+    match v.as_str().unwrap() {
+        "zeros" => PadMode::Zeros,
+        "reflect" => PadMode::Reflect,
+        "replicate" => PadMode::Replicate,
+        "circular" => PadMode::Circular,
+        m => panic!("mode {m}"),
+    }
+}
+
+fn f(v: &Value) -> f32 {
+    v.as_f64().unwrap() as f32
+}
+
+fn pool2d_cfg(c: &Value) -> ops::Pool2dConfig {
+    ops::Pool2dConfig {
+        kernel: pair2(&c["kernel"]),
+        stride: (!c["stride"].is_null()).then(|| pair2(&c["stride"])),
+        padding: pair2(&c["padding"]),
+        ceil_mode: c["ceil_mode"].as_bool().unwrap(),
+        count_include_pad: c.get("count_include_pad").and_then(Value::as_bool).unwrap_or(true),
+    }
+}
+
+fn pool1d_cfg(c: &Value) -> ops::Pool1dConfig {
+    ops::Pool1dConfig {
+        kernel: u(&c["kernel"]),
+        stride: c["stride"].as_u64().map(|v| v as usize),
+        padding: u(&c["padding"]),
+        ceil_mode: c["ceil_mode"].as_bool().unwrap(),
+        count_include_pad: c.get("count_include_pad").and_then(Value::as_bool).unwrap_or(true),
+    }
+}
+
+/// Runs the case's op on its inputs (leaves that require grad).
+fn run(case: &Case, t: &BTreeMap<String, Tensor>) -> Result<Tensor> {
+    let c = &case.cfg;
+    let g = |k: &str| t.get(k).unwrap_or_else(|| panic!("{}: no input {k}", case.name));
+    let x = || g("x");
+    let b = t.get("b");
+    match case.op.as_str() {
+        "conv2d" => ops::conv2d(
+            x(),
+            g("w"),
+            b,
+            &ops::Conv2dConfig {
+                stride: pair2(&c["stride"]),
+                padding: padding(&c["padding"]),
+                dilation: pair2(&c["dilation"]),
+                groups: u(&c["groups"]),
+                pad_mode: pad_mode(&c["pad_mode"]),
+            },
+        ),
+        "conv1d" => ops::conv1d(
+            x(),
+            g("w"),
+            b,
+            &ops::Conv1dConfig {
+                stride: u(&c["stride"]),
+                padding: padding(&c["padding"]),
+                dilation: u(&c["dilation"]),
+                groups: u(&c["groups"]),
+                pad_mode: pad_mode(&c["pad_mode"]),
+            },
+        ),
+        "conv_transpose2d" => ops::conv_transpose2d(
+            x(),
+            g("w"),
+            b,
+            &ops::ConvTranspose2dConfig {
+                stride: pair2(&c["stride"]),
+                padding: pair2(&c["padding"]),
+                output_padding: pair2(&c["output_padding"]),
+                dilation: pair2(&c["dilation"]),
+                groups: u(&c["groups"]),
+            },
+        ),
+        "conv_transpose1d" => ops::conv_transpose1d(
+            x(),
+            g("w"),
+            b,
+            &ops::ConvTranspose1dConfig {
+                stride: u(&c["stride"]),
+                padding: u(&c["padding"]),
+                output_padding: u(&c["output_padding"]),
+                dilation: u(&c["dilation"]),
+                groups: u(&c["groups"]),
+            },
+        ),
+        "max_pool2d" => ops::max_pool2d(x(), &pool2d_cfg(c)),
+        "avg_pool2d" => ops::avg_pool2d(x(), &pool2d_cfg(c)),
+        "max_pool1d" => ops::max_pool1d(x(), &pool1d_cfg(c)),
+        "avg_pool1d" => ops::avg_pool1d(x(), &pool1d_cfg(c)),
+        "global_avg_pool2d" => ops::global_avg_pool2d(x()),
+        "global_avg_pool1d" => ops::global_avg_pool1d(x()),
+        "global_max_pool2d" => ops::global_max_pool2d(x()),
+        "global_max_pool1d" => ops::global_max_pool1d(x()),
+        "adaptive_avg_pool2d" => ops::adaptive_avg_pool2d(x(), pair2(&c["output_size"])),
+        "adaptive_avg_pool1d" => ops::adaptive_avg_pool1d(x(), u(&c["output_size"])),
+        "linear" => ops::linear(x(), g("w"), b),
+        "matmul" => ops::matmul(g("a"), g("b")),
+        "add" => ops::add(g("a"), g("b")),
+        "sub" => ops::sub(g("a"), g("b")),
+        "mul" => ops::mul(g("a"), g("b")),
+        "div" => ops::div(g("a"), g("b")),
+        "sum" | "mean" => {
+            let axes: Vec<isize> = c["axes"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap() as isize).collect();
+            let keep = c["keepdim"].as_bool().unwrap();
+            if case.op == "sum" { ops::sum(x(), &axes, keep) } else { ops::mean(x(), &axes, keep) }
+        }
+        "sum_all" => ops::sum_all(x()),
+        "mean_all" => ops::mean_all(x()),
+        "reshape" => ops::reshape(x(), &usizes(&c["shape"])),
+        "flatten" => ops::flatten(x(), u(&c["start"]), u(&c["end"])),
+        "permute" => ops::permute(x(), &usizes(&c["dims"])),
+        "transpose" => ops::transpose(x(), u(&c["a"]), u(&c["b"])),
+        "concat" => ops::concat(&[g("a"), g("b")], u(&c["axis"])),
+        "slice" => ops::slice(x(), u(&c["axis"]), u(&c["start"]), u(&c["end"])),
+        "pad" => {
+            let pads: Vec<(usize, usize)> = c["pads"].as_array().unwrap().iter().map(|p| (u(&p[0]), u(&p[1]))).collect();
+            ops::pad(x(), &pads, pad_mode(&c["mode"]), 0.0)
+        }
+        "relu" => ops::relu(x()),
+        "leaky_relu" => ops::leaky_relu(x(), f(&c["slope"])),
+        "elu" => ops::elu(x(), f(&c["alpha"])),
+        "gelu" => ops::gelu(x()),
+        "sigmoid" => ops::sigmoid(x()),
+        "tanh" => ops::tanh(x()),
+        "softmax" => ops::softmax(x(), c["axis"].as_i64().unwrap() as isize),
+        "log_softmax" => ops::log_softmax(x(), c["axis"].as_i64().unwrap() as isize),
+        "batch_norm" => ops::batch_norm(
+            x(),
+            &ops::BatchNormArgs {
+                weight: t.get("w"),
+                bias: t.get("b"),
+                running_mean: t.get("running_mean"),
+                running_var: t.get("running_var"),
+                training: c["training"].as_bool().unwrap(),
+                momentum: f(&c["momentum"]),
+                eps: f(&c["eps"]),
+            },
+        ),
+        "layer_norm" => ops::layer_norm(x(), &usizes(&c["normalized_shape"]), t.get("w"), t.get("b"), f(&c["eps"])),
+        "cross_entropy" => ops::cross_entropy(
+            x(),
+            &usizes(&c["targets"]),
+            &ops::CrossEntropyOptions {
+                class_weights: c.get("class_weights").map(|w| w.as_array().unwrap().iter().map(f).collect()),
+                label_smoothing: c.get("label_smoothing").map_or(0.0, f),
+            },
+        ),
+        "bce_with_logits" => ops::binary_cross_entropy_with_logits(x(), g("t"), c.get("pos_weight").map(f)),
+        "mse" => ops::mse(x(), g("t")),
+        "mae" => ops::mae(x(), g("t")),
+        "huber" => ops::huber(x(), g("t"), f(&c["delta"])),
+        other => panic!("{}: no runner for op {other}", case.name),
+    }
+}
+
+/// Elementwise work must agree to 1e-5 relative, long reductions to 1e-4; the scale floor is
+/// the expected tensor's mean magnitude, so values that cancel to near zero are judged
+/// against the size of what was summed.
+fn tolerance(op: &str) -> f32 {
+    match op {
+        "relu" | "leaky_relu" | "elu" | "gelu" | "sigmoid" | "tanh" | "add" | "sub" | "mul" | "div" | "reshape" | "flatten"
+        | "permute" | "transpose" | "concat" | "slice" | "pad" => 1e-5,
+        _ => 1e-4,
+    }
+}
+
+fn compare(case: &str, what: &str, got: &Tensor, want: &Tensor, rtol: f32) -> Option<String> {
+    if got.shape() != want.shape() {
+        return Some(format!("{case}: {what} shape {:?}, PyTorch {:?}", got.shape(), want.shape()));
+    }
+    let (g, w) = (got.data(), want.data());
+    let scale = w.iter().map(|v| v.abs()).sum::<f32>() / w.len().max(1) as f32;
+    for (i, (a, b)) in g.iter().zip(w.iter()).enumerate() {
+        if !((a - b).abs() <= rtol * (b.abs() + scale.max(1e-3))) {
+            return Some(format!("{case}: {what}[{i}] = {a}, PyTorch {b} (rtol {rtol})"));
+        }
+    }
+    None
+}
+
+#[test]
+fn every_op_matches_pytorch_forward_and_backward() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    paths.retain(|p| p.extension().is_some_and(|e| e == "safetensors"));
+    paths.sort();
+    assert!(paths.len() >= 100, "expected the committed fixtures in {}", dir.display());
+    let mut failures = Vec::new();
+    let mut ops_seen = std::collections::BTreeSet::new();
+    for p in &paths {
+        let case = load(p);
+        ops_seen.insert(case.op.clone());
+        let mut inputs = BTreeMap::new();
+        for (k, v) in &case.tensors {
+            if let Some(name) = k.strip_prefix("in.") {
+                let leaf = v.deep_clone();
+                let leaf = if name.starts_with("running_") { leaf } else { leaf.requires_grad_() };
+                inputs.insert(name.to_string(), leaf);
+            }
+        }
+        let out = match run(&case, &inputs) {
+            Ok(o) => o,
+            Err(e) => {
+                failures.push(format!("{}: {e}", case.name));
+                continue;
+            }
+        };
+        let rtol = tolerance(&case.op);
+        failures.extend(compare(&case.name, "output", &out, &case.tensors["out"], rtol));
+        let loss = ops::sum_all(&ops::mul(&out, &case.tensors["gout"]).unwrap()).unwrap();
+        loss.backward().unwrap();
+        for (k, want) in &case.tensors {
+            if let Some(name) = k.strip_prefix("grad.") {
+                match inputs[name].grad() {
+                    Some(got) => failures.extend(compare(&case.name, k, &got, want, rtol)),
+                    None => failures.push(format!("{}: no gradient for {name}", case.name)),
+                }
+            }
+            if let Some(name) = k.strip_prefix("extra.") {
+                let stat = name.trim_end_matches("_after");
+                failures.extend(compare(&case.name, k, &inputs[stat], want, rtol));
+            }
+        }
+    }
+    for op in ops::OPS.iter().flat_map(|(_, v)| v.iter()) {
+        let untested = [
+            "dropout", "spatial_dropout", "add_scalar", "mul_scalar", "broadcast_to", "sum_to_shape", "exp", "log", "sqrt", "neg", "abs",
+        ];
+        let alias = match *op {
+            "binary_cross_entropy_with_logits" => "bce_with_logits",
+            o => o,
+        };
+        if !untested.contains(op) && !ops_seen.contains(alias) {
+            failures.push(format!("op {op} has no golden fixture"));
+        }
+    }
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}
