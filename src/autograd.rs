@@ -207,3 +207,27 @@ pub(crate) fn backward(root: &Tensor) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::ops;
+    use crate::tensor::Tensor;
+
+    #[test]
+    fn intermediate_buffers_are_freed_by_backward() {
+        let x = Tensor::from_vec(vec![0.5, -1.0, 2.0], &[3]).unwrap().requires_grad_();
+        let y = ops::exp(&x).unwrap();
+        let weak = Arc::downgrade(&y.0.storage);
+        let z = ops::sum_all(&ops::mul(&y, &y).unwrap()).unwrap();
+        drop(y);
+        assert!(weak.upgrade().is_some(), "the graph keeps the intermediate alive until backward");
+        z.backward().unwrap();
+        assert!(weak.upgrade().is_none(), "backward released the intermediate while the loss is still alive");
+        let g = x.grad().unwrap().to_vec();
+        for (gi, xi) in g.iter().zip([0.5f32, -1.0, 2.0]) {
+            assert!((gi - 2.0 * (2.0 * xi).exp()).abs() < 1e-4 * gi.abs());
+        }
+    }
+}
