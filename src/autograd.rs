@@ -8,7 +8,7 @@
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -102,7 +102,12 @@ fn accumulate(into: &mut HashMap<u64, Tensor>, id: u64, g: Tensor) -> Result<()>
             }
             // Out of place: a gradient handle may share its buffer with another (an add passes
             // one gradient to both inputs), so it is never written to.
-            let sum: Vec<f32> = prev.data().iter().zip(g.data().iter()).map(|(a, b)| a + b).collect();
+            let sum: Vec<f32> = prev
+                .data()
+                .iter()
+                .zip(g.data().iter())
+                .map(|(a, b)| a + b)
+                .collect();
             let prev = Tensor::make(sum, prev.shape().to_vec(), false, None);
             into.insert(id, prev);
         }
@@ -110,8 +115,16 @@ fn accumulate(into: &mut HashMap<u64, Tensor>, id: u64, g: Tensor) -> Result<()>
     Ok(())
 }
 
-pub(crate) fn backward(root: &Tensor) -> Result<()> {
-    if root.numel() != 1 {
+pub(crate) fn backward(root: &Tensor, seed: Option<&Tensor>) -> Result<()> {
+    if let Some(g) = seed {
+        if g.shape() != root.shape() {
+            return Err(Error::Autograd(format!(
+                "the gradient given to backward has shape {:?}, the tensor {:?}",
+                g.shape(),
+                root.shape()
+            )));
+        }
+    } else if root.numel() != 1 {
         return Err(Error::Autograd(format!(
             "backward() needs a scalar (one element), got shape {:?}",
             root.shape()
@@ -136,7 +149,11 @@ pub(crate) fn backward(root: &Tensor) -> Result<()> {
             continue;
         }
         let inputs: Vec<Tensor> = match &t.0.node {
-            Some(node) => node.inputs.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            Some(node) => node
+                .inputs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             None => Vec::new(),
         };
         stack.push((t, true));
@@ -149,7 +166,11 @@ pub(crate) fn backward(root: &Tensor) -> Result<()> {
 
     let _ng = NoGradGuard::new();
     let mut grads: HashMap<u64, Tensor> = HashMap::new();
-    grads.insert(root.id(), Tensor::full(root.shape(), 1.0)?);
+    let seed = match seed {
+        Some(g) => g.detach(),
+        None => Tensor::full(root.shape(), 1.0)?,
+    };
+    grads.insert(root.id(), seed);
     for slot in order.iter_mut().rev() {
         let Some(t) = slot.take() else { continue };
         let Some(g) = grads.remove(&t.id()) else {
@@ -159,6 +180,12 @@ pub(crate) fn backward(root: &Tensor) -> Result<()> {
             None => {
                 let mut slot = t.0.grad.lock().unwrap_or_else(|e| e.into_inner());
                 match slot.as_ref() {
+                    // The leaf keeps the gradient buffer when nothing else holds it.
+                    None if Arc::strong_count(&g.0) == 1
+                        && Arc::strong_count(&g.0.storage) == 1 =>
+                    {
+                        *slot = Some(g.detach())
+                    }
                     None => *slot = Some(g.deep_clone()),
                     Some(prev) => {
                         let mut p = prev.data_mut();
@@ -169,8 +196,13 @@ pub(crate) fn backward(root: &Tensor) -> Result<()> {
                 }
             }
             Some(node) => {
-                let f = node.backward.lock().unwrap_or_else(|e| e.into_inner()).take();
-                let inputs = std::mem::take(&mut *node.inputs.lock().unwrap_or_else(|e| e.into_inner()));
+                let f = node
+                    .backward
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                let inputs =
+                    std::mem::take(&mut *node.inputs.lock().unwrap_or_else(|e| e.into_inner()));
                 let Some(f) = f else {
                     return Err(Error::Autograd(format!(
                         "backward through the graph of `{}` a second time: its saved buffers were freed by the first backward",
@@ -210,21 +242,28 @@ pub(crate) fn backward(root: &Tensor) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use crate::ops;
     use crate::tensor::Tensor;
 
     #[test]
     fn intermediate_buffers_are_freed_by_backward() {
-        let x = Tensor::from_vec(vec![0.5, -1.0, 2.0], &[3]).unwrap().requires_grad_();
+        let x = Tensor::from_vec(vec![0.5, -1.0, 2.0], &[3])
+            .unwrap()
+            .requires_grad_();
         let y = ops::exp(&x).unwrap();
-        let weak = Arc::downgrade(&y.0.storage);
+        let weak = std::sync::Arc::downgrade(&y.0.storage);
         let z = ops::sum_all(&ops::mul(&y, &y).unwrap()).unwrap();
         drop(y);
-        assert!(weak.upgrade().is_some(), "the graph keeps the intermediate alive until backward");
+        assert!(
+            weak.upgrade().is_some(),
+            "the graph keeps the intermediate alive until backward"
+        );
         z.backward().unwrap();
-        assert!(weak.upgrade().is_none(), "backward released the intermediate while the loss is still alive");
+        assert!(
+            weak.upgrade().is_none(),
+            "backward released the intermediate while the loss is still alive"
+        );
         let g = x.grad().unwrap().to_vec();
         for (gi, xi) in g.iter().zip([0.5f32, -1.0, 2.0]) {
             assert!((gi - 2.0 * (2.0 * xi).exp()).abs() < 1e-4 * gi.abs());

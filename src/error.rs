@@ -39,7 +39,11 @@ pub(crate) fn shape_err<T>(op: &'static str, msg: impl Into<String>) -> Result<T
     })
 }
 
-pub(crate) fn param_err<T>(op: &'static str, param: &'static str, msg: impl Into<String>) -> Result<T> {
+pub(crate) fn param_err<T>(
+    op: &'static str,
+    param: &'static str,
+    msg: impl Into<String>,
+) -> Result<T> {
     Err(Error::Param {
         op,
         param,

@@ -16,7 +16,11 @@ pub enum FanMode {
 /// (fan_in, fan_out) of a weight shape; needs at least 2 dimensions.
 pub fn fans(shape: &[usize]) -> Result<(usize, usize)> {
     if shape.len() < 2 {
-        return param_err("init", "shape", format!("fans need a weight of at least 2 dimensions, got {shape:?}"));
+        return param_err(
+            "init",
+            "shape",
+            format!("fans need a weight of at least 2 dimensions, got {shape:?}"),
+        );
     }
     let receptive: usize = shape[2..].iter().product();
     Ok((shape[1] * receptive, shape[0] * receptive))
@@ -33,7 +37,13 @@ pub fn gain(nonlinearity: &str, param: Option<f32>) -> Result<f32> {
             (2.0 / (1.0 + a * a)).sqrt()
         }
         "selu" => 0.75,
-        other => return param_err("init", "nonlinearity", format!("unknown nonlinearity `{other}`")),
+        other => {
+            return param_err(
+                "init",
+                "nonlinearity",
+                format!("unknown nonlinearity `{other}`"),
+            );
+        }
     })
 }
 
@@ -97,6 +107,10 @@ pub fn default_weight(shape: &[usize], rng: &mut Rng) -> Result<Tensor> {
 /// `±1 / sqrt(fan_in)`.
 pub fn default_bias(weight_shape: &[usize], n: usize, rng: &mut Rng) -> Result<Tensor> {
     let (fan_in, _) = fans(weight_shape)?;
-    let bound = if fan_in > 0 { 1.0 / (fan_in as f32).sqrt() } else { 0.0 };
+    let bound = if fan_in > 0 {
+        1.0 / (fan_in as f32).sqrt()
+    } else {
+        0.0
+    };
     uniform(&[n], bound, rng)
 }

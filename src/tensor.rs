@@ -59,7 +59,12 @@ pub(crate) fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> 
 }
 
 impl Tensor {
-    pub(crate) fn make(data: Vec<f32>, shape: Vec<usize>, requires_grad: bool, node: Option<Node>) -> Tensor {
+    pub(crate) fn make(
+        data: Vec<f32>,
+        shape: Vec<usize>,
+        requires_grad: bool,
+        node: Option<Node>,
+    ) -> Tensor {
         debug_assert_eq!(data.len(), numel_of(&shape));
         Tensor(Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -77,7 +82,12 @@ impl Tensor {
         if data.len() != n {
             return shape_err(
                 "from_vec",
-                format!("{} values cannot fill shape {:?} ({} elements)", data.len(), shape, n),
+                format!(
+                    "{} values cannot fill shape {:?} ({} elements)",
+                    data.len(),
+                    shape,
+                    n
+                ),
             );
         }
         Ok(Tensor::make(data, shape.to_vec(), false, None))
@@ -107,7 +117,12 @@ impl Tensor {
     /// Standard normal samples.
     pub fn randn(shape: &[usize], rng: &mut Rng) -> Result<Tensor> {
         let n = checked_numel("randn", shape)?;
-        Ok(Tensor::make((0..n).map(|_| rng.normal()).collect(), shape.to_vec(), false, None))
+        Ok(Tensor::make(
+            (0..n).map(|_| rng.normal()).collect(),
+            shape.to_vec(),
+            false,
+            None,
+        ))
     }
 
     /// Uniform samples in [lo, hi).
@@ -205,14 +220,25 @@ impl Tensor {
     /// The single value of a one-element tensor.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
-            return shape_err("item", format!("tensor of shape {:?} has {} elements, not 1", self.shape(), self.numel()));
+            return shape_err(
+                "item",
+                format!(
+                    "tensor of shape {:?} has {} elements, not 1",
+                    self.shape(),
+                    self.numel()
+                ),
+            );
         }
         Ok(self.data()[0])
     }
 
     /// The accumulated gradient of a leaf (or `None` before any backward reached it).
     pub fn grad(&self) -> Option<Tensor> {
-        self.0.grad.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .grad
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Forget the accumulated gradient.
@@ -224,7 +250,13 @@ impl Tensor {
     /// every leaf that requires grad. The graph's saved buffers are freed as backward passes
     /// them, so a graph can be walked once (as in PyTorch without `retain_graph`).
     pub fn backward(&self) -> Result<()> {
-        autograd::backward(self)
+        autograd::backward(self, None)
+    }
+
+    /// Reverse-mode differentiation from a tensor of any shape, given the gradient of some
+    /// scalar with respect to it (PyTorch's `y.backward(gradient)`).
+    pub fn backward_with_grad(&self, grad: &Tensor) -> Result<()> {
+        autograd::backward(self, Some(grad))
     }
 
     /// Whether two tensors share one buffer.

@@ -24,8 +24,15 @@ fn load(path: &Path) -> Case {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
-        let data: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        tensors.insert(name.to_string(), Tensor::from_vec(data, view.shape()).unwrap());
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        tensors.insert(
+            name.to_string(),
+            Tensor::from_vec(data, view.shape()).unwrap(),
+        );
     }
     Case {
         name: path.file_stem().unwrap().to_string_lossy().into_owned(),
@@ -36,7 +43,11 @@ fn load(path: &Path) -> Case {
 }
 
 fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
 }
 fn u(v: &Value) -> usize {
     v.as_u64().unwrap() as usize
@@ -76,7 +87,10 @@ fn pool2d_cfg(c: &Value) -> ops::Pool2dConfig {
         stride: (!c["stride"].is_null()).then(|| pair2(&c["stride"])),
         padding: pair2(&c["padding"]),
         ceil_mode: c["ceil_mode"].as_bool().unwrap(),
-        count_include_pad: c.get("count_include_pad").and_then(Value::as_bool).unwrap_or(true),
+        count_include_pad: c
+            .get("count_include_pad")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
     }
 }
 
@@ -86,14 +100,20 @@ fn pool1d_cfg(c: &Value) -> ops::Pool1dConfig {
         stride: c["stride"].as_u64().map(|v| v as usize),
         padding: u(&c["padding"]),
         ceil_mode: c["ceil_mode"].as_bool().unwrap(),
-        count_include_pad: c.get("count_include_pad").and_then(Value::as_bool).unwrap_or(true),
+        count_include_pad: c
+            .get("count_include_pad")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
     }
 }
 
 /// Runs the case's op on its inputs (leaves that require grad).
 fn run(case: &Case, t: &BTreeMap<String, Tensor>) -> Result<Tensor> {
     let c = &case.cfg;
-    let g = |k: &str| t.get(k).unwrap_or_else(|| panic!("{}: no input {k}", case.name));
+    let g = |k: &str| {
+        t.get(k)
+            .unwrap_or_else(|| panic!("{}: no input {k}", case.name))
+    };
     let x = || g("x");
     let b = t.get("b");
     match case.op.as_str() {
@@ -162,9 +182,18 @@ fn run(case: &Case, t: &BTreeMap<String, Tensor>) -> Result<Tensor> {
         "mul" => ops::mul(g("a"), g("b")),
         "div" => ops::div(g("a"), g("b")),
         "sum" | "mean" => {
-            let axes: Vec<isize> = c["axes"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap() as isize).collect();
+            let axes: Vec<isize> = c["axes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap() as isize)
+                .collect();
             let keep = c["keepdim"].as_bool().unwrap();
-            if case.op == "sum" { ops::sum(x(), &axes, keep) } else { ops::mean(x(), &axes, keep) }
+            if case.op == "sum" {
+                ops::sum(x(), &axes, keep)
+            } else {
+                ops::mean(x(), &axes, keep)
+            }
         }
         "sum_all" => ops::sum_all(x()),
         "mean_all" => ops::mean_all(x()),
@@ -175,7 +204,12 @@ fn run(case: &Case, t: &BTreeMap<String, Tensor>) -> Result<Tensor> {
         "concat" => ops::concat(&[g("a"), g("b")], u(&c["axis"])),
         "slice" => ops::slice(x(), u(&c["axis"]), u(&c["start"]), u(&c["end"])),
         "pad" => {
-            let pads: Vec<(usize, usize)> = c["pads"].as_array().unwrap().iter().map(|p| (u(&p[0]), u(&p[1]))).collect();
+            let pads: Vec<(usize, usize)> = c["pads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (u(&p[0]), u(&p[1])))
+                .collect();
             ops::pad(x(), &pads, pad_mode(&c["mode"]), 0.0)
         }
         "relu" => ops::relu(x()),
@@ -198,16 +232,26 @@ fn run(case: &Case, t: &BTreeMap<String, Tensor>) -> Result<Tensor> {
                 eps: f(&c["eps"]),
             },
         ),
-        "layer_norm" => ops::layer_norm(x(), &usizes(&c["normalized_shape"]), t.get("w"), t.get("b"), f(&c["eps"])),
+        "layer_norm" => ops::layer_norm(
+            x(),
+            &usizes(&c["normalized_shape"]),
+            t.get("w"),
+            t.get("b"),
+            f(&c["eps"]),
+        ),
         "cross_entropy" => ops::cross_entropy(
             x(),
             &usizes(&c["targets"]),
             &ops::CrossEntropyOptions {
-                class_weights: c.get("class_weights").map(|w| w.as_array().unwrap().iter().map(f).collect()),
+                class_weights: c
+                    .get("class_weights")
+                    .map(|w| w.as_array().unwrap().iter().map(f).collect()),
                 label_smoothing: c.get("label_smoothing").map_or(0.0, f),
             },
         ),
-        "bce_with_logits" => ops::binary_cross_entropy_with_logits(x(), g("t"), c.get("pos_weight").map(f)),
+        "bce_with_logits" => {
+            ops::binary_cross_entropy_with_logits(x(), g("t"), c.get("pos_weight").map(f))
+        }
         "mse" => ops::mse(x(), g("t")),
         "mae" => ops::mae(x(), g("t")),
         "huber" => ops::huber(x(), g("t"), f(&c["delta"])),
@@ -220,21 +264,29 @@ fn run(case: &Case, t: &BTreeMap<String, Tensor>) -> Result<Tensor> {
 /// against the size of what was summed.
 fn tolerance(op: &str) -> f32 {
     match op {
-        "relu" | "leaky_relu" | "elu" | "gelu" | "sigmoid" | "tanh" | "add" | "sub" | "mul" | "div" | "reshape" | "flatten"
-        | "permute" | "transpose" | "concat" | "slice" | "pad" => 1e-5,
+        "relu" | "leaky_relu" | "elu" | "gelu" | "sigmoid" | "tanh" | "add" | "sub" | "mul"
+        | "div" | "reshape" | "flatten" | "permute" | "transpose" | "concat" | "slice" | "pad" => {
+            1e-5
+        }
         _ => 1e-4,
     }
 }
 
 fn compare(case: &str, what: &str, got: &Tensor, want: &Tensor, rtol: f32) -> Option<String> {
     if got.shape() != want.shape() {
-        return Some(format!("{case}: {what} shape {:?}, PyTorch {:?}", got.shape(), want.shape()));
+        return Some(format!(
+            "{case}: {what} shape {:?}, PyTorch {:?}",
+            got.shape(),
+            want.shape()
+        ));
     }
     let (g, w) = (got.data(), want.data());
     let scale = w.iter().map(|v| v.abs()).sum::<f32>() / w.len().max(1) as f32;
     for (i, (a, b)) in g.iter().zip(w.iter()).enumerate() {
         if !((a - b).abs() <= rtol * (b.abs() + scale.max(1e-3))) {
-            return Some(format!("{case}: {what}[{i}] = {a}, PyTorch {b} (rtol {rtol})"));
+            return Some(format!(
+                "{case}: {what}[{i}] = {a}, PyTorch {b} (rtol {rtol})"
+            ));
         }
     }
     None
@@ -243,10 +295,17 @@ fn compare(case: &str, what: &str, got: &Tensor, want: &Tensor, rtol: f32) -> Op
 #[test]
 fn every_op_matches_pytorch_forward_and_backward() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     paths.retain(|p| p.extension().is_some_and(|e| e == "safetensors"));
     paths.sort();
-    assert!(paths.len() >= 100, "expected the committed fixtures in {}", dir.display());
+    assert!(
+        paths.len() >= 100,
+        "expected the committed fixtures in {}",
+        dir.display()
+    );
     let mut failures = Vec::new();
     let mut ops_seen = std::collections::BTreeSet::new();
     for p in &paths {
@@ -256,7 +315,11 @@ fn every_op_matches_pytorch_forward_and_backward() {
         for (k, v) in &case.tensors {
             if let Some(name) = k.strip_prefix("in.") {
                 let leaf = v.deep_clone();
-                let leaf = if name.starts_with("running_") { leaf } else { leaf.requires_grad_() };
+                let leaf = if name.starts_with("running_") {
+                    leaf
+                } else {
+                    leaf.requires_grad_()
+                };
                 inputs.insert(name.to_string(), leaf);
             }
         }
@@ -268,7 +331,13 @@ fn every_op_matches_pytorch_forward_and_backward() {
             }
         };
         let rtol = tolerance(&case.op);
-        failures.extend(compare(&case.name, "output", &out, &case.tensors["out"], rtol));
+        failures.extend(compare(
+            &case.name,
+            "output",
+            &out,
+            &case.tensors["out"],
+            rtol,
+        ));
         let loss = ops::sum_all(&ops::mul(&out, &case.tensors["gout"]).unwrap()).unwrap();
         loss.backward().unwrap();
         for (k, want) in &case.tensors {
@@ -286,7 +355,17 @@ fn every_op_matches_pytorch_forward_and_backward() {
     }
     for op in ops::OPS.iter().flat_map(|(_, v)| v.iter()) {
         let untested = [
-            "dropout", "spatial_dropout", "add_scalar", "mul_scalar", "broadcast_to", "sum_to_shape", "exp", "log", "sqrt", "neg", "abs",
+            "dropout",
+            "spatial_dropout",
+            "add_scalar",
+            "mul_scalar",
+            "broadcast_to",
+            "sum_to_shape",
+            "exp",
+            "log",
+            "sqrt",
+            "neg",
+            "abs",
         ];
         let alias = match *op {
             "binary_cross_entropy_with_logits" => "bce_with_logits",
@@ -296,5 +375,10 @@ fn every_op_matches_pytorch_forward_and_backward() {
             failures.push(format!("op {op} has no golden fixture"));
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

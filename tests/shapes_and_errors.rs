@@ -15,7 +15,12 @@ fn conv_output_shapes_follow_the_formula() {
     let mut r = Rng::new(1);
     let mut checked = 0;
     for _ in 0..2000 {
-        let (n, k, s, d) = (1 + r.below(12), 1 + r.below(5), 1 + r.below(4), 1 + r.below(3));
+        let (n, k, s, d) = (
+            1 + r.below(12),
+            1 + r.below(5),
+            1 + r.below(4),
+            1 + r.below(3),
+        );
         let (pb, pa) = (r.below(4), r.below(4));
         let x = zeros(&[1, 2, n]);
         let w = zeros(&[3, 2, k]);
@@ -29,7 +34,11 @@ fn conv_output_shapes_follow_the_formula() {
             Ok(y) => {
                 assert!(total >= span);
                 // floor((n + pad_total - dilation * (k - 1) - 1) / stride) + 1
-                assert_eq!(y.shape()[2], (total - d * (k - 1) - 1) / s + 1, "n={n} k={k} s={s} d={d} pads=({pb},{pa})");
+                assert_eq!(
+                    y.shape()[2],
+                    (total - d * (k - 1) - 1) / s + 1,
+                    "n={n} k={k} s={s} d={d} pads=({pb},{pa})"
+                );
                 checked += 1;
             }
             Err(e) => {
@@ -51,7 +60,10 @@ fn conv_output_shapes_follow_the_formula() {
         };
         let y = ops::conv2d(&x, &w, None, &cfg).unwrap();
         // TensorFlow's same: ceil(n / stride)
-        assert_eq!(y.shape()[2..], [h.div_ceil(cfg.stride[0]), wd.div_ceil(cfg.stride[1])]);
+        assert_eq!(
+            y.shape()[2..],
+            [h.div_ceil(cfg.stride[0]), wd.div_ceil(cfg.stride[1])]
+        );
         // transposed: (n - 1) * stride - pad_total + dilation * (k - 1) + output_padding + 1
         let p = r.below(3);
         let op = r.below(s.max(d));
@@ -73,7 +85,17 @@ fn conv_output_shapes_follow_the_formula() {
         let pk = 1 + r.below(4);
         let pp = r.below(pk / 2 + 1);
         if n + 2 * pp >= pk {
-            let y = ops::max_pool1d(&x_1d(n), &ops::Pool1dConfig { kernel: pk, stride: Some(s), padding: pp, ceil_mode: false, count_include_pad: true }).unwrap();
+            let y = ops::max_pool1d(
+                &x_1d(n),
+                &ops::Pool1dConfig {
+                    kernel: pk,
+                    stride: Some(s),
+                    padding: pp,
+                    ceil_mode: false,
+                    count_include_pad: true,
+                },
+            )
+            .unwrap();
             assert_eq!(y.shape()[2], (n + 2 * pp - pk) / s + 1);
         }
     }
@@ -94,40 +116,110 @@ fn msg(r: convnet::Result<Tensor>) -> String {
 #[test]
 fn errors_name_the_op_the_shapes_and_the_parameter() {
     let x = zeros(&[2, 6, 5, 5]);
-    let m = msg(ops::conv2d(&x, &zeros(&[4, 6, 7, 3]), None, &Default::default()));
-    assert!(m.starts_with("conv2d: invalid `kernel_size`") && m.contains("spans 7") && m.contains("[2, 6, 5, 5]"), "{m}");
-    let m = msg(ops::conv2d(&x, &zeros(&[4, 3, 3, 3]), None, &ops::Conv2dConfig::default().with_groups(4)));
-    assert!(m.contains("groups") && m.contains("6 input channels"), "{m}");
-    let m = msg(ops::conv2d(&x, &zeros(&[4, 6, 3]), None, &Default::default()));
-    assert!(m.contains("conv2d") && m.contains("weight must be") && m.contains("[4, 6, 3]"), "{m}");
-    let m = msg(ops::conv2d(&x, &zeros(&[4, 5, 3, 3]), None, &Default::default()));
+    let m = msg(ops::conv2d(
+        &x,
+        &zeros(&[4, 6, 7, 3]),
+        None,
+        &Default::default(),
+    ));
+    assert!(
+        m.starts_with("conv2d: invalid `kernel_size`")
+            && m.contains("spans 7")
+            && m.contains("[2, 6, 5, 5]"),
+        "{m}"
+    );
+    let m = msg(ops::conv2d(
+        &x,
+        &zeros(&[4, 3, 3, 3]),
+        None,
+        &ops::Conv2dConfig::default().with_groups(4),
+    ));
+    assert!(
+        m.contains("groups") && m.contains("6 input channels"),
+        "{m}"
+    );
+    let m = msg(ops::conv2d(
+        &x,
+        &zeros(&[4, 6, 3]),
+        None,
+        &Default::default(),
+    ));
+    assert!(
+        m.contains("conv2d") && m.contains("weight must be") && m.contains("[4, 6, 3]"),
+        "{m}"
+    );
+    let m = msg(ops::conv2d(
+        &x,
+        &zeros(&[4, 5, 3, 3]),
+        None,
+        &Default::default(),
+    ));
     assert!(m.contains("expects 5 input channels"), "{m}");
-    let m = msg(ops::conv2d(&x, &zeros(&[4, 6, 3, 3]), Some(&zeros(&[3])), &Default::default()));
+    let m = msg(ops::conv2d(
+        &x,
+        &zeros(&[4, 6, 3, 3]),
+        Some(&zeros(&[3])),
+        &Default::default(),
+    ));
     assert!(m.contains("bias") && m.contains("[4]"), "{m}");
-    let m = msg(ops::conv2d(&x, &zeros(&[4, 6, 3, 3]), None, &ops::Conv2dConfig::default().with_padding(Padding::Causal)));
+    let m = msg(ops::conv2d(
+        &x,
+        &zeros(&[4, 6, 3, 3]),
+        None,
+        &ops::Conv2dConfig::default().with_padding(Padding::Causal),
+    ));
     assert!(m.contains("causal") && m.contains("1-D"), "{m}");
-    let m = msg(ops::conv2d(&x, &zeros(&[4, 6, 3, 3]), None, &ops::Conv2dConfig::default().with_stride(0)));
+    let m = msg(ops::conv2d(
+        &x,
+        &zeros(&[4, 6, 3, 3]),
+        None,
+        &ops::Conv2dConfig::default().with_stride(0),
+    ));
     assert!(m.contains("stride"), "{m}");
     let m = msg(ops::conv2d(
         &x,
         &zeros(&[4, 6, 3, 3]),
         None,
-        &ops::Conv2dConfig::default().with_pad(5).with_pad_mode(PadMode::Reflect),
+        &ops::Conv2dConfig::default()
+            .with_pad(5)
+            .with_pad_mode(PadMode::Reflect),
     ));
     assert!(m.contains("conv2d") && m.contains("reflect"), "{m}");
-    let m = msg(ops::conv1d(&zeros(&[1, 2, 4]), &zeros(&[3, 2, 3]), None, &ops::Conv1dConfig::default().with_dilation(2)));
-    assert!(m.starts_with("conv1d") && m.contains("length") && m.contains("[3, 2, 3]"), "{m}");
-    let m = msg(ops::conv_transpose2d(&x, &zeros(&[6, 2, 3, 3]), None, &ops::ConvTranspose2dConfig::default().with_stride(2).with_output_padding(2)));
+    let m = msg(ops::conv1d(
+        &zeros(&[1, 2, 4]),
+        &zeros(&[3, 2, 3]),
+        None,
+        &ops::Conv1dConfig::default().with_dilation(2),
+    ));
+    assert!(
+        m.starts_with("conv1d") && m.contains("length") && m.contains("[3, 2, 3]"),
+        "{m}"
+    );
+    let m = msg(ops::conv_transpose2d(
+        &x,
+        &zeros(&[6, 2, 3, 3]),
+        None,
+        &ops::ConvTranspose2dConfig::default()
+            .with_stride(2)
+            .with_output_padding(2),
+    ));
     assert!(m.contains("output_padding"), "{m}");
     let m = msg(ops::max_pool2d(&x, &ops::Pool2dConfig::new(3).with_pad(2)));
-    assert!(m.contains("max_pool2d") && m.contains("padding") && m.contains("half"), "{m}");
+    assert!(
+        m.contains("max_pool2d") && m.contains("padding") && m.contains("half"),
+        "{m}"
+    );
     let m = msg(ops::max_pool2d(&x, &ops::Pool2dConfig::new(7)));
     assert!(m.contains("does not fit"), "{m}");
     let m = msg(ops::add(&zeros(&[2, 3]), &zeros(&[4])));
     assert!(m.contains("add") && m.contains("broadcast"), "{m}");
     let m = msg(ops::linear(&zeros(&[2, 3]), &zeros(&[4, 5]), None));
     assert!(m.contains("in_features = 5"), "{m}");
-    let m = msg(ops::cross_entropy(&zeros(&[2, 3]), &[1, 3], &Default::default()));
+    let m = msg(ops::cross_entropy(
+        &zeros(&[2, 3]),
+        &[1, 3],
+        &Default::default(),
+    ));
     assert!(m.contains("target 3 at row 1"), "{m}");
     let m = msg(ops::batch_norm(&zeros(&[1, 3]), &Default::default()));
     assert!(m.contains("more than 1 value per channel"), "{m}");
@@ -135,14 +227,23 @@ fn errors_name_the_op_the_shapes_and_the_parameter() {
     assert!(m.contains("reshape") && m.contains("[2, 3]"), "{m}");
     let m = msg(Tensor::from_vec(vec![1.0; 5], &[2, 3]));
     assert!(m.contains("5 values"), "{m}");
-    assert!(matches!(ops::softmax(&zeros(&[2, 3]), 2), Err(Error::Param { op: "softmax", param: "axis", .. })));
+    assert!(matches!(
+        ops::softmax(&zeros(&[2, 3]), 2),
+        Err(Error::Param {
+            op: "softmax",
+            param: "axis",
+            ..
+        })
+    ));
 }
 
 /// Random shape of rank 0..=5, mostly 3 or 4, with small dimensions (0 included) so that
 /// channel counts often agree and the checks past the first ones are reached.
 fn any_shape(r: &mut Rng) -> Vec<usize> {
     let rank = [0, 1, 2, 3, 3, 3, 4, 4, 4, 5][r.below(10)];
-    (0..rank).map(|_| [0, 1, 1, 2, 2, 3, 4, 6][r.below(8)]).collect()
+    (0..rank)
+        .map(|_| [0, 1, 1, 2, 2, 3, 4, 6][r.below(8)])
+        .collect()
 }
 
 fn any_tensor(r: &mut Rng) -> Tensor {
@@ -172,7 +273,13 @@ fn related(r: &mut Rng, which: usize, g: usize) -> (Tensor, Tensor, Tensor) {
     }
     if r.below(5) == 0 {
         let pick = r.below(3);
-        let v = if pick == 0 { &mut sa } else if pick == 1 { &mut sb } else { &mut sc };
+        let v = if pick == 0 {
+            &mut sa
+        } else if pick == 1 {
+            &mut sb
+        } else {
+            &mut sc
+        };
         if !v.is_empty() {
             let k = r.below(v.len());
             v[k] = r.below(5);
@@ -188,26 +295,88 @@ fn no_public_op_panics_on_any_input() {
     let mut succeeded = [0usize; 30];
     for i in 0..20000 {
         let u = |r: &mut Rng| r.below(5);
-        let (s1, s2, d1, g, p1, p2) = (u(&mut r), u(&mut r), u(&mut r), u(&mut r), u(&mut r), u(&mut r));
+        let (s1, s2, d1, g, p1, p2) = (
+            u(&mut r),
+            u(&mut r),
+            u(&mut r),
+            u(&mut r),
+            u(&mut r),
+            u(&mut r),
+        );
         let which = r.below(30);
         let (a, b, c) = if r.below(2) == 0 {
             (any_tensor(&mut r), any_tensor(&mut r), any_tensor(&mut r))
         } else {
             related(&mut r, which, g)
         };
-        let mode = [PadMode::Zeros, PadMode::Reflect, PadMode::Replicate, PadMode::Circular][r.below(4)];
-        let padding = [Padding::Valid, Padding::Same, Padding::Causal, Padding::Explicit(vec![(p1, p2)]), Padding::Explicit(vec![(p1, p2), (p2, p1)])]
-            [r.below(5)]
+        let mode = [
+            PadMode::Zeros,
+            PadMode::Reflect,
+            PadMode::Replicate,
+            PadMode::Circular,
+        ][r.below(4)];
+        let padding = [
+            Padding::Valid,
+            Padding::Same,
+            Padding::Causal,
+            Padding::Explicit(vec![(p1, p2)]),
+            Padding::Explicit(vec![(p1, p2), (p2, p1)]),
+        ][r.below(5)]
         .clone();
         let res = catch_unwind(AssertUnwindSafe(|| {
-            let cfg2 = ops::Conv2dConfig { stride: [s1, s2], padding: padding.clone(), dilation: [d1, 1], groups: g, pad_mode: mode };
-            let cfg1 = ops::Conv1dConfig { stride: s1, padding: padding.clone(), dilation: d1, groups: g, pad_mode: mode };
-            let p2c = ops::Pool2dConfig { kernel: [s1, s2], stride: Some([d1, g]), padding: [p1, p2], ceil_mode: p1 % 2 == 0, count_include_pad: p2 % 2 == 0 };
-            let p1c = ops::Pool1dConfig { kernel: s1, stride: Some(d1), padding: p1, ceil_mode: p2 % 2 == 0, count_include_pad: true };
-            let t2 = ops::ConvTranspose2dConfig { stride: [s1, s2], padding: [p1, p2], output_padding: [p2, p1], dilation: [d1, 1], groups: g };
-            let t1 = ops::ConvTranspose1dConfig { stride: s1, padding: p1, output_padding: p2, dilation: d1, groups: g };
-            let bn = ops::BatchNormArgs { weight: Some(&b), bias: Some(&c), training: p1 % 2 == 0, running_mean: Some(&b), running_var: Some(&c), ..Default::default() };
-            let targets: Vec<usize> = (0..a.shape().first().copied().unwrap_or(0)).map(|k| k % 4).collect();
+            let cfg2 = ops::Conv2dConfig {
+                stride: [s1, s2],
+                padding: padding.clone(),
+                dilation: [d1, 1],
+                groups: g,
+                pad_mode: mode,
+            };
+            let cfg1 = ops::Conv1dConfig {
+                stride: s1,
+                padding: padding.clone(),
+                dilation: d1,
+                groups: g,
+                pad_mode: mode,
+            };
+            let p2c = ops::Pool2dConfig {
+                kernel: [s1, s2],
+                stride: Some([d1, g]),
+                padding: [p1, p2],
+                ceil_mode: p1 % 2 == 0,
+                count_include_pad: p2 % 2 == 0,
+            };
+            let p1c = ops::Pool1dConfig {
+                kernel: s1,
+                stride: Some(d1),
+                padding: p1,
+                ceil_mode: p2 % 2 == 0,
+                count_include_pad: true,
+            };
+            let t2 = ops::ConvTranspose2dConfig {
+                stride: [s1, s2],
+                padding: [p1, p2],
+                output_padding: [p2, p1],
+                dilation: [d1, 1],
+                groups: g,
+            };
+            let t1 = ops::ConvTranspose1dConfig {
+                stride: s1,
+                padding: p1,
+                output_padding: p2,
+                dilation: d1,
+                groups: g,
+            };
+            let bn = ops::BatchNormArgs {
+                weight: Some(&b),
+                bias: Some(&c),
+                training: p1 % 2 == 0,
+                running_mean: Some(&b),
+                running_var: Some(&c),
+                ..Default::default()
+            };
+            let targets: Vec<usize> = (0..a.shape().first().copied().unwrap_or(0))
+                .map(|k| k % 4)
+                .collect();
             let mut rng = Rng::new(i);
             match which {
                 0 => ops::conv2d(&a, &b, Some(&c), &cfg2),
@@ -219,7 +388,8 @@ fn no_public_op_panics_on_any_input() {
                 6 => ops::max_pool1d(&a, &p1c),
                 7 => ops::avg_pool1d(&a, &p1c),
                 8 => ops::global_avg_pool2d(&a).or_else(|_| ops::global_max_pool1d(&a)),
-                9 => ops::adaptive_avg_pool2d(&a, [s1, s2]).or_else(|_| ops::adaptive_avg_pool1d(&a, s1)),
+                9 => ops::adaptive_avg_pool2d(&a, [s1, s2])
+                    .or_else(|_| ops::adaptive_avg_pool1d(&a, s1)),
                 10 => ops::matmul(&a, &b),
                 11 => ops::linear(&a, &b, Some(&c)),
                 12 => ops::add(&a, &b).and(ops::div(&a, &b)),
@@ -233,8 +403,13 @@ fn no_public_op_panics_on_any_input() {
                 20 => ops::batch_norm(&a, &bn),
                 21 => ops::layer_norm(&a, &b.shape().to_vec(), Some(&b), Some(&c), 1e-5),
                 22 => ops::cross_entropy(&a, &targets, &Default::default()),
-                23 => ops::binary_cross_entropy_with_logits(&a, &b, None).and(ops::huber(&a, &b, p1 as f32 - 1.0)),
-                24 => ops::dropout(&a, p1 as f32 / 3.0, true, &mut rng).and(ops::spatial_dropout(&a, 0.5, true, &mut rng)),
+                23 => ops::binary_cross_entropy_with_logits(&a, &b, None).and(ops::huber(
+                    &a,
+                    &b,
+                    p1 as f32 - 1.0,
+                )),
+                24 => ops::dropout(&a, p1 as f32 / 3.0, true, &mut rng)
+                    .and(ops::spatial_dropout(&a, 0.5, true, &mut rng)),
                 25 => ops::flatten(&a, s1, s2).and(ops::transpose(&a, s1, s2)),
                 26 => ops::broadcast_to(&a, b.shape()).and(ops::sum_to_shape(&a, b.shape())),
                 27 => ops::global_max_pool2d(&a).or_else(|_| ops::global_avg_pool1d(&a)),
@@ -246,8 +421,17 @@ fn no_public_op_panics_on_any_input() {
         if let Ok(true) = res {
             succeeded[which] += 1;
         }
-        assert!(res.is_ok(), "case {i} (op #{which}) panicked on shapes {:?} {:?} {:?}", a.shape(), b.shape(), c.shape());
+        assert!(
+            res.is_ok(),
+            "case {i} (op #{which}) panicked on shapes {:?} {:?} {:?}",
+            a.shape(),
+            b.shape(),
+            c.shape()
+        );
     }
     // The fuzzing reached every op's computation, not only its first checks.
-    assert!(succeeded.iter().all(|&n| n > 0), "ops that never ran to completion: {succeeded:?}");
+    assert!(
+        succeeded.iter().all(|&n| n > 0),
+        "ops that never ran to completion: {succeeded:?}"
+    );
 }

@@ -32,7 +32,13 @@ pub struct Conv2dGeom {
 
 /// Output length along one axis: floor((n + pad_total - dilation * (k - 1) - 1) / stride) + 1,
 /// or `None` when the dilated kernel spans more than the padded input.
-pub fn conv_out_len(n: usize, pad_total: usize, k: usize, stride: usize, dilation: usize) -> Option<usize> {
+pub fn conv_out_len(
+    n: usize,
+    pad_total: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+) -> Option<usize> {
     let span = dilation.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
     let padded = n.checked_add(pad_total)?;
     if stride == 0 || padded < span {
@@ -87,7 +93,13 @@ impl Conv2dGeom {
     }
     /// Valid output columns `[lo, hi)` for kernel column `kj`: those whose input column is in range.
     pub(crate) fn valid_cols(&self, kj: usize) -> (usize, usize) {
-        valid_range(self.out_w, self.stride_w, kj * self.dil_w, self.pad_l, self.w)
+        valid_range(
+            self.out_w,
+            self.stride_w,
+            kj * self.dil_w,
+            self.pad_l,
+            self.w,
+        )
     }
 }
 
@@ -95,7 +107,11 @@ impl Conv2dGeom {
 /// `o` for which it lies in `0..n`.
 fn valid_range(out: usize, stride: usize, offset: usize, pad: usize, n: usize) -> (usize, usize) {
     // o * stride + offset >= pad  and  o * stride + offset < pad + n
-    let lo = if offset >= pad { 0 } else { (pad - offset).div_ceil(stride) };
+    let lo = if offset >= pad {
+        0
+    } else {
+        (pad - offset).div_ceil(stride)
+    };
     let hi = if pad + n <= offset {
         0
     } else {
@@ -201,9 +217,9 @@ pub fn conv2d_forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>
     let hw = g.h * g.w;
     let ylen = y.len();
     let yp = SendPtr(y.as_mut_ptr());
-    (0..g.n * g.groups * ntiles)
-        .into_par_iter()
-        .for_each_init(Vec::new, |col: &mut Vec<f32>, item| {
+    (0..g.n * g.groups * ntiles).into_par_iter().for_each_init(
+        Vec::new,
+        |col: &mut Vec<f32>, item| {
             let tix = item % ntiles;
             let grp = (item / ntiles) % g.groups;
             let img = item / (ntiles * g.groups);
@@ -233,7 +249,8 @@ pub fn conv2d_forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>
                 im2col_tile(g, xg, p0, p1, col);
                 sgemm(cog, kd, t, wg, MatRef::rm(col, t), 1.0, yt, p_all);
             }
-        });
+        },
+    );
 }
 
 /// Gradient of the convolution with respect to its input.
@@ -250,13 +267,14 @@ pub fn conv2d_backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f3
     let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
     let hw = g.h * g.w;
     // One chunk per (image, group): disjoint input channels, so chunks never overlap.
-    dx.par_chunks_mut(cig * hw)
-        .enumerate()
-        .for_each_init(Vec::new, |col: &mut Vec<f32>, (chunk, dxg)| {
+    dx.par_chunks_mut(cig * hw).enumerate().for_each_init(
+        Vec::new,
+        |col: &mut Vec<f32>, (chunk, dxg)| {
             let img = chunk / g.groups;
             let grp = chunk % g.groups;
             let wt = MatRef::rm_t(&w[grp * cog * kd..(grp + 1) * cog * kd], kd);
-            let dyg = &dy[(img * g.c_out + grp * cog) * p_all..(img * g.c_out + (grp + 1) * cog) * p_all];
+            let dyg =
+                &dy[(img * g.c_out + grp * cog) * p_all..(img * g.c_out + (grp + 1) * cog) * p_all];
             if g.is_pointwise() {
                 sgemm(kd, cog, p_all, wt, MatRef::rm(dyg, p_all), 0.0, dxg, p_all);
                 return;
@@ -276,7 +294,8 @@ pub fn conv2d_backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f3
                 col2im_tile(g, col, p0, p1, dxg);
                 p0 = p1;
             }
-        });
+        },
+    );
 }
 
 /// Number of batch chunks whose weight gradients are summed in a fixed order: independent of
@@ -288,7 +307,13 @@ const WEIGHT_GRAD_CHUNKS: usize = 8;
 /// # Shapes
 /// x: `(n, c_in, h, w)`, dy: `(n, c_out, out_h, out_w)`, dw: `(c_out, c_in / groups, k_h, k_w)`,
 /// db: `(c_out)`; both fully overwritten.
-pub fn conv2d_backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32], db: Option<&mut [f32]>) {
+pub fn conv2d_backward_weight(
+    g: &Conv2dGeom,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) {
     let p_all = g.positions();
     if let Some(db) = db {
         db.par_iter_mut().enumerate().for_each(|(o, d)| {
@@ -315,7 +340,8 @@ pub fn conv2d_backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f
             let mut col = Vec::new();
             for img in ch * per..((ch + 1) * per).min(g.n) {
                 for grp in 0..g.groups {
-                    let xg = &x[(img * g.c_in + grp * cig) * hw..(img * g.c_in + (grp + 1) * cig) * hw];
+                    let xg =
+                        &x[(img * g.c_in + grp * cig) * hw..(img * g.c_in + (grp + 1) * cig) * hw];
                     let dyg = &dy[(img * g.c_out + grp * cog) * p_all..];
                     let accg = &mut acc[grp * cog * kd..(grp + 1) * cog * kd];
                     let mut p0 = 0;
@@ -362,7 +388,8 @@ pub(crate) mod reference {
     fn at(g: &Conv2dGeom, oh: usize, ow: usize, ki: usize, kj: usize) -> Option<(usize, usize)> {
         let ih = (oh * g.stride_h + ki * g.dil_h) as isize - g.pad_t as isize;
         let iw = (ow * g.stride_w + kj * g.dil_w) as isize - g.pad_l as isize;
-        (ih >= 0 && iw >= 0 && (ih as usize) < g.h && (iw as usize) < g.w).then_some((ih as usize, iw as usize))
+        (ih >= 0 && iw >= 0 && (ih as usize) < g.h && (iw as usize) < g.w)
+            .then_some((ih as usize, iw as usize))
     }
 
     /// Visit every (image, out channel, in channel, output position, kernel tap) that meets an input pixel.
@@ -395,7 +422,9 @@ pub(crate) mod reference {
     pub fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
         let p = g.positions();
         let mut y = vec![0f64; g.n * g.c_out * p];
-        each(g, |_, _, yi, xi, wi, _| y[yi] += x[xi] as f64 * w[wi] as f64);
+        each(g, |_, _, yi, xi, wi, _| {
+            y[yi] += x[xi] as f64 * w[wi] as f64
+        });
         let mut out: Vec<f32> = y.iter().map(|&v| v as f32).collect();
         if let Some(b) = b {
             for (i, v) in out.iter_mut().enumerate() {
@@ -412,7 +441,10 @@ pub(crate) mod reference {
             dx[xi] += dy[yi] as f64 * w[wi] as f64;
             dw[wi] += dy[yi] as f64 * x[xi] as f64;
         });
-        (dx.iter().map(|&v| v as f32).collect(), dw.iter().map(|&v| v as f32).collect())
+        (
+            dx.iter().map(|&v| v as f32).collect(),
+            dw.iter().map(|&v| v as f32).collect(),
+        )
     }
 }
 
@@ -424,7 +456,10 @@ mod tests {
     fn close(a: &[f32], b: &[f32], what: &str, g: &Conv2dGeom) {
         assert_eq!(a.len(), b.len());
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{what} [{i}]: {x} vs {y}, {g:?}");
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "{what} [{i}]: {x} vs {y}, {g:?}"
+            );
         }
     }
 
@@ -432,7 +467,11 @@ mod tests {
         loop {
             let groups = [1, 1, 2, 3][r.below(4)];
             let depthwise = r.below(4) == 0;
-            let c_in = if depthwise { groups * 2 } else { groups * (1 + r.below(3)) };
+            let c_in = if depthwise {
+                groups * 2
+            } else {
+                groups * (1 + r.below(3))
+            };
             let groups = if depthwise { c_in } else { groups };
             let c_out = groups * (1 + r.below(3));
             let (k_h, k_w) = (1 + r.below(4), 1 + r.below(4));
@@ -440,7 +479,10 @@ mod tests {
             let (sh, sw) = (1 + r.below(3), 1 + r.below(3));
             let (dh, dw) = (1 + r.below(2), 1 + r.below(3));
             let (pt, pb, pl, pr) = (r.below(3), r.below(3), r.below(3), r.below(3));
-            let (Some(out_h), Some(out_w)) = (conv_out_len(h, pt + pb, k_h, sh, dh), conv_out_len(w, pl + pr, k_w, sw, dw)) else {
+            let (Some(out_h), Some(out_w)) = (
+                conv_out_len(h, pt + pb, k_h, sh, dh),
+                conv_out_len(w, pl + pr, k_w, sw, dw),
+            ) else {
                 continue;
             };
             return Conv2dGeom {
@@ -472,7 +514,9 @@ mod tests {
             let x: Vec<f32> = (0..g.n * g.c_in * g.h * g.w).map(|_| r.normal()).collect();
             let w: Vec<f32> = (0..g.c_out * g.kdim()).map(|_| r.normal()).collect();
             let b: Vec<f32> = (0..g.c_out).map(|_| r.normal()).collect();
-            let dy: Vec<f32> = (0..g.n * g.c_out * g.positions()).map(|_| r.normal()).collect();
+            let dy: Vec<f32> = (0..g.n * g.c_out * g.positions())
+                .map(|_| r.normal())
+                .collect();
             let mut y = vec![f32::NAN; dy.len()];
             conv2d_forward(&g, &x, &w, Some(&b), &mut y);
             close(&y, &reference::forward(&g, &x, &w, Some(&b)), "forward", &g);
@@ -485,7 +529,9 @@ mod tests {
             conv2d_backward_weight(&g, &x, &dy, &mut dw, Some(&mut db));
             close(&dw, &rdw, "grad_w", &g);
             for o in 0..g.c_out {
-                let s: f32 = (0..g.n).flat_map(|n| dy[(n * g.c_out + o) * g.positions()..][..g.positions()].iter()).sum();
+                let s: f32 = (0..g.n)
+                    .flat_map(|n| dy[(n * g.c_out + o) * g.positions()..][..g.positions()].iter())
+                    .sum();
                 assert!((db[o] - s).abs() < 1e-4 * (1.0 + s.abs()));
             }
         }
@@ -516,7 +562,9 @@ mod tests {
         let mut r = Rng::new(2);
         let x: Vec<f32> = (0..g.n * g.c_in * g.h * g.w).map(|_| r.normal()).collect();
         let w: Vec<f32> = (0..g.c_out * g.kdim()).map(|_| r.normal()).collect();
-        let dy: Vec<f32> = (0..g.n * g.c_out * g.positions()).map(|_| r.normal()).collect();
+        let dy: Vec<f32> = (0..g.n * g.c_out * g.positions())
+            .map(|_| r.normal())
+            .collect();
         let mut y = vec![0f32; dy.len()];
         conv2d_forward(&g, &x, &w, None, &mut y);
         close(&y, &reference::forward(&g, &x, &w, None), "forward", &g);
@@ -540,7 +588,11 @@ mod tests {
                             for o in 0..out {
                                 let i = (o * stride + offset) as isize - pad as isize;
                                 let ok = i >= 0 && (i as usize) < n;
-                                assert_eq!(ok, o >= lo && o < hi, "{out} {stride} {offset} {pad} {n} {o}");
+                                assert_eq!(
+                                    ok,
+                                    o >= lo && o < hi,
+                                    "{out} {stride} {offset} {pad} {n} {o}"
+                                );
                             }
                         }
                     }

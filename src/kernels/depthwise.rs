@@ -25,7 +25,9 @@ pub fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &m
         for oh in 0..g.out_h {
             let yrow = &mut yp[oh * g.out_w..(oh + 1) * g.out_w];
             for ki in 0..g.k_h {
-                let Some(ih) = in_row(g, oh, ki) else { continue };
+                let Some(ih) = in_row(g, oh, ki) else {
+                    continue;
+                };
                 let xrow = &xp[ih * g.w..(ih + 1) * g.w];
                 for kj in 0..g.k_w {
                     let wv = wk[ki * g.k_w + kj];
@@ -59,7 +61,9 @@ pub fn backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
             for oh in 0..g.out_h {
                 let dyrow = &dyp[oh * g.out_w..(oh + 1) * g.out_w];
                 for ki in 0..g.k_h {
-                    let Some(ih) = in_row(g, oh, ki) else { continue };
+                    let Some(ih) = in_row(g, oh, ki) else {
+                        continue;
+                    };
                     let dxrow = &mut dxp[ih * g.w..(ih + 1) * g.w];
                     for kj in 0..g.k_w {
                         let wv = wk[ki * g.k_w + kj];
@@ -86,7 +90,9 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
             for oh in 0..g.out_h {
                 let dyrow = &dyp[oh * g.out_w..(oh + 1) * g.out_w];
                 for ki in 0..g.k_h {
-                    let Some(ih) = in_row(g, oh, ki) else { continue };
+                    let Some(ih) = in_row(g, oh, ki) else {
+                        continue;
+                    };
                     let xrow = &xp[ih * g.w..(ih + 1) * g.w];
                     for kj in 0..g.k_w {
                         let (lo, hi) = cols(g, kj);

@@ -14,11 +14,19 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// Row-major view of a `rows x cols` matrix.
     pub fn rm(data: &'a [f32], cols: usize) -> Self {
-        MatRef { data, rs: cols, cs: 1 }
+        MatRef {
+            data,
+            rs: cols,
+            cs: 1,
+        }
     }
     /// The transpose of a row-major `rows x cols` matrix, as a `cols x rows` view.
     pub fn rm_t(data: &'a [f32], cols: usize) -> Self {
-        MatRef { data, rs: 1, cs: cols }
+        MatRef {
+            data,
+            rs: 1,
+            cs: cols,
+        }
     }
 }
 
@@ -31,7 +39,16 @@ fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
 }
 
 /// `C[m, n] = beta * C + A[m, k] * B[k, n]` on one thread. `c` is row-major with row stride `ldc`.
-pub fn sgemm(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
+pub fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -70,7 +87,16 @@ pub fn sgemm(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, beta: f32, c: &
 
 /// Like [`sgemm`], split over the rows of C (or its columns when C is wide) across the rayon
 /// pool when the product is large and the caller is not already inside a parallel region.
-pub fn sgemm_par(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usize) {
+pub fn sgemm_par(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
     let threads = rayon::current_num_threads();
     let work = m as f64 * n as f64 * k as f64;
     if threads <= 1 || work < 2.0e6 || rayon::current_thread_index().is_some() {
@@ -146,14 +172,33 @@ mod tests {
     #[test]
     fn sgemm_par_matches_naive_on_odd_shapes() {
         let mut r = Rng::new(1);
-        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (130, 70, 9), (9, 70, 300), (257, 129, 65), (4, 300, 1000)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (130, 70, 9),
+            (9, 70, 300),
+            (257, 129, 65),
+            (4, 300, 1000),
+        ] {
             let a: Vec<f32> = (0..m * k).map(|_| r.normal()).collect();
             let b: Vec<f32> = (0..k * n).map(|_| r.normal()).collect();
             let want = naive(m, k, n, &a, &b);
             let mut c = vec![0f32; m * n];
-            sgemm_par(m, k, n, MatRef::rm(&a, k), MatRef::rm(&b, n), 0.0, &mut c, n);
+            sgemm_par(
+                m,
+                k,
+                n,
+                MatRef::rm(&a, k),
+                MatRef::rm(&b, n),
+                0.0,
+                &mut c,
+                n,
+            );
             for (x, y) in c.iter().zip(&want) {
-                assert!((x - y).abs() < 1e-3 * (1.0 + y.abs()), "{m}x{k}x{n}: {x} vs {y}");
+                assert!(
+                    (x - y).abs() < 1e-3 * (1.0 + y.abs()),
+                    "{m}x{k}x{n}: {x} vs {y}"
+                );
             }
         }
     }
@@ -163,7 +208,16 @@ mod tests {
         let a = [1., 2., 3., 4., 5., 6.]; // 2x3
         let b = [1., 0., 0., 1., 1., 1.]; // 2x3, used as B^T (3x2)
         let mut c = [0f32; 4];
-        sgemm(2, 3, 2, MatRef::rm(&a, 3), MatRef::rm_t(&b, 3), 0.0, &mut c, 2);
+        sgemm(
+            2,
+            3,
+            2,
+            MatRef::rm(&a, 3),
+            MatRef::rm_t(&b, 3),
+            0.0,
+            &mut c,
+            2,
+        );
         assert_eq!(c, [1., 6., 4., 15.]);
     }
 }

@@ -23,12 +23,22 @@ pub struct Pool2dGeom {
 
 /// Output length of a pooling axis, as PyTorch computes it: with `ceil_mode` the last window
 /// may hang over the end, but must start inside the input or its left padding.
-pub fn pool_out_len(n: usize, k: usize, stride: usize, pad: usize, ceil_mode: bool) -> Option<usize> {
+pub fn pool_out_len(
+    n: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    ceil_mode: bool,
+) -> Option<usize> {
     if stride == 0 || k == 0 || n + 2 * pad < k {
         return None;
     }
     let span = n + 2 * pad - k;
-    let mut out = if ceil_mode { span.div_ceil(stride) } else { span / stride } + 1;
+    let mut out = if ceil_mode {
+        span.div_ceil(stride)
+    } else {
+        span / stride
+    } + 1;
     if ceil_mode && (out - 1) * stride >= n + pad {
         out -= 1;
     }
@@ -106,7 +116,12 @@ pub fn max_backward(g: &Pool2dGeom, dy: &[f32], idx: &[u32], dx: &mut [f32]) {
 }
 
 /// The window of output (oh, ow) clipped to the input, and its divisor.
-fn avg_window(g: &Pool2dGeom, oh: usize, ow: usize, count_include_pad: bool) -> (usize, usize, usize, usize, f32) {
+fn avg_window(
+    g: &Pool2dGeom,
+    oh: usize,
+    ow: usize,
+    count_include_pad: bool,
+) -> (usize, usize, usize, usize, f32) {
     let (h0, h1, w0, w1) = g.window(oh, ow);
     // PyTorch: the counted window is clipped to the padded input, then to the input.
     let ph1 = h1.min((g.h + g.pad_h) as isize);
@@ -167,7 +182,15 @@ pub fn adaptive_bounds(i: usize, out: usize, n: usize) -> (usize, usize) {
 }
 
 /// Adaptive average pooling forward; `y` is `(planes, out_h, out_w)`.
-pub fn adaptive_avg_forward(_planes: usize, h: usize, w: usize, out_h: usize, out_w: usize, x: &[f32], y: &mut [f32]) {
+pub fn adaptive_avg_forward(
+    _planes: usize,
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    x: &[f32],
+    y: &mut [f32],
+) {
     let p = out_h * out_w;
     y.par_chunks_mut(p).enumerate().for_each(|(plane, yp)| {
         let xp = &x[plane * h * w..(plane + 1) * h * w];
@@ -186,25 +209,35 @@ pub fn adaptive_avg_forward(_planes: usize, h: usize, w: usize, out_h: usize, ou
 }
 
 /// Adaptive average pooling backward.
-pub fn adaptive_avg_backward(planes: usize, h: usize, w: usize, out_h: usize, out_w: usize, dy: &[f32], dx: &mut [f32]) {
+pub fn adaptive_avg_backward(
+    planes: usize,
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    dy: &[f32],
+    dx: &mut [f32],
+) {
     let p = out_h * out_w;
     debug_assert_eq!(dx.len(), planes * h * w);
-    dx.par_chunks_mut(h * w).enumerate().for_each(|(plane, dxp)| {
-        dxp.fill(0.0);
-        let dyp = &dy[plane * p..(plane + 1) * p];
-        for oh in 0..out_h {
-            let (h0, h1) = adaptive_bounds(oh, out_h, h);
-            for ow in 0..out_w {
-                let (w0, w1) = adaptive_bounds(ow, out_w, w);
-                let d = dyp[oh * out_w + ow] / ((h1 - h0) * (w1 - w0)) as f32;
-                for ih in h0..h1 {
-                    for v in &mut dxp[ih * w + w0..ih * w + w1] {
-                        *v += d;
+    dx.par_chunks_mut(h * w)
+        .enumerate()
+        .for_each(|(plane, dxp)| {
+            dxp.fill(0.0);
+            let dyp = &dy[plane * p..(plane + 1) * p];
+            for oh in 0..out_h {
+                let (h0, h1) = adaptive_bounds(oh, out_h, h);
+                for ow in 0..out_w {
+                    let (w0, w1) = adaptive_bounds(ow, out_w, w);
+                    let d = dyp[oh * out_w + ow] / ((h1 - h0) * (w1 - w0)) as f32;
+                    for ih in h0..h1 {
+                        for v in &mut dxp[ih * w + w0..ih * w + w1] {
+                            *v += d;
+                        }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 #[cfg(test)]

@@ -19,14 +19,29 @@ fn unary(
         let (x, y) = saved;
         let xd = x.data();
         let gd = g.data();
-        let dx: Vec<f32> = xd.iter().zip(y.iter()).zip(gd.iter()).map(|((&xv, &yv), &gv)| gv * d(xv, yv)).collect();
-        Ok(vec![Some(Tensor::make(dx, x.shape().to_vec(), false, None))])
+        let dx: Vec<f32> = xd
+            .iter()
+            .zip(y.iter())
+            .zip(gd.iter())
+            .map(|((&xv, &yv), &gv)| gv * d(xv, yv))
+            .collect();
+        Ok(vec![Some(Tensor::make(
+            dx,
+            x.shape().to_vec(),
+            false,
+            None,
+        ))])
     }))
 }
 
 /// max(x, 0). The derivative at 0 is 0, as in PyTorch.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    unary("relu", x, |v| if v > 0.0 { v } else { 0.0 }, |v, _| if v > 0.0 { 1.0 } else { 0.0 })
+    unary(
+        "relu",
+        x,
+        |v| if v > 0.0 { v } else { 0.0 },
+        |v, _| if v > 0.0 { 1.0 } else { 0.0 },
+    )
 }
 
 /// x for x > 0, else slope * x.
@@ -121,32 +136,54 @@ pub fn abs(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Split `shape` at `axis` into (outer, len, inner).
-pub(crate) fn axis_split(op: &'static str, shape: &[usize], axis: isize) -> Result<(usize, usize, usize, usize)> {
+pub(crate) fn axis_split(
+    op: &'static str,
+    shape: &[usize],
+    axis: isize,
+) -> Result<(usize, usize, usize, usize)> {
     let rank = shape.len() as isize;
     let a = if axis < 0 { axis + rank } else { axis };
     if rank == 0 || a < 0 || a >= rank {
-        return param_err(op, "axis", format!("axis {axis} is out of range for shape {shape:?}"));
+        return param_err(
+            op,
+            "axis",
+            format!("axis {axis} is out of range for shape {shape:?}"),
+        );
     }
     let a = a as usize;
-    Ok((a, shape[..a].iter().product(), shape[a], shape[a + 1..].iter().product()))
+    Ok((
+        a,
+        shape[..a].iter().product(),
+        shape[a],
+        shape[a + 1..].iter().product(),
+    ))
 }
 
 fn softmax_impl(x: &Tensor, axis: isize, log: bool) -> Result<Tensor> {
     let name = if log { "log_softmax" } else { "softmax" };
     let (_, outer, len, inner) = axis_split(name, x.shape(), axis)?;
     if len == 0 {
-        return shape_err(name, format!("axis {axis} of shape {:?} is empty", x.shape()));
+        return shape_err(
+            name,
+            format!("axis {axis} of shape {:?} is empty", x.shape()),
+        );
     }
     let xd = x.data();
     let mut y = vec![0f32; xd.len()];
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| (o * len + k) * inner + i;
-            let m = (0..len).map(|k| xd[at(k)]).fold(f32::NEG_INFINITY, f32::max);
+            let m = (0..len)
+                .map(|k| xd[at(k)])
+                .fold(f32::NEG_INFINITY, f32::max);
             let s: f64 = (0..len).map(|k| ((xd[at(k)] - m) as f64).exp()).sum();
             let ls = s.ln() as f32;
             for k in 0..len {
-                y[at(k)] = if log { xd[at(k)] - m - ls } else { ((xd[at(k)] - m) as f64).exp() as f32 / s as f32 };
+                y[at(k)] = if log {
+                    xd[at(k)] - m - ls
+                } else {
+                    ((xd[at(k)] - m) as f64).exp() as f32 / s as f32
+                };
             }
         }
     }

@@ -8,7 +8,9 @@
 
 use crate::autograd::output;
 use crate::error::{Result, param_err, shape_err};
-use crate::kernels::conv::{Conv2dGeom, conv_out_len, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
+use crate::kernels::conv::{
+    Conv2dGeom, conv_out_len, conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
+};
 use crate::ops::shape::{PadMode, pad, reshape};
 use crate::tensor::Tensor;
 
@@ -143,10 +145,16 @@ pub(crate) fn resolve_padding(
     let dims = sizes.len();
     match padding {
         Padding::Valid => Ok(vec![(0, 0); dims]),
-        Padding::Same => Ok((0..dims).map(|i| same_padding(sizes[i], kernel[i], stride[i], dilation[i])).collect()),
+        Padding::Same => Ok((0..dims)
+            .map(|i| same_padding(sizes[i], kernel[i], stride[i], dilation[i]))
+            .collect()),
         Padding::Causal => {
             if dims != 1 {
-                return param_err(op, "padding", "`causal` padding is defined for 1-D convolutions only");
+                return param_err(
+                    op,
+                    "padding",
+                    "`causal` padding is defined for 1-D convolutions only",
+                );
             }
             Ok(vec![(dilation[0] * (kernel[0] - 1), 0)])
         }
@@ -155,7 +163,10 @@ pub(crate) fn resolve_padding(
                 return param_err(
                     op,
                     "padding",
-                    format!("explicit padding needs one (before, after) pair per spatial dimension ({dims}), got {}", p.len()),
+                    format!(
+                        "explicit padding needs one (before, after) pair per spatial dimension ({dims}), got {}",
+                        p.len()
+                    ),
                 );
             }
             Ok(p.clone())
@@ -195,7 +206,13 @@ fn geometry(
             format!("{groups} groups do not divide the {c_in} input channels and {c_out} filters"),
         );
     }
-    let wdesc = |s: &[usize]| if dims_1d { format!("{:?}", [s[0], s[1], s[3]]) } else { format!("{s:?}") };
+    let wdesc = |s: &[usize]| {
+        if dims_1d {
+            format!("{:?}", [s[0], s[1], s[3]])
+        } else {
+            format!("{s:?}")
+        }
+    };
     if wc != c_in / groups {
         return shape_err(
             op,
@@ -212,12 +229,22 @@ fn geometry(
     }
     if let Some(b) = bias {
         if b != [c_out] {
-            return shape_err(op, format!("bias has shape {b:?}, expected [{c_out}] (one per filter)"));
+            return shape_err(
+                op,
+                format!("bias has shape {b:?}, expected [{c_out}] (one per filter)"),
+            );
         }
     }
     let axes: &[(usize, usize, usize, usize, (usize, usize), &str)] = &[
         (h, k_h, stride[0], dilation[0], pads[0], "height"),
-        (w, k_w, stride[1], dilation[1], pads[1], if dims_1d { "length" } else { "width" }),
+        (
+            w,
+            k_w,
+            stride[1],
+            dilation[1],
+            pads[1],
+            if dims_1d { "length" } else { "width" },
+        ),
     ];
     let mut outs = [0usize; 2];
     for (i, &(len, k, s, d, (pb, pa), name)) in axes.iter().enumerate() {
@@ -258,16 +285,32 @@ fn geometry(
 }
 
 /// The differentiable core: a zero-padded convolution with a known geometry.
-fn conv_core(op: &'static str, x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Conv2dGeom) -> Tensor {
+fn conv_core(
+    op: &'static str,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    g: Conv2dGeom,
+) -> Tensor {
     let mut y = vec![0f32; g.n * g.c_out * g.positions()];
     {
         let bd = b.map(|b| b.data());
-        conv2d_forward(&g, &x.data(), &w.data(), bd.as_ref().map(|d| d.as_slice()), &mut y);
+        conv2d_forward(
+            &g,
+            &x.data(),
+            &w.data(),
+            bd.as_ref().map(|d| d.as_slice()),
+            &mut y,
+        );
     }
     let mut inputs = vec![x, w];
     inputs.extend(b);
     let (xc, wc) = (x.clone(), w.clone());
-    let (rx, rw, rb) = (x.requires_grad(), w.requires_grad(), b.is_some_and(|b| b.requires_grad()));
+    let (rx, rw, rb) = (
+        x.requires_grad(),
+        w.requires_grad(),
+        b.is_some_and(|b| b.requires_grad()),
+    );
     let has_b = b.is_some();
     let out_shape = vec![g.n, g.c_out, g.out_h, g.out_w];
     output(op, y, out_shape, &inputs, move |gy| {
@@ -306,16 +349,43 @@ fn conv_core(op: &'static str, x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: Co
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: &Conv2dConfig) -> Result<Tensor> {
     const OP: &str = "conv2d";
     if x.rank() != 4 {
-        return shape_err(OP, format!("input must be (n, c_in, h, w), got shape {:?}", x.shape()));
+        return shape_err(
+            OP,
+            format!("input must be (n, c_in, h, w), got shape {:?}", x.shape()),
+        );
     }
     if w.rank() != 4 {
-        return shape_err(OP, format!("weight must be (c_out, c_in / groups, k_h, k_w), got shape {:?}", w.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "weight must be (c_out, c_in / groups, k_h, k_w), got shape {:?}",
+                w.shape()
+            ),
+        );
     }
     check_positive(OP, "stride", &cfg.stride)?;
     check_positive(OP, "dilation", &cfg.dilation)?;
     let (xs, ws) = (x.shape(), w.shape());
-    let pads = resolve_padding(OP, &cfg.padding, &xs[2..], &ws[2..], &cfg.stride, &cfg.dilation)?;
-    conv_nd(OP, x, w, b, cfg.stride, cfg.dilation, cfg.groups, [pads[0], pads[1]], cfg.pad_mode, false)
+    let pads = resolve_padding(
+        OP,
+        &cfg.padding,
+        &xs[2..],
+        &ws[2..],
+        &cfg.stride,
+        &cfg.dilation,
+    )?;
+    conv_nd(
+        OP,
+        x,
+        w,
+        b,
+        cfg.stride,
+        cfg.dilation,
+        cfg.groups,
+        [pads[0], pads[1]],
+        cfg.pad_mode,
+        false,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -333,16 +403,40 @@ fn conv_nd(
 ) -> Result<Tensor> {
     let bshape = b.map(|b| b.shape().to_vec());
     // Validate everything on the unpadded input first, so errors speak of what the user gave.
-    let g = geometry(op, x.shape(), w.shape(), bshape.as_deref(), stride, dilation, groups, pads, dims_1d)?;
+    let g = geometry(
+        op,
+        x.shape(),
+        w.shape(),
+        bshape.as_deref(),
+        stride,
+        dilation,
+        groups,
+        pads,
+        dims_1d,
+    )?;
     let any_pad = pads.iter().any(|&(a, b)| a + b > 0);
     if mode == PadMode::Zeros || !any_pad {
         return Ok(conv_core(op, x, w, b, g));
     }
     let padded = pad(x, &pads, mode, 0.0).map_err(|e| match e {
-        crate::error::Error::Param { msg, .. } => crate::error::Error::Param { op, param: "padding", msg },
+        crate::error::Error::Param { msg, .. } => crate::error::Error::Param {
+            op,
+            param: "padding",
+            msg,
+        },
         other => other,
     })?;
-    let g = geometry(op, padded.shape(), w.shape(), bshape.as_deref(), stride, dilation, groups, [(0, 0), (0, 0)], dims_1d)?;
+    let g = geometry(
+        op,
+        padded.shape(),
+        w.shape(),
+        bshape.as_deref(),
+        stride,
+        dilation,
+        groups,
+        [(0, 0), (0, 0)],
+        dims_1d,
+    )?;
     Ok(conv_core(op, &padded, w, b, g))
 }
 
@@ -353,18 +447,45 @@ fn conv_nd(
 pub fn conv1d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: &Conv1dConfig) -> Result<Tensor> {
     const OP: &str = "conv1d";
     if x.rank() != 3 {
-        return shape_err(OP, format!("input must be (n, c_in, l), got shape {:?}", x.shape()));
+        return shape_err(
+            OP,
+            format!("input must be (n, c_in, l), got shape {:?}", x.shape()),
+        );
     }
     if w.rank() != 3 {
-        return shape_err(OP, format!("weight must be (c_out, c_in / groups, k), got shape {:?}", w.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "weight must be (c_out, c_in / groups, k), got shape {:?}",
+                w.shape()
+            ),
+        );
     }
     check_positive(OP, "stride", &[cfg.stride])?;
     check_positive(OP, "dilation", &[cfg.dilation])?;
     let (xs, ws) = (x.shape(), w.shape());
-    let pads = resolve_padding(OP, &cfg.padding, &xs[2..], &ws[2..], &[cfg.stride], &[cfg.dilation])?;
+    let pads = resolve_padding(
+        OP,
+        &cfg.padding,
+        &xs[2..],
+        &ws[2..],
+        &[cfg.stride],
+        &[cfg.dilation],
+    )?;
     let x4 = reshape(x, &[xs[0], xs[1], 1, xs[2]])?;
     let w4 = reshape(w, &[ws[0], ws[1], 1, ws[2]])?;
-    let y = conv_nd(OP, &x4, &w4, b, [1, cfg.stride], [1, cfg.dilation], cfg.groups, [(0, 0), pads[0]], cfg.pad_mode, true)?;
+    let y = conv_nd(
+        OP,
+        &x4,
+        &w4,
+        b,
+        [1, cfg.stride],
+        [1, cfg.dilation],
+        cfg.groups,
+        [(0, 0), pads[0]],
+        cfg.pad_mode,
+        true,
+    )?;
     let ys = y.shape().to_vec();
     reshape(&y, &[ys[0], ys[1], ys[3]])
 }

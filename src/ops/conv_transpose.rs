@@ -7,7 +7,9 @@
 
 use crate::autograd::output;
 use crate::error::{Result, param_err, shape_err};
-use crate::kernels::conv::{Conv2dGeom, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
+use crate::kernels::conv::{
+    Conv2dGeom, conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
+};
 use crate::ops::shape::reshape;
 use crate::tensor::Tensor;
 
@@ -84,8 +86,18 @@ impl Default for ConvTranspose1dConfig {
 
 /// Output length of a transposed convolution axis:
 /// `(n - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1`, or `None` if not positive.
-pub fn conv_transpose_out_len(n: usize, k: usize, stride: usize, padding: usize, dilation: usize, output_padding: usize) -> Option<usize> {
-    let full = (n.checked_sub(1)?).checked_mul(stride)? + dilation.checked_mul(k.checked_sub(1)?)? + output_padding + 1;
+pub fn conv_transpose_out_len(
+    n: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    output_padding: usize,
+) -> Option<usize> {
+    let full = (n.checked_sub(1)?).checked_mul(stride)?
+        + dilation.checked_mul(k.checked_sub(1)?)?
+        + output_padding
+        + 1;
     full.checked_sub(2 * padding).filter(|&v| v > 0)
 }
 
@@ -103,7 +115,13 @@ fn conv_transpose_nd(
     dims_1d: bool,
 ) -> Result<Tensor> {
     let (xs, ws) = (x.shape().to_vec(), w.shape().to_vec());
-    let desc = |s: &[usize]| if dims_1d { format!("{:?}", [s[0], s[1], s[3]]) } else { format!("{s:?}") };
+    let desc = |s: &[usize]| {
+        if dims_1d {
+            format!("{:?}", [s[0], s[1], s[3]])
+        } else {
+            format!("{s:?}")
+        }
+    };
     for (name, v) in [("stride", stride), ("dilation", dilation)] {
         if v.contains(&0) {
             return param_err(op, name, "must be positive");
@@ -116,11 +134,18 @@ fn conv_transpose_nd(
     if ws[0] != c_in {
         return shape_err(
             op,
-            format!("weight {} must have the input's {c_in} channels first (c_in, c_out / groups, k...)", desc(&ws)),
+            format!(
+                "weight {} must have the input's {c_in} channels first (c_in, c_out / groups, k...)",
+                desc(&ws)
+            ),
         );
     }
     if c_in % groups != 0 {
-        return param_err(op, "groups", format!("{groups} groups do not divide the {c_in} input channels"));
+        return param_err(
+            op,
+            "groups",
+            format!("{groups} groups do not divide the {c_in} input channels"),
+        );
     }
     let c_out = ws[1] * groups;
     if ws[1] == 0 || ws[2] == 0 || ws[3] == 0 {
@@ -128,7 +153,10 @@ fn conv_transpose_nd(
     }
     if let Some(b) = b {
         if b.shape() != [c_out] {
-            return shape_err(op, format!("bias has shape {:?}, expected [{c_out}]", b.shape()));
+            return shape_err(
+                op,
+                format!("bias has shape {:?}, expected [{c_out}]", b.shape()),
+            );
         }
     }
     let mut outs = [0usize; 2];
@@ -141,7 +169,10 @@ fn conv_transpose_nd(
             return param_err(
                 op,
                 "output_padding",
-                format!("{} must be smaller than stride ({}) or dilation ({})", output_padding[i], stride[i], dilation[i]),
+                format!(
+                    "{} must be smaller than stride ({}) or dilation ({})",
+                    output_padding[i], stride[i], dilation[i]
+                ),
             );
         }
         let len = [h, wd][i];
@@ -189,32 +220,47 @@ fn conv_transpose_nd(
     let mut inputs = vec![x, w];
     inputs.extend(b);
     let (xc, wc) = (x.clone(), w.clone());
-    let (rx, rw, rb) = (x.requires_grad(), w.requires_grad(), b.is_some_and(|b| b.requires_grad()));
+    let (rx, rw, rb) = (
+        x.requires_grad(),
+        w.requires_grad(),
+        b.is_some_and(|b| b.requires_grad()),
+    );
     let has_b = b.is_some();
-    Ok(output(op, y, vec![n, c_out, outs[0], outs[1]], &inputs, move |gy| {
-        let gyd = gy.data();
-        let dx = rx.then(|| {
-            let mut dx = vec![0f32; xc.numel()];
-            conv2d_forward(&g, &gyd, &wc.data(), None, &mut dx);
-            Tensor::make(dx, xc.shape().to_vec(), false, None)
-        });
-        let dw = rw.then(|| {
-            let mut dw = vec![0f32; wc.numel()];
-            conv2d_backward_weight(&g, &gyd, &xc.data(), &mut dw, None);
-            Tensor::make(dw, wc.shape().to_vec(), false, None)
-        });
-        let mut grads = vec![dx, dw];
-        if has_b {
-            grads.push(rb.then(|| {
-                let mut db = vec![0f64; c_out];
-                for (i, chunk) in gyd.chunks(plane.max(1)).enumerate() {
-                    db[i % c_out] += chunk.iter().map(|&v| v as f64).sum::<f64>();
-                }
-                Tensor::make(db.into_iter().map(|v| v as f32).collect(), vec![c_out], false, None)
-            }));
-        }
-        Ok(grads)
-    }))
+    Ok(output(
+        op,
+        y,
+        vec![n, c_out, outs[0], outs[1]],
+        &inputs,
+        move |gy| {
+            let gyd = gy.data();
+            let dx = rx.then(|| {
+                let mut dx = vec![0f32; xc.numel()];
+                conv2d_forward(&g, &gyd, &wc.data(), None, &mut dx);
+                Tensor::make(dx, xc.shape().to_vec(), false, None)
+            });
+            let dw = rw.then(|| {
+                let mut dw = vec![0f32; wc.numel()];
+                conv2d_backward_weight(&g, &gyd, &xc.data(), &mut dw, None);
+                Tensor::make(dw, wc.shape().to_vec(), false, None)
+            });
+            let mut grads = vec![dx, dw];
+            if has_b {
+                grads.push(rb.then(|| {
+                    let mut db = vec![0f64; c_out];
+                    for (i, chunk) in gyd.chunks(plane.max(1)).enumerate() {
+                        db[i % c_out] += chunk.iter().map(|&v| v as f64).sum::<f64>();
+                    }
+                    Tensor::make(
+                        db.into_iter().map(|v| v as f32).collect(),
+                        vec![c_out],
+                        false,
+                        None,
+                    )
+                }));
+            }
+            Ok(grads)
+        },
+    ))
 }
 
 /// 2-D transposed convolution.
@@ -223,28 +269,67 @@ fn conv_transpose_nd(
 /// x: `(n, c_in, h, w)`; weight: `(c_in, c_out / groups, k_h, k_w)`; bias: `(c_out)`;
 /// output: `(n, c_out, out_h, out_w)` with
 /// `out = (in - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1`.
-pub fn conv_transpose2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: &ConvTranspose2dConfig) -> Result<Tensor> {
+pub fn conv_transpose2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    cfg: &ConvTranspose2dConfig,
+) -> Result<Tensor> {
     const OP: &str = "conv_transpose2d";
     if x.rank() != 4 {
-        return shape_err(OP, format!("input must be (n, c_in, h, w), got shape {:?}", x.shape()));
+        return shape_err(
+            OP,
+            format!("input must be (n, c_in, h, w), got shape {:?}", x.shape()),
+        );
     }
     if w.rank() != 4 {
-        return shape_err(OP, format!("weight must be (c_in, c_out / groups, k_h, k_w), got shape {:?}", w.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "weight must be (c_in, c_out / groups, k_h, k_w), got shape {:?}",
+                w.shape()
+            ),
+        );
     }
-    conv_transpose_nd(OP, x, w, b, cfg.stride, cfg.padding, cfg.output_padding, cfg.dilation, cfg.groups, false)
+    conv_transpose_nd(
+        OP,
+        x,
+        w,
+        b,
+        cfg.stride,
+        cfg.padding,
+        cfg.output_padding,
+        cfg.dilation,
+        cfg.groups,
+        false,
+    )
 }
 
 /// 1-D transposed convolution.
 ///
 /// # Shapes
 /// x: `(n, c_in, l)`; weight: `(c_in, c_out / groups, k)`; bias: `(c_out)`; output: `(n, c_out, out_l)`.
-pub fn conv_transpose1d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: &ConvTranspose1dConfig) -> Result<Tensor> {
+pub fn conv_transpose1d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    cfg: &ConvTranspose1dConfig,
+) -> Result<Tensor> {
     const OP: &str = "conv_transpose1d";
     if x.rank() != 3 {
-        return shape_err(OP, format!("input must be (n, c_in, l), got shape {:?}", x.shape()));
+        return shape_err(
+            OP,
+            format!("input must be (n, c_in, l), got shape {:?}", x.shape()),
+        );
     }
     if w.rank() != 3 {
-        return shape_err(OP, format!("weight must be (c_in, c_out / groups, k), got shape {:?}", w.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "weight must be (c_in, c_out / groups, k), got shape {:?}",
+                w.shape()
+            ),
+        );
     }
     let (xs, ws) = (x.shape().to_vec(), w.shape().to_vec());
     let x4 = reshape(x, &[xs[0], xs[1], 1, xs[2]])?;

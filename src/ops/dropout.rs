@@ -15,11 +15,20 @@ fn check_p(op: &'static str, p: f32) -> Result<()> {
 
 fn masked(op: &'static str, x: &Tensor, mask: Vec<f32>, group: usize) -> Tensor {
     let xd = x.data();
-    let y: Vec<f32> = xd.iter().enumerate().map(|(i, v)| v * mask[i / group]).collect();
+    let y: Vec<f32> = xd
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v * mask[i / group])
+        .collect();
     drop(xd);
     let shape = x.shape().to_vec();
     output(op, y, shape.clone(), &[x], move |g| {
-        let dx: Vec<f32> = g.data().iter().enumerate().map(|(i, v)| v * mask[i / group]).collect();
+        let dx: Vec<f32> = g
+            .data()
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * mask[i / group])
+            .collect();
         Ok(vec![Some(Tensor::make(dx, shape, false, None))])
     })
 }
@@ -27,7 +36,9 @@ fn masked(op: &'static str, x: &Tensor, mask: Vec<f32>, group: usize) -> Tensor 
 fn mask(n: usize, p: f32, rng: &mut Rng) -> Vec<f32> {
     let keep = 1.0 - p;
     let scale = if keep > 0.0 { 1.0 / keep } else { 0.0 };
-    (0..n).map(|_| if rng.uniform() < p { 0.0 } else { scale }).collect()
+    (0..n)
+        .map(|_| if rng.uniform() < p { 0.0 } else { scale })
+        .collect()
 }
 
 /// Zero each element with probability `p` and scale the rest by `1 / (1 - p)` when
@@ -44,7 +55,13 @@ pub fn dropout(x: &Tensor, p: f32, training: bool, rng: &mut Rng) -> Result<Tens
 pub fn spatial_dropout(x: &Tensor, p: f32, training: bool, rng: &mut Rng) -> Result<Tensor> {
     check_p("spatial_dropout", p)?;
     if x.rank() < 3 {
-        return shape_err("spatial_dropout", format!("input must be (n, c, ...) with positions, got {:?}", x.shape()));
+        return shape_err(
+            "spatial_dropout",
+            format!(
+                "input must be (n, c, ...) with positions, got {:?}",
+                x.shape()
+            ),
+        );
     }
     if !training || p == 0.0 {
         return Ok(x.clone());

@@ -15,8 +15,16 @@ pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i < rank - a.len() { 1 } else { a[i - (rank - a.len())] };
-        let db = if i < rank - b.len() { 1 } else { b[i - (rank - b.len())] };
+        let da = if i < rank - a.len() {
+            1
+        } else {
+            a[i - (rank - a.len())]
+        };
+        let db = if i < rank - b.len() {
+            1
+        } else {
+            b[i - (rank - b.len())]
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -24,7 +32,9 @@ pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec
             _ => {
                 return shape_err(
                     op,
-                    format!("shapes {a:?} and {b:?} do not broadcast (dimension {i} of the aligned shapes: {da} vs {db})"),
+                    format!(
+                        "shapes {a:?} and {b:?} do not broadcast (dimension {i} of the aligned shapes: {da} vs {db})"
+                    ),
                 );
             }
         };
@@ -45,7 +55,11 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 }
 
 /// Calls `f(out_row_start, offsets, inner_strides)` for each row (last dimension) of `out`.
-fn for_each_row(out: &[usize], strides: &[Vec<usize>], mut f: impl FnMut(usize, &[usize], &[usize])) {
+fn for_each_row(
+    out: &[usize],
+    strides: &[Vec<usize>],
+    mut f: impl FnMut(usize, &[usize], &[usize]),
+) {
     let rank = out.len();
     if rank == 0 {
         let offs = vec![0; strides.len()];
@@ -78,6 +92,9 @@ pub(crate) fn broadcast_data(data: &[f32], shape: &[usize], out: &[usize]) -> Ve
     if shape == out {
         return data.to_vec();
     }
+    if data.len() == 1 {
+        return vec![data[0]; numel_of(out)];
+    }
     let st = broadcast_strides(shape, out);
     let last = out.last().copied().unwrap_or(1);
     let mut v = vec![0f32; numel_of(out)];
@@ -94,6 +111,14 @@ pub(crate) fn sum_to_data(data: &[f32], shape: &[usize], target: &[usize]) -> Ve
     if shape == target {
         return data.to_vec();
     }
+    if numel_of(target) == 1 {
+        // Fixed chunks summed in order: the same bits whatever the thread count.
+        let partial: Vec<f64> = data
+            .par_chunks(PAR_MIN)
+            .map(|c| c.iter().map(|&v| v as f64).sum::<f64>())
+            .collect();
+        return vec![partial.iter().sum::<f64>() as f32];
+    }
     let st = broadcast_strides(target, shape);
     let last = shape.last().copied().unwrap_or(1);
     let mut acc = vec![0f64; numel_of(target)];
@@ -109,13 +134,21 @@ pub(crate) fn sum_to_data(data: &[f32], shape: &[usize], target: &[usize]) -> Ve
 pub fn broadcast_to(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     let out = broadcast_shape("broadcast_to", x.shape(), shape)?;
     if out != shape {
-        return shape_err("broadcast_to", format!("{:?} cannot be broadcast to {:?}", x.shape(), shape));
+        return shape_err(
+            "broadcast_to",
+            format!("{:?} cannot be broadcast to {:?}", x.shape(), shape),
+        );
     }
     let data = broadcast_data(&x.data(), x.shape(), shape);
     let xs = x.shape().to_vec();
     let os = out.clone();
     Ok(output("broadcast_to", data, out, &[x], move |g| {
-        Ok(vec![Some(Tensor::make(sum_to_data(&g.data(), &os, &xs), xs, false, None))])
+        Ok(vec![Some(Tensor::make(
+            sum_to_data(&g.data(), &os, &xs),
+            xs,
+            false,
+            None,
+        ))])
     }))
 }
 
@@ -123,17 +156,30 @@ pub fn broadcast_to(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
 pub fn sum_to_shape(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     let b = broadcast_shape("sum_to_shape", shape, x.shape())?;
     if b != x.shape() {
-        return shape_err("sum_to_shape", format!("{:?} does not broadcast to {:?}", shape, x.shape()));
+        return shape_err(
+            "sum_to_shape",
+            format!("{:?} does not broadcast to {:?}", shape, x.shape()),
+        );
     }
     let data = sum_to_data(&x.data(), x.shape(), shape);
     let xs = x.shape().to_vec();
     let ts = shape.to_vec();
     Ok(output("sum_to_shape", data, ts.clone(), &[x], move |g| {
-        Ok(vec![Some(Tensor::make(broadcast_data(&g.data(), &ts, &xs), xs, false, None))])
+        Ok(vec![Some(Tensor::make(
+            broadcast_data(&g.data(), &ts, &xs),
+            xs,
+            false,
+            None,
+        ))])
     }))
 }
 
-fn binary_data(a: &Tensor, b: &Tensor, out: &[usize], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+fn binary_data(
+    a: &Tensor,
+    b: &Tensor,
+    out: &[usize],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Vec<f32> {
     let (ad, bd) = (a.data(), b.data());
     if a.shape() == b.shape() {
         let mut v = vec![0f32; ad.len()];
@@ -191,7 +237,10 @@ fn binary(a: &Tensor, b: &Tensor, kind: Bin) -> Result<Tensor> {
         let (ash, bsh) = (ac.shape().to_vec(), bc.shape().to_vec());
         let reduce = |t: Tensor, shape: &[usize]| -> Result<Tensor> { sum_to_shape(&t, shape) };
         let (ga, gb) = match kind {
-            Bin::Add => (ra.then(|| reduce(g.clone(), &ash)), rb.then(|| reduce(g.clone(), &bsh))),
+            Bin::Add => (
+                ra.then(|| reduce(g.clone(), &ash)),
+                rb.then(|| reduce(g.clone(), &bsh)),
+            ),
             Bin::Sub => (
                 ra.then(|| reduce(g.clone(), &ash)),
                 rb.then(|| reduce(scale(g, -1.0), &bsh)),
@@ -205,7 +254,12 @@ fn binary(a: &Tensor, b: &Tensor, kind: Bin) -> Result<Tensor> {
                 // d(a/b)/db = -a / b^2
                 rb.then(|| {
                     let gb = Tensor::make(
-                        binary_data(&div(g, &bc)?, &div(&ac, &bc)?, &broadcast_shape("div", g.shape(), ac.shape())?, |x, y| -x * y),
+                        binary_data(
+                            &div(g, &bc)?,
+                            &div(&ac, &bc)?,
+                            &broadcast_shape("div", g.shape(), ac.shape())?,
+                            |x, y| -x * y,
+                        ),
                         g.shape().to_vec(),
                         false,
                         None,
@@ -242,11 +296,13 @@ pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub(crate) fn map_data(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     let mut v = vec![0f32; x.len()];
     if x.len() >= PAR_MIN {
-        v.par_chunks_mut(PAR_MIN).zip(x.par_chunks(PAR_MIN)).for_each(|(o, i)| {
-            for (a, b) in o.iter_mut().zip(i) {
-                *a = f(*b);
-            }
-        });
+        v.par_chunks_mut(PAR_MIN)
+            .zip(x.par_chunks(PAR_MIN))
+            .for_each(|(o, i)| {
+                for (a, b) in o.iter_mut().zip(i) {
+                    *a = f(*b);
+                }
+            });
     } else {
         for (a, b) in v.iter_mut().zip(x) {
             *a = f(*b);
@@ -257,17 +313,34 @@ pub(crate) fn map_data(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
 
 /// `x * s` (untracked): gradients scaled inside backward closures.
 pub(crate) fn scale(x: &Tensor, s: f32) -> Tensor {
-    Tensor::make(map_data(&x.data(), |v| v * s), x.shape().to_vec(), false, None)
+    Tensor::make(
+        map_data(&x.data(), |v| v * s),
+        x.shape().to_vec(),
+        false,
+        None,
+    )
 }
 
 /// `x * s` for a scalar `s`.
 pub fn mul_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
     let data = map_data(&x.data(), |v| v * s);
-    Ok(output("mul_scalar", data, x.shape().to_vec(), &[x], move |g| Ok(vec![Some(scale(g, s))])))
+    Ok(output(
+        "mul_scalar",
+        data,
+        x.shape().to_vec(),
+        &[x],
+        move |g| Ok(vec![Some(scale(g, s))]),
+    ))
 }
 
 /// `x + s` for a scalar `s`.
 pub fn add_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
     let data = map_data(&x.data(), |v| v + s);
-    Ok(output("add_scalar", data, x.shape().to_vec(), &[x], move |g| Ok(vec![Some(g.clone())])))
+    Ok(output(
+        "add_scalar",
+        data,
+        x.shape().to_vec(),
+        &[x],
+        move |g| Ok(vec![Some(g.clone())]),
+    ))
 }

@@ -16,10 +16,19 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         _ => false,
     };
     if !ok {
-        return shape_err(OP, format!("cannot multiply {sa:?} by {sb:?}: need (m, k) x (k, n) or (b, m, k) x (b, k, n)"));
+        return shape_err(
+            OP,
+            format!(
+                "cannot multiply {sa:?} by {sb:?}: need (m, k) x (k, n) or (b, m, k) x (b, k, n)"
+            ),
+        );
     }
     let batched = sa.len() == 3;
-    let (bt, m, k, n) = if batched { (sa[0], sa[1], sa[2], sb[2]) } else { (1, sa[0], sa[1], sb[1]) };
+    let (bt, m, k, n) = if batched {
+        (sa[0], sa[1], sa[2], sb[2])
+    } else {
+        (1, sa[0], sa[1], sb[1])
+    };
     let mut y = vec![0f32; bt * m * n];
     {
         let (ad, bd) = (a.data(), b.data());
@@ -46,7 +55,16 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             let bd = bc.data();
             let mut da = vec![0f32; bt * m * k];
             for i in 0..bt {
-                sgemm_par(m, n, k, MatRef::rm(&gd[i * m * n..], n), MatRef::rm_t(&bd[i * k * n..], n), 0.0, &mut da[i * m * k..], k);
+                sgemm_par(
+                    m,
+                    n,
+                    k,
+                    MatRef::rm(&gd[i * m * n..], n),
+                    MatRef::rm_t(&bd[i * k * n..], n),
+                    0.0,
+                    &mut da[i * m * k..],
+                    k,
+                );
             }
             Tensor::make(da, ac.shape().to_vec(), false, None)
         });
@@ -55,7 +73,16 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             let ad = ac.data();
             let mut db = vec![0f32; bt * k * n];
             for i in 0..bt {
-                sgemm_par(k, m, n, MatRef::rm_t(&ad[i * m * k..], k), MatRef::rm(&gd[i * m * n..], n), 0.0, &mut db[i * k * n..], n);
+                sgemm_par(
+                    k,
+                    m,
+                    n,
+                    MatRef::rm_t(&ad[i * m * k..], k),
+                    MatRef::rm(&gd[i * m * n..], n),
+                    0.0,
+                    &mut db[i * k * n..],
+                    n,
+                );
             }
             Tensor::make(db, bc.shape().to_vec(), false, None)
         });
@@ -71,22 +98,39 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "linear";
     if w.rank() != 2 {
-        return shape_err(OP, format!("weight must be (out_features, in_features), got {:?}", w.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "weight must be (out_features, in_features), got {:?}",
+                w.shape()
+            ),
+        );
     }
     let (out_f, in_f) = (w.shape()[0], w.shape()[1]);
     if x.rank() == 0 || x.shape()[x.rank() - 1] != in_f {
         return shape_err(
             OP,
-            format!("input {:?} must end in in_features = {in_f} (weight {:?})", x.shape(), w.shape()),
+            format!(
+                "input {:?} must end in in_features = {in_f} (weight {:?})",
+                x.shape(),
+                w.shape()
+            ),
         );
     }
     if let Some(b) = b {
         if b.shape() != [out_f] {
-            return shape_err(OP, format!("bias has shape {:?}, expected [{out_f}]", b.shape()));
+            return shape_err(
+                OP,
+                format!("bias has shape {:?}, expected [{out_f}]", b.shape()),
+            );
         }
     }
     let rows = x.numel() / in_f.max(1);
-    let rows = if in_f == 0 { x.shape()[..x.rank() - 1].iter().product() } else { rows };
+    let rows = if in_f == 0 {
+        x.shape()[..x.rank() - 1].iter().product()
+    } else {
+        rows
+    };
     let mut y = vec![0f32; rows * out_f];
     if let Some(b) = b {
         let bd = b.data();
@@ -94,24 +138,55 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             r.copy_from_slice(&bd[..r.len()]);
         }
     }
-    sgemm_par(rows, in_f, out_f, MatRef::rm(&x.data(), in_f), MatRef::rm_t(&w.data(), in_f), 1.0, &mut y, out_f);
+    sgemm_par(
+        rows,
+        in_f,
+        out_f,
+        MatRef::rm(&x.data(), in_f),
+        MatRef::rm_t(&w.data(), in_f),
+        1.0,
+        &mut y,
+        out_f,
+    );
     let mut out_shape = x.shape().to_vec();
     *out_shape.last_mut().unwrap_or(&mut 0) = out_f;
     let mut inputs = vec![x, w];
     inputs.extend(b);
     let (xc, wc) = (x.clone(), w.clone());
-    let (rx, rw, rb) = (x.requires_grad(), w.requires_grad(), b.is_some_and(|b| b.requires_grad()));
+    let (rx, rw, rb) = (
+        x.requires_grad(),
+        w.requires_grad(),
+        b.is_some_and(|b| b.requires_grad()),
+    );
     let has_b = b.is_some();
     Ok(output(OP, y, out_shape, &inputs, move |g| {
         let gd = g.data();
         let dx = rx.then(|| {
             let mut dx = vec![0f32; rows * in_f];
-            sgemm_par(rows, out_f, in_f, MatRef::rm(&gd, out_f), MatRef::rm(&wc.data(), in_f), 0.0, &mut dx, in_f);
+            sgemm_par(
+                rows,
+                out_f,
+                in_f,
+                MatRef::rm(&gd, out_f),
+                MatRef::rm(&wc.data(), in_f),
+                0.0,
+                &mut dx,
+                in_f,
+            );
             Tensor::make(dx, xc.shape().to_vec(), false, None)
         });
         let dw = rw.then(|| {
             let mut dw = vec![0f32; out_f * in_f];
-            sgemm_par(out_f, rows, in_f, MatRef::rm_t(&gd, out_f), MatRef::rm(&xc.data(), in_f), 0.0, &mut dw, in_f);
+            sgemm_par(
+                out_f,
+                rows,
+                in_f,
+                MatRef::rm_t(&gd, out_f),
+                MatRef::rm(&xc.data(), in_f),
+                0.0,
+                &mut dw,
+                in_f,
+            );
             Tensor::make(dw, wc.shape().to_vec(), false, None)
         });
         let mut grads = vec![dx, dw];
@@ -123,7 +198,12 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
                         *a += *v as f64;
                     }
                 }
-                Tensor::make(db.into_iter().map(|v| v as f32).collect(), vec![out_f], false, None)
+                Tensor::make(
+                    db.into_iter().map(|v| v as f32).collect(),
+                    vec![out_f],
+                    false,
+                    None,
+                )
             }));
         }
         Ok(grads)

@@ -17,27 +17,47 @@ pub struct CrossEntropyOptions {
 }
 
 /// Cross-entropy of `logits` `(n, classes)` against class indices `targets` (length n).
-pub fn cross_entropy(logits: &Tensor, targets: &[usize], opts: &CrossEntropyOptions) -> Result<Tensor> {
+pub fn cross_entropy(
+    logits: &Tensor,
+    targets: &[usize],
+    opts: &CrossEntropyOptions,
+) -> Result<Tensor> {
     const OP: &str = "cross_entropy";
     if logits.rank() != 2 {
-        return shape_err(OP, format!("logits must be (n, classes), got {:?}", logits.shape()));
+        return shape_err(
+            OP,
+            format!("logits must be (n, classes), got {:?}", logits.shape()),
+        );
     }
     let (n, c) = (logits.shape()[0], logits.shape()[1]);
     if targets.len() != n {
-        return shape_err(OP, format!("{} targets for {n} rows of logits", targets.len()));
+        return shape_err(
+            OP,
+            format!("{} targets for {n} rows of logits", targets.len()),
+        );
     }
     if n == 0 || c == 0 {
         return shape_err(OP, format!("logits {:?} are empty", logits.shape()));
     }
     if let Some((i, &t)) = targets.iter().enumerate().find(|&(_, &t)| t >= c) {
-        return param_err(OP, "targets", format!("target {t} at row {i} is not a class index below {c}"));
+        return param_err(
+            OP,
+            "targets",
+            format!("target {t} at row {i} is not a class index below {c}"),
+        );
     }
     let s = opts.label_smoothing;
     if !(0.0..=1.0).contains(&s) {
         return param_err(OP, "label_smoothing", format!("{s} is not in [0, 1]"));
     }
     let w: Vec<f32> = match &opts.class_weights {
-        Some(w) if w.len() != c => return param_err(OP, "class_weights", format!("{} weights for {c} classes", w.len())),
+        Some(w) if w.len() != c => {
+            return param_err(
+                OP,
+                "class_weights",
+                format!("{} weights for {c} classes", w.len()),
+            );
+        }
         Some(w) => w.clone(),
         None => vec![1.0; c],
     };
@@ -47,7 +67,12 @@ pub fn cross_entropy(logits: &Tensor, targets: &[usize], opts: &CrossEntropyOpti
     for i in 0..n {
         let row = &ld[i * c..(i + 1) * c];
         let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let lse = m as f64 + row.iter().map(|&v| ((v - m) as f64).exp()).sum::<f64>().ln();
+        let lse = m as f64
+            + row
+                .iter()
+                .map(|&v| ((v - m) as f64).exp())
+                .sum::<f64>()
+                .ln();
         for j in 0..c {
             lp[i * c + j] = (row[j] as f64 - lse) as f32;
         }
@@ -84,7 +109,14 @@ pub fn cross_entropy(logits: &Tensor, targets: &[usize], opts: &CrossEntropyOpti
 
 fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.shape() != b.shape() {
-        return shape_err(op, format!("input {:?} and target {:?} must have the same shape", a.shape(), b.shape()));
+        return shape_err(
+            op,
+            format!(
+                "input {:?} and target {:?} must have the same shape",
+                a.shape(),
+                b.shape()
+            ),
+        );
     }
     if a.numel() == 0 {
         return shape_err(op, "inputs are empty");
@@ -104,7 +136,11 @@ fn pointwise_loss(
     let n = x.numel();
     let loss = {
         let (xd, td) = (x.data(), t.data());
-        (xd.iter().zip(td.iter()).map(|(&a, &b)| f(a, b)).sum::<f64>() / n as f64) as f32
+        (xd.iter()
+            .zip(td.iter())
+            .map(|(&a, &b)| f(a, b))
+            .sum::<f64>()
+            / n as f64) as f32
     };
     let (xc, tc) = (x.clone(), t.clone());
     Ok(output(op, vec![loss], vec![], &[x, t], move |g| {
@@ -125,7 +161,11 @@ fn pointwise_loss(
 
 /// Binary cross-entropy from logits: mean of `-(p t log s(x) + (1 - t) log(1 - s(x)))`,
 /// computed stably; `pos_weight` (p) weights the positive term.
-pub fn binary_cross_entropy_with_logits(logits: &Tensor, targets: &Tensor, pos_weight: Option<f32>) -> Result<Tensor> {
+pub fn binary_cross_entropy_with_logits(
+    logits: &Tensor,
+    targets: &Tensor,
+    pos_weight: Option<f32>,
+) -> Result<Tensor> {
     let p = pos_weight.unwrap_or(1.0);
     // loss = (1 - t) x + (1 + (p - 1) t) * softplus(-x)
     let softplus_neg = |x: f32| ((-x.abs()) as f64).exp().ln_1p() + (-x as f64).max(0.0);
@@ -133,7 +173,9 @@ pub fn binary_cross_entropy_with_logits(logits: &Tensor, targets: &Tensor, pos_w
         "binary_cross_entropy_with_logits",
         logits,
         targets,
-        move |x, t| (1.0 - t as f64) * x as f64 + (1.0 + (p as f64 - 1.0) * t as f64) * softplus_neg(x),
+        move |x, t| {
+            (1.0 - t as f64) * x as f64 + (1.0 + (p as f64 - 1.0) * t as f64) * softplus_neg(x)
+        },
         move |x, t| {
             let l = 1.0 + (p - 1.0) * t;
             let dx = (1.0 - t) - l * sigmoid_f(-x);
@@ -146,7 +188,13 @@ pub fn binary_cross_entropy_with_logits(logits: &Tensor, targets: &Tensor, pos_w
 
 /// Mean squared error.
 pub fn mse(x: &Tensor, target: &Tensor) -> Result<Tensor> {
-    pointwise_loss("mse", x, target, |a, b| ((a - b) as f64).powi(2), |a, b| (2.0 * (a - b), -2.0 * (a - b)))
+    pointwise_loss(
+        "mse",
+        x,
+        target,
+        |a, b| ((a - b) as f64).powi(2),
+        |a, b| (2.0 * (a - b), -2.0 * (a - b)),
+    )
 }
 
 /// Mean absolute error (L1); the derivative at 0 is 0.
@@ -160,7 +208,13 @@ pub fn mae(x: &Tensor, target: &Tensor) -> Result<Tensor> {
             0.0
         }
     };
-    pointwise_loss("mae", x, target, |a, b| (a as f64 - b as f64).abs(), move |a, b| (sign(a - b), -sign(a - b)))
+    pointwise_loss(
+        "mae",
+        x,
+        target,
+        |a, b| (a as f64 - b as f64).abs(),
+        move |a, b| (sign(a - b), -sign(a - b)),
+    )
 }
 
 /// Huber loss: `0.5 d^2` where `|d| < delta`, else `delta (|d| - 0.5 delta)`.
@@ -174,7 +228,11 @@ pub fn huber(x: &Tensor, target: &Tensor, delta: f32) -> Result<Tensor> {
         target,
         move |a, b| {
             let d = (a as f64 - b as f64).abs();
-            if d < delta as f64 { 0.5 * d * d } else { delta as f64 * (d - 0.5 * delta as f64) }
+            if d < delta as f64 {
+                0.5 * d * d
+            } else {
+                delta as f64 * (d - 0.5 * delta as f64)
+            }
         },
         move |a, b| {
             let g = (a - b).clamp(-delta, delta);

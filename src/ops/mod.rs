@@ -17,24 +17,35 @@ pub mod pool;
 pub mod reduce;
 pub mod shape;
 
-pub use activation::{abs, elu, exp, gelu, leaky_relu, log, log_softmax, neg, relu, sigmoid, softmax, sqrt, tanh};
+pub use activation::{
+    abs, elu, exp, gelu, leaky_relu, log, log_softmax, neg, relu, sigmoid, softmax, sqrt, tanh,
+};
 pub use conv::{Conv1dConfig, Conv2dConfig, Padding, conv1d, conv2d, same_padding};
-pub use conv_transpose::{ConvTranspose1dConfig, ConvTranspose2dConfig, conv_transpose_out_len, conv_transpose1d, conv_transpose2d};
+pub use conv_transpose::{
+    ConvTranspose1dConfig, ConvTranspose2dConfig, conv_transpose_out_len, conv_transpose1d,
+    conv_transpose2d,
+};
 pub use dropout::{dropout, spatial_dropout};
 pub use elementwise::{add, add_scalar, broadcast_to, div, mul, mul_scalar, sub, sum_to_shape};
 pub use linear::{linear, matmul};
-pub use loss::{CrossEntropyOptions, binary_cross_entropy_with_logits, cross_entropy, huber, mae, mse};
+pub use loss::{
+    CrossEntropyOptions, binary_cross_entropy_with_logits, cross_entropy, huber, mae, mse,
+};
 pub use norm::{BatchNormArgs, batch_norm, layer_norm};
 pub use pool::{
-    Pool1dConfig, Pool2dConfig, adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, global_avg_pool1d,
-    global_avg_pool2d, global_max_pool1d, global_max_pool2d, max_pool1d, max_pool2d,
+    Pool1dConfig, Pool2dConfig, adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d,
+    global_avg_pool1d, global_avg_pool2d, global_max_pool1d, global_max_pool2d, max_pool1d,
+    max_pool2d,
 };
 pub use reduce::{mean, mean_all, sum, sum_all};
 pub use shape::{PadMode, concat, flatten, pad, permute, reshape, slice, transpose};
 
 /// Every op, by family, as `convnet ops` lists them.
 pub const OPS: &[(&str, &[&str])] = &[
-    ("convolution", &["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]),
+    (
+        "convolution",
+        &["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"],
+    ),
     (
         "pooling",
         &[
@@ -51,14 +62,60 @@ pub const OPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("linear algebra", &["matmul", "linear"]),
-    ("arithmetic", &["add", "sub", "mul", "div", "add_scalar", "mul_scalar", "broadcast_to", "sum_to_shape"]),
+    (
+        "arithmetic",
+        &[
+            "add",
+            "sub",
+            "mul",
+            "div",
+            "add_scalar",
+            "mul_scalar",
+            "broadcast_to",
+            "sum_to_shape",
+        ],
+    ),
     ("reduction", &["sum", "mean", "sum_all", "mean_all"]),
-    ("shape", &["reshape", "flatten", "permute", "transpose", "concat", "slice", "pad"]),
+    (
+        "shape",
+        &[
+            "reshape",
+            "flatten",
+            "permute",
+            "transpose",
+            "concat",
+            "slice",
+            "pad",
+        ],
+    ),
     (
         "activation",
-        &["relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softmax", "log_softmax", "exp", "log", "sqrt", "neg", "abs"],
+        &[
+            "relu",
+            "leaky_relu",
+            "elu",
+            "gelu",
+            "sigmoid",
+            "tanh",
+            "softmax",
+            "log_softmax",
+            "exp",
+            "log",
+            "sqrt",
+            "neg",
+            "abs",
+        ],
     ),
     ("regularisation", &["dropout", "spatial_dropout"]),
     ("normalisation", &["batch_norm", "layer_norm"]),
-    ("loss", &["cross_entropy", "binary_cross_entropy_with_logits", "mse", "mae", "huber"]),
+    (
+        "loss",
+        &[
+            "cross_entropy",
+            "binary_cross_entropy_with_logits",
+            "mse",
+            "mae",
+            "huber",
+        ],
+    ),
 ];

@@ -39,7 +39,14 @@ impl Default for BatchNormArgs<'_> {
 fn check_vec(op: &'static str, name: &'static str, t: Option<&Tensor>, c: usize) -> Result<()> {
     if let Some(t) = t {
         if t.shape() != [c] {
-            return param_err(op, name, format!("has shape {:?}, expected [{c}] (one per channel)", t.shape()));
+            return param_err(
+                op,
+                name,
+                format!(
+                    "has shape {:?}, expected [{c}] (one per channel)",
+                    t.shape()
+                ),
+            );
         }
     }
     Ok(())
@@ -52,20 +59,41 @@ fn check_vec(op: &'static str, name: &'static str, t: Option<&Tensor>, c: usize)
 pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
     const OP: &str = "batch_norm";
     if !(2..=4).contains(&x.rank()) {
-        return shape_err(OP, format!("input must be (n, c), (n, c, l) or (n, c, h, w), got {:?}", x.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "input must be (n, c), (n, c, l) or (n, c, h, w), got {:?}",
+                x.shape()
+            ),
+        );
     }
     let (n, c) = (x.shape()[0], x.shape()[1]);
     let inner: usize = x.shape()[2..].iter().product();
-    for (name, t) in [("weight", a.weight), ("bias", a.bias), ("running_mean", a.running_mean), ("running_var", a.running_var)] {
+    for (name, t) in [
+        ("weight", a.weight),
+        ("bias", a.bias),
+        ("running_mean", a.running_mean),
+        ("running_var", a.running_var),
+    ] {
         check_vec(OP, name, t, c)?;
     }
     if a.running_mean.is_some() != a.running_var.is_some() {
-        return param_err(OP, "running_var", "running mean and variance must be given together");
+        return param_err(
+            OP,
+            "running_var",
+            "running mean and variance must be given together",
+        );
     }
     let m = n * inner;
     let use_batch = a.training || a.running_mean.is_none();
     if use_batch && m <= 1 {
-        return shape_err(OP, format!("expected more than 1 value per channel when using batch statistics, got input {:?}", x.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "expected more than 1 value per channel when using batch statistics, got input {:?}",
+                x.shape()
+            ),
+        );
     }
     let xd = x.data();
     let at = move |i: usize, ch: usize, j: usize| (i * c + ch) * inner + j;
@@ -75,12 +103,18 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
         if use_batch {
             let mut s = 0f64;
             for i in 0..n {
-                s += xd[at(i, ch, 0)..at(i, ch, 0) + inner].iter().map(|&v| v as f64).sum::<f64>();
+                s += xd[at(i, ch, 0)..at(i, ch, 0) + inner]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .sum::<f64>();
             }
             let mu = s / m as f64;
             let mut v = 0f64;
             for i in 0..n {
-                v += xd[at(i, ch, 0)..at(i, ch, 0) + inner].iter().map(|&x| (x as f64 - mu).powi(2)).sum::<f64>();
+                v += xd[at(i, ch, 0)..at(i, ch, 0) + inner]
+                    .iter()
+                    .map(|&x| (x as f64 - mu).powi(2))
+                    .sum::<f64>();
             }
             let var = v / m as f64;
             mean[ch] = mu as f32;
@@ -141,7 +175,10 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
                     let k = at(i, ch, j);
                     dx[k] = if use_batch {
                         // d/dx of (x - mean) * invstd with batch statistics
-                        scale * (gd[k] - (sg[ch] / m as f64) as f32 - xhat[k] * (sgx[ch] / m as f64) as f32)
+                        scale
+                            * (gd[k]
+                                - (sg[ch] / m as f64) as f32
+                                - xhat[k] * (sgx[ch] / m as f64) as f32)
                     } else {
                         scale * gd[k]
                     };
@@ -150,10 +187,20 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
         }
         let mut grads = vec![Some(Tensor::make(dx, shape, false, None))];
         if hw {
-            grads.push(Some(Tensor::make(sgx.iter().map(|&v| v as f32).collect(), vec![c], false, None)));
+            grads.push(Some(Tensor::make(
+                sgx.iter().map(|&v| v as f32).collect(),
+                vec![c],
+                false,
+                None,
+            )));
         }
         if hb {
-            grads.push(Some(Tensor::make(sg.iter().map(|&v| v as f32).collect(), vec![c], false, None)));
+            grads.push(Some(Tensor::make(
+                sg.iter().map(|&v| v as f32).collect(),
+                vec![c],
+                false,
+                None,
+            )));
         }
         Ok(grads)
     }))
@@ -161,16 +208,32 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
 
 /// Layer normalisation over the trailing dimensions `normalized_shape`, with optional
 /// elementwise affine `weight` and `bias` of that shape.
-pub fn layer_norm(x: &Tensor, normalized_shape: &[usize], weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+pub fn layer_norm(
+    x: &Tensor,
+    normalized_shape: &[usize],
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+) -> Result<Tensor> {
     const OP: &str = "layer_norm";
     let r = normalized_shape.len();
     if r == 0 || r > x.rank() || x.shape()[x.rank() - r..] != *normalized_shape {
-        return shape_err(OP, format!("normalized_shape {normalized_shape:?} must be the trailing dimensions of the input {:?}", x.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "normalized_shape {normalized_shape:?} must be the trailing dimensions of the input {:?}",
+                x.shape()
+            ),
+        );
     }
     for (name, t) in [("weight", weight), ("bias", bias)] {
         if let Some(t) = t {
             if t.shape() != normalized_shape {
-                return param_err(OP, name, format!("has shape {:?}, expected {normalized_shape:?}", t.shape()));
+                return param_err(
+                    OP,
+                    name,
+                    format!("has shape {:?}, expected {normalized_shape:?}", t.shape()),
+                );
             }
         }
     }
@@ -222,15 +285,26 @@ pub fn layer_norm(x: &Tensor, normalized_shape: &[usize], weight: Option<&Tensor
             for j in 0..d {
                 let k = r * d + j;
                 let gh = (gd[k] * wv[j]) as f64;
-                dx[k] = (invstd[r] as f64 * (gh - s1 / d as f64 - xhat[k] as f64 * s2 / d as f64)) as f32;
+                dx[k] = (invstd[r] as f64 * (gh - s1 / d as f64 - xhat[k] as f64 * s2 / d as f64))
+                    as f32;
             }
         }
         let mut grads = vec![Some(Tensor::make(dx, shape, false, None))];
         if hw {
-            grads.push(Some(Tensor::make(dw.iter().map(|&v| v as f32).collect(), nshape.clone(), false, None)));
+            grads.push(Some(Tensor::make(
+                dw.iter().map(|&v| v as f32).collect(),
+                nshape.clone(),
+                false,
+                None,
+            )));
         }
         if hb {
-            grads.push(Some(Tensor::make(db.iter().map(|&v| v as f32).collect(), nshape, false, None)));
+            grads.push(Some(Tensor::make(
+                db.iter().map(|&v| v as f32).collect(),
+                nshape,
+                false,
+                None,
+            )));
         }
         Ok(grads)
     }))

@@ -83,9 +83,18 @@ impl Pool1dConfig {
     }
 }
 
-fn geometry(op: &'static str, xs: &[usize], cfg: &Pool2dConfig, dims_1d: bool) -> Result<Pool2dGeom> {
+fn geometry(
+    op: &'static str,
+    xs: &[usize],
+    cfg: &Pool2dConfig,
+    dims_1d: bool,
+) -> Result<Pool2dGeom> {
     let stride = cfg.stride.unwrap_or(cfg.kernel);
-    let names = if dims_1d { ["", "length"] } else { ["height", "width"] };
+    let names = if dims_1d {
+        ["", "length"]
+    } else {
+        ["height", "width"]
+    };
     let mut outs = [0usize; 2];
     for i in 0..2 {
         let (k, s, p, n) = (cfg.kernel[i], stride[i], cfg.padding[i], xs[2 + i]);
@@ -96,7 +105,14 @@ fn geometry(op: &'static str, xs: &[usize], cfg: &Pool2dConfig, dims_1d: bool) -
             return param_err(op, "strides", "must be positive");
         }
         if p > k / 2 {
-            return param_err(op, "padding", format!("{p} is more than half the pool size {k} along the {}", names[i]));
+            return param_err(
+                op,
+                "padding",
+                format!(
+                    "{p} is more than half the pool size {k} along the {}",
+                    names[i]
+                ),
+            );
         }
         outs[i] = pool_out_len(n, k, s, p, cfg.ceil_mode).ok_or_else(|| crate::error::Error::Param {
             op,
@@ -145,7 +161,10 @@ fn avg_pool_core(op: &'static str, x: &Tensor, g: Pool2dGeom, include_pad: bool)
 
 fn check_rank(op: &'static str, x: &Tensor, rank: usize, layout: &str) -> Result<()> {
     if x.rank() != rank {
-        return shape_err(op, format!("input must be {layout}, got shape {:?}", x.shape()));
+        return shape_err(
+            op,
+            format!("input must be {layout}, got shape {:?}", x.shape()),
+        );
     }
     Ok(())
 }
@@ -196,7 +215,10 @@ pub fn avg_pool1d(x: &Tensor, cfg: &Pool1dConfig) -> Result<Tensor> {
 
 fn check_nonempty(op: &'static str, x: &Tensor) -> Result<()> {
     if x.shape()[2..].contains(&0) {
-        return shape_err(op, format!("input {:?} has no positions to pool", x.shape()));
+        return shape_err(
+            op,
+            format!("input {:?} has no positions to pool", x.shape()),
+        );
     }
     Ok(())
 }

@@ -13,7 +13,11 @@ pub(crate) fn norm_axes(op: &'static str, shape: &[usize], axes: &[isize]) -> Re
     for &a in axes {
         let n = if a < 0 { a + rank } else { a };
         if n < 0 || n >= rank {
-            return param_err(op, "axes", format!("axis {a} is out of range for shape {shape:?}"));
+            return param_err(
+                op,
+                "axes",
+                format!("axis {a} is out of range for shape {shape:?}"),
+            );
         }
         if out.contains(&(n as usize)) {
             return param_err(op, "axes", format!("axis {a} is repeated in {axes:?}"));
@@ -23,7 +27,13 @@ pub(crate) fn norm_axes(op: &'static str, shape: &[usize], axes: &[isize]) -> Re
     Ok(out)
 }
 
-fn reduce(op: &'static str, x: &Tensor, axes: &[isize], keepdim: bool, mean: bool) -> Result<Tensor> {
+fn reduce(
+    op: &'static str,
+    x: &Tensor,
+    axes: &[isize],
+    keepdim: bool,
+    mean: bool,
+) -> Result<Tensor> {
     let ax = norm_axes(op, x.shape(), axes)?;
     let kept: Vec<usize> = x
         .shape()

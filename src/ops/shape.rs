@@ -8,14 +8,28 @@ use crate::tensor::{Tensor, checked_numel, numel_of};
 /// The same data seen with a new shape (no copy). One dimension may be `usize::MAX`, inferred.
 pub fn reshape(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     let mut shape = shape.to_vec();
-    let infer: Vec<usize> = (0..shape.len()).filter(|&i| shape[i] == usize::MAX).collect();
+    let infer: Vec<usize> = (0..shape.len())
+        .filter(|&i| shape[i] == usize::MAX)
+        .collect();
     if infer.len() > 1 {
         return param_err("reshape", "shape", "only one dimension can be inferred");
     }
     if let Some(&i) = infer.first() {
-        let known: usize = shape.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &d)| d).product();
+        let known: usize = shape
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, &d)| d)
+            .product();
         if known == 0 || x.numel() % known != 0 {
-            return shape_err("reshape", format!("cannot infer a dimension to view {:?} as {:?}", x.shape(), shape));
+            return shape_err(
+                "reshape",
+                format!(
+                    "cannot infer a dimension to view {:?} as {:?}",
+                    x.shape(),
+                    shape
+                ),
+            );
         }
         shape[i] = x.numel() / known;
     }
@@ -23,11 +37,19 @@ pub fn reshape(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     if n != x.numel() {
         return shape_err(
             "reshape",
-            format!("cannot view shape {:?} ({} elements) as {:?} ({} elements)", x.shape(), x.numel(), shape, n),
+            format!(
+                "cannot view shape {:?} ({} elements) as {:?} ({} elements)",
+                x.shape(),
+                x.numel(),
+                shape,
+                n
+            ),
         );
     }
     let xs = x.shape().to_vec();
-    let node = make_node("reshape", &[x], move |g| Ok(vec![Some(g.with_shape(xs, None))]));
+    let node = make_node("reshape", &[x], move |g| {
+        Ok(vec![Some(g.with_shape(xs, None))])
+    });
     Ok(x.with_shape(shape, node))
 }
 
@@ -40,7 +62,10 @@ pub fn flatten(x: &Tensor, start: usize, end: usize) -> Result<Tensor> {
         return param_err(
             "flatten",
             "start/end",
-            format!("dimensions {start}..={end} are not a range of shape {:?}", x.shape()),
+            format!(
+                "dimensions {start}..={end} are not a range of shape {:?}",
+                x.shape()
+            ),
         );
     }
     let s = x.shape();
@@ -85,8 +110,20 @@ fn permute_data(data: &[f32], shape: &[usize], dims: &[usize]) -> (Vec<f32>, Vec
 /// Reorder dimensions: output dimension i is input dimension `dims[i]`.
 pub fn permute(x: &Tensor, dims: &[usize]) -> Result<Tensor> {
     let mut seen = vec![false; x.rank()];
-    if dims.len() != x.rank() || dims.iter().any(|&d| d >= x.rank() || std::mem::replace(&mut seen[d], true)) {
-        return param_err("permute", "dims", format!("{dims:?} is not a permutation of the {} dimensions of {:?}", x.rank(), x.shape()));
+    if dims.len() != x.rank()
+        || dims
+            .iter()
+            .any(|&d| d >= x.rank() || std::mem::replace(&mut seen[d], true))
+    {
+        return param_err(
+            "permute",
+            "dims",
+            format!(
+                "{dims:?} is not a permutation of the {} dimensions of {:?}",
+                x.rank(),
+                x.shape()
+            ),
+        );
     }
     let (data, out_shape) = permute_data(&x.data(), x.shape(), dims);
     let mut inv = vec![0; dims.len()];
@@ -102,7 +139,11 @@ pub fn permute(x: &Tensor, dims: &[usize]) -> Result<Tensor> {
 /// Swap two dimensions.
 pub fn transpose(x: &Tensor, a: usize, b: usize) -> Result<Tensor> {
     if a >= x.rank() || b >= x.rank() {
-        return param_err("transpose", "dims", format!("({a}, {b}) out of range for shape {:?}", x.shape()));
+        return param_err(
+            "transpose",
+            "dims",
+            format!("({a}, {b}) out of range for shape {:?}", x.shape()),
+        );
     }
     let mut dims: Vec<usize> = (0..x.rank()).collect();
     dims.swap(a, b);
@@ -116,14 +157,23 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Tensor> {
     };
     let rank = first.rank();
     if axis >= rank {
-        return param_err("concat", "axis", format!("axis {axis} is out of range for shape {:?}", first.shape()));
+        return param_err(
+            "concat",
+            "axis",
+            format!("axis {axis} is out of range for shape {:?}", first.shape()),
+        );
     }
     for (i, t) in xs.iter().enumerate() {
-        let ok = t.rank() == rank && (0..rank).all(|d| d == axis || t.shape()[d] == first.shape()[d]);
+        let ok =
+            t.rank() == rank && (0..rank).all(|d| d == axis || t.shape()[d] == first.shape()[d]);
         if !ok {
             return shape_err(
                 "concat",
-                format!("tensor {i} has shape {:?}, which does not match {:?} outside axis {axis}", t.shape(), first.shape()),
+                format!(
+                    "tensor {i} has shape {:?}, which does not match {:?} outside axis {axis}",
+                    t.shape(),
+                    first.shape()
+                ),
             );
         }
     }
@@ -138,7 +188,8 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Tensor> {
     for (t, &l) in xs.iter().zip(&lens) {
         let d = t.data();
         for o in 0..outer {
-            data[(o * total + at) * inner..(o * total + at + l) * inner].copy_from_slice(&d[o * l * inner..(o + 1) * l * inner]);
+            data[(o * total + at) * inner..(o * total + at + l) * inner]
+                .copy_from_slice(&d[o * l * inner..(o + 1) * l * inner]);
         }
         at += l;
     }
@@ -150,7 +201,8 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Tensor> {
         for (s, &l) in shapes.iter().zip(&lens) {
             let mut v = vec![0f32; outer * l * inner];
             for o in 0..outer {
-                v[o * l * inner..(o + 1) * l * inner].copy_from_slice(&gd[(o * total + at) * inner..(o * total + at + l) * inner]);
+                v[o * l * inner..(o + 1) * l * inner]
+                    .copy_from_slice(&gd[(o * total + at) * inner..(o * total + at + l) * inner]);
             }
             at += l;
             grads.push(Some(Tensor::make(v, s.clone(), false, None)));
@@ -162,11 +214,22 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Tensor> {
 /// Elements `start..end` along `axis` (PyTorch's `narrow`).
 pub fn slice(x: &Tensor, axis: usize, start: usize, end: usize) -> Result<Tensor> {
     if axis >= x.rank() {
-        return param_err("slice", "axis", format!("axis {axis} is out of range for shape {:?}", x.shape()));
+        return param_err(
+            "slice",
+            "axis",
+            format!("axis {axis} is out of range for shape {:?}", x.shape()),
+        );
     }
     let len = x.shape()[axis];
     if start > end || end > len {
-        return param_err("slice", "range", format!("{start}..{end} is not within 0..{len} of axis {axis} of {:?}", x.shape()));
+        return param_err(
+            "slice",
+            "range",
+            format!(
+                "{start}..{end} is not within 0..{len} of axis {axis} of {:?}",
+                x.shape()
+            ),
+        );
     }
     let outer: usize = x.shape()[..axis].iter().product();
     let inner: usize = x.shape()[axis + 1..].iter().product();
@@ -184,7 +247,8 @@ pub fn slice(x: &Tensor, axis: usize, start: usize, end: usize) -> Result<Tensor
         let gd = g.data();
         let mut v = vec![0f32; outer * len * inner];
         for o in 0..outer {
-            v[(o * len + start) * inner..(o * len + end) * inner].copy_from_slice(&gd[o * l * inner..(o + 1) * l * inner]);
+            v[(o * len + start) * inner..(o * len + end) * inner]
+                .copy_from_slice(&gd[o * l * inner..(o + 1) * l * inner]);
         }
         Ok(vec![Some(Tensor::make(v, xs, false, None))])
     }))
@@ -236,7 +300,15 @@ fn pad_source(o: usize, n: usize, before: usize, mode: PadMode) -> Option<usize>
 pub fn pad(x: &Tensor, pads: &[(usize, usize)], mode: PadMode, value: f32) -> Result<Tensor> {
     let rank = x.rank();
     if pads.len() > rank {
-        return param_err("pad", "pads", format!("{} padded dimensions for a tensor of shape {:?}", pads.len(), x.shape()));
+        return param_err(
+            "pad",
+            "pads",
+            format!(
+                "{} padded dimensions for a tensor of shape {:?}",
+                pads.len(),
+                x.shape()
+            ),
+        );
     }
     let first = rank - pads.len();
     for (k, &(b, a)) in pads.iter().enumerate() {
@@ -269,7 +341,9 @@ pub fn pad(x: &Tensor, pads: &[(usize, usize)], mode: PadMode, value: f32) -> Re
     let maps: Vec<Vec<Option<usize>>> = (0..rank)
         .map(|d| {
             let (b, _) = if d >= first { pads[d - first] } else { (0, 0) };
-            (0..out_shape[d]).map(|o| pad_source(o, x.shape()[d], b, mode)).collect()
+            (0..out_shape[d])
+                .map(|o| pad_source(o, x.shape()[d], b, mode))
+                .collect()
         })
         .collect();
     let st = strides(x.shape());
