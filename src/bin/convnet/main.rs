@@ -48,6 +48,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(t) = cli.threads {
+        if t == 0 {
+            eprintln!("error: --threads must be at least 1");
+            return ExitCode::FAILURE;
+        }
         if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build_global()

@@ -1,0 +1,80 @@
+//! The `convnet` binary, run for real: its output and exit codes.
+
+use std::process::Command;
+
+fn convnet(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_convnet"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn ops_lists_the_version_and_every_op() {
+    let (ok, out, _) = convnet(&["ops"]);
+    assert!(ok);
+    assert!(out.starts_with(&format!("convnet {}", env!("CARGO_PKG_VERSION"))));
+    for (_, ops) in convnet::ops::OPS {
+        for op in *ops {
+            assert!(out.contains(op), "{op} missing from `convnet ops`");
+        }
+    }
+}
+
+#[test]
+fn demo_recovers_the_filter_and_learns_the_classifier() {
+    let (ok, out, err) = convnet(&["demo", "--seed", "3"]);
+    assert!(ok, "{err}");
+    let acc: f32 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("test accuracy after 300 steps: "))
+        .and_then(|l| l.split('%').next())
+        .and_then(|v| v.parse().ok())
+        .expect("an accuracy line");
+    assert!(acc > 90.0, "{out}");
+    let last_mse: f32 = out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("step 150  mse "))
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("mse");
+    assert!(last_mse < 1e-3, "{out}");
+}
+
+#[test]
+fn bench_json_has_a_median_for_each_workload() {
+    let (ok, out, err) = convnet(&["bench", "--json", "--filter", "E.", "--reps", "1"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    for k in ["E.maxpool.fwd", "E.maxpool.fwdbwd", "E.gap.fwd"] {
+        assert!(
+            v[k]["median_ms"].as_f64().is_some_and(|m| m > 0.0),
+            "{k} in {out}"
+        );
+    }
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message() {
+    let (ok, _, err) = convnet(&["bench", "--reps", "many"]);
+    assert!(!ok && err.contains("--reps"), "{err}");
+    let (ok, _, err) = convnet(&["nonsense"]);
+    assert!(!ok && err.contains("nonsense"), "{err}");
+    let (ok, _, err) = convnet(&["--threads", "0", "ops"]);
+    assert!(!ok && err.contains("--threads must be at least 1"), "{err}");
+    let (ok, out, _) = convnet(&[
+        "--threads",
+        "1",
+        "bench",
+        "--filter",
+        "E.gap",
+        "--reps",
+        "1",
+    ]);
+    assert!(ok && out.starts_with("threads: 1"), "{out}");
+}
