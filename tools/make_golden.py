@@ -294,6 +294,15 @@ def add_activation_cases():
     case("softmax_last", "softmax", {"axis": -1}, {"x": x()}, lambda t: F.softmax(t["x"], -1))
     case("log_softmax_axis1", "log_softmax", {"axis": 1}, {"x": x() * 4}, lambda t: F.log_softmax(t["x"], 1))
     case("log_softmax_axis0", "log_softmax", {"axis": 0}, {"x": x()}, lambda t: F.log_softmax(t["x"], 0))
+    case("exp", "exp", {}, {"x": x()}, lambda t: torch.exp(t["x"]))
+    case("log", "log", {}, {"x": x().abs() + 0.1}, lambda t: torch.log(t["x"]))
+    case("sqrt", "sqrt", {}, {"x": x().abs() + 0.1}, lambda t: torch.sqrt(t["x"]))
+    case("neg", "neg", {}, {"x": x()}, lambda t: -t["x"])
+    case("abs", "abs", {}, {"x": x()}, lambda t: t["x"].abs())
+    case("add_scalar", "add_scalar", {"s": 1.5}, {"x": x()}, lambda t: t["x"] + 1.5)
+    case("mul_scalar", "mul_scalar", {"s": -0.75}, {"x": x()}, lambda t: t["x"] * -0.75)
+    case("broadcast_to", "broadcast_to", {"shape": [2, 3, 4]}, {"x": rnd(3, 1)}, lambda t: t["x"].expand(2, 3, 4))
+    case("sum_to_shape", "sum_to_shape", {"shape": [3, 1]}, {"x": rnd(2, 3, 4)}, lambda t: t["x"].sum(dim=(0, 2)).reshape(3, 1))
 
 
 def add_norm_cases():
