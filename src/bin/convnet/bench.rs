@@ -8,13 +8,12 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Result;
-use convnet::kernels::gemm::{MatRef, sgemm, sgemm_par};
+use convnet::kernels::conv::Conv2dGeom;
+use convnet::kernels::gemm::{MatRef, sgemm_par};
 use convnet::ops::{
     self, Conv1dConfig, Conv2dConfig, ConvTranspose2dConfig, Padding, Pool2dConfig,
 };
 use convnet::{Rng, Tensor, no_grad};
-use rayon::prelude::*;
-
 struct Row {
     name: String,
     median_ms: f64,
@@ -39,80 +38,184 @@ fn randn(shape: &[usize], rng: &mut Rng) -> Tensor {
     Tensor::randn(shape, rng).expect("bench shapes are valid")
 }
 
-/// The floor: im2col of a whole image (no tiling), then one GEMM, parallel over images.
-#[allow(clippy::too_many_arguments)]
-fn plain_lowering(
-    x: &[f32],
-    w: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    wd: usize,
-    co: usize,
-    k: (usize, usize),
-    stride: usize,
-    pad: (usize, usize),
-    dil: usize,
-) -> Vec<f32> {
-    let (kh, kw) = k;
-    let oh = (h + 2 * pad.0 - dil * (kh - 1) - 1) / stride + 1;
-    let ow = (wd + 2 * pad.1 - dil * (kw - 1) - 1) / stride + 1;
-    let (kd, p) = (c * kh * kw, oh * ow);
-    let mut y = vec![0f32; n * co * p];
-    y.par_chunks_mut(co * p).enumerate().for_each(|(img, yi)| {
-        let mut col = vec![0f32; kd * p];
-        for ci in 0..c {
-            for ki in 0..kh {
-                for kj in 0..kw {
-                    let r = (ci * kh + ki) * kw + kj;
-                    for o_h in 0..oh {
-                        for o_w in 0..ow {
-                            let ih = (o_h * stride + ki * dil) as isize - pad.0 as isize;
-                            let iw = (o_w * stride + kj * dil) as isize - pad.1 as isize;
-                            col[r * p + o_h * ow + o_w] =
-                                if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < wd {
-                                    x[((img * c + ci) * h + ih as usize) * wd + iw as usize]
-                                } else {
-                                    0.0
-                                };
+/// The floor every convolution is held to: an untiled im2col of a whole image and group, one
+/// GEMM, and col2im, parallel over images only.
+mod plain {
+    use convnet::kernels::conv::Conv2dGeom;
+    use convnet::kernels::gemm::{MatRef, sgemm};
+    use rayon::prelude::*;
+
+    fn tap(g: &Conv2dGeom, p: usize, ki: usize, kj: usize) -> Option<usize> {
+        let (oh, ow) = (p / g.out_w, p % g.out_w);
+        let ih = (oh * g.stride_h + ki * g.dil_h) as isize - g.pad_t as isize;
+        let iw = (ow * g.stride_w + kj * g.dil_w) as isize - g.pad_l as isize;
+        (ih >= 0 && iw >= 0 && (ih as usize) < g.h && (iw as usize) < g.w)
+            .then(|| ih as usize * g.w + iw as usize)
+    }
+
+    fn im2col(g: &Conv2dGeom, x: &[f32], col: &mut [f32]) {
+        let (p_all, hw) = (g.positions(), g.h * g.w);
+        for c in 0..g.cin_g() {
+            for ki in 0..g.k_h {
+                for kj in 0..g.k_w {
+                    let r = (c * g.k_h + ki) * g.k_w + kj;
+                    for p in 0..p_all {
+                        col[r * p_all + p] = tap(g, p, ki, kj).map_or(0.0, |i| x[c * hw + i]);
+                    }
+                }
+            }
+        }
+    }
+
+    fn col2im(g: &Conv2dGeom, col: &[f32], dx: &mut [f32]) {
+        let (p_all, hw) = (g.positions(), g.h * g.w);
+        for c in 0..g.cin_g() {
+            for ki in 0..g.k_h {
+                for kj in 0..g.k_w {
+                    let r = (c * g.k_h + ki) * g.k_w + kj;
+                    for p in 0..p_all {
+                        if let Some(i) = tap(g, p, ki, kj) {
+                            dx[c * hw + i] += col[r * p_all + p];
                         }
                     }
                 }
             }
         }
-        sgemm(
-            co,
-            kd,
-            p,
-            MatRef::rm(w, kd),
-            MatRef::rm(&col, p),
-            0.0,
-            yi,
-            p,
-        );
-    });
-    y
+    }
+
+    pub fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let (p, kd, cog, hw) = (g.positions(), g.kdim(), g.cout_g(), g.h * g.w);
+        let mut y = vec![0f32; g.n * g.c_out * p];
+        y.par_chunks_mut(g.c_out * p)
+            .enumerate()
+            .for_each(|(img, yi)| {
+                let mut col = vec![0f32; kd * p];
+                for grp in 0..g.groups {
+                    im2col(g, &x[(img * g.c_in + grp * g.cin_g()) * hw..], &mut col);
+                    let wg = MatRef::rm(&w[grp * cog * kd..], kd);
+                    sgemm(
+                        cog,
+                        kd,
+                        p,
+                        wg,
+                        MatRef::rm(&col, p),
+                        0.0,
+                        &mut yi[grp * cog * p..],
+                        p,
+                    );
+                }
+            });
+        y
+    }
+
+    /// Input gradient: `W^T dY`, then col2im.
+    pub fn backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
+        let (p, kd, cog, hw) = (g.positions(), g.kdim(), g.cout_g(), g.h * g.w);
+        let mut dx = vec![0f32; g.n * g.c_in * hw];
+        dx.par_chunks_mut(g.c_in * hw)
+            .enumerate()
+            .for_each(|(img, dxi)| {
+                let mut col = vec![0f32; kd * p];
+                for grp in 0..g.groups {
+                    let wt = MatRef::rm_t(&w[grp * cog * kd..], kd);
+                    let dyg = MatRef::rm(&dy[(img * g.c_out + grp * cog) * p..], p);
+                    sgemm(kd, cog, p, wt, dyg, 0.0, &mut col, p);
+                    col2im(g, &col, &mut dxi[grp * g.cin_g() * hw..]);
+                }
+            });
+        dx
+    }
+
+    /// Weight gradient: `dY col(x)^T`, one partial per image, summed.
+    pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        let (p, kd, cog, hw) = (g.positions(), g.kdim(), g.cout_g(), g.h * g.w);
+        let partials: Vec<Vec<f32>> = (0..g.n)
+            .into_par_iter()
+            .map(|img| {
+                let mut col = vec![0f32; kd * p];
+                let mut dw = vec![0f32; g.c_out * kd];
+                for grp in 0..g.groups {
+                    im2col(g, &x[(img * g.c_in + grp * g.cin_g()) * hw..], &mut col);
+                    let dyg = MatRef::rm(&dy[(img * g.c_out + grp * cog) * p..], p);
+                    sgemm(
+                        cog,
+                        p,
+                        kd,
+                        dyg,
+                        MatRef::rm_t(&col, p),
+                        0.0,
+                        &mut dw[grp * cog * kd..],
+                        kd,
+                    );
+                }
+                dw
+            })
+            .collect();
+        let mut dw = vec![0f32; g.c_out * kd];
+        for part in partials {
+            dw.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+        }
+        dw
+    }
 }
 
-/// conv2d workload: (n, c_in, h, w, c_out, kernel, stride, padding).
+fn geom(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    k: (usize, usize),
+    stride: (usize, usize),
+    pad: (usize, usize),
+    dil: (usize, usize),
+    groups: usize,
+) -> Conv2dGeom {
+    let out_h = (h + 2 * pad.0 - dil.0 * (k.0 - 1) - 1) / stride.0 + 1;
+    let out_w = (w + 2 * pad.1 - dil.1 * (k.1 - 1) - 1) / stride.1 + 1;
+    Conv2dGeom {
+        n,
+        c_in: c,
+        h,
+        w,
+        c_out: co,
+        k_h: k.0,
+        k_w: k.1,
+        stride_h: stride.0,
+        stride_w: stride.1,
+        pad_t: pad.0,
+        pad_l: pad.1,
+        dil_h: dil.0,
+        dil_w: dil.1,
+        groups,
+        out_h,
+        out_w,
+    }
+}
+
+/// conv2d workload: (n, c_in, h, w, c_out, kernel, stride, padding), and groups.
 fn conv2d_rows(
     name: &str,
     s: (usize, usize, usize, usize, usize, usize, usize, usize),
+    groups: usize,
     reps: usize,
     rows: &mut Vec<Row>,
 ) {
     let (n, c, h, w, co, k, st, p) = s;
     let mut rng = Rng::new(1);
     let x = randn(&[n, c, h, w], &mut rng);
-    let wt = randn(&[co, c, k, k], &mut rng);
-    let cfg = Conv2dConfig::default().with_stride(st).with_pad(p);
-    let y = ops::conv2d(&x, &wt, None, &cfg).expect("valid");
-    let flops = 2.0 * (n * co * y.shape()[2] * y.shape()[3] * c * k * k) as f64;
+    let wt = randn(&[co, c / groups, k, k], &mut rng);
+    let cfg = Conv2dConfig::default()
+        .with_stride(st)
+        .with_pad(p)
+        .with_groups(groups);
+    let g = geom(n, c, h, w, co, (k, k), (st, st), (p, p), (1, 1), groups);
+    let flops = g.flops();
     let fwd = median_ms(reps, || {
         no_grad(|| ops::conv2d(&x, &wt, None, &cfg).expect("valid"));
     });
     let base = median_ms(reps, || {
-        plain_lowering(&x.data(), &wt.data(), n, c, h, w, co, (k, k), st, (p, p), 1);
+        plain::forward(&g, &x.data(), &wt.data());
     });
     rows.push(Row {
         name: format!("{name}.fwd"),
@@ -122,18 +225,23 @@ fn conv2d_rows(
     });
     let xl = x.clone().requires_grad_();
     let wl = wt.clone().requires_grad_();
-    let g = Tensor::ones(y.shape()).expect("valid");
+    let dy = Tensor::ones(&[n, co, g.out_h, g.out_w]).expect("valid");
     let fb = median_ms(reps, || {
         let y = ops::conv2d(&xl, &wl, None, &cfg).expect("valid");
-        y.backward_with_grad(&g).expect("backward");
+        y.backward_with_grad(&dy).expect("backward");
         xl.zero_grad();
         wl.zero_grad();
+    });
+    let base = median_ms(reps, || {
+        let y = plain::forward(&g, &x.data(), &wt.data());
+        plain::backward_input(&g, &y, &wt.data());
+        plain::backward_weight(&g, &x.data(), &y);
     });
     rows.push(Row {
         name: format!("{name}.fwdbwd"),
         median_ms: fb,
         gflops: Some(3.0 * flops / fb / 1e6),
-        baseline_ms: None,
+        baseline_ms: Some(base),
     });
 }
 
@@ -163,11 +271,38 @@ fn wavenet_rows(reps: usize, rows: &mut Vec<Row>) {
     let fwd = median_ms(reps, || {
         no_grad(|| stack(&x));
     });
+    let geoms: Vec<Conv2dGeom> = (0..10)
+        .map(|i| {
+            let mut g = geom(
+                n,
+                c,
+                1,
+                l + (1 << i),
+                c,
+                (1, 2),
+                (1, 1),
+                (0, 0),
+                (1, 1 << i),
+                1,
+            );
+            // causal: all the padding on the left
+            g.w = l;
+            g.pad_l = 1 << i;
+            g
+        })
+        .collect();
+    let wd: Vec<Vec<f32>> = ws.iter().map(|w| w.to_vec()).collect();
+    let base = median_ms(reps, || {
+        let mut h = x.to_vec();
+        for (g, w) in geoms.iter().zip(&wd) {
+            h = plain::forward(g, &h, w);
+        }
+    });
     rows.push(Row {
         name: "C.fwd".into(),
         median_ms: fwd,
         gflops: Some(flops / fwd / 1e6),
-        baseline_ms: None,
+        baseline_ms: Some(base),
     });
     let xl = x.clone().requires_grad_();
     let fb = median_ms(reps, || {
@@ -177,11 +312,23 @@ fn wavenet_rows(reps: usize, rows: &mut Vec<Row>) {
         xl.zero_grad();
         ws.iter().for_each(|w| w.zero_grad());
     });
+    let base = median_ms(reps, || {
+        let mut acts = vec![x.to_vec()];
+        for (g, w) in geoms.iter().zip(&wd) {
+            let next = plain::forward(g, &acts[acts.len() - 1], w);
+            acts.push(next);
+        }
+        let mut dy = vec![1f32; n * c * l];
+        for (i, (g, w)) in geoms.iter().zip(&wd).enumerate().rev() {
+            plain::backward_weight(g, &acts[i], &dy);
+            dy = plain::backward_input(g, &dy, w);
+        }
+    });
     rows.push(Row {
         name: "C.fwdbwd".into(),
         median_ms: fb,
         gflops: Some(3.0 * flops / fb / 1e6),
-        baseline_ms: None,
+        baseline_ms: Some(base),
     });
 }
 
@@ -194,11 +341,16 @@ fn transpose_rows(reps: usize, rows: &mut Vec<Row>) {
     let fwd = median_ms(reps, || {
         no_grad(|| ops::conv_transpose2d(&x, &w, None, &cfg).expect("valid"));
     });
+    // The convolution that this one transposes: 14x14 -> 7x7.
+    let g = geom(64, 32, 14, 14, 64, (4, 4), (2, 2), (1, 1), (1, 1), 1);
+    let base = median_ms(reps, || {
+        plain::backward_input(&g, &x.data(), &w.data());
+    });
     rows.push(Row {
         name: "D.fwd".into(),
         median_ms: fwd,
         gflops: Some(flops / fwd / 1e6),
-        baseline_ms: None,
+        baseline_ms: Some(base),
     });
     let (xl, wl) = (x.clone().requires_grad_(), w.clone().requires_grad_());
     let fb = median_ms(reps, || {
@@ -208,11 +360,16 @@ fn transpose_rows(reps: usize, rows: &mut Vec<Row>) {
         xl.zero_grad();
         wl.zero_grad();
     });
+    let base = median_ms(reps, || {
+        let y = plain::backward_input(&g, &x.data(), &w.data());
+        plain::forward(&g, &y, &w.data());
+        plain::backward_weight(&g, &y, &x.data());
+    });
     rows.push(Row {
         name: "D.fwdbwd".into(),
         median_ms: fb,
         gflops: Some(3.0 * flops / fb / 1e6),
-        baseline_ms: None,
+        baseline_ms: Some(base),
     });
 }
 
@@ -292,8 +449,12 @@ pub fn run(json: bool, filter: Option<&str>, reps: usize) -> Result<()> {
     ];
     for (name, s) in convs {
         if want(name) {
-            conv2d_rows(name, s, reps, &mut rows);
+            conv2d_rows(name, s, 1, reps, &mut rows);
         }
+    }
+    // Depthwise 3x3 (direct kernel), as in a MobileNet block.
+    if want("DW") {
+        conv2d_rows("DW", (64, 64, 28, 28, 64, 3, 1, 1), 64, reps, &mut rows);
     }
     if want("C.") {
         wavenet_rows(reps, &mut rows);
@@ -330,7 +491,7 @@ pub fn run(json: bool, filter: Option<&str>, reps: usize) -> Result<()> {
         writeln!(
             out,
             "{:<18} {:>11} {:>9} {:>20}",
-            "workload", "median ms", "GFLOP/s", "plain im2col+GEMM ms"
+            "workload", "median ms", "GFLOP/s", "plain lowering ms"
         )?;
         for r in &rows {
             let g = r.gflops.map_or("-".to_string(), |g| format!("{g:.1}"));
@@ -345,4 +506,49 @@ pub fn run(json: bool, filter: Option<&str>, reps: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The floor must compute the same convolution, or the comparison means nothing.
+    #[test]
+    fn plain_lowering_computes_the_same_convolution() {
+        let mut rng = Rng::new(9);
+        let (n, c, h, w, co, groups) = (2, 4, 9, 8, 6, 2);
+        let x = randn(&[n, c, h, w], &mut rng);
+        let wt = randn(&[co, c / groups, 3, 2], &mut rng);
+        let g = geom(n, c, h, w, co, (3, 2), (2, 1), (1, 1), (1, 2), groups);
+        let cfg = Conv2dConfig {
+            stride: [2, 1],
+            padding: Padding::Explicit(vec![(1, 1), (1, 1)]),
+            dilation: [1, 2],
+            groups,
+            ..Default::default()
+        };
+        let xl = x.clone().requires_grad_();
+        let wl = wt.clone().requires_grad_();
+        let y = ops::conv2d(&xl, &wl, None, &cfg).unwrap();
+        assert_eq!(y.shape(), [n, co, g.out_h, g.out_w]);
+        let dy = randn(y.shape(), &mut rng);
+        y.backward_with_grad(&dy).unwrap();
+        let close = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() < 1e-4 * (1.0 + y.abs()))
+        };
+        assert!(close(
+            &plain::forward(&g, &x.data(), &wt.data()),
+            &y.to_vec()
+        ));
+        assert!(close(
+            &plain::backward_input(&g, &dy.data(), &wt.data()),
+            &xl.grad().unwrap().to_vec()
+        ));
+        assert!(close(
+            &plain::backward_weight(&g, &x.data(), &dy.data()),
+            &wl.grad().unwrap().to_vec()
+        ));
+    }
 }
