@@ -12,6 +12,7 @@ use crate::kernels::conv::{
     Conv2dGeom, conv_out_len, conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
 };
 use crate::ops::shape::{PadMode, pad, reshape};
+use crate::ops::{LayerInputs, expect_rank};
 use crate::tensor::Tensor;
 
 /// How a convolution pads its input.
@@ -303,17 +304,11 @@ fn conv_core(
             &mut y,
         );
     }
-    let mut inputs = vec![x, w];
-    inputs.extend(b);
+    let li = LayerInputs::new(x, w, b);
+    let (rx, rw, rb, has_b) = (li.grad_x, li.grad_w, li.grad_b, li.has_b);
     let (xc, wc) = (x.clone(), w.clone());
-    let (rx, rw, rb) = (
-        x.requires_grad(),
-        w.requires_grad(),
-        b.is_some_and(|b| b.requires_grad()),
-    );
-    let has_b = b.is_some();
     let out_shape = vec![g.n, g.c_out, g.out_h, g.out_w];
-    output(op, y, out_shape, &inputs, move |gy| {
+    output(op, y, out_shape, &li.list, move |gy| {
         let gyd = gy.data();
         let dx = rx.then(|| {
             let mut dx = vec![0f32; xc.numel()];
@@ -348,21 +343,8 @@ fn conv_core(
 /// `out = floor((in + pad_total - dilation * (k - 1) - 1) / stride) + 1`.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: &Conv2dConfig) -> Result<Tensor> {
     const OP: &str = "conv2d";
-    if x.rank() != 4 {
-        return shape_err(
-            OP,
-            format!("input must be (n, c_in, h, w), got shape {:?}", x.shape()),
-        );
-    }
-    if w.rank() != 4 {
-        return shape_err(
-            OP,
-            format!(
-                "weight must be (c_out, c_in / groups, k_h, k_w), got shape {:?}",
-                w.shape()
-            ),
-        );
-    }
+    expect_rank(OP, "input", x, 4, "(n, c_in, h, w)")?;
+    expect_rank(OP, "weight", w, 4, "(c_out, c_in / groups, k_h, k_w)")?;
     check_positive(OP, "stride", &cfg.stride)?;
     check_positive(OP, "dilation", &cfg.dilation)?;
     let (xs, ws) = (x.shape(), w.shape());
@@ -446,21 +428,8 @@ fn conv_nd(
 /// x: `(n, c_in, l)`; weight: `(c_out, c_in / groups, k)`; bias: `(c_out)`; output: `(n, c_out, out_l)`.
 pub fn conv1d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: &Conv1dConfig) -> Result<Tensor> {
     const OP: &str = "conv1d";
-    if x.rank() != 3 {
-        return shape_err(
-            OP,
-            format!("input must be (n, c_in, l), got shape {:?}", x.shape()),
-        );
-    }
-    if w.rank() != 3 {
-        return shape_err(
-            OP,
-            format!(
-                "weight must be (c_out, c_in / groups, k), got shape {:?}",
-                w.shape()
-            ),
-        );
-    }
+    expect_rank(OP, "input", x, 3, "(n, c_in, l)")?;
+    expect_rank(OP, "weight", w, 3, "(c_out, c_in / groups, k)")?;
     check_positive(OP, "stride", &[cfg.stride])?;
     check_positive(OP, "dilation", &[cfg.dilation])?;
     let (xs, ws) = (x.shape(), w.shape());

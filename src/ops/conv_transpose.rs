@@ -11,6 +11,7 @@ use crate::kernels::conv::{
     Conv2dGeom, conv2d_backward_input, conv2d_backward_weight, conv2d_forward,
 };
 use crate::ops::shape::reshape;
+use crate::ops::{LayerInputs, expect_rank};
 use crate::tensor::Tensor;
 
 /// Settings of a 2-D transposed convolution (PyTorch's `ConvTranspose2d`).
@@ -217,20 +218,14 @@ fn conv_transpose_nd(
             chunk.iter_mut().for_each(|v| *v += bv);
         }
     }
-    let mut inputs = vec![x, w];
-    inputs.extend(b);
+    let li = LayerInputs::new(x, w, b);
+    let (rx, rw, rb, has_b) = (li.grad_x, li.grad_w, li.grad_b, li.has_b);
     let (xc, wc) = (x.clone(), w.clone());
-    let (rx, rw, rb) = (
-        x.requires_grad(),
-        w.requires_grad(),
-        b.is_some_and(|b| b.requires_grad()),
-    );
-    let has_b = b.is_some();
     Ok(output(
         op,
         y,
         vec![n, c_out, outs[0], outs[1]],
-        &inputs,
+        &li.list,
         move |gy| {
             let gyd = gy.data();
             let dx = rx.then(|| {
@@ -276,21 +271,8 @@ pub fn conv_transpose2d(
     cfg: &ConvTranspose2dConfig,
 ) -> Result<Tensor> {
     const OP: &str = "conv_transpose2d";
-    if x.rank() != 4 {
-        return shape_err(
-            OP,
-            format!("input must be (n, c_in, h, w), got shape {:?}", x.shape()),
-        );
-    }
-    if w.rank() != 4 {
-        return shape_err(
-            OP,
-            format!(
-                "weight must be (c_in, c_out / groups, k_h, k_w), got shape {:?}",
-                w.shape()
-            ),
-        );
-    }
+    expect_rank(OP, "input", x, 4, "(n, c_in, h, w)")?;
+    expect_rank(OP, "weight", w, 4, "(c_in, c_out / groups, k_h, k_w)")?;
     conv_transpose_nd(
         OP,
         x,
@@ -316,21 +298,8 @@ pub fn conv_transpose1d(
     cfg: &ConvTranspose1dConfig,
 ) -> Result<Tensor> {
     const OP: &str = "conv_transpose1d";
-    if x.rank() != 3 {
-        return shape_err(
-            OP,
-            format!("input must be (n, c_in, l), got shape {:?}", x.shape()),
-        );
-    }
-    if w.rank() != 3 {
-        return shape_err(
-            OP,
-            format!(
-                "weight must be (c_in, c_out / groups, k), got shape {:?}",
-                w.shape()
-            ),
-        );
-    }
+    expect_rank(OP, "input", x, 3, "(n, c_in, l)")?;
+    expect_rank(OP, "weight", w, 3, "(c_in, c_out / groups, k)")?;
     let (xs, ws) = (x.shape().to_vec(), w.shape().to_vec());
     let x4 = reshape(x, &[xs[0], xs[1], 1, xs[2]])?;
     let w4 = reshape(w, &[ws[0], ws[1], 1, ws[2]])?;

@@ -4,6 +4,7 @@
 use crate::autograd::output;
 use crate::error::{Result, shape_err};
 use crate::kernels::gemm::{MatRef, sgemm_par};
+use crate::ops::LayerInputs;
 use crate::tensor::Tensor;
 
 /// Matrix product of `(m, k) x (k, n)`, or batched `(b, m, k) x (b, k, n)`.
@@ -97,15 +98,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// output: `(..., out_features)`.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "linear";
-    if w.rank() != 2 {
-        return shape_err(
-            OP,
-            format!(
-                "weight must be (out_features, in_features), got {:?}",
-                w.shape()
-            ),
-        );
-    }
+    crate::ops::expect_rank(OP, "weight", w, 2, "(out_features, in_features)")?;
     let (out_f, in_f) = (w.shape()[0], w.shape()[1]);
     if x.rank() == 0 || x.shape()[x.rank() - 1] != in_f {
         return shape_err(
@@ -150,16 +143,10 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     );
     let mut out_shape = x.shape().to_vec();
     *out_shape.last_mut().unwrap_or(&mut 0) = out_f;
-    let mut inputs = vec![x, w];
-    inputs.extend(b);
+    let li = LayerInputs::new(x, w, b);
+    let (rx, rw, rb, has_b) = (li.grad_x, li.grad_w, li.grad_b, li.has_b);
     let (xc, wc) = (x.clone(), w.clone());
-    let (rx, rw, rb) = (
-        x.requires_grad(),
-        w.requires_grad(),
-        b.is_some_and(|b| b.requires_grad()),
-    );
-    let has_b = b.is_some();
-    Ok(output(OP, y, out_shape, &inputs, move |g| {
+    Ok(output(OP, y, out_shape, &li.list, move |g| {
         let gd = g.data();
         let dx = rx.then(|| {
             let mut dx = vec![0f32; rows * in_f];

@@ -17,6 +17,50 @@ pub mod pool;
 pub mod reduce;
 pub mod shape;
 
+use crate::error::{Result, shape_err};
+use crate::tensor::Tensor;
+
+/// Checks that `what` (input, weight) of `op` has `rank` dimensions laid out as `layout`.
+pub(crate) fn expect_rank(
+    op: &'static str,
+    what: &str,
+    t: &Tensor,
+    rank: usize,
+    layout: &str,
+) -> Result<()> {
+    if t.rank() != rank {
+        return shape_err(
+            op,
+            format!("{what} must be {layout}, got shape {:?}", t.shape()),
+        );
+    }
+    Ok(())
+}
+
+/// The inputs of a layer op (input, weight, optional bias) in the order its backward returns
+/// their gradients, and which of them need one.
+pub(crate) struct LayerInputs<'a> {
+    pub list: Vec<&'a Tensor>,
+    pub grad_x: bool,
+    pub grad_w: bool,
+    pub grad_b: bool,
+    pub has_b: bool,
+}
+
+impl<'a> LayerInputs<'a> {
+    pub fn new(x: &'a Tensor, w: &'a Tensor, b: Option<&'a Tensor>) -> Self {
+        let mut list = vec![x, w];
+        list.extend(b);
+        LayerInputs {
+            list,
+            grad_x: x.requires_grad(),
+            grad_w: w.requires_grad(),
+            grad_b: b.is_some_and(|b| b.requires_grad()),
+            has_b: b.is_some(),
+        }
+    }
+}
+
 pub use activation::{
     abs, elu, exp, gelu, leaky_relu, log, log_softmax, neg, relu, sigmoid, softmax, sqrt, tanh,
 };

@@ -4,6 +4,7 @@
 use crate::autograd::output;
 use crate::error::{Result, param_err, shape_err};
 use crate::kernels::pool::{self, Pool2dGeom, pool_out_len};
+use crate::ops::expect_rank;
 use crate::ops::reduce::mean;
 use crate::ops::shape::reshape;
 use crate::tensor::Tensor;
@@ -159,30 +160,20 @@ fn avg_pool_core(op: &'static str, x: &Tensor, g: Pool2dGeom, include_pad: bool)
     })
 }
 
-fn check_rank(op: &'static str, x: &Tensor, rank: usize, layout: &str) -> Result<()> {
-    if x.rank() != rank {
-        return shape_err(
-            op,
-            format!("input must be {layout}, got shape {:?}", x.shape()),
-        );
-    }
-    Ok(())
-}
-
 /// 2-D max pooling.
 ///
 /// # Shapes
 /// x: `(n, c, h, w)` -> `(n, c, out_h, out_w)`, `out = floor((in + 2 * pad - k) / stride) + 1`
 /// (ceil with `ceil_mode`).
 pub fn max_pool2d(x: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
-    check_rank("max_pool2d", x, 4, "(n, c, h, w)")?;
+    expect_rank("max_pool2d", "input", x, 4, "(n, c, h, w)")?;
     let g = geometry("max_pool2d", x.shape(), cfg, false)?;
     Ok(max_pool_core("max_pool2d", x, g))
 }
 
 /// 2-D average pooling. Shapes as [`max_pool2d`].
 pub fn avg_pool2d(x: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
-    check_rank("avg_pool2d", x, 4, "(n, c, h, w)")?;
+    expect_rank("avg_pool2d", "input", x, 4, "(n, c, h, w)")?;
     let g = geometry("avg_pool2d", x.shape(), cfg, false)?;
     Ok(avg_pool_core("avg_pool2d", x, g, cfg.count_include_pad))
 }
@@ -199,7 +190,7 @@ fn from_2d(y: Tensor) -> Result<Tensor> {
 
 /// 1-D max pooling: `(n, c, l)` -> `(n, c, out_l)`.
 pub fn max_pool1d(x: &Tensor, cfg: &Pool1dConfig) -> Result<Tensor> {
-    check_rank("max_pool1d", x, 3, "(n, c, l)")?;
+    expect_rank("max_pool1d", "input", x, 3, "(n, c, l)")?;
     let x4 = as_2d(x)?;
     let g = geometry("max_pool1d", x4.shape(), &cfg.to_2d(), true)?;
     from_2d(max_pool_core("max_pool1d", &x4, g))
@@ -207,7 +198,7 @@ pub fn max_pool1d(x: &Tensor, cfg: &Pool1dConfig) -> Result<Tensor> {
 
 /// 1-D average pooling: `(n, c, l)` -> `(n, c, out_l)`.
 pub fn avg_pool1d(x: &Tensor, cfg: &Pool1dConfig) -> Result<Tensor> {
-    check_rank("avg_pool1d", x, 3, "(n, c, l)")?;
+    expect_rank("avg_pool1d", "input", x, 3, "(n, c, l)")?;
     let x4 = as_2d(x)?;
     let g = geometry("avg_pool1d", x4.shape(), &cfg.to_2d(), true)?;
     from_2d(avg_pool_core("avg_pool1d", &x4, g, cfg.count_include_pad))
@@ -225,14 +216,14 @@ fn check_nonempty(op: &'static str, x: &Tensor) -> Result<()> {
 
 /// Global average pooling over all positions: `(n, c, h, w)` -> `(n, c)`.
 pub fn global_avg_pool2d(x: &Tensor) -> Result<Tensor> {
-    check_rank("global_avg_pool2d", x, 4, "(n, c, h, w)")?;
+    expect_rank("global_avg_pool2d", "input", x, 4, "(n, c, h, w)")?;
     check_nonempty("global_avg_pool2d", x)?;
     mean(x, &[2, 3], false)
 }
 
 /// Global average pooling over time: `(n, c, l)` -> `(n, c)`.
 pub fn global_avg_pool1d(x: &Tensor) -> Result<Tensor> {
-    check_rank("global_avg_pool1d", x, 3, "(n, c, l)")?;
+    expect_rank("global_avg_pool1d", "input", x, 3, "(n, c, l)")?;
     check_nonempty("global_avg_pool1d", x)?;
     mean(x, &[2], false)
 }
@@ -259,14 +250,14 @@ fn global_max(op: &'static str, x4: &Tensor) -> Result<Tensor> {
 
 /// Global max pooling: `(n, c, h, w)` -> `(n, c)`.
 pub fn global_max_pool2d(x: &Tensor) -> Result<Tensor> {
-    check_rank("global_max_pool2d", x, 4, "(n, c, h, w)")?;
+    expect_rank("global_max_pool2d", "input", x, 4, "(n, c, h, w)")?;
     check_nonempty("global_max_pool2d", x)?;
     global_max("global_max_pool2d", x)
 }
 
 /// Global max pooling over time: `(n, c, l)` -> `(n, c)`.
 pub fn global_max_pool1d(x: &Tensor) -> Result<Tensor> {
-    check_rank("global_max_pool1d", x, 3, "(n, c, l)")?;
+    expect_rank("global_max_pool1d", "input", x, 3, "(n, c, l)")?;
     check_nonempty("global_max_pool1d", x)?;
     global_max("global_max_pool1d", &as_2d(x)?)
 }
@@ -286,7 +277,7 @@ fn adaptive_core(op: &'static str, x4: &Tensor, out_h: usize, out_w: usize) -> T
 /// Adaptive average pooling to `(out_h, out_w)`: `(n, c, h, w)` -> `(n, c, out_h, out_w)`.
 pub fn adaptive_avg_pool2d(x: &Tensor, out: [usize; 2]) -> Result<Tensor> {
     const OP: &str = "adaptive_avg_pool2d";
-    check_rank(OP, x, 4, "(n, c, h, w)")?;
+    expect_rank(OP, "input", x, 4, "(n, c, h, w)")?;
     check_nonempty(OP, x)?;
     if out.contains(&0) {
         return param_err(OP, "output_size", format!("{out:?} must be positive"));
@@ -297,7 +288,7 @@ pub fn adaptive_avg_pool2d(x: &Tensor, out: [usize; 2]) -> Result<Tensor> {
 /// Adaptive average pooling to `out_l`: `(n, c, l)` -> `(n, c, out_l)`.
 pub fn adaptive_avg_pool1d(x: &Tensor, out_l: usize) -> Result<Tensor> {
     const OP: &str = "adaptive_avg_pool1d";
-    check_rank(OP, x, 3, "(n, c, l)")?;
+    expect_rank(OP, "input", x, 3, "(n, c, l)")?;
     check_nonempty(OP, x)?;
     if out_l == 0 {
         return param_err(OP, "output_size", "must be positive");
