@@ -99,6 +99,7 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
     let at = move |i: usize, ch: usize, j: usize| (i * c + ch) * inner + j;
     let mut mean = vec![0f32; c];
     let mut invstd = vec![0f32; c];
+    let mut batch_var_unbiased = vec![0f32; c];
     for ch in 0..c {
         if use_batch {
             let mut s = 0f64;
@@ -119,17 +120,7 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
             let var = v / m as f64;
             mean[ch] = mu as f32;
             invstd[ch] = (1.0 / (var + a.eps as f64).sqrt()) as f32;
-            if a.training {
-                if let (Some(rm), Some(rv)) = (a.running_mean, a.running_var) {
-                    let unbiased = v / (m - 1) as f64;
-                    let mo = a.momentum;
-                    let mut rmd = rm.data_mut();
-                    rmd[ch] = (1.0 - mo) * rmd[ch] + mo * mu as f32;
-                    drop(rmd);
-                    let mut rvd = rv.data_mut();
-                    rvd[ch] = (1.0 - mo) * rvd[ch] + mo * unbiased as f32;
-                }
-            }
+            batch_var_unbiased[ch] = (v / (m - 1) as f64) as f32;
         } else if let (Some(rm), Some(rv)) = (a.running_mean, a.running_var) {
             mean[ch] = rm.data()[ch];
             invstd[ch] = 1.0 / (rv.data()[ch] + a.eps).sqrt();
@@ -149,6 +140,19 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
         }
     }
     drop(xd);
+    // Running statistics are written only now that no buffer is borrowed (one of them may
+    // be the input itself).
+    if a.training {
+        if let (Some(rm), Some(rv)) = (a.running_mean, a.running_var) {
+            let mo = a.momentum;
+            for (r, b) in rm.data_mut().iter_mut().zip(&mean) {
+                *r = (1.0 - mo) * *r + mo * b;
+            }
+            for (r, b) in rv.data_mut().iter_mut().zip(&batch_var_unbiased) {
+                *r = (1.0 - mo) * *r + mo * b;
+            }
+        }
+    }
     let mut inputs = vec![x];
     inputs.extend(a.weight);
     inputs.extend(a.bias);
