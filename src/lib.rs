@@ -16,10 +16,13 @@
 //! ```
 
 pub mod autograd;
+pub mod data;
 pub mod error;
 pub mod init;
 pub mod kernels;
+pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 

@@ -302,6 +302,66 @@ fn compare(case: &str, what: &str, got: &Tensor, want: &Tensor, rtol: f32) -> Op
     None
 }
 
+/// Three steps of an optimizer against `torch.optim` from the same start and gradients.
+fn check_optimizer(case: &Case) -> Vec<String> {
+    use convnet::optim::{Optimizer, OptimizerKind};
+    let c = &case.cfg;
+    let g = |k: &str, d: f32| c.get(k).map_or(d, f);
+    let betas = c
+        .get("betas")
+        .map(|b| (f(&b[0]), f(&b[1])))
+        .unwrap_or((0.9, 0.999));
+    let kind = match c["type"].as_str().unwrap() {
+        "sgd" => OptimizerKind::Sgd {
+            momentum: g("momentum", 0.0),
+            nesterov: c.get("nesterov").and_then(Value::as_bool).unwrap_or(false),
+            dampening: 0.0,
+        },
+        "adam" => OptimizerKind::Adam {
+            beta1: betas.0,
+            beta2: betas.1,
+            eps: g("eps", 1e-8),
+        },
+        "adamw" => OptimizerKind::AdamW {
+            beta1: betas.0,
+            beta2: betas.1,
+            eps: g("eps", 1e-8),
+        },
+        "rmsprop" => OptimizerKind::RmsProp {
+            alpha: g("alpha", 0.99),
+            eps: g("eps", 1e-8),
+            momentum: g("momentum", 0.0),
+        },
+        t => panic!("optimizer {t}"),
+    };
+    let mut opt = Optimizer::new(kind, g("weight_decay", 0.0)).unwrap();
+    let p = case.tensors["in.p"].deep_clone().requires_grad_();
+    let grads = case.tensors["in.grads"].to_vec();
+    let want = case.tensors["out"].to_vec();
+    let n = p.numel();
+    let params = vec![("w".to_string(), p.clone())];
+    let mut failures = Vec::new();
+    for step in 0..3 {
+        // Give the parameter its gradient through a backward pass: d(sum(p * g))/dp = g.
+        let gt = Tensor::from_vec(grads[step * n..(step + 1) * n].to_vec(), &[n]).unwrap();
+        ops::sum_all(&ops::mul(&p, &gt).unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        opt.step(&params, g("lr", 0.1)).unwrap();
+        let got = Tensor::from_vec(p.to_vec(), &[n]).unwrap();
+        let exp = Tensor::from_vec(want[step * n..(step + 1) * n].to_vec(), &[n]).unwrap();
+        failures.extend(compare(
+            &case.name,
+            &format!("params after step {}", step + 1),
+            &got,
+            &exp,
+            1e-5,
+        ));
+    }
+    failures
+}
+
 #[test]
 fn every_op_matches_pytorch_forward_and_backward() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
@@ -320,6 +380,10 @@ fn every_op_matches_pytorch_forward_and_backward() {
     let mut ops_seen = std::collections::BTreeSet::new();
     for p in &paths {
         let case = load(p);
+        if case.op == "optimizer" {
+            failures.extend(check_optimizer(&case));
+            continue;
+        }
         ops_seen.insert(case.op.clone());
         let mut inputs = BTreeMap::new();
         for (k, v) in &case.tensors {

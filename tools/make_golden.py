@@ -353,6 +353,37 @@ def add_loss_cases():
     case("huber", "huber", {"delta": 0.8}, {"x": a.clone(), "t": b.clone()}, lambda t: F.huber_loss(t["x"], t["t"], delta=0.8))
 
 
+def add_optimizer_cases():
+    """Three steps of each optimizer from p0 with fixed gradients; `out` holds the parameters
+    after each step."""
+    torch.manual_seed(7)
+    p0 = rnd(10)
+    grads = rnd(3, 10)
+    for name, make, cfg in [
+        ("sgd_momentum_wd", lambda p: torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01),
+         {"type": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01}),
+        ("sgd_nesterov", lambda p: torch.optim.SGD([p], lr=0.1, momentum=0.8, nesterov=True),
+         {"type": "sgd", "lr": 0.1, "momentum": 0.8, "nesterov": True}),
+        ("adam_wd", lambda p: torch.optim.Adam([p], lr=0.1, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.01),
+         {"type": "adam", "lr": 0.1, "betas": [0.8, 0.99], "eps": 1e-8, "weight_decay": 0.01}),
+        ("adamw", lambda p: torch.optim.AdamW([p], lr=0.1, weight_decay=0.1),
+         {"type": "adamw", "lr": 0.1, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.1}),
+        ("rmsprop_momentum", lambda p: torch.optim.RMSprop([p], lr=0.01, alpha=0.9, momentum=0.5, weight_decay=0.02),
+         {"type": "rmsprop", "lr": 0.01, "alpha": 0.9, "eps": 1e-8, "momentum": 0.5, "weight_decay": 0.02}),
+    ]:
+        p = p0.clone().double().requires_grad_(True)
+        opt = make(p)
+        after = []
+        for g in grads:
+            p.grad = g.double().clone()
+            opt.step()
+            after.append(p.detach().clone())
+        OPTIM.append((name, cfg, p0, grads, torch.stack(after)))
+
+
+OPTIM = []
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for f in os.listdir(OUT):
@@ -364,6 +395,10 @@ def main():
     add_activation_cases()
     add_norm_cases()
     add_loss_cases()
+    add_optimizer_cases()
+    for name, cfg, p0, grads, after in OPTIM:
+        save(os.path.join(OUT, "optim_" + name + ".safetensors"), {"in.p": p0, "in.grads": grads, "out": after},
+             {"op": "optimizer", "cfg": json.dumps(cfg), "torch": torch.__version__})
     gen = torch.Generator().manual_seed(99)
     for name, op, cfg, inputs, fn, grads in CASES:
         leaves = {k: v.double().requires_grad_(k not in ("running_mean", "running_var")) for k, v in inputs.items()}
@@ -382,7 +417,7 @@ def main():
         for k, v in extra.items():
             tensors["extra." + k] = v
         save(os.path.join(OUT, name + ".safetensors"), tensors, {"op": op, "cfg": json.dumps(cfg), "torch": torch.__version__})
-    print(f"wrote {len(CASES)} cases to {os.path.normpath(OUT)}", file=sys.stderr)
+    print(f"wrote {len(CASES) + len(OPTIM)} cases to {os.path.normpath(OUT)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

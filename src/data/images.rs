@@ -1,0 +1,215 @@
+//! CSV files (one row per image: pixel columns and a named label column) and folders of
+//! images (one subfolder per class), converted to the model's channels and size.
+
+use std::path::Path;
+
+use super::Dataset;
+use crate::error::{Error, Result};
+
+fn fmt(path: &Path, msg: String) -> Error {
+    Error::Format {
+        path: path.display().to_string(),
+        msg,
+    }
+}
+
+/// Read a CSV of pixels (0..=`pixel_max`) and labels; every row must hold `c * h * w` pixels.
+pub fn read_csv(
+    path: &Path,
+    label_column: &str,
+    shape: &[usize],
+    pixel_max: f32,
+) -> Result<Dataset> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, head)) = lines.next() else {
+        return Err(fmt(path, "empty file: expected a header row".into()));
+    };
+    let cols: Vec<&str> = head.split(',').map(str::trim).collect();
+    let Some(li) = cols.iter().position(|c| *c == label_column) else {
+        return Err(fmt(
+            path,
+            format!(
+                "no column named `{label_column}` in the header (columns: {})",
+                cols.iter().take(6).cloned().collect::<Vec<_>>().join(", ")
+                    + if cols.len() > 6 { ", ..." } else { "" }
+            ),
+        ));
+    };
+    let need: usize = shape.iter().product();
+    if cols.len() - 1 != need {
+        return Err(fmt(
+            path,
+            format!(
+                "{} pixel columns, but the model's input {shape:?} needs {need}",
+                cols.len() - 1
+            ),
+        ));
+    }
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for (ln, line) in lines {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        if cells.len() != cols.len() {
+            return Err(fmt(
+                path,
+                format!(
+                    "line {}: {} cells, the header has {}",
+                    ln + 1,
+                    cells.len(),
+                    cols.len()
+                ),
+            ));
+        }
+        for (ci, cell) in cells.iter().enumerate() {
+            let v: f32 = cell.parse().map_err(|_| {
+                fmt(
+                    path,
+                    format!(
+                        "line {}, column `{}`: `{cell}` is not a number",
+                        ln + 1,
+                        cols[ci]
+                    ),
+                )
+            })?;
+            if !v.is_finite() {
+                return Err(fmt(
+                    path,
+                    format!(
+                        "line {}, column `{}`: `{cell}` is not finite",
+                        ln + 1,
+                        cols[ci]
+                    ),
+                ));
+            }
+            if ci == li {
+                if v < 0.0 || v.fract() != 0.0 {
+                    return Err(fmt(
+                        path,
+                        format!(
+                            "line {}, column `{}`: label `{cell}` is not a class index",
+                            ln + 1,
+                            cols[ci]
+                        ),
+                    ));
+                }
+                labels.push(v as usize);
+            } else {
+                pixels.push(v / pixel_max);
+            }
+        }
+    }
+    if labels.is_empty() {
+        return Err(fmt(path, "no data rows".into()));
+    }
+    Ok(Dataset {
+        shape: shape.to_vec(),
+        pixels,
+        labels,
+    })
+}
+
+/// Decode an image file into a sample `(c, h, w)` in [0, 1]: grayscale for one channel, RGB
+/// for three. A size other than `(h, w)` is an error unless `resize`.
+pub fn image_to_sample(path: &Path, shape: &[usize], resize: bool) -> Result<Vec<f32>> {
+    let (c, h, w) = (shape[0], shape[1], shape[2]);
+    let img = image::open(path).map_err(|e| fmt(path, format!("cannot decode the image: {e}")))?;
+    let img = if img.width() as usize != w || img.height() as usize != h {
+        if !resize {
+            return Err(fmt(
+                path,
+                format!(
+                    "the image is {}x{} (width x height) but the model takes {w}x{h}; set `resize = true` in [data] or pass --resize",
+                    img.width(),
+                    img.height()
+                ),
+            ));
+        }
+        img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle)
+    } else {
+        img
+    };
+    match c {
+        1 => Ok(img
+            .to_luma8()
+            .pixels()
+            .map(|p| p.0[0] as f32 / 255.0)
+            .collect()),
+        3 => {
+            let rgb = img.to_rgb8();
+            let mut out = vec![0f32; 3 * h * w];
+            for (i, p) in rgb.pixels().enumerate() {
+                for ch in 0..3 {
+                    out[ch * h * w + i] = p.0[ch] as f32 / 255.0;
+                }
+            }
+            Ok(out)
+        }
+        other => Err(fmt(
+            path,
+            format!("images convert to 1 (grayscale) or 3 (RGB) channels; the model takes {other}"),
+        )),
+    }
+}
+
+/// Read a folder with one subfolder per class (sorted by name); returns the data and the
+/// class names.
+pub fn read_folder(dir: &Path, shape: &[usize], resize: bool) -> Result<(Dataset, Vec<String>)> {
+    let io = |e| Error::Io {
+        path: dir.display().to_string(),
+        source: e,
+    };
+    let mut classes: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(fmt(
+            dir,
+            "no class subfolders: expected one folder of images per class".into(),
+        ));
+    }
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for (ci, class) in classes.iter().enumerate() {
+        let sub = dir.join(class);
+        let mut files: Vec<_> = std::fs::read_dir(&sub)
+            .map_err(io)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
+        files.retain(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+        });
+        files.sort();
+        for f in files {
+            pixels.extend(image_to_sample(&f, shape, resize)?);
+            labels.push(ci);
+        }
+    }
+    if labels.is_empty() {
+        return Err(fmt(
+            dir,
+            "no PNG or JPEG images in the class folders".into(),
+        ));
+    }
+    Ok((
+        Dataset {
+            shape: shape.to_vec(),
+            pixels,
+            labels,
+        },
+        classes,
+    ))
+}

@@ -1,0 +1,98 @@
+//! A background thread that gathers, augments and normalises batches while the main thread
+//! computes, so that both cores stay on compute. Batches are a pure function of (data, order,
+//! seed, step): augmentation draws from a generator seeded per sample position, so a run that
+//! resumes at step k sees the very batches an uninterrupted run would.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread::JoinHandle;
+
+use super::{Augment, Dataset, Normalize};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// One batch: inputs `(n, c, h, w)`, labels, and the step index within the epoch.
+pub struct Batch {
+    pub x: Tensor,
+    pub labels: Vec<usize>,
+    pub step: usize,
+}
+
+/// Iterator over batches prepared by a background thread.
+pub struct Loader {
+    rx: Option<Receiver<Batch>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// Generator for the sample at `position` of an epoch whose order was drawn with `seed`.
+pub fn sample_rng(seed: u64, position: usize) -> Rng {
+    Rng::new(
+        seed ^ (position as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(17),
+    )
+}
+
+impl Loader {
+    /// Batches of `batch_size` samples taken from `data` in `order`, starting at batch
+    /// `start_step`; the last batch may be smaller.
+    pub fn spawn(
+        data: Arc<Dataset>,
+        order: Vec<usize>,
+        batch_size: usize,
+        start_step: usize,
+        augment: Option<Augment>,
+        norm: Normalize,
+        seed: u64,
+    ) -> Loader {
+        let (tx, rx) = sync_channel::<Batch>(2);
+        let handle = std::thread::spawn(move || {
+            let bs = batch_size.max(1);
+            let steps = order.len().div_ceil(bs);
+            let sl = data.sample_len();
+            for step in start_step..steps {
+                let idx = &order[step * bs..((step + 1) * bs).min(order.len())];
+                let mut pixels = Vec::with_capacity(idx.len() * sl);
+                for (k, &i) in idx.iter().enumerate() {
+                    let start = pixels.len();
+                    pixels.extend_from_slice(data.sample(i));
+                    let x = &mut pixels[start..];
+                    if let Some(a) = &augment {
+                        a.apply(x, &data.shape, &mut sample_rng(seed, step * bs + k));
+                    }
+                    norm.apply(x);
+                }
+                let mut shape = vec![idx.len()];
+                shape.extend(&data.shape);
+                let Ok(x) = Tensor::from_vec(pixels, &shape) else {
+                    return;
+                };
+                let labels = idx.iter().map(|&i| data.labels[i]).collect();
+                if tx.send(Batch { x, labels, step }).is_err() {
+                    return; // the consumer stopped early
+                }
+            }
+        });
+        Loader {
+            rx: Some(rx),
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Batch;
+    fn next(&mut self) -> Option<Batch> {
+        self.rx.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Dropping the receiver makes the producer's next send fail, so it ends.
+        self.rx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Datasets for image classification: readers (IDX, CSV, image folders), the in-memory
+//! [`Dataset`], normalisation fitted on the training split, seeded augmentation, and a
+//! background batch loader.
+
+mod augment;
+mod idx;
+mod images;
+mod loader;
+
+pub use augment::Augment;
+pub use idx::{read_idx_images, read_idx_labels};
+pub use images::{image_to_sample, read_csv, read_folder};
+pub use loader::{Batch, Loader};
+
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+
+/// Images and labels in memory: pixels scaled to [0, 1], laid out `(n, c, h, w)`.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// Per-sample shape `(c, h, w)`.
+    pub shape: Vec<usize>,
+    pub pixels: Vec<f32>,
+    pub labels: Vec<usize>,
+}
+
+impl Dataset {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    /// Values per sample.
+    pub fn sample_len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// The pixels of sample `i`.
+    pub fn sample(&self, i: usize) -> &[f32] {
+        let s = self.sample_len();
+        &self.pixels[i * s..(i + 1) * s]
+    }
+    /// The samples at `idx`, in that order.
+    pub fn subset(&self, idx: &[usize]) -> Dataset {
+        let mut pixels = Vec::with_capacity(idx.len() * self.sample_len());
+        for &i in idx {
+            pixels.extend_from_slice(self.sample(i));
+        }
+        Dataset {
+            shape: self.shape.clone(),
+            pixels,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+        }
+    }
+    /// A seeded split into (train, validation): `fraction` of the samples, drawn after a
+    /// shuffle, go to validation.
+    pub fn split(&self, fraction: f32, seed: u64) -> (Dataset, Dataset) {
+        let mut idx: Vec<usize> = (0..self.len()).collect();
+        Rng::new(seed).shuffle(&mut idx);
+        let n_val = ((self.len() as f64) * fraction as f64).round() as usize;
+        let (val, train) = idx.split_at(n_val.min(self.len()));
+        (self.subset(train), self.subset(val))
+    }
+    /// Check every label against the number of classes; the error names the source.
+    pub fn check_labels(&self, classes: usize, source: &str) -> Result<()> {
+        if let Some((i, &l)) = self.labels.iter().enumerate().find(|&(_, &l)| l >= classes) {
+            return Err(Error::Format {
+                path: source.to_string(),
+                msg: format!(
+                    "label {l} of sample {i} is out of range: the model has {classes} classes (0..{})",
+                    classes - 1
+                ),
+            });
+        }
+        Ok(())
+    }
+    /// Per-channel mean and standard deviation.
+    pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
+        let c = self.shape[0];
+        let plane: usize = self.shape[1..].iter().product();
+        let mut mean = vec![0f64; c];
+        let mut sq = vec![0f64; c];
+        for s in 0..self.len() {
+            let x = self.sample(s);
+            for ch in 0..c {
+                for &v in &x[ch * plane..(ch + 1) * plane] {
+                    mean[ch] += v as f64;
+                    sq[ch] += (v as f64) * (v as f64);
+                }
+            }
+        }
+        let n = (self.len() * plane).max(1) as f64;
+        let m: Vec<f32> = mean.iter().map(|v| (v / n) as f32).collect();
+        let sd: Vec<f32> = (0..c)
+            .map(|ch| ((sq[ch] / n - (mean[ch] / n).powi(2)).max(1e-12)).sqrt() as f32)
+            .collect();
+        (m, sd)
+    }
+}
+
+/// Per-channel normalisation `(x - mean) / std`, applied after augmentation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Normalize {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Normalize {
+    /// The identity.
+    pub fn identity(channels: usize) -> Self {
+        Normalize {
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+        }
+    }
+    /// Normalise one sample `(c, *spatial)` in place.
+    pub fn apply(&self, x: &mut [f32]) {
+        let c = self.mean.len();
+        let plane = x.len() / c.max(1);
+        for ch in 0..c {
+            let (m, s) = (self.mean[ch], self.std[ch]);
+            for v in &mut x[ch * plane..(ch + 1) * plane] {
+                *v = (*v - m) / s;
+            }
+        }
+    }
+}

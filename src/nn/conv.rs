@@ -1,0 +1,407 @@
+//! Convolution layers: `conv1d`, `conv2d`, `conv1d_transpose`, `conv2d_transpose`, each with an
+//! optional bias and activation. Parameters: `weight`, `bias` (PyTorch's names and layouts).
+
+use super::{Activation, Ctx, Layer, ReceptiveField, ShapeInfo, fmt_shape};
+use crate::error::{Error, Result, param_err, shape_err};
+use crate::init;
+use crate::kernels::conv::conv_out_len;
+use crate::ops::{self, PadMode, Padding, conv::resolve_padding};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// Which convolution.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ConvKind {
+    Conv1d,
+    Conv2d,
+    ConvTranspose1d,
+    ConvTranspose2d,
+}
+
+impl ConvKind {
+    /// Spatial dimensions.
+    pub fn dims(&self) -> usize {
+        match self {
+            ConvKind::Conv1d | ConvKind::ConvTranspose1d => 1,
+            _ => 2,
+        }
+    }
+    /// Whether this is a transposed convolution.
+    pub fn transposed(&self) -> bool {
+        matches!(self, ConvKind::ConvTranspose1d | ConvKind::ConvTranspose2d)
+    }
+    /// The spec's type name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConvKind::Conv1d => "conv1d",
+            ConvKind::Conv2d => "conv2d",
+            ConvKind::ConvTranspose1d => "conv1d_transpose",
+            ConvKind::ConvTranspose2d => "conv2d_transpose",
+        }
+    }
+}
+
+/// A convolution layer.
+///
+/// # Shapes
+/// conv: input `(n, in_channels, *spatial)` -> `(n, filters, *out)`; weight
+/// `(filters, in_channels / groups, *kernel)`. Transposed: weight `(in_channels, filters / groups, *kernel)`.
+pub struct Conv {
+    pub kind: ConvKind,
+    pub in_channels: usize,
+    pub filters: usize,
+    pub kernel: Vec<usize>,
+    pub stride: Vec<usize>,
+    pub padding: Padding,
+    pub dilation: Vec<usize>,
+    pub groups: usize,
+    pub pad_mode: PadMode,
+    /// Transposed only.
+    pub output_padding: Vec<usize>,
+    pub activation: Activation,
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Conv {
+    /// A layer with PyTorch's default initialisation, drawn from `rng`. Every vector has one
+    /// entry per spatial dimension.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: ConvKind,
+        in_channels: usize,
+        filters: usize,
+        kernel: Vec<usize>,
+        stride: Vec<usize>,
+        padding: Padding,
+        dilation: Vec<usize>,
+        groups: usize,
+        pad_mode: PadMode,
+        output_padding: Vec<usize>,
+        bias: bool,
+        activation: Activation,
+        rng: &mut Rng,
+    ) -> Result<Conv> {
+        let op = kind.name();
+        let d = kind.dims();
+        for (name, v) in [
+            ("kernel_size", &kernel),
+            ("strides", &stride),
+            ("dilation_rate", &dilation),
+            ("output_padding", &output_padding),
+        ] {
+            if v.len() != d {
+                return param_err(op, name, format!("needs {d} value(s), got {v:?}"));
+            }
+        }
+        for (name, v) in [
+            ("kernel_size", &kernel),
+            ("strides", &stride),
+            ("dilation_rate", &dilation),
+        ] {
+            if v.contains(&0) {
+                return param_err(op, name, format!("{v:?} must be positive"));
+            }
+        }
+        if filters == 0 {
+            return param_err(op, "filters", "must be positive");
+        }
+        if groups == 0 || in_channels % groups != 0 || filters % groups != 0 {
+            return param_err(
+                op,
+                "groups",
+                format!(
+                    "{groups} must divide both the {in_channels} input channels and the {filters} filters"
+                ),
+            );
+        }
+        if kind.transposed() {
+            if padding == Padding::Causal || padding == Padding::Same {
+                return param_err(
+                    op,
+                    "padding",
+                    "transposed convolutions take `valid` or explicit padding",
+                );
+            }
+            if pad_mode != PadMode::Zeros {
+                return param_err(
+                    op,
+                    "padding_mode",
+                    "transposed convolutions pad with zeros only",
+                );
+            }
+        } else if padding == Padding::Causal && d != 1 {
+            return param_err(
+                op,
+                "padding",
+                "`causal` padding is for 1-D convolutions (conv1d)",
+            );
+        }
+        let mut wshape = if kind.transposed() {
+            vec![in_channels, filters / groups]
+        } else {
+            vec![filters, in_channels / groups]
+        };
+        wshape.extend(&kernel);
+        let weight = init::default_weight(&wshape, rng)?.requires_grad_();
+        let bias = if bias {
+            Some(init::default_bias(&wshape, filters, rng)?.requires_grad_())
+        } else {
+            None
+        };
+        let conv = Conv {
+            kind,
+            in_channels,
+            filters,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+            pad_mode,
+            output_padding,
+            activation,
+            weight,
+            bias,
+        };
+        conv.transpose_padding()?;
+        Ok(conv)
+    }
+
+    /// Symmetric padding per axis of a transposed convolution.
+    fn transpose_padding(&self) -> Result<Vec<usize>> {
+        let d = self.kind.dims();
+        match &self.padding {
+            Padding::Valid => Ok(vec![0; d]),
+            Padding::Explicit(p) if p.len() == d && p.iter().all(|(a, b)| a == b) => {
+                Ok(p.iter().map(|(a, _)| *a).collect())
+            }
+            Padding::Explicit(p) => param_err(
+                self.kind.name(),
+                "padding",
+                format!("transposed convolutions need one symmetric padding per axis, got {p:?}"),
+            ),
+            _ => param_err(
+                self.kind.name(),
+                "padding",
+                "transposed convolutions take `valid` or explicit padding",
+            ),
+        }
+    }
+}
+
+impl Layer for Conv {
+    fn kind(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
+        let b = self.bias.as_ref();
+        let y = match self.kind {
+            ConvKind::Conv2d => ops::conv2d(
+                x,
+                &self.weight,
+                b,
+                &ops::Conv2dConfig {
+                    stride: [self.stride[0], self.stride[1]],
+                    padding: self.padding.clone(),
+                    dilation: [self.dilation[0], self.dilation[1]],
+                    groups: self.groups,
+                    pad_mode: self.pad_mode,
+                },
+            )?,
+            ConvKind::Conv1d => ops::conv1d(
+                x,
+                &self.weight,
+                b,
+                &ops::Conv1dConfig {
+                    stride: self.stride[0],
+                    padding: self.padding.clone(),
+                    dilation: self.dilation[0],
+                    groups: self.groups,
+                    pad_mode: self.pad_mode,
+                },
+            )?,
+            ConvKind::ConvTranspose2d => {
+                let p = self.transpose_padding()?;
+                ops::conv_transpose2d(
+                    x,
+                    &self.weight,
+                    b,
+                    &ops::ConvTranspose2dConfig {
+                        stride: [self.stride[0], self.stride[1]],
+                        padding: [p[0], p[1]],
+                        output_padding: [self.output_padding[0], self.output_padding[1]],
+                        dilation: [self.dilation[0], self.dilation[1]],
+                        groups: self.groups,
+                    },
+                )?
+            }
+            ConvKind::ConvTranspose1d => {
+                let p = self.transpose_padding()?;
+                ops::conv_transpose1d(
+                    x,
+                    &self.weight,
+                    b,
+                    &ops::ConvTranspose1dConfig {
+                        stride: self.stride[0],
+                        padding: p[0],
+                        output_padding: self.output_padding[0],
+                        dilation: self.dilation[0],
+                        groups: self.groups,
+                    },
+                )?
+            }
+        };
+        self.activation.apply(&y)
+    }
+
+    fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
+        let op = self.kind.name();
+        let d = self.kind.dims();
+        if input.len() != d + 1 {
+            let layout = if d == 1 {
+                "(channels, length)"
+            } else {
+                "(channels, height, width)"
+            };
+            return shape_err(
+                op,
+                format!(
+                    "expects inputs shaped {layout} per sample, got {}",
+                    fmt_shape(input)
+                ),
+            );
+        }
+        if input[0] != self.in_channels {
+            return shape_err(
+                op,
+                format!(
+                    "expects {} input channels, got {} (input {})",
+                    self.in_channels,
+                    input[0],
+                    fmt_shape(input)
+                ),
+            );
+        }
+        let spatial = &input[1..];
+        let names = if d == 1 {
+            vec!["length"]
+        } else {
+            vec!["height", "width"]
+        };
+        let mut out = vec![self.filters];
+        let mut arithmetic = Vec::new();
+        if self.kind.transposed() {
+            let p = self.transpose_padding()?;
+            for i in 0..d {
+                let (n, k, s, dl, op_) = (
+                    spatial[i],
+                    self.kernel[i],
+                    self.stride[i],
+                    self.dilation[i],
+                    self.output_padding[i],
+                );
+                if op_ >= s && op_ >= dl {
+                    return param_err(
+                        op,
+                        "output_padding",
+                        format!(
+                            "{op_} must be smaller than the stride ({s}) or the dilation ({dl})"
+                        ),
+                    );
+                }
+                let o = ops::conv_transpose_out_len(n, k, s, p[i], dl, op_).ok_or_else(|| {
+                    Error::Param {
+                        op,
+                        param: "padding",
+                        msg: format!("the {} of {n} gives an empty output", names[i]),
+                    }
+                })?;
+                arithmetic.push(format!(
+                    "{} {n} -> ({n} - 1) * {s} - 2 * {} + {dl} * ({k} - 1) + {op_} + 1 = {o}",
+                    names[i], p[i]
+                ));
+                out.push(o);
+            }
+        } else {
+            let pads = resolve_padding(
+                op,
+                &self.padding,
+                spatial,
+                &self.kernel,
+                &self.stride,
+                &self.dilation,
+            )?;
+            for i in 0..d {
+                let (n, k, s, dl) = (spatial[i], self.kernel[i], self.stride[i], self.dilation[i]);
+                let pt = pads[i].0 + pads[i].1;
+                if self.pad_mode == PadMode::Reflect && (pads[i].0 >= n || pads[i].1 >= n) {
+                    return param_err(
+                        op,
+                        "padding",
+                        format!(
+                            "reflect padding {:?} needs a {} larger than the padding, got {n}",
+                            pads[i], names[i]
+                        ),
+                    );
+                }
+                let o = conv_out_len(n, pt, k, s, dl).ok_or_else(|| Error::Param {
+                    op,
+                    param: "kernel_size",
+                    msg: format!(
+                        "the kernel spans {} along the {} (size {k}, dilation {dl}) but the padded input is only {}",
+                        dl * (k - 1) + 1,
+                        names[i],
+                        n + pt
+                    ),
+                })?;
+                let kterm = if dl == 1 {
+                    format!("{k}")
+                } else {
+                    format!("({dl} * ({k} - 1) + 1)")
+                };
+                arithmetic.push(format!(
+                    "{} {n} -> floor(({n} + {pt} - {kterm}) / {s}) + 1 = {o}",
+                    names[i]
+                ));
+                out.push(o);
+            }
+        }
+        let positions: usize = out[1..].iter().product();
+        let taps: usize = self.kernel.iter().product();
+        let macs = if self.kind.transposed() {
+            // each input position scatters its kernel into filters / groups output channels
+            (spatial.iter().product::<usize>()
+                * self.in_channels
+                * (self.filters / self.groups)
+                * taps) as u64
+        } else {
+            (positions * self.filters * (self.in_channels / self.groups) * taps) as u64
+        };
+        let elements = (positions * self.filters) as u64;
+        Ok(ShapeInfo {
+            output: out,
+            arithmetic,
+            flops: 2 * macs
+                + if self.bias.is_some() { elements } else { 0 }
+                + elements * self.activation.flops_per_element(),
+        })
+    }
+
+    fn receptive_field(&self, rf: &ReceptiveField) -> ReceptiveField {
+        if self.kind.transposed() {
+            rf.transposed(&self.kernel, &self.stride, &self.dilation)
+        } else {
+            rf.window(&self.kernel, &self.stride, &self.dilation)
+        }
+    }
+
+    fn params(&self) -> Vec<(String, Tensor)> {
+        let mut v = vec![("weight".to_string(), self.weight.clone())];
+        if let Some(b) = &self.bias {
+            v.push(("bias".into(), b.clone()));
+        }
+        v
+    }
+}

@@ -1,0 +1,161 @@
+//! Layers without parameters: `dropout`, `spatial_dropout`, `flatten`, `activation`, `reshape`.
+
+use super::{Activation, Ctx, Layer, ShapeInfo, fmt_shape};
+use crate::error::{Result, param_err, shape_err};
+use crate::ops;
+use crate::tensor::Tensor;
+
+/// Dropout of elements, or of whole channels when `spatial`.
+pub struct Dropout {
+    pub rate: f32,
+    pub spatial: bool,
+}
+
+impl Dropout {
+    /// Checks that the rate is a probability below 1.
+    pub fn new(rate: f32, spatial: bool) -> Result<Dropout> {
+        if !(0.0..1.0).contains(&rate) {
+            return param_err(
+                if spatial {
+                    "spatial_dropout"
+                } else {
+                    "dropout"
+                },
+                "rate",
+                format!("{rate} is not in [0, 1)"),
+            );
+        }
+        Ok(Dropout { rate, spatial })
+    }
+}
+
+impl Layer for Dropout {
+    fn kind(&self) -> &'static str {
+        if self.spatial {
+            "spatial_dropout"
+        } else {
+            "dropout"
+        }
+    }
+    fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        if self.spatial {
+            ops::spatial_dropout(x, self.rate, ctx.training, ctx.rng)
+        } else {
+            ops::dropout(x, self.rate, ctx.training, ctx.rng)
+        }
+    }
+    fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
+        if self.spatial && input.len() < 2 {
+            return shape_err(
+                "spatial_dropout",
+                format!(
+                    "drops channels of (channels, positions...) inputs, got {}",
+                    fmt_shape(input)
+                ),
+            );
+        }
+        Ok(ShapeInfo {
+            output: input.to_vec(),
+            arithmetic: vec![],
+            flops: 0,
+        })
+    }
+}
+
+/// Flattens each sample to one axis.
+pub struct Flatten;
+
+impl Layer for Flatten {
+    fn kind(&self) -> &'static str {
+        "flatten"
+    }
+    fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
+        if x.rank() < 2 {
+            return shape_err(
+                "flatten",
+                format!("expects a batch, got shape {:?}", x.shape()),
+            );
+        }
+        ops::flatten(x, 1, x.rank() - 1)
+    }
+    fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
+        let n: usize = input.iter().product();
+        let parts: Vec<String> = input.iter().map(|d| d.to_string()).collect();
+        Ok(ShapeInfo {
+            output: vec![n],
+            arithmetic: vec![format!("{} = {n}", parts.join(" * "))],
+            flops: 0,
+        })
+    }
+}
+
+impl Layer for Activation {
+    fn kind(&self) -> &'static str {
+        "activation"
+    }
+    fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
+        self.apply(x)
+    }
+    fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
+        let n: usize = input.iter().product();
+        Ok(ShapeInfo {
+            output: input.to_vec(),
+            arithmetic: vec![],
+            flops: n as u64 * self.flops_per_element(),
+        })
+    }
+}
+
+/// Reshapes each sample (one dimension may be `None`, inferred).
+pub struct Reshape {
+    pub target: Vec<Option<usize>>,
+}
+
+impl Reshape {
+    fn resolve(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let n: usize = input.iter().product();
+        let known: usize = self.target.iter().flatten().product();
+        let unknown = self.target.iter().filter(|d| d.is_none()).count();
+        let desc: Vec<String> = self
+            .target
+            .iter()
+            .map(|d| d.map_or("-1".into(), |v| v.to_string()))
+            .collect();
+        let fail = || {
+            shape_err(
+                "reshape",
+                format!(
+                    "cannot reshape {} ({n} values) to ({})",
+                    fmt_shape(input),
+                    desc.join(", ")
+                ),
+            )
+        };
+        match unknown {
+            0 if known == n => Ok(self.target.iter().flatten().copied().collect()),
+            1 if known > 0 && n % known == 0 => {
+                Ok(self.target.iter().map(|d| d.unwrap_or(n / known)).collect())
+            }
+            _ => fail(),
+        }
+    }
+}
+
+impl Layer for Reshape {
+    fn kind(&self) -> &'static str {
+        "reshape"
+    }
+    fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
+        let mut shape = vec![x.shape().first().copied().unwrap_or(0)];
+        shape.extend(self.resolve(&x.shape()[1.min(x.rank())..])?);
+        ops::reshape(x, &shape)
+    }
+    fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
+        let out = self.resolve(input)?;
+        Ok(ShapeInfo {
+            arithmetic: vec![format!("{} -> {}", fmt_shape(input), fmt_shape(&out))],
+            output: out,
+            flops: 0,
+        })
+    }
+}

@@ -1,0 +1,126 @@
+//! Layers: parameterised wrappers around the ops, with PyTorch-style parameter names, shape
+//! inference with its arithmetic, FLOPs and receptive fields. A model is a [`Sequential`] of
+//! layers; a layer that holds sub-layers (residual, TCN and WaveNet blocks) implements the same
+//! [`Layer`] trait and names its children's parameters below its own prefix.
+
+mod activation;
+mod conv;
+mod dense;
+mod misc;
+mod model;
+mod norm;
+mod pool;
+
+pub use activation::Activation;
+pub use conv::{Conv, ConvKind};
+pub use dense::Dense;
+pub use misc::{Dropout, Flatten, Reshape};
+pub use model::{LayerReport, Sequential};
+pub use norm::{BatchNorm, LayerNorm};
+pub use pool::{GlobalPool, Pool, PoolKind};
+
+use crate::error::Result;
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// What a forward pass needs beside the input: the mode and a generator for dropout.
+pub struct Ctx<'a> {
+    pub training: bool,
+    pub rng: &'a mut Rng,
+}
+
+/// Receptive field of one output position along each spatial axis: `size` input positions,
+/// and `jump`, the input distance between neighbouring outputs (the product of strides).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReceptiveField {
+    pub size: Vec<f64>,
+    pub jump: Vec<f64>,
+    /// Set once a global pool or a dense layer over flattened positions sees the whole input.
+    pub global: bool,
+}
+
+impl ReceptiveField {
+    /// A single input position along each of `dims` spatial axes.
+    pub fn identity(dims: usize) -> Self {
+        ReceptiveField {
+            size: vec![1.0; dims],
+            jump: vec![1.0; dims],
+            global: false,
+        }
+    }
+    /// After a window of `k` taps with `dilation` and `stride` along each axis.
+    pub fn window(&self, k: &[usize], stride: &[usize], dilation: &[usize]) -> Self {
+        let mut r = self.clone();
+        for i in 0..r.size.len().min(k.len()) {
+            r.size[i] += (dilation[i] * (k[i] - 1)) as f64 * r.jump[i];
+            r.jump[i] *= stride[i] as f64;
+        }
+        r
+    }
+    /// After a transposed convolution: outputs are `stride` times denser.
+    pub fn transposed(&self, k: &[usize], stride: &[usize], dilation: &[usize]) -> Self {
+        let mut r = self.clone();
+        for i in 0..r.size.len().min(k.len()) {
+            r.jump[i] /= stride[i] as f64;
+            r.size[i] += (dilation[i] * (k[i] - 1)) as f64 * r.jump[i];
+        }
+        r
+    }
+    /// Text such as `7x7`, `15` or `all`.
+    pub fn describe(&self) -> String {
+        if self.global {
+            return "all".into();
+        }
+        let v: Vec<String> = self
+            .size
+            .iter()
+            .map(|s| {
+                if s.fract() == 0.0 {
+                    format!("{}", *s as u64)
+                } else {
+                    format!("{s:.2}")
+                }
+            })
+            .collect();
+        v.join("x")
+    }
+}
+
+/// A layer's per-sample output shape, with the arithmetic that gives it and its FLOPs.
+#[derive(Clone, Debug)]
+pub struct ShapeInfo {
+    pub output: Vec<usize>,
+    /// One line per changed axis, e.g. `28 -> floor((28 + 2 - 3) / 1) + 1 = 28`.
+    pub arithmetic: Vec<String>,
+    /// Floating-point operations per sample (a multiply-add counts two).
+    pub flops: u64,
+}
+
+/// A layer of a model.
+pub trait Layer: Send + Sync {
+    /// The spec's name of the layer type (`conv2d`, `dense`, ...).
+    fn kind(&self) -> &'static str;
+    /// Forward pass on a batch.
+    fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor>;
+    /// Per-sample output shape for a per-sample input shape, or the error the forward
+    /// pass would give.
+    fn infer(&self, input: &[usize]) -> Result<ShapeInfo>;
+    /// Receptive field after this layer.
+    fn receptive_field(&self, rf: &ReceptiveField) -> ReceptiveField {
+        rf.clone()
+    }
+    /// Trainable parameters, by local name (`weight`, `bias`).
+    fn params(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    /// Non-trainable state saved with the weights (`running_mean`, `running_var`).
+    fn buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
+/// Format a shape as `(32, 14, 14)`.
+pub fn fmt_shape(s: &[usize]) -> String {
+    let v: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+    format!("({})", v.join(", "))
+}

@@ -1,0 +1,199 @@
+//! Pooling layers: `max_pool1d/2d`, `avg_pool1d/2d` (own stride, padding, ceil mode) and
+//! `global_avg_pool` / `global_max_pool` over every position (1-D or 2-D inputs).
+
+use super::{Ctx, Layer, ReceptiveField, ShapeInfo, fmt_shape};
+use crate::error::{Error, Result, param_err, shape_err};
+use crate::kernels::pool::pool_out_len;
+use crate::ops;
+use crate::tensor::Tensor;
+
+/// Max or average.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PoolKind {
+    Max,
+    Avg,
+}
+
+/// A windowed pooling layer over 1 or 2 spatial dimensions.
+pub struct Pool {
+    pub kind: PoolKind,
+    pub pool_size: Vec<usize>,
+    /// Defaults to the pool size.
+    pub stride: Vec<usize>,
+    pub padding: Vec<usize>,
+    pub ceil_mode: bool,
+    pub count_include_pad: bool,
+}
+
+impl Pool {
+    fn dims(&self) -> usize {
+        self.pool_size.len()
+    }
+    fn name(&self) -> &'static str {
+        match (self.kind, self.dims()) {
+            (PoolKind::Max, 1) => "max_pool1d",
+            (PoolKind::Max, _) => "max_pool2d",
+            (PoolKind::Avg, 1) => "avg_pool1d",
+            (PoolKind::Avg, _) => "avg_pool2d",
+        }
+    }
+}
+
+impl Layer for Pool {
+    fn kind(&self) -> &'static str {
+        self.name()
+    }
+
+    fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
+        if self.dims() == 1 {
+            let cfg = ops::Pool1dConfig {
+                kernel: self.pool_size[0],
+                stride: Some(self.stride[0]),
+                padding: self.padding[0],
+                ceil_mode: self.ceil_mode,
+                count_include_pad: self.count_include_pad,
+            };
+            match self.kind {
+                PoolKind::Max => ops::max_pool1d(x, &cfg),
+                PoolKind::Avg => ops::avg_pool1d(x, &cfg),
+            }
+        } else {
+            let cfg = ops::Pool2dConfig {
+                kernel: [self.pool_size[0], self.pool_size[1]],
+                stride: Some([self.stride[0], self.stride[1]]),
+                padding: [self.padding[0], self.padding[1]],
+                ceil_mode: self.ceil_mode,
+                count_include_pad: self.count_include_pad,
+            };
+            match self.kind {
+                PoolKind::Max => ops::max_pool2d(x, &cfg),
+                PoolKind::Avg => ops::avg_pool2d(x, &cfg),
+            }
+        }
+    }
+
+    fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
+        let op = self.name();
+        let d = self.dims();
+        if input.len() != d + 1 {
+            let layout = if d == 1 {
+                "(channels, length)"
+            } else {
+                "(channels, height, width)"
+            };
+            return shape_err(
+                op,
+                format!(
+                    "expects inputs shaped {layout} per sample, got {}",
+                    fmt_shape(input)
+                ),
+            );
+        }
+        let names = if d == 1 {
+            vec!["length"]
+        } else {
+            vec!["height", "width"]
+        };
+        let mut out = vec![input[0]];
+        let mut arithmetic = Vec::new();
+        for i in 0..d {
+            let (n, k, s, p) = (
+                input[1 + i],
+                self.pool_size[i],
+                self.stride[i],
+                self.padding[i],
+            );
+            if k == 0 || s == 0 {
+                return param_err(
+                    op,
+                    if k == 0 { "pool_size" } else { "strides" },
+                    "must be positive",
+                );
+            }
+            if p > k / 2 {
+                return param_err(
+                    op,
+                    "padding",
+                    format!("{p} is more than half the pool size {k}"),
+                );
+            }
+            let o = pool_out_len(n, k, s, p, self.ceil_mode).ok_or_else(|| Error::Param {
+                op,
+                param: "pool_size",
+                msg: format!(
+                    "a window of {k} does not fit the {} of {n} (padding {p} each side)",
+                    names[i]
+                ),
+            })?;
+            let round = if self.ceil_mode { "ceil" } else { "floor" };
+            arithmetic.push(format!(
+                "{} {n} -> {round}(({n} + 2 * {p} - {k}) / {s}) + 1 = {o}",
+                names[i]
+            ));
+            out.push(o);
+        }
+        let window: usize = self.pool_size.iter().product();
+        let outputs: usize = out.iter().product();
+        Ok(ShapeInfo {
+            output: out,
+            arithmetic,
+            flops: (outputs * window) as u64,
+        })
+    }
+
+    fn receptive_field(&self, rf: &ReceptiveField) -> ReceptiveField {
+        rf.window(&self.pool_size, &self.stride, &vec![1; self.dims()])
+    }
+}
+
+/// Global average or max pooling: `(channels, *spatial)` -> `(channels)`.
+pub struct GlobalPool {
+    pub kind: PoolKind,
+}
+
+impl Layer for GlobalPool {
+    fn kind(&self) -> &'static str {
+        match self.kind {
+            PoolKind::Max => "global_max_pool",
+            PoolKind::Avg => "global_avg_pool",
+        }
+    }
+
+    fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
+        match (self.kind, x.rank()) {
+            (PoolKind::Avg, 3) => ops::global_avg_pool1d(x),
+            (PoolKind::Max, 3) => ops::global_max_pool1d(x),
+            (PoolKind::Avg, _) => ops::global_avg_pool2d(x),
+            (PoolKind::Max, _) => ops::global_max_pool2d(x),
+        }
+    }
+
+    fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
+        if !(2..=3).contains(&input.len()) || input[1..].contains(&0) {
+            return shape_err(
+                self.kind(),
+                format!(
+                    "expects (channels, length) or (channels, height, width) per sample, got {}",
+                    fmt_shape(input)
+                ),
+            );
+        }
+        let positions: usize = input[1..].iter().product();
+        Ok(ShapeInfo {
+            output: vec![input[0]],
+            arithmetic: vec![format!(
+                "{} -> ({}) over all {positions} positions",
+                fmt_shape(input),
+                input[0]
+            )],
+            flops: (input[0] * positions) as u64,
+        })
+    }
+
+    fn receptive_field(&self, rf: &ReceptiveField) -> ReceptiveField {
+        ReceptiveField {
+            global: true,
+            ..rf.clone()
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Optimizers (SGD with momentum / Nesterov / weight decay, Adam, AdamW, RMSprop) with
+//! PyTorch's update rules, gradient clipping by global norm, and learning-rate schedules.
+
+mod schedule;
+
+pub use schedule::{Schedule, ScheduleState};
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result, param_err};
+use crate::tensor::Tensor;
+
+/// Which update rule, with its hyperparameters.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OptimizerKind {
+    Sgd {
+        momentum: f32,
+        nesterov: bool,
+        dampening: f32,
+    },
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+    },
+    /// Adam with decoupled weight decay.
+    AdamW {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+    },
+    RmsProp {
+        alpha: f32,
+        eps: f32,
+        momentum: f32,
+    },
+}
+
+/// An optimizer over named parameters; its state is keyed by parameter name so that it can
+/// be saved and restored with a checkpoint.
+pub struct Optimizer {
+    pub kind: OptimizerKind,
+    pub weight_decay: f32,
+    /// Steps taken (Adam's bias correction uses it).
+    pub steps: u64,
+    state: BTreeMap<String, Vec<Vec<f32>>>,
+}
+
+impl Optimizer {
+    /// Checks the hyperparameters.
+    pub fn new(kind: OptimizerKind, weight_decay: f32) -> Result<Optimizer> {
+        let bad = |p: &'static str, m: String| param_err::<()>("optimizer", p, m);
+        if !(weight_decay >= 0.0) {
+            bad("weight_decay", format!("{weight_decay} must be >= 0"))?;
+        }
+        match &kind {
+            OptimizerKind::Sgd {
+                momentum,
+                nesterov,
+                dampening,
+            } => {
+                if !(0.0..1.0).contains(momentum) && *momentum != 0.0 {
+                    bad("momentum", format!("{momentum} is not in [0, 1)"))?;
+                }
+                if *nesterov && (*momentum <= 0.0 || *dampening != 0.0) {
+                    bad(
+                        "nesterov",
+                        "Nesterov momentum needs momentum > 0 and no dampening".into(),
+                    )?;
+                }
+            }
+            OptimizerKind::Adam { beta1, beta2, eps }
+            | OptimizerKind::AdamW { beta1, beta2, eps } => {
+                for (n, b) in [("beta1", beta1), ("beta2", beta2)] {
+                    if !(0.0..1.0).contains(b) {
+                        bad("betas", format!("{n} = {b} is not in [0, 1)"))?;
+                    }
+                }
+                if !(*eps > 0.0) {
+                    bad("eps", format!("{eps} must be positive"))?;
+                }
+            }
+            OptimizerKind::RmsProp {
+                alpha,
+                eps,
+                momentum,
+            } => {
+                if !(0.0..1.0).contains(alpha) {
+                    bad("alpha", format!("{alpha} is not in [0, 1)"))?;
+                }
+                if !(*eps > 0.0) || !(*momentum >= 0.0) {
+                    bad("eps", "eps must be positive and momentum >= 0".into())?;
+                }
+            }
+        }
+        Ok(Optimizer {
+            kind,
+            weight_decay,
+            steps: 0,
+            state: BTreeMap::new(),
+        })
+    }
+
+    /// One update of every parameter from its gradient, at learning rate `lr`; gradients are
+    /// then cleared. A parameter without a gradient is left as it is.
+    pub fn step(&mut self, params: &[(String, Tensor)], lr: f32) -> Result<()> {
+        self.steps += 1;
+        let t = self.steps as i32;
+        let wd = self.weight_decay;
+        for (name, p) in params {
+            let Some(g) = p.grad() else { continue };
+            let gd = g.data();
+            let mut pd = p.data_mut();
+            let n = pd.len();
+            // Slots: SGD's momentum buffer; Adam's first and second moments; RMSprop's square
+            // average and momentum buffer. Empty until first used.
+            let st = self
+                .state
+                .entry(name.clone())
+                .or_insert_with(|| vec![Vec::new(); 2]);
+            if st.iter().any(|s| !s.is_empty() && s.len() != n) {
+                return Err(Error::Autograd(format!(
+                    "optimizer state of `{name}` does not match its size"
+                )));
+            }
+            match self.kind {
+                OptimizerKind::Sgd {
+                    momentum,
+                    nesterov,
+                    dampening,
+                } => {
+                    let first = st[0].is_empty();
+                    if momentum > 0.0 && first {
+                        st[0] = vec![0.0; n];
+                    }
+                    for i in 0..n {
+                        let mut d = gd[i] + wd * pd[i];
+                        if momentum > 0.0 {
+                            let b = &mut st[0][i];
+                            *b = if first {
+                                d
+                            } else {
+                                momentum * *b + (1.0 - dampening) * d
+                            };
+                            d = if nesterov { d + momentum * *b } else { *b };
+                        }
+                        pd[i] -= lr * d;
+                    }
+                }
+                OptimizerKind::Adam { beta1, beta2, eps }
+                | OptimizerKind::AdamW { beta1, beta2, eps } => {
+                    let decoupled = matches!(self.kind, OptimizerKind::AdamW { .. });
+                    if st[0].is_empty() {
+                        st[0] = vec![0.0; n];
+                        st[1] = vec![0.0; n];
+                    }
+                    let bc1 = 1.0 - beta1.powi(t);
+                    let bc2 = 1.0 - beta2.powi(t);
+                    let step_size = lr / bc1;
+                    let bc2_sqrt = bc2.sqrt();
+                    let (m, v) = st.split_at_mut(1);
+                    let (m, v) = (&mut m[0], &mut v[0]);
+                    for i in 0..n {
+                        let mut g = gd[i];
+                        if decoupled {
+                            pd[i] *= 1.0 - lr * wd;
+                        } else {
+                            g += wd * pd[i];
+                        }
+                        m[i] = beta1 * m[i] + (1.0 - beta1) * g;
+                        v[i] = beta2 * v[i] + (1.0 - beta2) * g * g;
+                        pd[i] -= step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
+                    }
+                }
+                OptimizerKind::RmsProp {
+                    alpha,
+                    eps,
+                    momentum,
+                } => {
+                    if st[0].is_empty() {
+                        st[0] = vec![0.0; n];
+                        st[1] = vec![0.0; n];
+                    }
+                    let (sq, buf) = st.split_at_mut(1);
+                    let (sq, buf) = (&mut sq[0], &mut buf[0]);
+                    for i in 0..n {
+                        let g = gd[i] + wd * pd[i];
+                        sq[i] = alpha * sq[i] + (1.0 - alpha) * g * g;
+                        let avg = sq[i].sqrt() + eps;
+                        if momentum > 0.0 {
+                            buf[i] = momentum * buf[i] + g / avg;
+                            pd[i] -= lr * buf[i];
+                        } else {
+                            pd[i] -= lr * g / avg;
+                        }
+                    }
+                }
+            }
+            drop(pd);
+            drop(gd);
+            p.zero_grad();
+        }
+        Ok(())
+    }
+
+    /// The state as named tensors (`state.{param}.{slot}`), for checkpoints.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut v = Vec::new();
+        for (name, slots) in &self.state {
+            for (i, s) in slots.iter().enumerate() {
+                if !s.is_empty() {
+                    if let Ok(t) = Tensor::from_vec(s.clone(), &[s.len()]) {
+                        v.push((format!("state.{name}.{i}"), t));
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// Restore what [`Optimizer::state_tensors`] saved, with the step count.
+    pub fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>, steps: u64) {
+        self.state.clear();
+        self.steps = steps;
+        for (k, t) in tensors {
+            let Some(rest) = k.strip_prefix("state.") else {
+                continue;
+            };
+            let Some((name, slot)) = rest.rsplit_once('.') else {
+                continue;
+            };
+            let Ok(slot) = slot.parse::<usize>() else {
+                continue;
+            };
+            let e = self
+                .state
+                .entry(name.to_string())
+                .or_insert_with(|| vec![Vec::new(); 2]);
+            if e.len() <= slot {
+                e.resize(slot + 1, Vec::new());
+            }
+            e[slot] = t.to_vec();
+        }
+    }
+}
+
+/// Scale all gradients so that their global L2 norm is at most `max_norm`; returns the norm
+/// before clipping (PyTorch's `clip_grad_norm_`).
+pub fn clip_grad_norm(params: &[(String, Tensor)], max_norm: f32) -> f32 {
+    let grads: Vec<Tensor> = params.iter().filter_map(|(_, p)| p.grad()).collect();
+    let norm = grads
+        .iter()
+        .map(|g| {
+            g.data()
+                .iter()
+                .map(|&v| (v as f64) * (v as f64))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        .sqrt() as f32;
+    if max_norm > 0.0 && norm.is_finite() {
+        let coef = max_norm / (norm + 1e-6);
+        if coef < 1.0 {
+            for g in &grads {
+                g.data_mut().iter_mut().for_each(|v| *v *= coef);
+            }
+        }
+    }
+    norm
+}
