@@ -24,6 +24,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A model/training spec is malformed: names the file, where in it, and what was expected.
+    #[error("{path}: {at}: {msg}")]
+    Spec { path: String, at: String, msg: String },
     /// A file was read but its content is not what was expected.
     #[error("{path}: {msg}")]
     Format { path: String, msg: String },

@@ -18,13 +18,17 @@
 pub mod autograd;
 pub mod data;
 pub mod error;
+pub mod explain;
 pub mod init;
+pub mod io;
 pub mod kernels;
 pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod rng;
+pub mod spec;
 pub mod tensor;
+pub mod train;
 
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
 pub use error::{Error, Result};

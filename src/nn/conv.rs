@@ -164,7 +164,9 @@ impl Conv {
             weight,
             bias,
         };
-        conv.transpose_padding()?;
+        if kind.transposed() {
+            conv.transpose_padding()?;
+        }
         Ok(conv)
     }
 

@@ -2,6 +2,12 @@
 
 mod bench;
 mod demo;
+mod eval;
+mod predict;
+mod summary;
+mod train;
+
+use std::path::PathBuf;
 
 use std::process::ExitCode;
 
@@ -30,6 +36,61 @@ enum Command {
         /// Seed of the data and the initial weights.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Each layer's output shape (with its arithmetic), parameters, FLOPs and receptive field.
+    Summary {
+        /// The model spec (TOML).
+        spec: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train a model from its spec, writing weights, metrics and curves to a run directory.
+    Train {
+        /// The spec (TOML); not needed with --resume.
+        spec: Option<PathBuf>,
+        /// The run directory (default: runs/<spec name>, numbered if taken).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override [train] epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Override [train] seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Continue the interrupted run in this directory from its checkpoint.
+        #[arg(long, value_name = "DIR")]
+        resume: Option<PathBuf>,
+        /// Replace the contents of an existing --out directory.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Evaluate a trained run: loss, accuracy, per-class precision and recall, confusion matrix.
+    Eval {
+        /// The run directory.
+        dir: PathBuf,
+        /// `test`, `val`, `train`, or a path (CSV file, folder of class subfolders, IDX images).
+        #[arg(long, default_value = "test")]
+        data: String,
+        /// Labels of IDX images given with --data.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Classify images (PNG, JPEG) with a trained run.
+    Predict {
+        /// The run directory.
+        dir: PathBuf,
+        /// Image files.
+        files: Vec<PathBuf>,
+        /// How many classes to show per image.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        /// Resize images of another size to the model's input.
+        #[arg(long)]
+        resize: bool,
     },
     /// Time the engine's ops on the performance workloads (median ms and GFLOP/s).
     Bench {
@@ -66,6 +127,10 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Demo { seed } => demo::run(seed),
+        Command::Summary { spec, json } => summary::run(&spec, json),
+        Command::Train { spec, out, epochs, seed, resume, overwrite } => train::run(train::Args { spec, out, epochs, seed, resume, overwrite }),
+        Command::Eval { dir, data, labels, json } => eval::run(&dir, &data, labels, json),
+        Command::Predict { dir, files, top, resize } => predict::run(&dir, &files, top, resize),
         Command::Bench { json, filter, reps } => bench::run(json, filter.as_deref(), reps),
     };
     match result {

@@ -1,0 +1,42 @@
+//! `convnet predict DIR FILE... [--top K] [--resize]`: classify images with a trained run.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use convnet::data::image_to_sample;
+use convnet::nn::Ctx;
+use convnet::{Rng, Tensor, no_grad, ops, train};
+
+pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool) -> Result<()> {
+    if files.is_empty() {
+        bail!("give at least one image file to classify");
+    }
+    let (spec, model, info) = train::load_run(dir)?;
+    if spec.input.len() != 3 {
+        bail!("this model takes inputs of shape {:?}, not images (channels, height, width)", spec.input);
+    }
+    let resize = resize || spec.data.as_ref().is_some_and(|d| d.resize);
+    let norm = info.normalize();
+    let mut out = std::io::stdout().lock();
+    for f in files {
+        let mut x = image_to_sample(f, &spec.input, resize)?;
+        norm.apply(&mut x);
+        let mut shape = vec![1];
+        shape.extend(&spec.input);
+        let x = Tensor::from_vec(x, &shape)?;
+        let probs = no_grad(|| -> convnet::Result<Tensor> {
+            let logits = model.forward(&x, &mut Ctx { training: false, rng: &mut Rng::new(0) })?;
+            ops::softmax(&logits, 1)
+        })?
+        .to_vec();
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        writeln!(out, "{}", f.display())?;
+        for &k in order.iter().take(top.max(1)) {
+            let name = info.class_names.get(k).cloned().unwrap_or_else(|| k.to_string());
+            writeln!(out, "  {:>6.2}%  {name}", 100.0 * probs[k])?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! `convnet train SPEC [--out DIR] [--epochs N] [--seed S] [--resume DIR]`: trains with a
+//! progress bar, validates each epoch, and writes the run directory. Ctrl-C stops after the
+//! current step with a checkpoint that `--resume` continues from.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use convnet::spec::Spec;
+use convnet::train::{self, EpochRow, Observer, Outcome, TrainOptions, files};
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub struct Args {
+    pub spec: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub epochs: Option<usize>,
+    pub seed: Option<u64>,
+    pub resume: Option<PathBuf>,
+    pub overwrite: bool,
+}
+
+struct Bar {
+    bar: Option<ProgressBar>,
+    epoch: usize,
+    epochs: usize,
+}
+
+impl Observer for Bar {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize, start: usize) {
+        self.epoch = epoch;
+        self.epochs = epochs;
+        let bar = ProgressBar::new(steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{epoch}/{epochs}"));
+        bar.set_position(start as u64);
+        self.bar = Some(bar);
+    }
+    fn step(&mut self, step: usize, loss: f64, acc: f64, sps: f64) {
+        if let Some(b) = &self.bar {
+            b.set_position(step as u64);
+            b.set_message(format!("loss {loss:.4} acc {:.2}% {sps:.0} samples/s", 100.0 * acc));
+        }
+    }
+    fn epoch_end(&mut self, r: &EpochRow, best: bool) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        let val = match (r.val_loss, r.val_acc) {
+            (Some(l), Some(a)) => format!("  val_loss {l:.4}  val_acc {:.2}%", 100.0 * a),
+            _ => String::new(),
+        };
+        println!(
+            "epoch {}/{}  loss {:.4}  acc {:.2}%{val}  lr {:.2e}  {:.1}s{}",
+            r.epoch,
+            self.epochs,
+            r.train_loss,
+            100.0 * r.train_acc,
+            r.lr,
+            r.seconds,
+            if best { "  (best)" } else { "" }
+        );
+    }
+    fn message(&mut self, text: &str) {
+        if let Some(b) = &self.bar {
+            b.suspend(|| eprintln!("{text}"));
+        } else {
+            eprintln!("{text}");
+        }
+    }
+}
+
+/// A directory that holds nothing the user could lose.
+fn is_empty_dir(p: &Path) -> bool {
+    std::fs::read_dir(p).map(|mut d| d.next().is_none()).unwrap_or(false)
+}
+
+/// `runs/<stem>`, or `runs/<stem>-2`, `-3`, ... when taken.
+fn fresh_dir(spec: &Path) -> PathBuf {
+    let stem = spec.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    let base = PathBuf::from("runs").join(&stem);
+    if !base.exists() {
+        return base;
+    }
+    (2..).map(|i| PathBuf::from("runs").join(format!("{stem}-{i}"))).find(|p| !p.exists()).unwrap_or(base)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let (spec_path, out, resume) = match (&a.resume, &a.spec) {
+        (Some(dir), None) => (dir.join(files::SPEC), dir.clone(), true),
+        (Some(_), Some(_)) => bail!("--resume DIR continues the run in DIR with its own spec.toml; do not pass a SPEC as well"),
+        (None, Some(s)) => (s.clone(), a.out.clone().unwrap_or_else(|| fresh_dir(s)), false),
+        (None, None) => bail!("give a SPEC to train, or --resume DIR"),
+    };
+    if resume && !out.join(files::CHECKPOINT).exists() {
+        bail!("{}: no checkpoint to resume from ({} is missing)", out.display(), files::CHECKPOINT);
+    }
+    let mut spec = Spec::load(&spec_path)?;
+    if let Some(e) = a.epochs {
+        if e == 0 {
+            bail!("--epochs must be at least 1");
+        }
+        spec.train.epochs = e;
+    }
+    if let Some(s) = a.seed {
+        spec.train.seed = s;
+    }
+    if !resume {
+        if out.exists() && !is_empty_dir(&out) {
+            if !a.overwrite {
+                bail!(
+                    "{} already exists and is not empty: pass --resume {} to continue that run, --overwrite to replace it, or another --out",
+                    out.display(),
+                    out.display()
+                );
+            }
+            std::fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
+        }
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while the checkpoint is written should not be needed; the first sets
+        // the flag and the loop stops after its current step.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after this step; a checkpoint will be saved (Ctrl-C again to quit at once)");
+        });
+    }
+    println!("training {} into {}", spec_path.display(), out.display());
+    let mut obs = Bar { bar: None, epoch: 0, epochs: spec.train.epochs };
+    let started = std::time::Instant::now();
+    let res = train::train(&spec, &TrainOptions { out: out.clone(), resume, stop: Some(stop) }, &mut obs)?;
+    let mut so = std::io::stdout().lock();
+    match res.outcome {
+        Outcome::Interrupted { epoch, step } => {
+            writeln!(so, "interrupted at epoch {epoch}, step {step}; continue with: convnet train --resume {}", out.display())?;
+            return Ok(());
+        }
+        Outcome::EarlyStopped { epoch } => writeln!(so, "stopped early after epoch {epoch}")?,
+        Outcome::Finished => {}
+    }
+    if let Some(test) = &res.prepared.test {
+        let classes = res.prepared.class_names.len();
+        let (_, best, info) = train::load_run(&out)?;
+        let opts = convnet::ops::CrossEntropyOptions { class_weights: spec.train.class_weights.clone(), label_smoothing: spec.train.label_smoothing };
+        let r = train::evaluate(&best, test, &info.normalize(), classes, &opts, 256)?;
+        writeln!(so, "test ({} images, best weights from epoch {}): loss {:.4}, accuracy {:.2}%", r.samples, res.best_epoch.unwrap_or(0), r.loss, 100.0 * r.accuracy)?;
+    }
+    writeln!(so, "done in {:.1}s; the run is in {} (metrics.csv, curves.png, best.safetensors)", started.elapsed().as_secs_f64(), out.display())?;
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Explaining a model: the summary table behind `convnet summary` (each layer's output shape
+//! with its arithmetic, parameters, FLOPs and receptive field).
+
+use crate::error::Result;
+use crate::nn::{LayerReport, Sequential, fmt_shape};
+
+/// A model's summary.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub input: Vec<usize>,
+    pub layers: Vec<LayerReport>,
+    pub total_params: usize,
+    pub total_flops: u64,
+}
+
+/// Summarise a model.
+pub fn summarize(model: &Sequential) -> Result<Summary> {
+    let layers = model.report()?;
+    Ok(Summary {
+        input: model.input.clone(),
+        total_params: layers.iter().map(|l| l.params).sum(),
+        total_flops: layers.iter().map(|l| l.flops).sum(),
+        layers,
+    })
+}
+
+/// `1234567` as `1.23M`.
+pub fn human(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}K", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2}M", n as f64 / 1e6),
+        _ => format!("{:.2}G", n as f64 / 1e9),
+    }
+}
+
+impl Summary {
+    /// The table as text: one row per layer, its shape arithmetic indented below it.
+    pub fn to_table(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!("{:<10} {:<18} {:<16} {:>10} {:>10} {:>10}\n", "layer", "type", "output shape", "params", "FLOPs", "recept. f."));
+        s.push_str(&format!("{:<10} {:<18} {:<16}\n", "input", "", fmt_shape(&self.input)));
+        for l in &self.layers {
+            s.push_str(&format!(
+                "{:<10} {:<18} {:<16} {:>10} {:>10} {:>10}\n",
+                l.name,
+                l.kind,
+                fmt_shape(&l.output_shape),
+                l.params,
+                human(l.flops),
+                l.receptive_field
+            ));
+            for a in &l.arithmetic {
+                s.push_str(&format!("{:<10}   {a}\n", ""));
+            }
+        }
+        s.push_str(&format!("total: {} parameters, {} FLOPs per sample ({})\n", self.total_params, self.total_flops, human(self.total_flops)));
+        s
+    }
+
+    /// The same as JSON: `{"layers": [{"name", "type", "output_shape", "params", "flops",
+    /// "receptive_field", "arithmetic"}], "total_params", "total_flops", "input_shape"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "input_shape": self.input,
+            "layers": self.layers.iter().map(|l| serde_json::json!({
+                "name": l.name,
+                "type": l.kind,
+                "output_shape": l.output_shape,
+                "params": l.params,
+                "flops": l.flops,
+                "receptive_field": l.receptive_field,
+                "arithmetic": l.arithmetic,
+            })).collect::<Vec<_>>(),
+            "total_params": self.total_params,
+            "total_flops": self.total_flops,
+        })
+    }
+}

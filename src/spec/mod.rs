@@ -1,0 +1,344 @@
+//! The TOML spec: `[model]` (input shape and `[[model.layers]]`), `[data]` (format, paths,
+//! validation split, normalisation, `[data.augment]`) and `[train]` (loss, optimizer,
+//! schedule, epochs, batch size, seed, early stopping). Every key is checked: unknown keys,
+//! wrong types and impossible shapes are reported with the file, the layer's index and type,
+//! the key, and what was expected, before any training starts.
+
+mod layers;
+mod table;
+
+pub use layers::LAYER_TYPES;
+
+use std::path::{Path, PathBuf};
+
+use table::{R, Table};
+
+use crate::data::Augment;
+use crate::error::{Error, Result};
+use crate::nn::Sequential;
+use crate::optim::{OptimizerKind, Schedule};
+use crate::rng::Rng;
+
+/// Where the data comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataSource {
+    /// IDX files (raw or gzip), as MNIST and Fashion-MNIST ship.
+    Idx { train_images: PathBuf, train_labels: PathBuf, test_images: Option<PathBuf>, test_labels: Option<PathBuf> },
+    /// CSV with one row per image: pixel columns and a label column.
+    Csv { train: PathBuf, test: Option<PathBuf>, label_column: String, pixel_max: f32 },
+    /// A folder with one subfolder of images per class.
+    Folder { train: PathBuf, test: Option<PathBuf> },
+}
+
+/// How inputs are normalised after augmentation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NormalizeSpec {
+    /// Pixels in [0, 1].
+    Scale,
+    /// Per-channel mean and standard deviation of the training split.
+    Standardize,
+    /// Given per-channel mean and standard deviation (of [0, 1] pixels).
+    Fixed { mean: Vec<f32>, std: Vec<f32> },
+}
+
+/// `[data]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataSpec {
+    pub source: DataSource,
+    pub validation_split: f32,
+    pub normalize: NormalizeSpec,
+    pub augment: Augment,
+    pub class_names: Option<Vec<String>>,
+    /// Resize images of another size to the model's input (folders, predict).
+    pub resize: bool,
+}
+
+/// `[train.early_stopping]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EarlyStopping {
+    /// `val_loss` or `val_acc`.
+    pub monitor: String,
+    pub patience: usize,
+    pub min_delta: f32,
+}
+
+/// `[train]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainSpec {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub label_smoothing: f32,
+    pub class_weights: Option<Vec<f32>>,
+    pub optimizer: OptimizerKind,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub schedule: Schedule,
+    pub clip_grad_norm: Option<f32>,
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// One `[[model.layers]]` entry, kept as written.
+#[derive(Clone, Debug)]
+pub struct LayerSpec {
+    pub index: usize,
+    pub kind: String,
+    pub table: toml::Table,
+}
+
+/// A parsed and checked spec.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub path: PathBuf,
+    /// The file as written (saved beside a run).
+    pub text: String,
+    pub input: Vec<usize>,
+    pub layers: Vec<LayerSpec>,
+    pub data: Option<DataSpec>,
+    pub train: TrainSpec,
+}
+
+impl Spec {
+    /// Read and check a spec file: syntax, keys and types, and that the layers fit together.
+    pub fn load(path: &Path) -> Result<Spec> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+        let spec = Spec::parse(&text, path)?;
+        spec.build_model(&mut Rng::new(0))?;
+        Ok(spec)
+    }
+
+    /// Parse `text` (named `path` in messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Spec> {
+        let p = path.display().to_string();
+        let root: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let at = e.span().map(|s| {
+                let line = text[..s.start.min(text.len())].lines().count().max(1);
+                format!("line {line}")
+            });
+            Error::Spec { path: p.clone(), at: at.unwrap_or_else(|| "syntax".into()), msg: e.message().to_string() }
+        })?;
+        let top = Table::new(&p, "top level", &root);
+        let model = match top.get("model") {
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => return Err(top.err("model", "expected a [model] table")),
+            None => return Err(top.err_here("no [model] section: a spec needs [model] with `input` and [[model.layers]]")),
+        };
+        let data = match top.get("data") {
+            Some(toml::Value::Table(t)) => Some(parse_data(&Table::new(&p, "[data]", t))?),
+            Some(_) => return Err(top.err("data", "expected a [data] table")),
+            None => None,
+        };
+        let train = match top.get("train") {
+            Some(toml::Value::Table(t)) => parse_train(&Table::new(&p, "[train]", t))?,
+            Some(_) => return Err(top.err("train", "expected a [train] table")),
+            None => parse_train(&Table::new(&p, "[train]", &toml::Table::new()))?,
+        };
+        top.finish()?;
+        let m = Table::new(&p, "[model]", model);
+        let input: Vec<usize> = m.required("input", m.int_list("input", false), "the per-sample input shape, e.g. [1, 28, 28]")?.into_iter().flatten().collect();
+        let layers = match m.get("layers") {
+            Some(toml::Value::Array(a)) if !a.is_empty() => a,
+            _ => return Err(m.err("layers", "expected at least one [[model.layers]] entry")),
+        };
+        let mut out = Vec::new();
+        for (i, l) in layers.iter().enumerate() {
+            let toml::Value::Table(t) = l else {
+                return Err(m.err("layers", format!("entry {i} is not a table")));
+            };
+            let lt = Table::new(&p, format!("layer {i}"), t);
+            let kind = lt.required("type", lt.str("type"), &format!("one of: {}", LAYER_TYPES.join(", ")))?;
+            out.push(LayerSpec { index: i, kind: kind.to_string(), table: t.clone() });
+        }
+        m.finish()?;
+        Ok(Spec { path: path.to_path_buf(), text: text.to_string(), input, layers: out, data, train })
+    }
+
+    /// Build the model with weights drawn from `rng`; errors name the layer and the key.
+    pub fn build_model(&self, rng: &mut Rng) -> Result<Sequential> {
+        let p = self.path.display().to_string();
+        let mut model = Sequential::new(self.input.clone());
+        for l in &self.layers {
+            let t = Table::new(&p, format!("layer {} ({})", l.index, l.kind), &l.table);
+            t.get("type");
+            let shape = model.output_shape().to_vec();
+            let layer = layers::build(&t, &l.kind, &shape, rng).map_err(|e| layers::at_layer(&t, e))?;
+            t.finish()?;
+            model.push(layer).map_err(|e| layers::at_layer(&t, e))?;
+        }
+        Ok(model)
+    }
+
+    /// The data section, or an error saying it is needed.
+    pub fn data(&self) -> Result<&DataSpec> {
+        self.data.as_ref().ok_or_else(|| Error::Spec { path: self.path.display().to_string(), at: "top level".into(), msg: "no [data] section: training and evaluation need one".into() })
+    }
+}
+
+fn path_of(t: &Table, key: &str) -> R<Option<PathBuf>> {
+    Ok(t.str(key)?.map(PathBuf::from))
+}
+
+fn parse_data(t: &Table) -> R<DataSpec> {
+    let format = t.required("format", t.choice("format", &["idx", "csv", "folder"]), "\"idx\", \"csv\" or \"folder\"")?;
+    let source = match format {
+        "idx" => DataSource::Idx {
+            train_images: t.required("train_images", path_of(t, "train_images"), "path of the training images (IDX)")?,
+            train_labels: t.required("train_labels", path_of(t, "train_labels"), "path of the training labels (IDX)")?,
+            test_images: path_of(t, "test_images")?,
+            test_labels: path_of(t, "test_labels")?,
+        },
+        "csv" => DataSource::Csv {
+            train: t.required("train", path_of(t, "train"), "path of the training CSV")?,
+            test: path_of(t, "test")?,
+            label_column: t.str("label_column")?.unwrap_or("label").to_string(),
+            pixel_max: t.f32("pixel_max")?.unwrap_or(255.0),
+        },
+        _ => DataSource::Folder { train: t.required("train", path_of(t, "train"), "folder with one subfolder per class")?, test: path_of(t, "test")? },
+    };
+    if let DataSource::Idx { test_images, test_labels, .. } = &source {
+        if test_images.is_some() != test_labels.is_some() {
+            return Err(t.err("test_labels", "test_images and test_labels go together"));
+        }
+    }
+    let validation_split = t.f32("validation_split")?.unwrap_or(0.1);
+    if !(0.0..1.0).contains(&validation_split) {
+        return Err(t.err("validation_split", format!("{validation_split} is not in [0, 1)")));
+    }
+    let normalize = match t.get("normalize") {
+        None => NormalizeSpec::Standardize,
+        Some(toml::Value::String(s)) if s == "standardize" => NormalizeSpec::Standardize,
+        Some(toml::Value::String(s)) if s == "scale" => NormalizeSpec::Scale,
+        Some(toml::Value::Table(nt)) => {
+            let n = Table::new(t.path, "[data.normalize]", nt);
+            let mean = n.required("mean", n.f32_list("mean"), "per-channel means")?;
+            let std = n.required("std", n.f32_list("std"), "per-channel standard deviations")?;
+            n.finish()?;
+            if mean.len() != std.len() || std.iter().any(|&s| s <= 0.0) {
+                return Err(t.err("normalize", "mean and std need one value per channel, std positive"));
+            }
+            NormalizeSpec::Fixed { mean, std }
+        }
+        Some(v) => return Err(t.err("normalize", format!("expected \"standardize\", \"scale\" or {{ mean = [...], std = [...] }}, got {v}"))),
+    };
+    let augment = match t.get("augment") {
+        None => Augment::default(),
+        Some(toml::Value::Table(at)) => parse_augment(&Table::new(t.path, "[data.augment]", at))?,
+        Some(v) => return Err(t.err("augment", format!("expected a table [data.augment], got {v}"))),
+    };
+    let class_names = t.str_list("class_names")?;
+    let resize = t.bool("resize")?.unwrap_or(false);
+    t.finish()?;
+    Ok(DataSpec { source, validation_split, normalize, augment, class_names, resize })
+}
+
+fn parse_augment(t: &Table) -> R<Augment> {
+    let prob = |k: &str| -> R<f32> {
+        let v = t.f32(k)?.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&v) {
+            return Err(t.err(k, format!("{v} is not a probability in [0, 1]")));
+        }
+        Ok(v)
+    };
+    let nonneg = |k: &str, max: f32| -> R<f32> {
+        let v = t.f32(k)?.unwrap_or(0.0);
+        if !(0.0..=max).contains(&v) {
+            return Err(t.err(k, format!("{v} is not in [0, {max}]")));
+        }
+        Ok(v)
+    };
+    let a = Augment {
+        hflip: prob("hflip")?,
+        vflip: prob("vflip")?,
+        rotation: nonneg("rotation", 180.0)?,
+        zoom: nonneg("zoom", 0.9)?,
+        translate: nonneg("translate", 0.5)?,
+        crop_padding: t.usize("crop_padding")?.unwrap_or(0),
+        brightness: nonneg("brightness", 1.0)?,
+        contrast: nonneg("contrast", 1.0)?,
+        erasing: prob("erasing")?,
+    };
+    t.finish()?;
+    Ok(a)
+}
+
+fn parse_train(t: &Table) -> R<TrainSpec> {
+    let epochs = t.usize("epochs")?.unwrap_or(10);
+    let batch_size = t.usize("batch_size")?.unwrap_or(64);
+    if epochs == 0 || batch_size == 0 {
+        return Err(t.err(if epochs == 0 { "epochs" } else { "batch_size" }, "must be positive"));
+    }
+    let seed = t.usize("seed")?.unwrap_or(0) as u64;
+    let loss = t.choice("loss", &["cross_entropy"])?.unwrap_or("cross_entropy");
+    let _ = loss;
+    let label_smoothing = t.f32("label_smoothing")?.unwrap_or(0.0);
+    if !(0.0..1.0).contains(&label_smoothing) {
+        return Err(t.err("label_smoothing", format!("{label_smoothing} is not in [0, 1)")));
+    }
+    let class_weights = t.f32_list("class_weights")?;
+    let clip_grad_norm = t.f32("clip_grad_norm")?.filter(|&v| v > 0.0);
+    let ot = t.table_or_name("optimizer")?.unwrap_or_else(|| {
+        let mut m = toml::Table::new();
+        m.insert("type".into(), toml::Value::String("adam".into()));
+        m
+    });
+    let o = Table::new(t.path, "[train.optimizer]", &ot);
+    let kind = o.required("type", o.choice("type", &["sgd", "adam", "adamw", "rmsprop"]), "sgd, adam, adamw or rmsprop")?;
+    let betas = o.f32_list("betas")?.unwrap_or(vec![0.9, 0.999]);
+    if betas.len() != 2 {
+        return Err(o.err("betas", "expected two numbers [beta1, beta2]"));
+    }
+    let (lr_default, wd_default) = match kind {
+        "sgd" => (0.01, 0.0),
+        "adamw" => (1e-3, 0.01),
+        "rmsprop" => (0.01, 0.0),
+        _ => (1e-3, 0.0),
+    };
+    let lr = o.f32("lr")?.unwrap_or(lr_default);
+    if !(lr > 0.0) {
+        return Err(o.err("lr", format!("{lr} must be positive")));
+    }
+    let weight_decay = o.f32("weight_decay")?.unwrap_or(wd_default);
+    let optimizer = match kind {
+        "sgd" => OptimizerKind::Sgd { momentum: o.f32("momentum")?.unwrap_or(0.0), nesterov: o.bool("nesterov")?.unwrap_or(false), dampening: 0.0 },
+        "adam" => OptimizerKind::Adam { beta1: betas[0], beta2: betas[1], eps: o.f32("eps")?.unwrap_or(1e-8) },
+        "adamw" => OptimizerKind::AdamW { beta1: betas[0], beta2: betas[1], eps: o.f32("eps")?.unwrap_or(1e-8) },
+        _ => OptimizerKind::RmsProp { alpha: o.f32("alpha")?.unwrap_or(0.99), eps: o.f32("eps")?.unwrap_or(1e-8), momentum: o.f32("momentum")?.unwrap_or(0.0) },
+    };
+    crate::optim::Optimizer::new(optimizer.clone(), weight_decay).map_err(|e| match e {
+        Error::Param { param, msg, .. } => o.err(param, msg),
+        other => other,
+    })?;
+    o.finish()?;
+    let schedule = match t.table_or_name("schedule")? {
+        None => Schedule::Constant,
+        Some(st) => {
+            let s = Table::new(t.path, "[train.schedule]", &st);
+            let kind = s.required("type", s.choice("type", &["constant", "step", "exponential", "cosine", "plateau"]), "constant, step, exponential, cosine or plateau")?;
+            let sched = match kind {
+                "step" => Schedule::Step { step_size: s.usize("step_size")?.unwrap_or(10).max(1), gamma: s.f32("gamma")?.unwrap_or(0.1) },
+                "exponential" => Schedule::Exponential { gamma: s.f32("gamma")?.unwrap_or(0.95) },
+                "cosine" => Schedule::Cosine { warmup_epochs: s.f32("warmup_epochs")?.unwrap_or(0.0), min_lr: s.f32("min_lr")?.unwrap_or(0.0) },
+                "plateau" => Schedule::Plateau { factor: s.f32("factor")?.unwrap_or(0.1), patience: s.usize("patience")?.unwrap_or(2), min_lr: s.f32("min_lr")?.unwrap_or(0.0) },
+                _ => Schedule::Constant,
+            };
+            s.finish()?;
+            sched
+        }
+    };
+    let early_stopping = match t.get("early_stopping") {
+        None => None,
+        Some(toml::Value::Table(et)) => {
+            let e = Table::new(t.path, "[train.early_stopping]", et);
+            let es = EarlyStopping {
+                monitor: e.choice("monitor", &["val_loss", "val_acc"])?.unwrap_or("val_loss").to_string(),
+                patience: e.usize("patience")?.unwrap_or(3),
+                min_delta: e.f32("min_delta")?.unwrap_or(0.0),
+            };
+            e.finish()?;
+            Some(es)
+        }
+        Some(v) => return Err(t.err("early_stopping", format!("expected a table, got {v}"))),
+    };
+    t.finish()?;
+    Ok(TrainSpec { epochs, batch_size, seed, label_smoothing, class_weights, optimizer, lr, weight_decay, schedule, clip_grad_norm, early_stopping })
+}

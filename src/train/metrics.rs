@@ -1,0 +1,67 @@
+//! Evaluation of a classifier: loss, accuracy, per-class precision and recall, and the
+//! confusion matrix.
+
+use crate::autograd::no_grad;
+use crate::data::{Dataset, Normalize};
+use crate::error::Result;
+use crate::nn::{Ctx, Sequential};
+use crate::ops::{self, CrossEntropyOptions};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// What `convnet eval` reports.
+#[derive(Clone, Debug)]
+pub struct EvalReport {
+    pub samples: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    /// `confusion[true][predicted]`
+    pub confusion: Vec<Vec<usize>>,
+    pub precision: Vec<f64>,
+    pub recall: Vec<f64>,
+}
+
+/// Index of the largest value of each row of `(n, k)` logits.
+pub fn argmax_rows(logits: &[f32], k: usize) -> Vec<usize> {
+    logits.chunks(k.max(1)).map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b]).then(b.cmp(&a))).unwrap_or(0)).collect()
+}
+
+/// Evaluate `model` on `data` in batches, in evaluation mode.
+pub fn evaluate(model: &Sequential, data: &Dataset, norm: &Normalize, classes: usize, loss_opts: &CrossEntropyOptions, batch: usize) -> Result<EvalReport> {
+    let mut confusion = vec![vec![0usize; classes]; classes];
+    let mut loss_sum = 0f64;
+    let sl = data.sample_len();
+    let mut rng = Rng::new(0);
+    for start in (0..data.len()).step_by(batch.max(1)) {
+        let end = (start + batch).min(data.len());
+        let mut px = data.pixels[start * sl..end * sl].to_vec();
+        for s in px.chunks_mut(sl) {
+            norm.apply(s);
+        }
+        let mut shape = vec![end - start];
+        shape.extend(&data.shape);
+        let x = Tensor::from_vec(px, &shape)?;
+        let labels = &data.labels[start..end];
+        let logits = no_grad(|| model.forward(&x, &mut Ctx { training: false, rng: &mut rng }))?;
+        let l = no_grad(|| ops::cross_entropy(&logits, labels, loss_opts))?.item()?;
+        loss_sum += l as f64 * (end - start) as f64;
+        for (&p, &y) in argmax_rows(&logits.data(), classes).iter().zip(labels) {
+            confusion[y][p] += 1;
+        }
+    }
+    let n = data.len().max(1);
+    let correct: usize = (0..classes).map(|i| confusion[i][i]).sum();
+    let precision = (0..classes)
+        .map(|j| {
+            let col: usize = (0..classes).map(|i| confusion[i][j]).sum();
+            if col == 0 { 0.0 } else { confusion[j][j] as f64 / col as f64 }
+        })
+        .collect();
+    let recall = (0..classes)
+        .map(|i| {
+            let row: usize = confusion[i].iter().sum();
+            if row == 0 { 0.0 } else { confusion[i][i] as f64 / row as f64 }
+        })
+        .collect();
+    Ok(EvalReport { samples: data.len(), loss: loss_sum / n as f64, accuracy: correct as f64 / n as f64, confusion, precision, recall })
+}

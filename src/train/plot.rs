@@ -1,0 +1,121 @@
+//! Charts as PNG and SVG: learning curves (loss and accuracy per epoch) and the confusion
+//! matrix. Text is drawn with the DejaVu Sans font that ships in assets/, so a machine needs
+//! no system fonts.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+
+static FONT: Once = Once::new();
+
+fn register_font() {
+    FONT.call_once(|| {
+        let bytes: &'static [u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+        // A registration failure leaves text undrawn; the chart itself still renders.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, bytes);
+    });
+}
+
+fn perr<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> Error + '_ {
+    move |e| Error::Format { path: path.display().to_string(), msg: format!("cannot draw the chart: {e}") }
+}
+
+/// One line of a chart.
+pub struct Series<'a> {
+    pub label: &'a str,
+    pub values: &'a [f64],
+    pub color: RGBColor,
+}
+
+fn draw_curves<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, title: &str, panels: &[(&str, Vec<Series>)]) -> std::result::Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
+    let areas = root.split_evenly((1, panels.len()));
+    for (area, (ylabel, series)) in areas.iter().zip(panels) {
+        let n = series.iter().map(|s| s.values.len()).max().unwrap_or(0).max(2);
+        let vals = series.iter().flat_map(|s| s.values.iter().copied()).filter(|v| v.is_finite());
+        let (lo, hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+        let pad = ((hi - lo) * 0.08).max(1e-3);
+        let mut chart = ChartBuilder::on(area)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(1f64..n as f64, (lo - pad)..(hi + pad))
+            .map_err(|e| e.to_string())?;
+        chart.configure_mesh().x_desc("epoch").y_desc(*ylabel).label_style(("sans-serif", 14)).draw().map_err(|e| e.to_string())?;
+        for s in series {
+            let pts: Vec<(f64, f64)> = s.values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| ((i + 1) as f64, v)).collect();
+            let color = s.color;
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(s.label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| e.to_string())?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Learning curves: one panel per (y label, series), written to `stem.png` and `stem.svg`.
+pub fn learning_curves(stem: &Path, title: &str, panels: &[(&str, Vec<Series>)]) -> Result<()> {
+    register_font();
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    let (w, h) = (480 * panels.len() as u32, 380);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        draw_curves(root, title, panels).map_err(perr(&png))?;
+    }
+    image::save_buffer(&png, &buf, w, h, image::ExtendedColorType::Rgb8).map_err(perr(&png))?;
+    let root = SVGBackend::new(&svg, (w, h)).into_drawing_area();
+    draw_curves(root, title, panels).map_err(perr(&svg))?;
+    Ok(())
+}
+
+/// A confusion matrix as a PNG heat map with counts (rows: true class, columns: predicted).
+pub fn confusion_png(path: &Path, matrix: &[Vec<usize>], names: &[String]) -> Result<()> {
+    register_font();
+    let k = matrix.len();
+    let cell = 44u32;
+    let (left, top) = (130u32, 60u32);
+    let (w, h) = (left + cell * k as u32 + 20, top + cell * k as u32 + 110);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    let draw = |buf: &mut Vec<u8>| -> std::result::Result<(), String> {
+        let root = BitMapBackend::with_buffer(buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.draw_text("confusion matrix (rows: true, columns: predicted)", &("sans-serif", 16).into_text_style(&root), (10, 10)).map_err(|e| e.to_string())?;
+        for (i, row) in matrix.iter().enumerate() {
+            let total = row.iter().sum::<usize>().max(1) as f64;
+            for (j, &c) in row.iter().enumerate() {
+                let frac = c as f64 / total;
+                let shade = (255.0 * (1.0 - frac)) as u8;
+                let color = if i == j { RGBColor(shade, 255, shade) } else { RGBColor(255, shade, shade) };
+                let (x0, y0) = ((left + cell * j as u32) as i32, (top + cell * i as u32) as i32);
+                root.draw(&Rectangle::new([(x0, y0), (x0 + cell as i32, y0 + cell as i32)], color.filled())).map_err(|e| e.to_string())?;
+                root.draw(&Rectangle::new([(x0, y0), (x0 + cell as i32, y0 + cell as i32)], BLACK.mix(0.2))).map_err(|e| e.to_string())?;
+                root.draw_text(&c.to_string(), &("sans-serif", 12).into_text_style(&root), (x0 + 6, y0 + 16)).map_err(|e| e.to_string())?;
+            }
+            let name = names.get(i).cloned().unwrap_or_else(|| i.to_string());
+            root.draw_text(&name, &("sans-serif", 13).into_text_style(&root), (8, (top + cell * i as u32 + 16) as i32)).map_err(|e| e.to_string())?;
+            let short: String = name.chars().take(6).collect();
+            root.draw_text(&short, &("sans-serif", 11).into_text_style(&root), ((left + cell * i as u32 + 2) as i32, (top + cell * k as u32 + 8) as i32)).map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())
+    };
+    draw(&mut buf).map_err(perr(path))?;
+    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8).map_err(perr(path))?;
+    Ok(())
+}
