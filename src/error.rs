@@ -26,7 +26,11 @@ pub enum Error {
     },
     /// A model/training spec is malformed: names the file, where in it, and what was expected.
     #[error("{path}: {at}: {msg}")]
-    Spec { path: String, at: String, msg: String },
+    Spec {
+        path: String,
+        at: String,
+        msg: String,
+    },
     /// A file was read but its content is not what was expected.
     #[error("{path}: {msg}")]
     Format { path: String, msg: String },

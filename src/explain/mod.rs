@@ -38,8 +38,16 @@ impl Summary {
     /// The table as text: one row per layer, its shape arithmetic indented below it.
     pub fn to_table(&self) -> String {
         let mut s = String::new();
-        s.push_str(&format!("{:<10} {:<18} {:<16} {:>10} {:>10} {:>10}\n", "layer", "type", "output shape", "params", "FLOPs", "recept. f."));
-        s.push_str(&format!("{:<10} {:<18} {:<16}\n", "input", "", fmt_shape(&self.input)));
+        s.push_str(&format!(
+            "{:<10} {:<18} {:<16} {:>10} {:>10} {:>10}\n",
+            "layer", "type", "output shape", "params", "FLOPs", "recept. f."
+        ));
+        s.push_str(&format!(
+            "{:<10} {:<18} {:<16}\n",
+            "input",
+            "",
+            fmt_shape(&self.input)
+        ));
         for l in &self.layers {
             s.push_str(&format!(
                 "{:<10} {:<18} {:<16} {:>10} {:>10} {:>10}\n",
@@ -54,7 +62,12 @@ impl Summary {
                 s.push_str(&format!("{:<10}   {a}\n", ""));
             }
         }
-        s.push_str(&format!("total: {} parameters, {} FLOPs per sample ({})\n", self.total_params, self.total_flops, human(self.total_flops)));
+        s.push_str(&format!(
+            "total: {} parameters, {} FLOPs per sample ({})\n",
+            self.total_params,
+            self.total_flops,
+            human(self.total_flops)
+        ));
         s
     }
 

@@ -4,7 +4,10 @@
 
 use super::table::{R, Table};
 use crate::error::Error;
-use crate::nn::{Activation, BatchNorm, Conv, ConvKind, Dense, Dropout, Flatten, GlobalPool, Layer, LayerNorm, Pool, PoolKind, Reshape};
+use crate::nn::{
+    Activation, BatchNorm, Conv, ConvKind, Dense, Dropout, Flatten, GlobalPool, Layer, LayerNorm,
+    Pool, PoolKind, Reshape,
+};
 use crate::ops::{PadMode, Padding, same_padding};
 use crate::rng::Rng;
 
@@ -34,15 +37,27 @@ fn activation(t: &Table, default: Activation) -> R<Activation> {
     let alpha = t.f32("alpha")?;
     match t.str("activation")? {
         None => Ok(default),
-        Some(name) => Activation::parse(name, alpha).map_err(|_| t.err("activation", format!("unknown activation \"{name}\"; expected one of: {}", Activation::NAMES.join(", ")))),
+        Some(name) => Activation::parse(name, alpha).map_err(|_| {
+            t.err(
+                "activation",
+                format!(
+                    "unknown activation \"{name}\"; expected one of: {}",
+                    Activation::NAMES.join(", ")
+                ),
+            )
+        }),
     }
 }
 
 /// `padding`: "valid" | "same" | "causal" | an integer | one integer per axis | one
 /// `[before, after]` pair per axis.
 fn padding(t: &Table, dims: usize) -> R<Padding> {
-    let what = format!("\"valid\", \"same\", \"causal\", an integer, {dims} integer(s), or {dims} [before, after] pair(s)");
-    let Some(v) = t.get("padding") else { return Ok(Padding::Valid) };
+    let what = format!(
+        "\"valid\", \"same\", \"causal\", an integer, {dims} integer(s), or {dims} [before, after] pair(s)"
+    );
+    let Some(v) = t.get("padding") else {
+        return Ok(Padding::Valid);
+    };
     let bad = || Err(t.err("padding", format!("expected {what}, got {v}")));
     match v {
         toml::Value::String(s) => match s.as_str() {
@@ -51,14 +66,20 @@ fn padding(t: &Table, dims: usize) -> R<Padding> {
             "causal" => Ok(Padding::Causal),
             _ => bad(),
         },
-        toml::Value::Integer(p) if *p >= 0 => Ok(Padding::Explicit(vec![(*p as usize, *p as usize); dims])),
+        toml::Value::Integer(p) if *p >= 0 => {
+            Ok(Padding::Explicit(vec![(*p as usize, *p as usize); dims]))
+        }
         toml::Value::Array(a) if a.len() == dims => {
             let mut out = Vec::new();
             for x in a {
                 match x {
                     toml::Value::Integer(p) if *p >= 0 => out.push((*p as usize, *p as usize)),
                     toml::Value::Array(pair) if pair.len() == 2 => match (&pair[0], &pair[1]) {
-                        (toml::Value::Integer(a), toml::Value::Integer(b)) if *a >= 0 && *b >= 0 => out.push((*a as usize, *b as usize)),
+                        (toml::Value::Integer(a), toml::Value::Integer(b))
+                            if *a >= 0 && *b >= 0 =>
+                        {
+                            out.push((*a as usize, *b as usize))
+                        }
                         _ => return bad(),
                     },
                     _ => return bad(),
@@ -86,67 +107,140 @@ pub(crate) fn build(t: &Table, kind: &str, input: &[usize], rng: &mut Rng) -> R<
                 _ => ConvKind::ConvTranspose2d,
             };
             let filters = t.required("filters", t.usize("filters"), "the number of filters")?;
-            let kernel = t.required("kernel_size", t.usize_per_dim("kernel_size", d), "an integer or one per axis")?;
+            let kernel = t.required(
+                "kernel_size",
+                t.usize_per_dim("kernel_size", d),
+                "an integer or one per axis",
+            )?;
             let stride = t.usize_per_dim("strides", d)?.unwrap_or(vec![1; d]);
             let dilation = t.usize_per_dim("dilation_rate", d)?.unwrap_or(vec![1; d]);
             let groups = t.usize("groups")?.unwrap_or(1);
             let pad = padding(t, d)?;
-            let mode = match t.choice("padding_mode", &["zeros", "reflect", "replicate", "circular"])? {
+            let mode = match t.choice(
+                "padding_mode",
+                &["zeros", "reflect", "replicate", "circular"],
+            )? {
                 Some("reflect") => PadMode::Reflect,
                 Some("replicate") => PadMode::Replicate,
                 Some("circular") => PadMode::Circular,
                 _ => PadMode::Zeros,
             };
-            let output_padding = if ck == ConvKind::ConvTranspose1d || ck == ConvKind::ConvTranspose2d {
-                t.usize_per_dim("output_padding", d)?.unwrap_or(vec![0; d])
-            } else {
-                vec![0; d]
-            };
+            let output_padding =
+                if ck == ConvKind::ConvTranspose1d || ck == ConvKind::ConvTranspose2d {
+                    t.usize_per_dim("output_padding", d)?.unwrap_or(vec![0; d])
+                } else {
+                    vec![0; d]
+                };
             let bias = t.bool("use_bias")?.unwrap_or(true);
             let act = activation(t, Activation::Linear)?;
             let in_ch = input.first().copied().unwrap_or(0);
-            Box::new(Conv::new(ck, in_ch, filters, kernel, stride, pad, dilation, groups, mode, output_padding, bias, act, rng)?)
+            // Optional, as PyTorch writes it: checked against what the previous layer gives.
+            if let Some(want) = t.usize("in_channels")? {
+                if want != in_ch {
+                    return Err(t.err("in_channels", format!("is {want}, but the previous layer outputs {in_ch} channels (shape {input:?})")));
+                }
+            }
+            Box::new(Conv::new(
+                ck,
+                in_ch,
+                filters,
+                kernel,
+                stride,
+                pad,
+                dilation,
+                groups,
+                mode,
+                output_padding,
+                bias,
+                act,
+                rng,
+            )?)
         }
         "max_pool1d" | "max_pool2d" | "avg_pool1d" | "avg_pool2d" => {
             let d = dims_of(kind);
-            let pk = if kind.starts_with("max") { PoolKind::Max } else { PoolKind::Avg };
-            let pool_size = t.required("pool_size", t.usize_per_dim("pool_size", d), "an integer or one per axis")?;
+            let pk = if kind.starts_with("max") {
+                PoolKind::Max
+            } else {
+                PoolKind::Avg
+            };
+            let pool_size = t.required(
+                "pool_size",
+                t.usize_per_dim("pool_size", d),
+                "an integer or one per axis",
+            )?;
             let stride = t.usize_per_dim("strides", d)?.unwrap_or(pool_size.clone());
             let mut ceil_mode = t.bool("ceil_mode")?.unwrap_or(false);
-            let count_include_pad = if pk == PoolKind::Avg { t.bool("count_include_pad")?.unwrap_or(true) } else { true };
+            let count_include_pad = if pk == PoolKind::Avg {
+                t.bool("count_include_pad")?.unwrap_or(true)
+            } else {
+                true
+            };
             let pad = match padding(t, d)? {
                 Padding::Valid => vec![0; d],
-                Padding::Explicit(p) if p.iter().all(|(a, b)| a == b) => p.iter().map(|(a, _)| *a).collect(),
+                Padding::Explicit(p) if p.iter().all(|(a, b)| a == b) => {
+                    p.iter().map(|(a, _)| *a).collect()
+                }
                 Padding::Same => {
                     // TensorFlow's `same` pooling, where it pads only at the end: a partial last window.
                     let spatial = input.get(1..).unwrap_or(&[]);
-                    if spatial.len() != d || (0..d).any(|i| same_padding(spatial[i], pool_size[i], stride[i], 1).0 != 0) {
+                    if spatial.len() != d
+                        || (0..d)
+                            .any(|i| same_padding(spatial[i], pool_size[i], stride[i], 1).0 != 0)
+                    {
                         return Err(t.err("padding", "\"same\" pooling is supported where it pads only after the input (pool_size <= strides); give explicit padding instead"));
                     }
                     ceil_mode = true;
                     vec![0; d]
                 }
-                _ => return Err(t.err("padding", "pooling takes \"valid\", \"same\" or symmetric explicit padding")),
+                _ => {
+                    return Err(t.err(
+                        "padding",
+                        "pooling takes \"valid\", \"same\" or symmetric explicit padding",
+                    ));
+                }
             };
-            Box::new(Pool { kind: pk, pool_size, stride, padding: pad, ceil_mode, count_include_pad })
+            Box::new(Pool {
+                kind: pk,
+                pool_size,
+                stride,
+                padding: pad,
+                ceil_mode,
+                count_include_pad,
+            })
         }
-        "global_avg_pool" => Box::new(GlobalPool { kind: PoolKind::Avg }),
-        "global_max_pool" => Box::new(GlobalPool { kind: PoolKind::Max }),
+        "global_avg_pool" => Box::new(GlobalPool {
+            kind: PoolKind::Avg,
+        }),
+        "global_max_pool" => Box::new(GlobalPool {
+            kind: PoolKind::Max,
+        }),
         "dense" => {
             let units = t.required("units", t.usize("units"), "the number of output units")?;
             let bias = t.bool("use_bias")?.unwrap_or(true);
             let act = activation(t, Activation::Linear)?;
             let in_f = input.last().copied().unwrap_or(0);
+            if let Some(want) = t.usize("in_features")? {
+                if want != in_f {
+                    return Err(t.err("in_features", format!("is {want}, but the previous layer outputs {in_f} features (shape {input:?})")));
+                }
+            }
             Box::new(Dense::new(in_f, units, bias, act, rng)?)
         }
         "dropout" | "spatial_dropout" => {
             let rate = t.required("rate", t.f32("rate"), "the fraction to drop, in [0, 1)")?;
-            Box::new(Dropout::new(rate, kind == "spatial_dropout").map_err(|e| t.err("rate", e.to_string()))?)
+            Box::new(
+                Dropout::new(rate, kind == "spatial_dropout")
+                    .map_err(|e| t.err("rate", e.to_string()))?,
+            )
         }
         "batch_norm" => {
             let momentum = t.f32("momentum")?.unwrap_or(0.1);
             let eps = t.f32("epsilon")?.unwrap_or(1e-5);
-            Box::new(BatchNorm::new(input.first().copied().unwrap_or(0), momentum, eps)?)
+            Box::new(BatchNorm::new(
+                input.first().copied().unwrap_or(0),
+                momentum,
+                eps,
+            )?)
         }
         "layer_norm" => {
             let eps = t.f32("epsilon")?.unwrap_or(1e-5);
@@ -159,16 +253,29 @@ pub(crate) fn build(t: &Table, kind: &str, input: &[usize], rng: &mut Rng) -> R<
         "flatten" => Box::new(Flatten),
         "activation" => {
             if t.get("activation").is_none() {
-                return Err(t.err("activation", format!("is required (one of: {})", Activation::NAMES.join(", "))));
+                return Err(t.err(
+                    "activation",
+                    format!("is required (one of: {})", Activation::NAMES.join(", ")),
+                ));
             }
             Box::new(activation(t, Activation::Linear)?)
         }
         "reshape" => {
-            let target = t.required("target_shape", t.int_list("target_shape", true), "the per-sample shape, -1 for one inferred axis")?;
+            let target = t.required(
+                "target_shape",
+                t.int_list("target_shape", true),
+                "the per-sample shape, -1 for one inferred axis",
+            )?;
             Box::new(Reshape { target })
         }
         other => {
-            return Err(t.err("type", format!("unknown layer type \"{other}\"; expected one of: {}", LAYER_TYPES.join(", "))));
+            return Err(t.err(
+                "type",
+                format!(
+                    "unknown layer type \"{other}\"; expected one of: {}",
+                    LAYER_TYPES.join(", ")
+                ),
+            ));
         }
     };
     Ok(layer)

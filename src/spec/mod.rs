@@ -23,11 +23,24 @@ use crate::rng::Rng;
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataSource {
     /// IDX files (raw or gzip), as MNIST and Fashion-MNIST ship.
-    Idx { train_images: PathBuf, train_labels: PathBuf, test_images: Option<PathBuf>, test_labels: Option<PathBuf> },
+    Idx {
+        train_images: PathBuf,
+        train_labels: PathBuf,
+        test_images: Option<PathBuf>,
+        test_labels: Option<PathBuf>,
+    },
     /// CSV with one row per image: pixel columns and a label column.
-    Csv { train: PathBuf, test: Option<PathBuf>, label_column: String, pixel_max: f32 },
+    Csv {
+        train: PathBuf,
+        test: Option<PathBuf>,
+        label_column: String,
+        pixel_max: f32,
+    },
     /// A folder with one subfolder of images per class.
-    Folder { train: PathBuf, test: Option<PathBuf> },
+    Folder {
+        train: PathBuf,
+        test: Option<PathBuf>,
+    },
 }
 
 /// How inputs are normalised after augmentation.
@@ -101,7 +114,10 @@ pub struct Spec {
 impl Spec {
     /// Read and check a spec file: syntax, keys and types, and that the layers fit together.
     pub fn load(path: &Path) -> Result<Spec> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
         let spec = Spec::parse(&text, path)?;
         spec.build_model(&mut Rng::new(0))?;
         Ok(spec)
@@ -115,14 +131,21 @@ impl Spec {
                 let line = text[..s.start.min(text.len())].lines().count().max(1);
                 format!("line {line}")
             });
-            Error::Spec { path: p.clone(), at: at.unwrap_or_else(|| "syntax".into()), msg: e.message().to_string() }
+            Error::Spec {
+                path: p.clone(),
+                at: at.unwrap_or_else(|| "syntax".into()),
+                msg: e.message().to_string(),
+            }
         })?;
         let top = Table::new(&p, "top level", &root);
-        let model = match top.get("model") {
-            Some(toml::Value::Table(t)) => t,
-            Some(_) => return Err(top.err("model", "expected a [model] table")),
-            None => return Err(top.err_here("no [model] section: a spec needs [model] with `input` and [[model.layers]]")),
-        };
+        let model =
+            match top.get("model") {
+                Some(toml::Value::Table(t)) => t,
+                Some(_) => return Err(top.err("model", "expected a [model] table")),
+                None => return Err(top.err_here(
+                    "no [model] section: a spec needs [model] with `input` and [[model.layers]]",
+                )),
+            };
         let data = match top.get("data") {
             Some(toml::Value::Table(t)) => Some(parse_data(&Table::new(&p, "[data]", t))?),
             Some(_) => return Err(top.err("data", "expected a [data] table")),
@@ -135,7 +158,15 @@ impl Spec {
         };
         top.finish()?;
         let m = Table::new(&p, "[model]", model);
-        let input: Vec<usize> = m.required("input", m.int_list("input", false), "the per-sample input shape, e.g. [1, 28, 28]")?.into_iter().flatten().collect();
+        let input: Vec<usize> = m
+            .required(
+                "input",
+                m.int_list("input", false),
+                "the per-sample input shape, e.g. [1, 28, 28]",
+            )?
+            .into_iter()
+            .flatten()
+            .collect();
         let layers = match m.get("layers") {
             Some(toml::Value::Array(a)) if !a.is_empty() => a,
             _ => return Err(m.err("layers", "expected at least one [[model.layers]] entry")),
@@ -146,11 +177,26 @@ impl Spec {
                 return Err(m.err("layers", format!("entry {i} is not a table")));
             };
             let lt = Table::new(&p, format!("layer {i}"), t);
-            let kind = lt.required("type", lt.str("type"), &format!("one of: {}", LAYER_TYPES.join(", ")))?;
-            out.push(LayerSpec { index: i, kind: kind.to_string(), table: t.clone() });
+            let kind = lt.required(
+                "type",
+                lt.str("type"),
+                &format!("one of: {}", LAYER_TYPES.join(", ")),
+            )?;
+            out.push(LayerSpec {
+                index: i,
+                kind: kind.to_string(),
+                table: t.clone(),
+            });
         }
         m.finish()?;
-        Ok(Spec { path: path.to_path_buf(), text: text.to_string(), input, layers: out, data, train })
+        Ok(Spec {
+            path: path.to_path_buf(),
+            text: text.to_string(),
+            input,
+            layers: out,
+            data,
+            train,
+        })
     }
 
     /// Build the model with weights drawn from `rng`; errors name the layer and the key.
@@ -161,7 +207,8 @@ impl Spec {
             let t = Table::new(&p, format!("layer {} ({})", l.index, l.kind), &l.table);
             t.get("type");
             let shape = model.output_shape().to_vec();
-            let layer = layers::build(&t, &l.kind, &shape, rng).map_err(|e| layers::at_layer(&t, e))?;
+            let layer =
+                layers::build(&t, &l.kind, &shape, rng).map_err(|e| layers::at_layer(&t, e))?;
             t.finish()?;
             model.push(layer).map_err(|e| layers::at_layer(&t, e))?;
         }
@@ -170,7 +217,11 @@ impl Spec {
 
     /// The data section, or an error saying it is needed.
     pub fn data(&self) -> Result<&DataSpec> {
-        self.data.as_ref().ok_or_else(|| Error::Spec { path: self.path.display().to_string(), at: "top level".into(), msg: "no [data] section: training and evaluation need one".into() })
+        self.data.as_ref().ok_or_else(|| Error::Spec {
+            path: self.path.display().to_string(),
+            at: "top level".into(),
+            msg: "no [data] section: training and evaluation need one".into(),
+        })
     }
 }
 
@@ -179,11 +230,23 @@ fn path_of(t: &Table, key: &str) -> R<Option<PathBuf>> {
 }
 
 fn parse_data(t: &Table) -> R<DataSpec> {
-    let format = t.required("format", t.choice("format", &["idx", "csv", "folder"]), "\"idx\", \"csv\" or \"folder\"")?;
+    let format = t.required(
+        "format",
+        t.choice("format", &["idx", "csv", "folder"]),
+        "\"idx\", \"csv\" or \"folder\"",
+    )?;
     let source = match format {
         "idx" => DataSource::Idx {
-            train_images: t.required("train_images", path_of(t, "train_images"), "path of the training images (IDX)")?,
-            train_labels: t.required("train_labels", path_of(t, "train_labels"), "path of the training labels (IDX)")?,
+            train_images: t.required(
+                "train_images",
+                path_of(t, "train_images"),
+                "path of the training images (IDX)",
+            )?,
+            train_labels: t.required(
+                "train_labels",
+                path_of(t, "train_labels"),
+                "path of the training labels (IDX)",
+            )?,
             test_images: path_of(t, "test_images")?,
             test_labels: path_of(t, "test_labels")?,
         },
@@ -193,16 +256,31 @@ fn parse_data(t: &Table) -> R<DataSpec> {
             label_column: t.str("label_column")?.unwrap_or("label").to_string(),
             pixel_max: t.f32("pixel_max")?.unwrap_or(255.0),
         },
-        _ => DataSource::Folder { train: t.required("train", path_of(t, "train"), "folder with one subfolder per class")?, test: path_of(t, "test")? },
+        _ => DataSource::Folder {
+            train: t.required(
+                "train",
+                path_of(t, "train"),
+                "folder with one subfolder per class",
+            )?,
+            test: path_of(t, "test")?,
+        },
     };
-    if let DataSource::Idx { test_images, test_labels, .. } = &source {
+    if let DataSource::Idx {
+        test_images,
+        test_labels,
+        ..
+    } = &source
+    {
         if test_images.is_some() != test_labels.is_some() {
             return Err(t.err("test_labels", "test_images and test_labels go together"));
         }
     }
     let validation_split = t.f32("validation_split")?.unwrap_or(0.1);
     if !(0.0..1.0).contains(&validation_split) {
-        return Err(t.err("validation_split", format!("{validation_split} is not in [0, 1)")));
+        return Err(t.err(
+            "validation_split",
+            format!("{validation_split} is not in [0, 1)"),
+        ));
     }
     let normalize = match t.get("normalize") {
         None => NormalizeSpec::Standardize,
@@ -214,21 +292,41 @@ fn parse_data(t: &Table) -> R<DataSpec> {
             let std = n.required("std", n.f32_list("std"), "per-channel standard deviations")?;
             n.finish()?;
             if mean.len() != std.len() || std.iter().any(|&s| s <= 0.0) {
-                return Err(t.err("normalize", "mean and std need one value per channel, std positive"));
+                return Err(t.err(
+                    "normalize",
+                    "mean and std need one value per channel, std positive",
+                ));
             }
             NormalizeSpec::Fixed { mean, std }
         }
-        Some(v) => return Err(t.err("normalize", format!("expected \"standardize\", \"scale\" or {{ mean = [...], std = [...] }}, got {v}"))),
+        Some(v) => return Err(t.err(
+            "normalize",
+            format!(
+                "expected \"standardize\", \"scale\" or {{ mean = [...], std = [...] }}, got {v}"
+            ),
+        )),
     };
     let augment = match t.get("augment") {
         None => Augment::default(),
         Some(toml::Value::Table(at)) => parse_augment(&Table::new(t.path, "[data.augment]", at))?,
-        Some(v) => return Err(t.err("augment", format!("expected a table [data.augment], got {v}"))),
+        Some(v) => {
+            return Err(t.err(
+                "augment",
+                format!("expected a table [data.augment], got {v}"),
+            ));
+        }
     };
     let class_names = t.str_list("class_names")?;
     let resize = t.bool("resize")?.unwrap_or(false);
     t.finish()?;
-    Ok(DataSpec { source, validation_split, normalize, augment, class_names, resize })
+    Ok(DataSpec {
+        source,
+        validation_split,
+        normalize,
+        augment,
+        class_names,
+        resize,
+    })
 }
 
 fn parse_augment(t: &Table) -> R<Augment> {
@@ -265,14 +363,22 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
     let epochs = t.usize("epochs")?.unwrap_or(10);
     let batch_size = t.usize("batch_size")?.unwrap_or(64);
     if epochs == 0 || batch_size == 0 {
-        return Err(t.err(if epochs == 0 { "epochs" } else { "batch_size" }, "must be positive"));
+        return Err(t.err(
+            if epochs == 0 { "epochs" } else { "batch_size" },
+            "must be positive",
+        ));
     }
     let seed = t.usize("seed")?.unwrap_or(0) as u64;
-    let loss = t.choice("loss", &["cross_entropy"])?.unwrap_or("cross_entropy");
+    let loss = t
+        .choice("loss", &["cross_entropy"])?
+        .unwrap_or("cross_entropy");
     let _ = loss;
     let label_smoothing = t.f32("label_smoothing")?.unwrap_or(0.0);
     if !(0.0..1.0).contains(&label_smoothing) {
-        return Err(t.err("label_smoothing", format!("{label_smoothing} is not in [0, 1)")));
+        return Err(t.err(
+            "label_smoothing",
+            format!("{label_smoothing} is not in [0, 1)"),
+        ));
     }
     let class_weights = t.f32_list("class_weights")?;
     let clip_grad_norm = t.f32("clip_grad_norm")?.filter(|&v| v > 0.0);
@@ -282,7 +388,11 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         m
     });
     let o = Table::new(t.path, "[train.optimizer]", &ot);
-    let kind = o.required("type", o.choice("type", &["sgd", "adam", "adamw", "rmsprop"]), "sgd, adam, adamw or rmsprop")?;
+    let kind = o.required(
+        "type",
+        o.choice("type", &["sgd", "adam", "adamw", "rmsprop"]),
+        "sgd, adam, adamw or rmsprop",
+    )?;
     let betas = o.f32_list("betas")?.unwrap_or(vec![0.9, 0.999]);
     if betas.len() != 2 {
         return Err(o.err("betas", "expected two numbers [beta1, beta2]"));
@@ -299,10 +409,26 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
     }
     let weight_decay = o.f32("weight_decay")?.unwrap_or(wd_default);
     let optimizer = match kind {
-        "sgd" => OptimizerKind::Sgd { momentum: o.f32("momentum")?.unwrap_or(0.0), nesterov: o.bool("nesterov")?.unwrap_or(false), dampening: 0.0 },
-        "adam" => OptimizerKind::Adam { beta1: betas[0], beta2: betas[1], eps: o.f32("eps")?.unwrap_or(1e-8) },
-        "adamw" => OptimizerKind::AdamW { beta1: betas[0], beta2: betas[1], eps: o.f32("eps")?.unwrap_or(1e-8) },
-        _ => OptimizerKind::RmsProp { alpha: o.f32("alpha")?.unwrap_or(0.99), eps: o.f32("eps")?.unwrap_or(1e-8), momentum: o.f32("momentum")?.unwrap_or(0.0) },
+        "sgd" => OptimizerKind::Sgd {
+            momentum: o.f32("momentum")?.unwrap_or(0.0),
+            nesterov: o.bool("nesterov")?.unwrap_or(false),
+            dampening: 0.0,
+        },
+        "adam" => OptimizerKind::Adam {
+            beta1: betas[0],
+            beta2: betas[1],
+            eps: o.f32("eps")?.unwrap_or(1e-8),
+        },
+        "adamw" => OptimizerKind::AdamW {
+            beta1: betas[0],
+            beta2: betas[1],
+            eps: o.f32("eps")?.unwrap_or(1e-8),
+        },
+        _ => OptimizerKind::RmsProp {
+            alpha: o.f32("alpha")?.unwrap_or(0.99),
+            eps: o.f32("eps")?.unwrap_or(1e-8),
+            momentum: o.f32("momentum")?.unwrap_or(0.0),
+        },
     };
     crate::optim::Optimizer::new(optimizer.clone(), weight_decay).map_err(|e| match e {
         Error::Param { param, msg, .. } => o.err(param, msg),
@@ -313,12 +439,31 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         None => Schedule::Constant,
         Some(st) => {
             let s = Table::new(t.path, "[train.schedule]", &st);
-            let kind = s.required("type", s.choice("type", &["constant", "step", "exponential", "cosine", "plateau"]), "constant, step, exponential, cosine or plateau")?;
+            let kind = s.required(
+                "type",
+                s.choice(
+                    "type",
+                    &["constant", "step", "exponential", "cosine", "plateau"],
+                ),
+                "constant, step, exponential, cosine or plateau",
+            )?;
             let sched = match kind {
-                "step" => Schedule::Step { step_size: s.usize("step_size")?.unwrap_or(10).max(1), gamma: s.f32("gamma")?.unwrap_or(0.1) },
-                "exponential" => Schedule::Exponential { gamma: s.f32("gamma")?.unwrap_or(0.95) },
-                "cosine" => Schedule::Cosine { warmup_epochs: s.f32("warmup_epochs")?.unwrap_or(0.0), min_lr: s.f32("min_lr")?.unwrap_or(0.0) },
-                "plateau" => Schedule::Plateau { factor: s.f32("factor")?.unwrap_or(0.1), patience: s.usize("patience")?.unwrap_or(2), min_lr: s.f32("min_lr")?.unwrap_or(0.0) },
+                "step" => Schedule::Step {
+                    step_size: s.usize("step_size")?.unwrap_or(10).max(1),
+                    gamma: s.f32("gamma")?.unwrap_or(0.1),
+                },
+                "exponential" => Schedule::Exponential {
+                    gamma: s.f32("gamma")?.unwrap_or(0.95),
+                },
+                "cosine" => Schedule::Cosine {
+                    warmup_epochs: s.f32("warmup_epochs")?.unwrap_or(0.0),
+                    min_lr: s.f32("min_lr")?.unwrap_or(0.0),
+                },
+                "plateau" => Schedule::Plateau {
+                    factor: s.f32("factor")?.unwrap_or(0.1),
+                    patience: s.usize("patience")?.unwrap_or(2),
+                    min_lr: s.f32("min_lr")?.unwrap_or(0.0),
+                },
                 _ => Schedule::Constant,
             };
             s.finish()?;
@@ -330,7 +475,10 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         Some(toml::Value::Table(et)) => {
             let e = Table::new(t.path, "[train.early_stopping]", et);
             let es = EarlyStopping {
-                monitor: e.choice("monitor", &["val_loss", "val_acc"])?.unwrap_or("val_loss").to_string(),
+                monitor: e
+                    .choice("monitor", &["val_loss", "val_acc"])?
+                    .unwrap_or("val_loss")
+                    .to_string(),
                 patience: e.usize("patience")?.unwrap_or(3),
                 min_delta: e.f32("min_delta")?.unwrap_or(0.0),
             };
@@ -340,5 +488,17 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         Some(v) => return Err(t.err("early_stopping", format!("expected a table, got {v}"))),
     };
     t.finish()?;
-    Ok(TrainSpec { epochs, batch_size, seed, label_smoothing, class_weights, optimizer, lr, weight_decay, schedule, clip_grad_norm, early_stopping })
+    Ok(TrainSpec {
+        epochs,
+        batch_size,
+        seed,
+        label_smoothing,
+        class_weights,
+        optimizer,
+        lr,
+        weight_decay,
+        schedule,
+        clip_grad_norm,
+        early_stopping,
+    })
 }

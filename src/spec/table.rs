@@ -35,7 +35,11 @@ fn distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + (ca != *cb) as usize).min(prev[j + 1] + 1).min(cur[j] + 1));
+            cur.push(
+                (prev[j] + (ca != *cb) as usize)
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
         }
         prev = cur;
     }
@@ -44,17 +48,30 @@ fn distance(a: &str, b: &str) -> usize {
 
 impl<'a> Table<'a> {
     pub fn new(path: &'a str, at: impl Into<String>, t: &'a toml::Table) -> Self {
-        Table { path, at: at.into(), t, used: RefCell::new(BTreeSet::new()) }
+        Table {
+            path,
+            at: at.into(),
+            t,
+            used: RefCell::new(BTreeSet::new()),
+        }
     }
 
     /// An error about `key` of this table.
     pub fn err(&self, key: &str, msg: impl Into<String>) -> Error {
-        Error::Spec { path: self.path.into(), at: format!("{}, key `{key}`", self.at), msg: msg.into() }
+        Error::Spec {
+            path: self.path.into(),
+            at: format!("{}, key `{key}`", self.at),
+            msg: msg.into(),
+        }
     }
 
     /// An error about the table as a whole.
     pub fn err_here(&self, msg: impl Into<String>) -> Error {
-        Error::Spec { path: self.path.into(), at: self.at.clone(), msg: msg.into() }
+        Error::Spec {
+            path: self.path.into(),
+            at: self.at.clone(),
+            msg: msg.into(),
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&'a toml::Value> {
@@ -108,13 +125,20 @@ impl<'a> Table<'a> {
         match self.str(key)? {
             None => Ok(None),
             Some(s) if choices.contains(&s) => Ok(Some(s)),
-            Some(s) => Err(self.err(key, format!("\"{s}\" is not one of: {}", choices.join(", ")))),
+            Some(s) => Err(self.err(
+                key,
+                format!("\"{s}\" is not one of: {}", choices.join(", ")),
+            )),
         }
     }
 
     /// An integer (the same for every dimension) or a list of `dims` integers.
     pub fn usize_per_dim(&self, key: &str, dims: usize) -> R<Option<Vec<usize>>> {
-        let what = if dims == 1 { "a non-negative integer".to_string() } else { format!("a non-negative integer or a list of {dims} of them") };
+        let what = if dims == 1 {
+            "a non-negative integer".to_string()
+        } else {
+            format!("a non-negative integer or a list of {dims} of them")
+        };
         match self.get(key) {
             None => Ok(None),
             Some(toml::Value::Integer(i)) if *i >= 0 => Ok(Some(vec![*i as usize; dims])),
@@ -122,10 +146,13 @@ impl<'a> Table<'a> {
                 if a.len() != dims {
                     return self.expected(key, &what, v);
                 }
-                a.iter().map(|x| match x {
-                    toml::Value::Integer(i) if *i >= 0 => Ok(*i as usize),
-                    _ => self.expected(key, &what, v),
-                }).collect::<R<Vec<_>>>().map(Some)
+                a.iter()
+                    .map(|x| match x {
+                        toml::Value::Integer(i) if *i >= 0 => Ok(*i as usize),
+                        _ => self.expected(key, &what, v),
+                    })
+                    .collect::<R<Vec<_>>>()
+                    .map(Some)
             }
             Some(v) => self.expected(key, &what, v),
         }
@@ -133,7 +160,11 @@ impl<'a> Table<'a> {
 
     /// A list of integers (`-1` allowed when `allow_infer`, read as `None`).
     pub fn int_list(&self, key: &str, allow_infer: bool) -> R<Option<Vec<Option<usize>>>> {
-        let what = if allow_infer { "a list of positive integers (one may be -1)" } else { "a list of positive integers" };
+        let what = if allow_infer {
+            "a list of positive integers (one may be -1)"
+        } else {
+            "a list of positive integers"
+        };
         match self.get(key) {
             None => Ok(None),
             Some(v @ toml::Value::Array(a)) => a
@@ -201,10 +232,27 @@ impl<'a> Table<'a> {
         allowed.sort();
         for k in self.t.keys() {
             if !used.contains(k) {
-                let hint = used.iter().filter(|u| distance(k, u) <= 2).min_by_key(|u| distance(k, u));
-                let mut msg = format!("unknown key; expected one of: {}", allowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+                let hint = used
+                    .iter()
+                    .filter(|u| distance(k, u) <= 2)
+                    .min_by_key(|u| distance(k, u));
+                let mut msg = format!(
+                    "unknown key; expected one of: {}",
+                    allowed
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
                 if let Some(h) = hint {
-                    msg = format!("unknown key (did you mean `{h}`?); expected one of: {}", allowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+                    msg = format!(
+                        "unknown key (did you mean `{h}`?); expected one of: {}",
+                        allowed
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
                 }
                 return Err(self.err(k, msg));
             }

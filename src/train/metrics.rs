@@ -23,11 +23,25 @@ pub struct EvalReport {
 
 /// Index of the largest value of each row of `(n, k)` logits.
 pub fn argmax_rows(logits: &[f32], k: usize) -> Vec<usize> {
-    logits.chunks(k.max(1)).map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b]).then(b.cmp(&a))).unwrap_or(0)).collect()
+    logits
+        .chunks(k.max(1))
+        .map(|r| {
+            (0..r.len())
+                .max_by(|&a, &b| r[a].total_cmp(&r[b]).then(b.cmp(&a)))
+                .unwrap_or(0)
+        })
+        .collect()
 }
 
 /// Evaluate `model` on `data` in batches, in evaluation mode.
-pub fn evaluate(model: &Sequential, data: &Dataset, norm: &Normalize, classes: usize, loss_opts: &CrossEntropyOptions, batch: usize) -> Result<EvalReport> {
+pub fn evaluate(
+    model: &Sequential,
+    data: &Dataset,
+    norm: &Normalize,
+    classes: usize,
+    loss_opts: &CrossEntropyOptions,
+    batch: usize,
+) -> Result<EvalReport> {
     let mut confusion = vec![vec![0usize; classes]; classes];
     let mut loss_sum = 0f64;
     let sl = data.sample_len();
@@ -42,7 +56,15 @@ pub fn evaluate(model: &Sequential, data: &Dataset, norm: &Normalize, classes: u
         shape.extend(&data.shape);
         let x = Tensor::from_vec(px, &shape)?;
         let labels = &data.labels[start..end];
-        let logits = no_grad(|| model.forward(&x, &mut Ctx { training: false, rng: &mut rng }))?;
+        let logits = no_grad(|| {
+            model.forward(
+                &x,
+                &mut Ctx {
+                    training: false,
+                    rng: &mut rng,
+                },
+            )
+        })?;
         let l = no_grad(|| ops::cross_entropy(&logits, labels, loss_opts))?.item()?;
         loss_sum += l as f64 * (end - start) as f64;
         for (&p, &y) in argmax_rows(&logits.data(), classes).iter().zip(labels) {
@@ -54,14 +76,29 @@ pub fn evaluate(model: &Sequential, data: &Dataset, norm: &Normalize, classes: u
     let precision = (0..classes)
         .map(|j| {
             let col: usize = (0..classes).map(|i| confusion[i][j]).sum();
-            if col == 0 { 0.0 } else { confusion[j][j] as f64 / col as f64 }
+            if col == 0 {
+                0.0
+            } else {
+                confusion[j][j] as f64 / col as f64
+            }
         })
         .collect();
     let recall = (0..classes)
         .map(|i| {
             let row: usize = confusion[i].iter().sum();
-            if row == 0 { 0.0 } else { confusion[i][i] as f64 / row as f64 }
+            if row == 0 {
+                0.0
+            } else {
+                confusion[i][i] as f64 / row as f64
+            }
         })
         .collect();
-    Ok(EvalReport { samples: data.len(), loss: loss_sum / n as f64, accuracy: correct as f64 / n as f64, confusion, precision, recall })
+    Ok(EvalReport {
+        samples: data.len(),
+        loss: loss_sum / n as f64,
+        accuracy: correct as f64 / n as f64,
+        confusion,
+        precision,
+        recall,
+    })
 }

@@ -113,11 +113,20 @@ impl RunInfo {
     /// Read `dir/run.json`.
     pub fn load(dir: &Path) -> Result<RunInfo> {
         let p = dir.join(files::RUN);
-        let text = std::fs::read_to_string(&p).map_err(|e| Error::Io { path: p.display().to_string(), source: e })?;
-        serde_json::from_str(&text).map_err(|e| Error::Format { path: p.display().to_string(), msg: format!("not a run description: {e}") })
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::Io {
+            path: p.display().to_string(),
+            source: e,
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::Format {
+            path: p.display().to_string(),
+            msg: format!("not a run description: {e}"),
+        })
     }
     pub fn normalize(&self) -> Normalize {
-        Normalize { mean: self.normalize_mean.clone(), std: self.normalize_std.clone() }
+        Normalize {
+            mean: self.normalize_mean.clone(),
+            std: self.normalize_std.clone(),
+        }
     }
 }
 
@@ -159,24 +168,41 @@ pub fn classes_of(spec: &Spec, model: &Sequential) -> Result<usize> {
         other => Err(Error::Spec {
             path: spec.path.display().to_string(),
             at: "[model]".into(),
-            msg: format!("a classifier's last layer must output (classes) with at least 2 classes per sample, this model outputs {other:?}"),
+            msg: format!(
+                "a classifier's last layer must output (classes) with at least 2 classes per sample, this model outputs {other:?}"
+            ),
         }),
     }
 }
 
 fn loss_options(spec: &Spec) -> CrossEntropyOptions {
-    CrossEntropyOptions { class_weights: spec.train.class_weights.clone(), label_smoothing: spec.train.label_smoothing }
+    CrossEntropyOptions {
+        class_weights: spec.train.class_weights.clone(),
+        label_smoothing: spec.train.label_smoothing,
+    }
 }
 
 fn io_err(p: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Io { path: p.display().to_string(), source: e }
+    move |e| Error::Io {
+        path: p.display().to_string(),
+        source: e,
+    }
 }
 
 fn write_metrics(dir: &Path, history: &[EpochRow]) -> Result<()> {
     let mut s = String::from("epoch,train_loss,train_acc,val_loss,val_acc,seconds,lr\n");
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
     for r in history {
-        s.push_str(&format!("{},{:.6},{:.6},{},{},{:.3},{:.6e}\n", r.epoch, r.train_loss, r.train_acc, opt(r.val_loss), opt(r.val_acc), r.seconds, r.lr));
+        s.push_str(&format!(
+            "{},{:.6},{:.6},{},{},{:.3},{:.6e}\n",
+            r.epoch,
+            r.train_loss,
+            r.train_acc,
+            opt(r.val_loss),
+            opt(r.val_acc),
+            r.seconds,
+            r.lr
+        ));
     }
     let p = dir.join(files::METRICS);
     std::fs::write(&p, s).map_err(io_err(&p))
@@ -185,33 +211,70 @@ fn write_metrics(dir: &Path, history: &[EpochRow]) -> Result<()> {
 fn write_curves(dir: &Path, history: &[EpochRow], title: &str) -> Result<()> {
     use plot::Series;
     use plotters::style::RGBColor;
-    let col = |f: &dyn Fn(&EpochRow) -> Option<f64>| -> Vec<f64> { history.iter().map(|r| f(r).unwrap_or(f64::NAN)).collect() };
+    let col = |f: &dyn Fn(&EpochRow) -> Option<f64>| -> Vec<f64> {
+        history.iter().map(|r| f(r).unwrap_or(f64::NAN)).collect()
+    };
     let (tl, vl) = (col(&|r| Some(r.train_loss)), col(&|r| r.val_loss));
     let (ta, va) = (col(&|r| Some(r.train_acc)), col(&|r| r.val_acc));
     let (blue, orange) = (RGBColor(31, 119, 180), RGBColor(255, 127, 14));
-    let mut loss = vec![Series { label: "train", values: &tl, color: blue }];
-    let mut acc = vec![Series { label: "train", values: &ta, color: blue }];
+    let mut loss = vec![Series {
+        label: "train",
+        values: &tl,
+        color: blue,
+    }];
+    let mut acc = vec![Series {
+        label: "train",
+        values: &ta,
+        color: blue,
+    }];
     if history.iter().any(|r| r.val_loss.is_some()) {
-        loss.push(Series { label: "validation", values: &vl, color: orange });
-        acc.push(Series { label: "validation", values: &va, color: orange });
+        loss.push(Series {
+            label: "validation",
+            values: &vl,
+            color: orange,
+        });
+        acc.push(Series {
+            label: "validation",
+            values: &va,
+            color: orange,
+        });
     }
-    plot::learning_curves(&dir.join(files::CURVES), title, &[("loss", loss), ("accuracy", acc)])
+    plot::learning_curves(
+        &dir.join(files::CURVES),
+        title,
+        &[("loss", loss), ("accuracy", acc)],
+    )
 }
 
 fn save_checkpoint(dir: &Path, model: &Sequential, opt: &Optimizer, st: &LoopState) -> Result<()> {
     let mut tensors = model.state_dict();
     tensors.extend(opt.state_tensors());
     let mut meta = BTreeMap::new();
-    meta.insert("loop".to_string(), serde_json::to_string(st).map_err(|e| Error::Format { path: dir.display().to_string(), msg: e.to_string() })?);
+    meta.insert(
+        "loop".to_string(),
+        serde_json::to_string(st).map_err(|e| Error::Format {
+            path: dir.display().to_string(),
+            msg: e.to_string(),
+        })?,
+    );
     io::save(&dir.join(files::CHECKPOINT), &tensors, &meta)
 }
 
 fn load_checkpoint(dir: &Path, model: &Sequential, opt: &mut Optimizer) -> Result<LoopState> {
     let p = dir.join(files::CHECKPOINT);
     let (tensors, meta) = io::load(&p)?;
-    let fmt = |msg: String| Error::Format { path: p.display().to_string(), msg };
-    let st: LoopState = serde_json::from_str(meta.get("loop").ok_or_else(|| fmt("no loop state in the checkpoint".into()))?).map_err(|e| fmt(format!("bad loop state: {e}")))?;
-    let (model_t, opt_t): (BTreeMap<_, _>, BTreeMap<_, _>) = tensors.into_iter().partition(|(k, _)| !k.starts_with("state."));
+    let fmt = |msg: String| Error::Format {
+        path: p.display().to_string(),
+        msg,
+    };
+    let st: LoopState = serde_json::from_str(
+        meta.get("loop")
+            .ok_or_else(|| fmt("no loop state in the checkpoint".into()))?,
+    )
+    .map_err(|e| fmt(format!("bad loop state: {e}")))?;
+    let (model_t, opt_t): (BTreeMap<_, _>, BTreeMap<_, _>) = tensors
+        .into_iter()
+        .partition(|(k, _)| !k.starts_with("state."));
     model.load_state_dict(&model_t, &p.display().to_string())?;
     opt.load_state(&opt_t, st.optimizer_steps);
     Ok(st)
@@ -225,15 +288,35 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
     let classes = classes_of(spec, &model)?;
     let prepared = prepare(spec, classes, split_seed(t.seed))?;
     let loss_opts = loss_options(spec);
-    ops::cross_entropy(&crate::tensor::Tensor::zeros(&[1, classes])?, &[0], &loss_opts).map_err(|e| Error::Spec { path: spec.path.display().to_string(), at: "[train]".into(), msg: e.to_string() })?;
+    ops::cross_entropy(
+        &crate::tensor::Tensor::zeros(&[1, classes])?,
+        &[0],
+        &loss_opts,
+    )
+    .map_err(|e| Error::Spec {
+        path: spec.path.display().to_string(),
+        at: "[train]".into(),
+        msg: e.to_string(),
+    })?;
     let mut opt = Optimizer::new(t.optimizer.clone(), t.weight_decay)?;
-    let monitor = t.early_stopping.as_ref().map_or("val_loss".to_string(), |e| e.monitor.clone());
-    let monitor = if prepared.val.is_none() { "train_loss".to_string() } else { monitor };
+    let monitor = t
+        .early_stopping
+        .as_ref()
+        .map_or("val_loss".to_string(), |e| e.monitor.clone());
+    let monitor = if prepared.val.is_none() {
+        "train_loss".to_string()
+    } else {
+        monitor
+    };
     let minimize = monitor.ends_with("loss");
 
     let mut st = if opts.resume {
         let st = load_checkpoint(dir, &model, &mut opt)?;
-        obs.message(&format!("resuming at epoch {}, step {}", st.epoch + 1, st.step));
+        obs.message(&format!(
+            "resuming at epoch {}, step {}",
+            st.epoch + 1,
+            st.step
+        ));
         st
     } else {
         let p = dir.join(files::SPEC);
@@ -260,9 +343,17 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
     let params = model.named_params();
     let n = prepared.train.len();
     let steps = n.div_ceil(t.batch_size);
-    let mut sched = ScheduleState { scale: st.schedule.0, best: st.schedule.1, bad_epochs: st.schedule.2 };
+    let mut sched = ScheduleState {
+        scale: st.schedule.0,
+        best: st.schedule.1,
+        bad_epochs: st.schedule.2,
+    };
     let mut outcome = Outcome::Finished;
-    let title = spec.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let title = spec
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
 
     'epochs: while st.epoch < t.epochs {
         let e = st.epoch;
@@ -270,7 +361,15 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         let mut order: Vec<usize> = (0..n).collect();
         Rng::new(es).shuffle(&mut order);
         let augment = spec.data()?.augment.clone();
-        let loader = Loader::spawn(prepared.train.clone(), order, t.batch_size, st.step, augment.is_active().then_some(augment), prepared.normalize.clone(), es);
+        let loader = Loader::spawn(
+            prepared.train.clone(),
+            order,
+            t.batch_size,
+            st.step,
+            augment.is_active().then_some(augment),
+            prepared.normalize.clone(),
+            es,
+        );
         obs.epoch_start(e + 1, t.epochs, steps, st.step);
         let started = Instant::now();
         let base_seconds = st.epoch_seconds;
@@ -278,7 +377,13 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         for batch in loader {
             lr = t.schedule.lr(t.lr, &sched, e, batch.step, steps, t.epochs);
             let mut rng = Rng::new(mix(es, batch.step as u64 + (1 << 40)));
-            let logits = model.forward(&batch.x, &mut Ctx { training: true, rng: &mut rng })?;
+            let logits = model.forward(
+                &batch.x,
+                &mut Ctx {
+                    training: true,
+                    rng: &mut rng,
+                },
+            )?;
             let loss = ops::cross_entropy(&logits, &batch.labels, &loss_opts)?;
             let lv = loss.item()? as f64;
             if !lv.is_finite() || lv > 1e6 {
@@ -293,29 +398,52 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
             if let Some(c) = t.clip_grad_norm {
                 let norm = clip_grad_norm(&params, c);
                 if !norm.is_finite() {
-                    return Err(Error::Autograd(format!("training diverged at epoch {}, step {}: the gradient norm is {norm}", e + 1, batch.step + 1)));
+                    return Err(Error::Autograd(format!(
+                        "training diverged at epoch {}, step {}: the gradient norm is {norm}",
+                        e + 1,
+                        batch.step + 1
+                    )));
                 }
             }
             opt.step(&params, lr)?;
             let bsz = batch.labels.len();
             st.loss_sum += lv * bsz as f64;
-            st.correct += argmax_rows(&logits.data(), classes).iter().zip(&batch.labels).filter(|(p, y)| p == y).count();
+            st.correct += argmax_rows(&logits.data(), classes)
+                .iter()
+                .zip(&batch.labels)
+                .filter(|(p, y)| p == y)
+                .count();
             st.seen += bsz;
             st.step = batch.step + 1;
             st.optimizer_steps = opt.steps;
             let secs = base_seconds + started.elapsed().as_secs_f64();
-            obs.step(batch.step + 1, st.loss_sum / st.seen as f64, st.correct as f64 / st.seen as f64, st.seen as f64 / secs.max(1e-9));
+            obs.step(
+                batch.step + 1,
+                st.loss_sum / st.seen as f64,
+                st.correct as f64 / st.seen as f64,
+                st.seen as f64 / secs.max(1e-9),
+            );
             if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) && st.step < steps {
                 st.epoch_seconds = secs;
                 st.schedule = (sched.scale, sched.best, sched.bad_epochs);
                 save_checkpoint(dir, &model, &opt, &st)?;
-                outcome = Outcome::Interrupted { epoch: e + 1, step: st.step };
+                outcome = Outcome::Interrupted {
+                    epoch: e + 1,
+                    step: st.step,
+                };
                 break 'epochs;
             }
         }
         let seconds = base_seconds + started.elapsed().as_secs_f64();
         let val = match &prepared.val {
-            Some(v) => Some(evaluate(&model, v, &prepared.normalize, classes, &loss_opts, 256)?),
+            Some(v) => Some(evaluate(
+                &model,
+                v,
+                &prepared.normalize,
+                classes,
+                &loss_opts,
+                256,
+            )?),
             None => None,
         };
         let row = EpochRow {
@@ -332,18 +460,35 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
             "val_loss" => row.val_loss.unwrap_or(row.train_loss),
             _ => row.train_loss,
         };
-        let min_delta = t.early_stopping.as_ref().map_or(0.0, |e| e.min_delta as f64);
+        let min_delta = t
+            .early_stopping
+            .as_ref()
+            .map_or(0.0, |e| e.min_delta as f64);
         let improved = match st.best {
             None => true,
-            Some(b) => if minimize { metric < b - min_delta } else { metric > b + min_delta },
+            Some(b) => {
+                if minimize {
+                    metric < b - min_delta
+                } else {
+                    metric > b + min_delta
+                }
+            }
         };
         st.history.push(row.clone());
-        io::save(&dir.join(files::LAST), &model.state_dict(), &BTreeMap::new())?;
+        io::save(
+            &dir.join(files::LAST),
+            &model.state_dict(),
+            &BTreeMap::new(),
+        )?;
         if improved {
             st.best = Some(metric);
             st.best_epoch = Some(e + 1);
             st.bad_epochs = 0;
-            io::save(&dir.join(files::BEST), &model.state_dict(), &BTreeMap::new())?;
+            io::save(
+                &dir.join(files::BEST),
+                &model.state_dict(),
+                &BTreeMap::new(),
+            )?;
         } else {
             st.bad_epochs += 1;
         }
@@ -363,19 +508,33 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         if let Some(es) = &t.early_stopping {
             if st.bad_epochs > es.patience {
                 outcome = Outcome::EarlyStopped { epoch: e + 1 };
-                obs.message(&format!("early stopping after epoch {}: {} has not improved for {} epochs", e + 1, es.monitor, st.bad_epochs));
+                obs.message(&format!(
+                    "early stopping after epoch {}: {} has not improved for {} epochs",
+                    e + 1,
+                    es.monitor,
+                    st.bad_epochs
+                ));
                 break;
             }
         }
         if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) && st.epoch < t.epochs {
-            outcome = Outcome::Interrupted { epoch: st.epoch, step: steps };
+            outcome = Outcome::Interrupted {
+                epoch: st.epoch,
+                step: steps,
+            };
             break;
         }
     }
     if !matches!(outcome, Outcome::Interrupted { .. }) {
         write_info(info(st.best_epoch, true))?;
     }
-    Ok(TrainResult { outcome, history: st.history.clone(), best_epoch: st.best_epoch, model, prepared })
+    Ok(TrainResult {
+        outcome,
+        history: st.history.clone(),
+        best_epoch: st.best_epoch,
+        model,
+        prepared,
+    })
 }
 
 /// Load a trained model from a run directory: its spec, and the best weights (or the last).
@@ -383,10 +542,16 @@ pub fn load_run(dir: &Path) -> Result<(Spec, Sequential, RunInfo)> {
     let spec = Spec::load(&dir.join(files::SPEC))?;
     let model = spec.build_model(&mut Rng::new(0))?;
     let info = RunInfo::load(dir)?;
-    let weights = [files::BEST, files::LAST].iter().map(|f| dir.join(f)).find(|p| p.exists()).ok_or_else(|| Error::Format {
-        path: dir.display().to_string(),
-        msg: "no weights (best.safetensors or last.safetensors): has the run finished an epoch?".into(),
-    })?;
+    let weights = [files::BEST, files::LAST]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists())
+        .ok_or_else(|| Error::Format {
+            path: dir.display().to_string(),
+            msg:
+                "no weights (best.safetensors or last.safetensors): has the run finished an epoch?"
+                    .into(),
+        })?;
     let (state, _) = io::load(&weights)?;
     model.load_state_dict(&state, &weights.display().to_string())?;
     Ok((spec, model, info))

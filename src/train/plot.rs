@@ -20,7 +20,10 @@ fn register_font() {
 }
 
 fn perr<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> Error + '_ {
-    move |e| Error::Format { path: path.display().to_string(), msg: format!("cannot draw the chart: {e}") }
+    move |e| Error::Format {
+        path: path.display().to_string(),
+        msg: format!("cannot draw the chart: {e}"),
+    }
 }
 
 /// One line of a chart.
@@ -30,14 +33,30 @@ pub struct Series<'a> {
     pub color: RGBColor,
 }
 
-fn draw_curves<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, title: &str, panels: &[(&str, Vec<Series>)]) -> std::result::Result<(), String> {
+fn draw_curves<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    panels: &[(&str, Vec<Series>)],
+) -> std::result::Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let root = root.titled(title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
+    let root = root
+        .titled(title, ("sans-serif", 22))
+        .map_err(|e| e.to_string())?;
     let areas = root.split_evenly((1, panels.len()));
     for (area, (ylabel, series)) in areas.iter().zip(panels) {
-        let n = series.iter().map(|s| s.values.len()).max().unwrap_or(0).max(2);
-        let vals = series.iter().flat_map(|s| s.values.iter().copied()).filter(|v| v.is_finite());
-        let (lo, hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        let n = series
+            .iter()
+            .map(|s| s.values.len())
+            .max()
+            .unwrap_or(0)
+            .max(2);
+        let vals = series
+            .iter()
+            .flat_map(|s| s.values.iter().copied())
+            .filter(|v| v.is_finite());
+        let (lo, hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
         let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
         let pad = ((hi - lo) * 0.08).max(1e-3);
         let mut chart = ChartBuilder::on(area)
@@ -46,16 +65,32 @@ fn draw_curves<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>
             .y_label_area_size(60)
             .build_cartesian_2d(1f64..n as f64, (lo - pad)..(hi + pad))
             .map_err(|e| e.to_string())?;
-        chart.configure_mesh().x_desc("epoch").y_desc(*ylabel).label_style(("sans-serif", 14)).draw().map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(*ylabel)
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| e.to_string())?;
         for s in series {
-            let pts: Vec<(f64, f64)> = s.values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| ((i + 1) as f64, v)).collect();
+            let pts: Vec<(f64, f64)> = s
+                .values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(i, &v)| ((i + 1) as f64, v))
+                .collect();
             let color = s.color;
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
                 .map_err(|e| e.to_string())?
                 .label(s.label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| e.to_string())?;
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| e.to_string())?;
         }
         chart
             .configure_series_labels()
@@ -96,22 +131,60 @@ pub fn confusion_png(path: &Path, matrix: &[Vec<usize>], names: &[String]) -> Re
     let draw = |buf: &mut Vec<u8>| -> std::result::Result<(), String> {
         let root = BitMapBackend::with_buffer(buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        root.draw_text("confusion matrix (rows: true, columns: predicted)", &("sans-serif", 16).into_text_style(&root), (10, 10)).map_err(|e| e.to_string())?;
+        root.draw_text(
+            "confusion matrix (rows: true, columns: predicted)",
+            &("sans-serif", 16).into_text_style(&root),
+            (10, 10),
+        )
+        .map_err(|e| e.to_string())?;
         for (i, row) in matrix.iter().enumerate() {
             let total = row.iter().sum::<usize>().max(1) as f64;
             for (j, &c) in row.iter().enumerate() {
                 let frac = c as f64 / total;
                 let shade = (255.0 * (1.0 - frac)) as u8;
-                let color = if i == j { RGBColor(shade, 255, shade) } else { RGBColor(255, shade, shade) };
-                let (x0, y0) = ((left + cell * j as u32) as i32, (top + cell * i as u32) as i32);
-                root.draw(&Rectangle::new([(x0, y0), (x0 + cell as i32, y0 + cell as i32)], color.filled())).map_err(|e| e.to_string())?;
-                root.draw(&Rectangle::new([(x0, y0), (x0 + cell as i32, y0 + cell as i32)], BLACK.mix(0.2))).map_err(|e| e.to_string())?;
-                root.draw_text(&c.to_string(), &("sans-serif", 12).into_text_style(&root), (x0 + 6, y0 + 16)).map_err(|e| e.to_string())?;
+                let color = if i == j {
+                    RGBColor(shade, 255, shade)
+                } else {
+                    RGBColor(255, shade, shade)
+                };
+                let (x0, y0) = (
+                    (left + cell * j as u32) as i32,
+                    (top + cell * i as u32) as i32,
+                );
+                root.draw(&Rectangle::new(
+                    [(x0, y0), (x0 + cell as i32, y0 + cell as i32)],
+                    color.filled(),
+                ))
+                .map_err(|e| e.to_string())?;
+                root.draw(&Rectangle::new(
+                    [(x0, y0), (x0 + cell as i32, y0 + cell as i32)],
+                    BLACK.mix(0.2),
+                ))
+                .map_err(|e| e.to_string())?;
+                root.draw_text(
+                    &c.to_string(),
+                    &("sans-serif", 12).into_text_style(&root),
+                    (x0 + 6, y0 + 16),
+                )
+                .map_err(|e| e.to_string())?;
             }
             let name = names.get(i).cloned().unwrap_or_else(|| i.to_string());
-            root.draw_text(&name, &("sans-serif", 13).into_text_style(&root), (8, (top + cell * i as u32 + 16) as i32)).map_err(|e| e.to_string())?;
+            root.draw_text(
+                &name,
+                &("sans-serif", 13).into_text_style(&root),
+                (8, (top + cell * i as u32 + 16) as i32),
+            )
+            .map_err(|e| e.to_string())?;
             let short: String = name.chars().take(6).collect();
-            root.draw_text(&short, &("sans-serif", 11).into_text_style(&root), ((left + cell * i as u32 + 2) as i32, (top + cell * k as u32 + 8) as i32)).map_err(|e| e.to_string())?;
+            root.draw_text(
+                &short,
+                &("sans-serif", 11).into_text_style(&root),
+                (
+                    (left + cell * i as u32 + 2) as i32,
+                    (top + cell * k as u32 + 8) as i32,
+                ),
+            )
+            .map_err(|e| e.to_string())?;
         }
         root.present().map_err(|e| e.to_string())
     };

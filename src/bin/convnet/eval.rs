@@ -12,28 +12,55 @@ use convnet::train::{self, classes_of, plot};
 
 fn load_path(spec: &Spec, path: &Path, labels: Option<&Path>) -> Result<Dataset> {
     if path.is_dir() {
-        return Ok(read_folder(path, &spec.input, spec.data.as_ref().is_some_and(|d| d.resize))?.0);
+        return Ok(read_folder(
+            path,
+            &spec.input,
+            spec.data.as_ref().is_some_and(|d| d.resize),
+        )?
+        .0);
     }
-    let is_csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let is_csv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     if is_csv {
         let (col, max) = match spec.data.as_ref().map(|d| &d.source) {
-            Some(DataSource::Csv { label_column, pixel_max, .. }) => (label_column.clone(), *pixel_max),
+            Some(DataSource::Csv {
+                label_column,
+                pixel_max,
+                ..
+            }) => (label_column.clone(), *pixel_max),
             _ => ("label".to_string(), 255.0),
         };
         return Ok(read_csv(path, &col, &spec.input, max)?);
     }
     let Some(labels) = labels else {
-        bail!("{}: IDX images need their labels: pass --labels PATH (or give a .csv file or a folder of class subfolders)", path.display());
+        bail!(
+            "{}: IDX images need their labels: pass --labels PATH (or give a .csv file or a folder of class subfolders)",
+            path.display()
+        );
     };
     let (pixels, n, h, w) = read_idx_images(path)?;
     let lab = read_idx_labels(labels)?;
     if lab.len() != n {
-        bail!("{}: {} labels for the {n} images of {}", labels.display(), lab.len(), path.display());
+        bail!(
+            "{}: {} labels for the {n} images of {}",
+            labels.display(),
+            lab.len(),
+            path.display()
+        );
     }
     if spec.input != [1, h, w] {
-        bail!("{}: the images are 1x{h}x{w} but the model's input is {:?}", path.display(), spec.input);
+        bail!(
+            "{}: the images are 1x{h}x{w} but the model's input is {:?}",
+            path.display(),
+            spec.input
+        );
     }
-    Ok(Dataset { shape: spec.input.clone(), pixels, labels: lab })
+    Ok(Dataset {
+        shape: spec.input.clone(),
+        pixels,
+        labels: lab,
+    })
 }
 
 pub fn run(dir: &Path, data: &str, labels: Option<PathBuf>, json: bool) -> Result<()> {
@@ -43,18 +70,30 @@ pub fn run(dir: &Path, data: &str, labels: Option<PathBuf>, json: bool) -> Resul
         "test" | "val" | "train" => {
             let p = train::prepare(&spec, classes, train::split_seed(info.seed))?;
             match data {
-                "test" => p.test.ok_or_else(|| anyhow::anyhow!("the spec names no test data; pass --data val, --data train, or a path"))?,
-                "val" => p.val.ok_or_else(|| anyhow::anyhow!("the run had no validation split (validation_split = 0)"))?,
+                "test" => p.test.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "the spec names no test data; pass --data val, --data train, or a path"
+                    )
+                })?,
+                "val" => p.val.ok_or_else(|| {
+                    anyhow::anyhow!("the run had no validation split (validation_split = 0)")
+                })?,
                 _ => (*p.train).clone(),
             }
         }
         path => load_path(&spec, Path::new(path), labels.as_deref())?,
     };
     ds.check_labels(classes, data)?;
-    let opts = CrossEntropyOptions { class_weights: spec.train.class_weights.clone(), label_smoothing: spec.train.label_smoothing };
+    let opts = CrossEntropyOptions {
+        class_weights: spec.train.class_weights.clone(),
+        label_smoothing: spec.train.label_smoothing,
+    };
     let r = train::evaluate(&model, &ds, &info.normalize(), classes, &opts, 256)?;
     let names = &info.class_names;
-    let safe: String = data.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let safe: String = data
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
     let png = dir.join(format!("confusion_{safe}.png"));
     plot::confusion_png(&png, &r.confusion, names)?;
     let mut out = std::io::stdout().lock();
@@ -71,19 +110,38 @@ pub fn run(dir: &Path, data: &str, labels: Option<PathBuf>, json: bool) -> Resul
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    writeln!(out, "{} samples of `{data}`: loss {:.4}, accuracy {:.2}%", r.samples, r.loss, 100.0 * r.accuracy)?;
+    writeln!(
+        out,
+        "{} samples of `{data}`: loss {:.4}, accuracy {:.2}%",
+        r.samples,
+        r.loss,
+        100.0 * r.accuracy
+    )?;
     writeln!(out, "\n{:<14} {:>9} {:>9}", "class", "precision", "recall")?;
     for i in 0..classes {
-        writeln!(out, "{:<14} {:>8.1}% {:>8.1}%", names[i], 100.0 * r.precision[i], 100.0 * r.recall[i])?;
+        writeln!(
+            out,
+            "{:<14} {:>8.1}% {:>8.1}%",
+            names[i],
+            100.0 * r.precision[i],
+            100.0 * r.recall[i]
+        )?;
     }
-    writeln!(out, "\nconfusion matrix (rows: true class, columns: predicted)")?;
+    writeln!(
+        out,
+        "\nconfusion matrix (rows: true class, columns: predicted)"
+    )?;
     write!(out, "{:<14}", "")?;
     for j in 0..classes {
         write!(out, "{:>6}", j)?;
     }
     writeln!(out)?;
     for i in 0..classes {
-        write!(out, "{:<14}", format!("{i} {}", names[i].chars().take(11).collect::<String>()))?;
+        write!(
+            out,
+            "{:<14}",
+            format!("{i} {}", names[i].chars().take(11).collect::<String>())
+        )?;
         for j in 0..classes {
             write!(out, "{:>6}", r.confusion[i][j])?;
         }

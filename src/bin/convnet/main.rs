@@ -128,9 +128,33 @@ fn main() -> ExitCode {
         }
         Command::Demo { seed } => demo::run(seed),
         Command::Summary { spec, json } => summary::run(&spec, json),
-        Command::Train { spec, out, epochs, seed, resume, overwrite } => train::run(train::Args { spec, out, epochs, seed, resume, overwrite }),
-        Command::Eval { dir, data, labels, json } => eval::run(&dir, &data, labels, json),
-        Command::Predict { dir, files, top, resize } => predict::run(&dir, &files, top, resize),
+        Command::Train {
+            spec,
+            out,
+            epochs,
+            seed,
+            resume,
+            overwrite,
+        } => train::run(train::Args {
+            spec,
+            out,
+            epochs,
+            seed,
+            resume,
+            overwrite,
+        }),
+        Command::Eval {
+            dir,
+            data,
+            labels,
+            json,
+        } => eval::run(&dir, &data, labels, json),
+        Command::Predict {
+            dir,
+            files,
+            top,
+            resize,
+        } => predict::run(&dir, &files, top, resize),
         Command::Bench { json, filter, reps } => bench::run(json, filter.as_deref(), reps),
     };
     match result {

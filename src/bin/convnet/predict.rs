@@ -14,7 +14,10 @@ pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool) -> Result<()
     }
     let (spec, model, info) = train::load_run(dir)?;
     if spec.input.len() != 3 {
-        bail!("this model takes inputs of shape {:?}, not images (channels, height, width)", spec.input);
+        bail!(
+            "this model takes inputs of shape {:?}, not images (channels, height, width)",
+            spec.input
+        );
     }
     let resize = resize || spec.data.as_ref().is_some_and(|d| d.resize);
     let norm = info.normalize();
@@ -26,7 +29,13 @@ pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool) -> Result<()
         shape.extend(&spec.input);
         let x = Tensor::from_vec(x, &shape)?;
         let probs = no_grad(|| -> convnet::Result<Tensor> {
-            let logits = model.forward(&x, &mut Ctx { training: false, rng: &mut Rng::new(0) })?;
+            let logits = model.forward(
+                &x,
+                &mut Ctx {
+                    training: false,
+                    rng: &mut Rng::new(0),
+                },
+            )?;
             ops::softmax(&logits, 1)
         })?
         .to_vec();
@@ -34,7 +43,11 @@ pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool) -> Result<()
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         writeln!(out, "{}", f.display())?;
         for &k in order.iter().take(top.max(1)) {
-            let name = info.class_names.get(k).cloned().unwrap_or_else(|| k.to_string());
+            let name = info
+                .class_names
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| k.to_string());
             writeln!(out, "  {:>6.2}%  {name}", 100.0 * probs[k])?;
         }
     }

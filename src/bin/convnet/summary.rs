@@ -17,7 +17,10 @@ pub fn run(spec: &Path, json: bool) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(&s.to_json())?)?;
     } else {
         write!(out, "{}", s.to_table())?;
-        writeln!(out, "FLOPs count a multiply-add as two; the receptive field is in input positions per output position.")?;
+        writeln!(
+            out,
+            "FLOPs count a multiply-add as two; the receptive field is in input positions per output position."
+        )?;
     }
     Ok(())
 }

@@ -33,7 +33,9 @@ impl Observer for Bar {
         self.epochs = epochs;
         let bar = ProgressBar::new(steps as u64);
         bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
         );
         bar.set_prefix(format!("{epoch}/{epochs}"));
         bar.set_position(start as u64);
@@ -42,7 +44,10 @@ impl Observer for Bar {
     fn step(&mut self, step: usize, loss: f64, acc: f64, sps: f64) {
         if let Some(b) = &self.bar {
             b.set_position(step as u64);
-            b.set_message(format!("loss {loss:.4} acc {:.2}% {sps:.0} samples/s", 100.0 * acc));
+            b.set_message(format!(
+                "loss {loss:.4} acc {:.2}% {sps:.0} samples/s",
+                100.0 * acc
+            ));
         }
     }
     fn epoch_end(&mut self, r: &EpochRow, best: bool) {
@@ -75,28 +80,46 @@ impl Observer for Bar {
 
 /// A directory that holds nothing the user could lose.
 fn is_empty_dir(p: &Path) -> bool {
-    std::fs::read_dir(p).map(|mut d| d.next().is_none()).unwrap_or(false)
+    std::fs::read_dir(p)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false)
 }
 
 /// `runs/<stem>`, or `runs/<stem>-2`, `-3`, ... when taken.
 fn fresh_dir(spec: &Path) -> PathBuf {
-    let stem = spec.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    let stem = spec
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
     let base = PathBuf::from("runs").join(&stem);
     if !base.exists() {
         return base;
     }
-    (2..).map(|i| PathBuf::from("runs").join(format!("{stem}-{i}"))).find(|p| !p.exists()).unwrap_or(base)
+    (2..)
+        .map(|i| PathBuf::from("runs").join(format!("{stem}-{i}")))
+        .find(|p| !p.exists())
+        .unwrap_or(base)
 }
 
 pub fn run(a: Args) -> Result<()> {
     let (spec_path, out, resume) = match (&a.resume, &a.spec) {
         (Some(dir), None) => (dir.join(files::SPEC), dir.clone(), true),
-        (Some(_), Some(_)) => bail!("--resume DIR continues the run in DIR with its own spec.toml; do not pass a SPEC as well"),
-        (None, Some(s)) => (s.clone(), a.out.clone().unwrap_or_else(|| fresh_dir(s)), false),
+        (Some(_), Some(_)) => bail!(
+            "--resume DIR continues the run in DIR with its own spec.toml; do not pass a SPEC as well"
+        ),
+        (None, Some(s)) => (
+            s.clone(),
+            a.out.clone().unwrap_or_else(|| fresh_dir(s)),
+            false,
+        ),
         (None, None) => bail!("give a SPEC to train, or --resume DIR"),
     };
     if resume && !out.join(files::CHECKPOINT).exists() {
-        bail!("{}: no checkpoint to resume from ({} is missing)", out.display(), files::CHECKPOINT);
+        bail!(
+            "{}: no checkpoint to resume from ({} is missing)",
+            out.display(),
+            files::CHECKPOINT
+        );
     }
     let mut spec = Spec::load(&spec_path)?;
     if let Some(e) = a.epochs {
@@ -130,17 +153,35 @@ pub fn run(a: Args) -> Result<()> {
             if stop.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
             }
-            eprintln!("\nstopping after this step; a checkpoint will be saved (Ctrl-C again to quit at once)");
+            eprintln!(
+                "\nstopping after this step; a checkpoint will be saved (Ctrl-C again to quit at once)"
+            );
         });
     }
     println!("training {} into {}", spec_path.display(), out.display());
-    let mut obs = Bar { bar: None, epoch: 0, epochs: spec.train.epochs };
+    let mut obs = Bar {
+        bar: None,
+        epoch: 0,
+        epochs: spec.train.epochs,
+    };
     let started = std::time::Instant::now();
-    let res = train::train(&spec, &TrainOptions { out: out.clone(), resume, stop: Some(stop) }, &mut obs)?;
+    let res = train::train(
+        &spec,
+        &TrainOptions {
+            out: out.clone(),
+            resume,
+            stop: Some(stop),
+        },
+        &mut obs,
+    )?;
     let mut so = std::io::stdout().lock();
     match res.outcome {
         Outcome::Interrupted { epoch, step } => {
-            writeln!(so, "interrupted at epoch {epoch}, step {step}; continue with: convnet train --resume {}", out.display())?;
+            writeln!(
+                so,
+                "interrupted at epoch {epoch}, step {step}; continue with: convnet train --resume {}",
+                out.display()
+            )?;
             return Ok(());
         }
         Outcome::EarlyStopped { epoch } => writeln!(so, "stopped early after epoch {epoch}")?,
@@ -149,10 +190,25 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(test) = &res.prepared.test {
         let classes = res.prepared.class_names.len();
         let (_, best, info) = train::load_run(&out)?;
-        let opts = convnet::ops::CrossEntropyOptions { class_weights: spec.train.class_weights.clone(), label_smoothing: spec.train.label_smoothing };
+        let opts = convnet::ops::CrossEntropyOptions {
+            class_weights: spec.train.class_weights.clone(),
+            label_smoothing: spec.train.label_smoothing,
+        };
         let r = train::evaluate(&best, test, &info.normalize(), classes, &opts, 256)?;
-        writeln!(so, "test ({} images, best weights from epoch {}): loss {:.4}, accuracy {:.2}%", r.samples, res.best_epoch.unwrap_or(0), r.loss, 100.0 * r.accuracy)?;
+        writeln!(
+            so,
+            "test ({} images, best weights from epoch {}): loss {:.4}, accuracy {:.2}%",
+            r.samples,
+            res.best_epoch.unwrap_or(0),
+            r.loss,
+            100.0 * r.accuracy
+        )?;
     }
-    writeln!(so, "done in {:.1}s; the run is in {} (metrics.csv, curves.png, best.safetensors)", started.elapsed().as_secs_f64(), out.display())?;
+    writeln!(
+        so,
+        "done in {:.1}s; the run is in {} (metrics.csv, curves.png, best.safetensors)",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    )?;
     Ok(())
 }

@@ -1,0 +1,498 @@
+//! The training commands run for real on small synthetic data in temporary folders: summary,
+//! train (files written, determinism, resume, refusing to overwrite), eval, predict, and the
+//! errors that bad specs and bad data files must give.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use convnet::rng::Rng;
+
+fn convnet(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_convnet"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// 8x8 images of a horizontal (0), vertical (1) or diagonal (2) bar with noise.
+fn bars(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut r = Rng::new(seed);
+    let mut px = Vec::new();
+    let mut labels = Vec::new();
+    for _ in 0..n {
+        let c = r.below(3);
+        let at = 1 + r.below(6);
+        let mut img = [0u8; 64];
+        for v in img.iter_mut() {
+            *v = (r.uniform() * 60.0) as u8;
+        }
+        for k in 0..8 {
+            let (y, x) = match c {
+                0 => (at, k),
+                1 => (k, at),
+                _ => (k, k),
+            };
+            img[y * 8 + x] = 255;
+        }
+        px.extend_from_slice(&img);
+        labels.push(c as u8);
+    }
+    (px, labels)
+}
+
+fn write_idx(path: &Path, magic: u8, dims: &[u32], data: &[u8]) {
+    let mut b = vec![0, 0, 8, magic];
+    for d in dims {
+        b.extend_from_slice(&d.to_be_bytes());
+    }
+    b.extend_from_slice(data);
+    std::fs::write(path, b).unwrap();
+}
+
+const MODEL: &str = r#"
+[model]
+input = [1, 8, 8]
+[[model.layers]]
+type = "conv2d"
+filters = 4
+kernel_size = 3
+padding = "same"
+activation = "relu"
+[[model.layers]]
+type = "max_pool2d"
+pool_size = 2
+[[model.layers]]
+type = "flatten"
+[[model.layers]]
+type = "dropout"
+rate = 0.2
+[[model.layers]]
+type = "dense"
+units = 3
+"#;
+
+/// A temporary folder with train/test IDX files and a spec using them.
+fn setup(extra_train: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (px, lab) = bars(300, 1);
+    write_idx(&d.join("train-images"), 3, &[300, 8, 8], &px);
+    write_idx(&d.join("train-labels"), 1, &[300], &lab);
+    let (px, lab) = bars(90, 2);
+    write_idx(&d.join("test-images"), 3, &[90, 8, 8], &px);
+    write_idx(&d.join("test-labels"), 1, &[90], &lab);
+    let spec = format!(
+        "{MODEL}
+[data]
+format = \"idx\"
+train_images = \"train-images\"
+train_labels = \"train-labels\"
+test_images = \"test-images\"
+test_labels = \"test-labels\"
+validation_split = 0.2
+class_names = [\"horizontal\", \"vertical\", \"diagonal\"]
+[data.augment]
+translate = 0.1
+[train]
+epochs = 3
+batch_size = 16
+seed = 5
+optimizer = {{ type = \"adam\", lr = 0.01 }}
+{extra_train}
+"
+    );
+    let p = d.join("bars.toml");
+    std::fs::write(&p, spec).unwrap();
+    (dir, p)
+}
+
+#[test]
+fn summary_shows_the_arithmetic_and_totals() {
+    let (dir, _) = setup("");
+    let (ok, out, err) = convnet(dir.path(), &["summary", "bars.toml"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("height 8 -> floor((8 + 2 - 3) / 1) + 1 = 8"),
+        "{out}"
+    );
+    assert!(out.contains("layers.4   dense"), "{out}");
+    // conv 4*1*9 + 4, dense 3 * 64 + 3
+    assert!(out.contains("total: 235 parameters"), "{out}");
+    let (ok, out, _) = convnet(dir.path(), &["summary", "bars.toml", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["total_params"], 235);
+    let l0 = &v["layers"][0];
+    for k in [
+        "name",
+        "type",
+        "output_shape",
+        "params",
+        "flops",
+        "receptive_field",
+    ] {
+        assert!(!l0[k].is_null(), "{k} missing in {l0}");
+    }
+    assert_eq!(l0["output_shape"], serde_json::json!([4, 8, 8]));
+    assert_eq!(v["layers"][1]["receptive_field"], "4x4");
+}
+
+#[test]
+fn train_writes_the_run_and_eval_and_predict_use_it() {
+    let (dir, _) = setup("");
+    let d = dir.path();
+    let (ok, out, err) = convnet(d, &["train", "bars.toml", "--out", "run"]);
+    assert!(ok, "{out}{err}");
+    for f in [
+        "spec.toml",
+        "best.safetensors",
+        "last.safetensors",
+        "checkpoint.safetensors",
+        "metrics.csv",
+        "curves.png",
+        "curves.svg",
+        "run.json",
+    ] {
+        assert!(d.join("run").join(f).exists(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(d.join("run/metrics.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "epoch,train_loss,train_acc,val_loss,val_acc,seconds,lr"
+    );
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(out.contains("test (90 images"), "{out}");
+    let acc: f64 = lines[3].split(',').nth(4).unwrap().parse().unwrap();
+    assert!(acc > 0.8, "the bars are easy: {csv}");
+
+    let (ok, out, err) = convnet(d, &["eval", "run"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("90 samples of `test`")
+            && out.contains("precision")
+            && out.contains("confusion matrix"),
+        "{out}"
+    );
+    assert!(d.join("run/confusion_test.png").exists());
+    let (ok, out, _) = convnet(d, &["eval", "run", "--data", "val", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["samples"], 60);
+    assert_eq!(v["confusion"].as_array().unwrap().len(), 3);
+
+    // predict: a vertical bar as a PNG
+    let mut img = image::GrayImage::new(8, 8);
+    for y in 0..8 {
+        img.put_pixel(3, y, image::Luma([255]));
+    }
+    img.save(d.join("v.png")).unwrap();
+    let (ok, out, err) = convnet(d, &["predict", "run", "v.png", "--top", "2"]);
+    assert!(ok, "{err}");
+    let first = out.lines().nth(1).unwrap();
+    assert!(first.contains("vertical") && first.contains('%'), "{out}");
+    let big = image::GrayImage::new(10, 9);
+    big.save(d.join("big.png")).unwrap();
+    let (ok, _, err) = convnet(d, &["predict", "run", "big.png"]);
+    assert!(
+        !ok && err.contains("10x9") && err.contains("resize"),
+        "{err}"
+    );
+    let (ok, _, err) = convnet(d, &["predict", "run", "big.png", "--resize"]);
+    assert!(ok, "{err}");
+
+    // the run is never overwritten without asking
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "run"]);
+    assert!(
+        !ok && err.contains("already exists") && err.contains("--resume"),
+        "{err}"
+    );
+    assert!(d.join("run/best.safetensors").exists());
+}
+
+#[test]
+fn the_same_seed_gives_the_same_weights_bit_for_bit() {
+    let (dir, _) = setup("");
+    let d = dir.path();
+    for out in ["a", "b"] {
+        let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", out, "--epochs", "2"]);
+        assert!(ok, "{err}");
+    }
+    let a = std::fs::read(d.join("a/last.safetensors")).unwrap();
+    let b = std::fs::read(d.join("b/last.safetensors")).unwrap();
+    assert_eq!(a, b);
+    let (ok, _, _) = convnet(
+        d,
+        &[
+            "train",
+            "bars.toml",
+            "--out",
+            "c",
+            "--epochs",
+            "2",
+            "--seed",
+            "6",
+        ],
+    );
+    assert!(ok);
+    assert_ne!(a, std::fs::read(d.join("c/last.safetensors")).unwrap());
+}
+
+/// Raises the stop flag after a given number of steps, as Ctrl-C does.
+struct StopAt {
+    steps: usize,
+    seen: usize,
+    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl convnet::train::Observer for StopAt {
+    fn step(&mut self, _: usize, _: f64, _: f64, _: f64) {
+        self.seen += 1;
+        if self.seen == self.steps {
+            self.flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_run_resumed_matches_an_uninterrupted_one() {
+    let (dir, spec_path) = setup("");
+    let d = dir.path();
+    // uninterrupted, through the CLI
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "full"]);
+    assert!(ok, "{err}");
+    // interrupted mid-epoch 2 (15 steps per epoch), through the library, as Ctrl-C would
+    // The library resolves data paths against the current folder, which a test must not
+    // change; give it absolute ones.
+    let text = std::fs::read_to_string(&spec_path).unwrap();
+    let text = text.replace("= \"t", &format!("= \"{}/t", d.display()));
+    std::fs::write(d.join("abs.toml"), text).unwrap();
+    let spec = convnet::spec::Spec::load(&d.join("abs.toml")).unwrap();
+    std::fs::create_dir_all(d.join("part")).unwrap();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut obs = StopAt {
+        steps: 20,
+        seen: 0,
+        flag: flag.clone(),
+    };
+    let opts = convnet::train::TrainOptions {
+        out: d.join("part"),
+        resume: false,
+        stop: Some(flag),
+    };
+    let res = convnet::train::train(&spec, &opts, &mut obs).unwrap();
+    assert_eq!(
+        res.outcome,
+        convnet::train::Outcome::Interrupted { epoch: 2, step: 5 }
+    );
+    // resumed through the CLI
+    let (ok, out, err) = convnet(d, &["train", "--resume", "part"]);
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("resuming at epoch 2, step 5"), "{err}");
+    let a = std::fs::read(d.join("full/last.safetensors")).unwrap();
+    let b = std::fs::read(d.join("part/last.safetensors")).unwrap();
+    assert_eq!(a, b, "resumed weights differ from the uninterrupted run");
+    let ma = std::fs::read_to_string(d.join("full/metrics.csv")).unwrap();
+    let mb = std::fs::read_to_string(d.join("part/metrics.csv")).unwrap();
+    let strip = |s: &str| {
+        s.lines()
+            .map(|l| l.split(',').take(5).collect::<Vec<_>>().join(","))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&ma), strip(&mb));
+}
+
+#[test]
+fn a_diverging_loss_stops_with_the_epoch_and_step() {
+    let (dir, _) = setup("");
+    let spec = std::fs::read_to_string(dir.path().join("bars.toml"))
+        .unwrap()
+        .replace("lr = 0.01", "lr = 1e12")
+        .replace("type = \"adam\"", "type = \"sgd\"");
+    std::fs::write(dir.path().join("bars.toml"), spec).unwrap();
+    let (ok, _, err) = convnet(dir.path(), &["train", "bars.toml", "--out", "r"]);
+    assert!(!ok);
+    assert!(err.contains("training diverged at epoch 1, step"), "{err}");
+}
+
+fn spec_error(model_layers: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        format!("[model]\ninput = [1, 28, 28]\n{model_layers}"),
+    )
+    .unwrap();
+    let (ok, out, err) = convnet(dir.path(), &["summary", "bad.toml"]);
+    assert!(!ok, "{out}");
+    err
+}
+
+#[test]
+fn bad_specs_are_reported_with_file_layer_key_and_expectation() {
+    let e = spec_error(
+        "[[model.layers]]\ntype = \"conv2d\"\nfiltrs = 3\nfilters = 3\nkernel_size = 3\n",
+    );
+    assert!(
+        e.contains(
+            "bad.toml: layer 0 (conv2d), key `filtrs`: unknown key (did you mean `filters`?)"
+        ),
+        "{e}"
+    );
+    let e = spec_error("[[model.layers]]\ntype = \"conv2d\"\nfilters = 3\nkernel_size = \"3\"\n");
+    assert!(e.contains("layer 0 (conv2d), key `kernel_size`: expected a non-negative integer or a list of 2 of them, got the string \"3\""), "{e}");
+    let e = spec_error("[[model.layers]]\ntype = \"conv2d\"\nfilters = 3\nkernel_size = 30\n");
+    assert!(
+        e.contains("layer 0 (conv2d), key `kernel_size`") && e.contains("spans 30"),
+        "{e}"
+    );
+    let e = spec_error(
+        "[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"dense\"\nin_features = 100\nunits = 10\n",
+    );
+    assert!(e.contains("layer 1 (dense), key `in_features`: is 100, but the previous layer outputs 784 features"), "{e}");
+    let e = spec_error(
+        "[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"conv2d\"\nfilters = 2\nkernel_size = 3\n",
+    );
+    assert!(
+        e.contains("layer 1 (conv2d)")
+            && e.contains("expects inputs shaped (channels, height, width) per sample, got (784)"),
+        "{e}"
+    );
+    let e = spec_error("[[model.layers]]\ntype = \"convolution\"\n");
+    assert!(
+        e.contains("layer 0 (convolution), key `type`: unknown layer type"),
+        "{e}"
+    );
+    let e = spec_error(
+        "[[model.layers]]\ntype = \"conv2d\"\nfilters = 4\nkernel_size = 3\ngroups = 3\n",
+    );
+    assert!(e.contains("key `groups`"), "{e}");
+    let e = spec_error("[[model.layers]]\ntype = \"max_pool2d\"\npool_size = 3\npadding = 2\n");
+    assert!(
+        e.contains("layer 0 (max_pool2d), key `padding`") && e.contains("half"),
+        "{e}"
+    );
+    let e = spec_error("[[model.layers]]\ntype = \"dropout\"\nrate = 1.5\n");
+    assert!(e.contains("key `rate`"), "{e}");
+    let e = spec_error("[[model.layers]]\ntype = \"flatten\"\n[train]\nepochs = \"many\"\n");
+    assert!(
+        e.contains("[train], key `epochs`: expected a non-negative integer"),
+        "{e}"
+    );
+    let e = spec_error(
+        "[[model.layers]]\ntype = \"flatten\"\n[train]\noptimizer = { type = \"adam\", learning_rate = 0.1 }\n",
+    );
+    assert!(
+        e.contains("[train.optimizer], key `learning_rate`: unknown key"),
+        "{e}"
+    );
+    let e = spec_error("[[model.layers]\n");
+    assert!(e.contains("bad.toml: line"), "{e}");
+    let e = spec_error("[[model.layers]]\ntype = \"flatten\"\n[data]\nformat = \"idx\"\n");
+    assert!(e.contains("[data], key `train_images`: is required"), "{e}");
+}
+
+#[test]
+fn bad_data_files_are_named_with_what_is_wrong() {
+    let (dir, _) = setup("");
+    let d = dir.path();
+    // wrong magic: labels where images belong
+    std::fs::copy(d.join("train-labels"), d.join("train-images")).unwrap();
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "r1"]);
+    assert!(
+        !ok && err.contains("train-images") && err.contains("wrong IDX magic"),
+        "{err}"
+    );
+    // truncated
+    let (px, _) = bars(300, 1);
+    write_idx(&d.join("train-images"), 3, &[300, 8, 8], &px[..1000]);
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "r2"]);
+    assert!(
+        !ok && err.contains("train-images") && err.contains("truncated"),
+        "{err}"
+    );
+    // label out of range
+    write_idx(&d.join("train-images"), 3, &[300, 8, 8], &px);
+    let mut lab = vec![0u8; 300];
+    lab[17] = 7;
+    write_idx(&d.join("train-labels"), 1, &[300], &lab);
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "r3"]);
+    assert!(
+        !ok && err.contains("label 7 of sample 17") && err.contains("3 classes"),
+        "{err}"
+    );
+    // counts disagree
+    write_idx(&d.join("train-labels"), 1, &[299], &lab[..299]);
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "r4"]);
+    assert!(
+        !ok && err.contains("299 labels for the 300 images"),
+        "{err}"
+    );
+    // missing file
+    std::fs::remove_file(d.join("train-labels")).unwrap();
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "r5"]);
+    assert!(
+        !ok && err.contains("train-labels") && err.contains("No such file"),
+        "{err}"
+    );
+    // nothing half-made is left behind as a finished run
+    assert!(!d.join("r5/best.safetensors").exists());
+}
+
+#[test]
+fn csv_and_folder_data_train_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (px, lab) = bars(120, 3);
+    let mut csv = String::from("label");
+    for i in 0..64 {
+        csv.push_str(&format!(",p{i}"));
+    }
+    csv.push('\n');
+    for (k, l) in lab.iter().enumerate() {
+        csv.push_str(&l.to_string());
+        for v in &px[k * 64..(k + 1) * 64] {
+            csv.push_str(&format!(",{v}"));
+        }
+        csv.push('\n');
+    }
+    std::fs::write(d.join("train.csv"), &csv).unwrap();
+    std::fs::write(
+        d.join("s.toml"),
+        format!("{MODEL}\n[data]\nformat = \"csv\"\ntrain = \"train.csv\"\n[train]\nepochs = 1\n"),
+    )
+    .unwrap();
+    let (ok, out, err) = convnet(d, &["train", "s.toml", "--out", "r"]);
+    assert!(ok, "{out}{err}");
+    // a bad cell is named by line and column
+    std::fs::write(d.join("train.csv"), csv.replacen(",255", ",abc", 1)).unwrap();
+    let (ok, _, err) = convnet(d, &["train", "s.toml", "--out", "r2"]);
+    assert!(
+        !ok && err.contains("train.csv")
+            && err.contains("line")
+            && err.contains("`abc` is not a number"),
+        "{err}"
+    );
+    // folders of PNG images, one per class
+    for (k, l) in lab.iter().enumerate().take(60) {
+        let sub = d.join("imgs").join(["h", "v", "d"][*l as usize]);
+        std::fs::create_dir_all(&sub).unwrap();
+        image::GrayImage::from_raw(8, 8, px[k * 64..(k + 1) * 64].to_vec())
+            .unwrap()
+            .save(sub.join(format!("{k}.png")))
+            .unwrap();
+    }
+    std::fs::write(d.join("f.toml"), format!("{MODEL}\n[data]\nformat = \"folder\"\ntrain = \"imgs\"\nvalidation_split = 0.0\n[train]\nepochs = 1\n")).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "f.toml", "--out", "rf"]);
+    assert!(ok, "{out}{err}");
+    let info = std::fs::read_to_string(d.join("rf/run.json")).unwrap();
+    assert!(
+        info.contains("\"d\"") && info.contains("\"h\"") && info.contains("\"v\""),
+        "class names from the folders: {info}"
+    );
+}
