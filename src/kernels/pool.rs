@@ -60,37 +60,61 @@ impl Pool2dGeom {
 /// Marks an output whose window holds no input element (impossible once pad <= k / 2).
 pub const NO_INDEX: u32 = u32::MAX;
 
+/// Input range `[lo, hi)` of window `o` along an axis: start `o * stride - pad`, `k` taps,
+/// clipped to `0..n`.
+fn clip(o: usize, stride: usize, pad: usize, k: usize, n: usize) -> (usize, usize) {
+    let start = o * stride;
+    let lo = start.saturating_sub(pad).min(n);
+    let hi = (start + k).saturating_sub(pad).min(n);
+    (lo, hi.max(lo))
+}
+
 /// Max pooling forward; `idx` receives the flat in-plane index of each maximum.
 ///
 /// # Shapes
 /// x: `(n, c, h, w)`; y, idx: `(n, c, out_h, out_w)`.
 pub fn max_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32], idx: &mut [u32]) {
     let (hw, p) = (g.h * g.w, g.out_h * g.out_w);
+    let cols: Vec<(usize, usize)> = (0..g.out_w)
+        .map(|ow| clip(ow, g.stride_w, g.pad_w, g.k_w, g.w))
+        .collect();
+    let rows: Vec<(usize, usize)> = (0..g.out_h)
+        .map(|oh| clip(oh, g.stride_h, g.pad_h, g.k_h, g.h))
+        .collect();
+    // The most common pooling gets its own loop: 2x2 windows, stride 2, inside the input.
+    let two_by_two = g.k_h == 2
+        && g.k_w == 2
+        && g.stride_h == 2
+        && g.stride_w == 2
+        && g.pad_h == 0
+        && g.pad_w == 0
+        && 2 * g.out_h <= g.h
+        && 2 * g.out_w <= g.w;
     y.par_chunks_mut(p)
         .zip(idx.par_chunks_mut(p))
         .enumerate()
         .for_each(|(plane, (yp, ip))| {
             let xp = &x[plane * hw..(plane + 1) * hw];
-            for oh in 0..g.out_h {
-                for ow in 0..g.out_w {
-                    let (h0, h1, w0, w1) = g.window(oh, ow);
+            if two_by_two {
+                return max_2x2(g, xp, yp, ip);
+            }
+            for (oh, &(r0, r1)) in rows.iter().enumerate() {
+                for (ow, &(c0, c1)) in cols.iter().enumerate() {
                     let mut best = f32::NEG_INFINITY;
-                    let mut bi = NO_INDEX;
-                    for ih in h0.max(0)..h1.min(g.h as isize) {
-                        let row = ih as usize * g.w;
-                        for iw in w0.max(0)..w1.min(g.w as isize) {
-                            let v = xp[row + iw as usize];
-                            // NaN wins, as in PyTorch; ties keep the first.
-                            if v > best || v.is_nan() || bi == NO_INDEX {
-                                best = v;
-                                bi = (row + iw as usize) as u32;
-                                if v.is_nan() {
-                                    break;
-                                }
-                            }
-                        }
-                        if best.is_nan() {
-                            break;
+                    let mut bi = if r1 > r0 && c1 > c0 {
+                        (r0 * g.w + c0) as u32
+                    } else {
+                        NO_INDEX
+                    };
+                    for r in r0..r1 {
+                        let row = &xp[r * g.w..r * g.w + c1];
+                        for c in c0..c1 {
+                            let v = row[c];
+                            // NaN wins, as in PyTorch; ties keep the first. Branch-free, since
+                            // which element wins is unpredictable.
+                            let take = (v > best) | (v.is_nan() & !best.is_nan());
+                            best = if take { v } else { best };
+                            bi = if take { (r * g.w + c) as u32 } else { bi };
                         }
                     }
                     yp[oh * g.out_w + ow] = best;
@@ -98,6 +122,40 @@ pub fn max_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32], idx: &mut [u32]) {
                 }
             }
         });
+}
+
+/// One plane of 2x2 / stride 2 max pooling without padding, in scan order so that ties keep
+/// the first element and a NaN wins.
+fn max_2x2(g: &Pool2dGeom, xp: &[f32], yp: &mut [f32], ip: &mut [u32]) {
+    let w = g.w;
+    for oh in 0..g.out_h {
+        let (r0, r1) = (
+            &xp[2 * oh * w..2 * oh * w + w],
+            &xp[(2 * oh + 1) * w..(2 * oh + 2) * w],
+        );
+        let (yr, ir) = (
+            &mut yp[oh * g.out_w..(oh + 1) * g.out_w],
+            &mut ip[oh * g.out_w..(oh + 1) * g.out_w],
+        );
+        for ow in 0..g.out_w {
+            let c = 2 * ow;
+            let base = (2 * oh * w + c) as u32;
+            let cand = [
+                (r0[c], base),
+                (r0[c + 1], base + 1),
+                (r1[c], base + w as u32),
+                (r1[c + 1], base + w as u32 + 1),
+            ];
+            let (mut best, mut bi) = cand[0];
+            for &(v, i) in &cand[1..] {
+                let take = (v > best) | (v.is_nan() & !best.is_nan());
+                best = if take { v } else { best };
+                bi = if take { i } else { bi };
+            }
+            yr[ow] = best;
+            ir[ow] = bi;
+        }
+    }
 }
 
 /// Max pooling backward: each output's gradient goes to its argmax.
@@ -313,6 +371,49 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "{a} {b} {g:?} include_pad={include}");
             }
         }
+    }
+
+    #[test]
+    fn two_by_two_path_keeps_first_of_ties_and_lets_nan_win() {
+        let mut r = Rng::new(8);
+        let (h, w) = (7, 9);
+        let g = Pool2dGeom {
+            n: 1,
+            c: 2,
+            h,
+            w,
+            k_h: 2,
+            k_w: 2,
+            stride_h: 2,
+            stride_w: 2,
+            pad_h: 0,
+            pad_w: 0,
+            out_h: 3,
+            out_w: 4,
+        };
+        let mut x: Vec<f32> = (0..2 * h * w).map(|_| r.below(3) as f32).collect();
+        x[10] = f32::NAN;
+        let (mut y, mut idx) = (vec![0f32; 24], vec![0u32; 24]);
+        max_forward(&g, &x, &mut y, &mut idx);
+        for plane in 0..2 {
+            for oh in 0..3 {
+                for ow in 0..4 {
+                    // scan order: the first maximum, or the first NaN
+                    let mut best = (f32::NEG_INFINITY, u32::MAX);
+                    for (dr, dc) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        let i = (2 * oh + dr) * w + 2 * ow + dc;
+                        let v = x[plane * h * w + i];
+                        if best.1 == u32::MAX || (!best.0.is_nan() && (v > best.0 || v.is_nan())) {
+                            best = (v, i as u32);
+                        }
+                    }
+                    let o = plane * 12 + oh * 4 + ow;
+                    assert_eq!(idx[o], best.1, "plane {plane} ({oh}, {ow})");
+                    assert!(y[o] == best.0 || (y[o].is_nan() && best.0.is_nan()));
+                }
+            }
+        }
+        assert!(y[0].is_nan(), "the window holding the NaN outputs NaN");
     }
 
     #[test]

@@ -1,37 +1,43 @@
 //! Activations, each written beside its derivative: relu, leaky_relu, elu, gelu (exact, erf),
 //! sigmoid, tanh, softmax and log_softmax along an axis; plus exp, log, sqrt, neg, abs.
 
-use crate::autograd::output;
+use rayon::prelude::*;
+
+use crate::autograd::{make_node, output};
 use crate::error::{Result, param_err, shape_err};
-use crate::ops::elementwise::map_data;
+use crate::ops::elementwise::{PAR_MIN, map_data};
 use crate::tensor::Tensor;
 
-/// An elementwise op with derivative `d(x, y)`, where `y = f(x)`.
+/// An elementwise op with derivative `d(x, y)`, where `y = f(x)`. The output buffer is shared
+/// with the backward closure, not copied.
 fn unary(
     name: &'static str,
     x: &Tensor,
     f: impl Fn(f32) -> f32 + Sync,
     d: impl Fn(f32, f32) -> f32 + Sync + Send + 'static,
 ) -> Result<Tensor> {
-    let y = map_data(&x.data(), f);
-    let saved = (x.clone(), y.clone());
-    Ok(output(name, y, x.shape().to_vec(), &[x], move |g| {
-        let (x, y) = saved;
-        let xd = x.data();
-        let gd = g.data();
-        let dx: Vec<f32> = xd
-            .iter()
-            .zip(y.iter())
-            .zip(gd.iter())
-            .map(|((&xv, &yv), &gv)| gv * d(xv, yv))
-            .collect();
+    let shape = x.shape().to_vec();
+    let y = Tensor::make(map_data(&x.data(), f), shape.clone(), false, None);
+    let (xs, ys) = (x.clone(), y.clone());
+    let node = make_node(name, &[x], move |g| {
+        let (xd, yd, gd) = (xs.data(), ys.data(), g.data());
+        let mut dx = vec![0f32; gd.len()];
+        dx.par_chunks_mut(PAR_MIN)
+            .enumerate()
+            .for_each(|(k, chunk)| {
+                let o = k * PAR_MIN;
+                for (i, v) in chunk.iter_mut().enumerate() {
+                    *v = gd[o + i] * d(xd[o + i], yd[o + i]);
+                }
+            });
         Ok(vec![Some(Tensor::make(
             dx,
-            x.shape().to_vec(),
+            xs.shape().to_vec(),
             false,
             None,
         ))])
-    }))
+    });
+    Ok(y.with_shape(shape, node))
 }
 
 /// max(x, 0). The derivative at 0 is 0, as in PyTorch.

@@ -1,6 +1,8 @@
 //! Batch normalisation (1-D and 2-D: batch statistics in training with running statistics
 //! updated as in PyTorch, running statistics in evaluation) and layer normalisation.
 
+use rayon::prelude::*;
+
 use crate::autograd::output;
 use crate::error::{Result, param_err, shape_err};
 use crate::tensor::Tensor;
@@ -95,104 +97,130 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
             ),
         );
     }
-    let xd = x.data();
-    let at = move |i: usize, ch: usize, j: usize| (i * c + ch) * inner + j;
-    let mut mean = vec![0f32; c];
-    let mut invstd = vec![0f32; c];
-    let mut batch_var_unbiased = vec![0f32; c];
-    for ch in 0..c {
-        if use_batch {
-            let mut s = 0f64;
-            for i in 0..n {
-                s += xd[at(i, ch, 0)..at(i, ch, 0) + inner]
-                    .iter()
-                    .map(|&v| v as f64)
-                    .sum::<f64>();
-            }
-            let mu = s / m as f64;
-            let mut v = 0f64;
-            for i in 0..n {
-                v += xd[at(i, ch, 0)..at(i, ch, 0) + inner]
-                    .iter()
-                    .map(|&x| (x as f64 - mu).powi(2))
-                    .sum::<f64>();
-            }
-            let var = v / m as f64;
-            mean[ch] = mu as f32;
-            invstd[ch] = (1.0 / (var + a.eps as f64).sqrt()) as f32;
-            batch_var_unbiased[ch] = (v / (m - 1) as f64) as f32;
-        } else if let (Some(rm), Some(rv)) = (a.running_mean, a.running_var) {
-            mean[ch] = rm.data()[ch];
-            invstd[ch] = 1.0 / (rv.data()[ch] + a.eps).sqrt();
-        }
-    }
-    let wv: Vec<f32> = a.weight.map_or(vec![1.0; c], |w| w.to_vec());
-    let bv: Vec<f32> = a.bias.map_or(vec![0.0; c], |b| b.to_vec());
-    let mut xhat = vec![0f32; xd.len()];
-    let mut y = vec![0f32; xd.len()];
-    for i in 0..n {
-        for ch in 0..c {
-            for j in 0..inner {
-                let k = at(i, ch, j);
-                xhat[k] = (xd[k] - mean[ch]) * invstd[ch];
-                y[k] = xhat[k] * wv[ch] + bv[ch];
-            }
-        }
-    }
-    drop(xd);
-    // Running statistics are written only now that no buffer is borrowed (one of them may
-    // be the input itself).
+    let planes = move |ch: usize| (0..n).map(move |i| (i * c + ch) * inner);
+    let (mean, var): (Vec<f32>, Vec<f64>) = if use_batch {
+        let xd = x.data();
+        // Two passes per channel (mean, then squared deviations), channels in parallel.
+        let stats: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let s: f64 = planes(ch)
+                    .map(|o| xd[o..o + inner].iter().map(|&v| v as f64).sum::<f64>())
+                    .sum();
+                let mu = s / m as f64;
+                let v: f64 = planes(ch)
+                    .map(|o| {
+                        xd[o..o + inner]
+                            .iter()
+                            .map(|&v| (v as f64 - mu).powi(2))
+                            .sum::<f64>()
+                    })
+                    .sum();
+                (mu, v / m as f64)
+            })
+            .collect();
+        (
+            stats.iter().map(|s| s.0 as f32).collect(),
+            stats.iter().map(|s| s.1).collect(),
+        )
+    } else {
+        let (Some(rm), Some(rv)) = (a.running_mean, a.running_var) else {
+            return shape_err(
+                OP,
+                "evaluation without batch statistics needs running statistics",
+            );
+        };
+        (rm.to_vec(), rv.to_vec().iter().map(|&v| v as f64).collect())
+    };
+    let invstd: Vec<f32> = var
+        .iter()
+        .map(|&v| (1.0 / (v + a.eps as f64).sqrt()) as f32)
+        .collect();
+    // Running statistics are written only once no buffer is borrowed (one of them may be the
+    // input itself).
     if a.training {
         if let (Some(rm), Some(rv)) = (a.running_mean, a.running_var) {
             let mo = a.momentum;
             for (r, b) in rm.data_mut().iter_mut().zip(&mean) {
                 *r = (1.0 - mo) * *r + mo * b;
             }
-            for (r, b) in rv.data_mut().iter_mut().zip(&batch_var_unbiased) {
-                *r = (1.0 - mo) * *r + mo * b;
+            for (r, v) in rv.data_mut().iter_mut().zip(&var) {
+                let unbiased = (*v * m as f64 / (m - 1) as f64) as f32;
+                *r = (1.0 - mo) * *r + mo * unbiased;
             }
         }
+    }
+    let wv: Vec<f32> = a.weight.map_or(vec![1.0; c], |w| w.to_vec());
+    let bv: Vec<f32> = a.bias.map_or(vec![0.0; c], |b| b.to_vec());
+    // y = x * scale + shift per channel
+    let scale: Vec<f32> = (0..c).map(|ch| wv[ch] * invstd[ch]).collect();
+    let shift: Vec<f32> = (0..c).map(|ch| bv[ch] - mean[ch] * scale[ch]).collect();
+    let mut y = vec![0f32; n * c * inner];
+    {
+        let xd = x.data();
+        y.par_chunks_mut(inner.max(1))
+            .enumerate()
+            .for_each(|(plane, yp)| {
+                let ch = plane % c;
+                let xp = &xd[plane * inner..(plane + 1) * inner];
+                for (o, &v) in yp.iter_mut().zip(xp) {
+                    *o = v * scale[ch] + shift[ch];
+                }
+            });
     }
     let mut inputs = vec![x];
     inputs.extend(a.weight);
     inputs.extend(a.bias);
     let (hw, hb) = (a.weight.is_some(), a.bias.is_some());
     let shape = x.shape().to_vec();
+    let xc = x.clone();
     Ok(output(OP, y, shape.clone(), &inputs, move |g| {
         let gd = g.data();
-        let mut sg = vec![0f64; c];
-        let mut sgx = vec![0f64; c];
-        for i in 0..n {
-            for ch in 0..c {
-                for j in 0..inner {
-                    let k = at(i, ch, j);
-                    sg[ch] += gd[k] as f64;
-                    sgx[ch] += (gd[k] * xhat[k]) as f64;
+        let xd = xc.data();
+        // Per channel: sum(g) and sum(g * xhat), xhat recomputed from the saved input.
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mu, is) = (mean[ch], invstd[ch]);
+                let mut sg = 0f64;
+                let mut sgx = 0f64;
+                for o in planes(ch) {
+                    let (gp, xp) = (&gd[o..o + inner], &xd[o..o + inner]);
+                    sg += gp.iter().sum::<f32>() as f64;
+                    sgx += gp
+                        .iter()
+                        .zip(xp)
+                        .map(|(&gv, &xv)| gv * (xv - mu) * is)
+                        .sum::<f32>() as f64;
                 }
-            }
-        }
+                (sg, sgx)
+            })
+            .collect();
         let mut dx = vec![0f32; gd.len()];
-        for i in 0..n {
-            for ch in 0..c {
-                let scale = wv[ch] * invstd[ch];
-                for j in 0..inner {
-                    let k = at(i, ch, j);
-                    dx[k] = if use_batch {
-                        // d/dx of (x - mean) * invstd with batch statistics
-                        scale
-                            * (gd[k]
-                                - (sg[ch] / m as f64) as f32
-                                - xhat[k] * (sgx[ch] / m as f64) as f32)
-                    } else {
-                        scale * gd[k]
-                    };
+        dx.par_chunks_mut(inner.max(1))
+            .enumerate()
+            .for_each(|(plane, dp)| {
+                let ch = plane % c;
+                let o = plane * inner;
+                let (gp, xp) = (&gd[o..o + inner], &xd[o..o + inner]);
+                let k = wv[ch] * invstd[ch];
+                if use_batch {
+                    // d/dx of (x - mean) * invstd with batch statistics
+                    let mg = (sums[ch].0 / m as f64) as f32;
+                    let mgx = (sums[ch].1 / m as f64) as f32;
+                    for ((d, &gv), &xv) in dp.iter_mut().zip(gp).zip(xp) {
+                        *d = k * (gv - mg - (xv - mean[ch]) * invstd[ch] * mgx);
+                    }
+                } else {
+                    for (d, &gv) in dp.iter_mut().zip(gp) {
+                        *d = k * gv;
+                    }
                 }
-            }
-        }
+            });
         let mut grads = vec![Some(Tensor::make(dx, shape, false, None))];
         if hw {
             grads.push(Some(Tensor::make(
-                sgx.iter().map(|&v| v as f32).collect(),
+                sums.iter().map(|v| v.1 as f32).collect(),
                 vec![c],
                 false,
                 None,
@@ -200,7 +228,7 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
         }
         if hb {
             grads.push(Some(Tensor::make(
-                sg.iter().map(|&v| v as f32).collect(),
+                sums.iter().map(|v| v.0 as f32).collect(),
                 vec![c],
                 false,
                 None,
