@@ -338,13 +338,20 @@ impl Layer for Conv {
             for i in 0..d {
                 let (n, k, s, dl) = (spatial[i], self.kernel[i], self.stride[i], self.dilation[i]);
                 let pt = pads[i].0 + pads[i].1;
-                if self.pad_mode == PadMode::Reflect && (pads[i].0 >= n || pads[i].1 >= n) {
+                let (pb, pa) = pads[i];
+                let too_big = match self.pad_mode {
+                    PadMode::Reflect => pb >= n || pa >= n,
+                    PadMode::Circular => pb > n || pa > n,
+                    _ => false,
+                };
+                if too_big {
                     return param_err(
                         op,
                         "padding",
                         format!(
-                            "reflect padding {:?} needs a {} larger than the padding, got {n}",
-                            pads[i], names[i]
+                            "{} padding ({pb}, {pa}) does not fit a {} of {n}: reflect needs padding < size, circular padding <= size",
+                            self.pad_mode.name(),
+                            names[i]
                         ),
                     );
                 }

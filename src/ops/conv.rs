@@ -401,11 +401,23 @@ fn conv_nd(
         return Ok(conv_core(op, x, w, b, g));
     }
     let padded = pad(x, &pads, mode, 0.0).map_err(|e| match e {
-        crate::error::Error::Param { msg, .. } => crate::error::Error::Param {
-            op,
-            param: "padding",
-            msg,
-        },
+        crate::error::Error::Param { .. } => {
+            // Speak of the input the caller gave (1-D inputs run here as (n, c, 1, l)).
+            let (shape, pads) = if dims_1d {
+                let s = x.shape();
+                (format!("{:?}", [s[0], s[1], s[3]]), format!("{:?}", [pads[1]]))
+            } else {
+                (format!("{:?}", x.shape()), format!("{pads:?}"))
+            };
+            crate::error::Error::Param {
+                op,
+                param: "padding",
+                msg: format!(
+                    "{} padding {pads} does not fit the input {shape}: reflect needs padding < size, circular padding <= size",
+                    mode.name()
+                ),
+            }
+        }
         other => other,
     })?;
     let g = geometry(
