@@ -496,3 +496,75 @@ fn csv_and_folder_data_train_too() {
         "class names from the folders: {info}"
     );
 }
+
+#[test]
+fn early_stopping_stops_after_patience_epochs_without_improvement() {
+    // A learning rate too small to move the validation loss: epoch 1 is the best, 2 and 3 are not.
+    let (dir, _) = setup("early_stopping = { monitor = \"val_loss\", patience = 2 }");
+    let spec = std::fs::read_to_string(dir.path().join("bars.toml"))
+        .unwrap()
+        .replace("lr = 0.01", "lr = 1e-30")
+        .replace("epochs = 3", "epochs = 10");
+    std::fs::write(dir.path().join("bars.toml"), spec).unwrap();
+    let (ok, out, err) = convnet(dir.path(), &["train", "bars.toml", "--out", "r"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("stopped early after epoch 3"), "{out}");
+    let csv = std::fs::read_to_string(dir.path().join("r/metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    let info = std::fs::read_to_string(dir.path().join("r/run.json")).unwrap();
+    assert!(info.contains("\"best_epoch\": 1"), "{info}");
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resume_continues() {
+    let (dir, _) = setup("");
+    let d = dir.path();
+    let spec = std::fs::read_to_string(d.join("bars.toml"))
+        .unwrap()
+        .replace("epochs = 3", "epochs = 100000");
+    std::fs::write(d.join("bars.toml"), spec).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_convnet"))
+        .current_dir(d)
+        .args(["train", "bars.toml", "--out", "r"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first epoch to finish, then interrupt as Ctrl-C does.
+    let started = std::time::Instant::now();
+    while !d.join("r/metrics.csv").exists() {
+        assert!(started.elapsed().as_secs() < 120, "no epoch finished");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{so}{se}");
+    assert!(
+        so.contains("interrupted at epoch") && so.contains("--resume"),
+        "{so}{se}"
+    );
+    let done = std::fs::read_to_string(d.join("r/metrics.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    // Resume, asking for one more epoch than were finished.
+    let target = (done + 1).to_string();
+    let (ok, so, se) = convnet(d, &["train", "--resume", "r", "--epochs", &target]);
+    assert!(ok, "{so}{se}");
+    assert!(se.contains("resuming at epoch"), "{se}");
+    let rows = std::fs::read_to_string(d.join("r/metrics.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    assert_eq!(rows, done + 1);
+}

@@ -506,7 +506,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         save_checkpoint(dir, &model, &opt, &st)?;
         write_info(info(st.best_epoch, false))?;
         if let Some(es) = &t.early_stopping {
-            if st.bad_epochs > es.patience {
+            // As Keras: stop once `patience` epochs in a row brought no improvement.
+            if st.bad_epochs >= es.patience.max(1) {
                 outcome = Outcome::EarlyStopped { epoch: e + 1 };
                 obs.message(&format!(
                     "early stopping after epoch {}: {} has not improved for {} epochs",

@@ -63,7 +63,7 @@ fn draw_curves<DB: DrawingBackend>(
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(1f64..n as f64, (lo - pad)..(hi + pad))
+            .build_cartesian_2d(1i32..n as i32, (lo - pad)..(hi + pad))
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
@@ -73,12 +73,12 @@ fn draw_curves<DB: DrawingBackend>(
             .draw()
             .map_err(|e| e.to_string())?;
         for s in series {
-            let pts: Vec<(f64, f64)> = s
+            let pts: Vec<(i32, f64)> = s
                 .values
                 .iter()
                 .enumerate()
                 .filter(|(_, v)| v.is_finite())
-                .map(|(i, &v)| ((i + 1) as f64, v))
+                .map(|(i, &v)| ((i + 1) as i32, v))
                 .collect();
             let color = s.color;
             chart

@@ -19,6 +19,7 @@ struct Row {
     median_ms: f64,
     gflops: Option<f64>,
     baseline_ms: Option<f64>,
+    samples_per_s: Option<f64>,
 }
 
 fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -222,6 +223,7 @@ fn conv2d_rows(
         median_ms: fwd,
         gflops: Some(flops / fwd / 1e6),
         baseline_ms: Some(base),
+        samples_per_s: None,
     });
     let xl = x.clone().requires_grad_();
     let wl = wt.clone().requires_grad_();
@@ -242,6 +244,7 @@ fn conv2d_rows(
         median_ms: fb,
         gflops: Some(3.0 * flops / fb / 1e6),
         baseline_ms: Some(base),
+        samples_per_s: None,
     });
 }
 
@@ -303,6 +306,7 @@ fn wavenet_rows(reps: usize, rows: &mut Vec<Row>) {
         median_ms: fwd,
         gflops: Some(flops / fwd / 1e6),
         baseline_ms: Some(base),
+        samples_per_s: None,
     });
     let xl = x.clone().requires_grad_();
     let fb = median_ms(reps, || {
@@ -329,6 +333,7 @@ fn wavenet_rows(reps: usize, rows: &mut Vec<Row>) {
         median_ms: fb,
         gflops: Some(3.0 * flops / fb / 1e6),
         baseline_ms: Some(base),
+        samples_per_s: None,
     });
 }
 
@@ -351,6 +356,7 @@ fn transpose_rows(reps: usize, rows: &mut Vec<Row>) {
         median_ms: fwd,
         gflops: Some(flops / fwd / 1e6),
         baseline_ms: Some(base),
+        samples_per_s: None,
     });
     let (xl, wl) = (x.clone().requires_grad_(), w.clone().requires_grad_());
     let fb = median_ms(reps, || {
@@ -370,6 +376,7 @@ fn transpose_rows(reps: usize, rows: &mut Vec<Row>) {
         median_ms: fb,
         gflops: Some(3.0 * flops / fb / 1e6),
         baseline_ms: Some(base),
+        samples_per_s: None,
     });
 }
 
@@ -385,6 +392,7 @@ fn pool_rows(reps: usize, rows: &mut Vec<Row>) {
         median_ms: fwd,
         gflops: None,
         baseline_ms: None,
+        samples_per_s: None,
     });
     let xl = x.clone().requires_grad_();
     let fb = median_ms(reps, || {
@@ -398,6 +406,7 @@ fn pool_rows(reps: usize, rows: &mut Vec<Row>) {
         median_ms: fb,
         gflops: None,
         baseline_ms: None,
+        samples_per_s: None,
     });
     let g = randn(&[64, 256, 7, 7], &mut rng);
     let gap = median_ms(reps, || {
@@ -408,7 +417,123 @@ fn pool_rows(reps: usize, rows: &mut Vec<Row>) {
         median_ms: gap,
         gflops: None,
         baseline_ms: None,
+        samples_per_s: None,
     });
+}
+
+/// The network F of the performance workloads, as a spec.
+const NET_F: &str = r#"
+[model]
+input = [1, 28, 28]
+[[model.layers]]
+type = "conv2d"
+filters = 32
+kernel_size = 3
+padding = 1
+activation = "relu"
+[[model.layers]]
+type = "max_pool2d"
+pool_size = 2
+[[model.layers]]
+type = "conv2d"
+filters = 64
+kernel_size = 3
+padding = 1
+activation = "relu"
+[[model.layers]]
+type = "max_pool2d"
+pool_size = 2
+[[model.layers]]
+type = "flatten"
+[[model.layers]]
+type = "dense"
+units = 128
+activation = "relu"
+[[model.layers]]
+type = "dropout"
+rate = 0.25
+[[model.layers]]
+type = "dense"
+units = 10
+"#;
+
+/// F: training steps (batch 128, Adam lr 1e-3; 50 timed steps after 5 warm-up steps) and
+/// inference (batch 256). `median_ms` is per step / per batch.
+fn net_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Result<()> {
+    use convnet::nn::Ctx;
+    use convnet::optim::{Optimizer, OptimizerKind};
+    let spec = convnet::spec::Spec::parse(NET_F, std::path::Path::new("F.toml"))?;
+    let model = spec.build_model(&mut Rng::new(0))?;
+    let mut rng = Rng::new(6);
+    if want("F.train") {
+        let x = randn(&[128, 1, 28, 28], &mut rng);
+        let labels: Vec<usize> = (0..128).map(|_| rng.below(10)).collect();
+        let params = model.named_params();
+        let mut opt = Optimizer::new(
+            OptimizerKind::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            0.0,
+        )?;
+        let mut step = |rng: &mut Rng| -> Result<()> {
+            let logits = model.forward(
+                &x,
+                &mut Ctx {
+                    training: true,
+                    rng,
+                },
+            )?;
+            ops::cross_entropy(&logits, &labels, &Default::default())?.backward()?;
+            opt.step(&params, 1e-3)?;
+            Ok(())
+        };
+        for _ in 0..5 {
+            step(&mut rng)?;
+        }
+        let mut times = Vec::new();
+        for _ in 0..reps.clamp(1, 3) {
+            let t = Instant::now();
+            for _ in 0..50 {
+                step(&mut rng)?;
+            }
+            times.push(t.elapsed().as_secs_f64() * 1e3 / 50.0);
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let ms = times[times.len() / 2];
+        rows.push(Row {
+            name: "F.train".into(),
+            median_ms: ms,
+            gflops: None,
+            baseline_ms: None,
+            samples_per_s: Some(128.0 / ms * 1e3),
+        });
+    }
+    if want("F.infer") {
+        let x = randn(&[256, 1, 28, 28], &mut rng);
+        let ms = median_ms(reps, || {
+            no_grad(|| {
+                model
+                    .forward(
+                        &x,
+                        &mut Ctx {
+                            training: false,
+                            rng: &mut Rng::new(0),
+                        },
+                    )
+                    .expect("valid")
+            });
+        });
+        rows.push(Row {
+            name: "F.infer".into(),
+            median_ms: ms,
+            gflops: None,
+            baseline_ms: None,
+            samples_per_s: Some(256.0 / ms * 1e3),
+        });
+    }
+    Ok(())
 }
 
 fn gemm_row(reps: usize, rows: &mut Vec<Row>) {
@@ -434,6 +559,7 @@ fn gemm_row(reps: usize, rows: &mut Vec<Row>) {
         median_ms: ms,
         gflops: Some(2.0 * (n as f64).powi(3) / ms / 1e6),
         baseline_ms: None,
+        samples_per_s: None,
     });
 }
 
@@ -465,6 +591,9 @@ pub fn run(json: bool, filter: Option<&str>, reps: usize) -> Result<()> {
     if want("E.") {
         pool_rows(reps, &mut rows);
     }
+    if want("F.") {
+        net_rows(reps, &want, &mut rows)?;
+    }
     if want("gemm") {
         gemm_row(reps, &mut rows);
     }
@@ -482,6 +611,9 @@ pub fn run(json: bool, filter: Option<&str>, reps: usize) -> Result<()> {
                 if let Some(b) = r.baseline_ms {
                     m.insert("plain_lowering_ms".into(), b.into());
                 }
+                if let Some(v) = r.samples_per_s {
+                    m.insert("samples_per_s".into(), v.into());
+                }
                 (r.name.clone(), m.into())
             })
             .collect();
@@ -494,7 +626,11 @@ pub fn run(json: bool, filter: Option<&str>, reps: usize) -> Result<()> {
             "workload", "median ms", "GFLOP/s", "plain lowering ms"
         )?;
         for r in &rows {
-            let g = r.gflops.map_or("-".to_string(), |g| format!("{g:.1}"));
+            let g = match (r.gflops, r.samples_per_s) {
+                (Some(g), _) => format!("{g:.1}"),
+                (None, Some(sps)) => format!("{sps:.0}/s"),
+                _ => "-".to_string(),
+            };
             let b = r.baseline_ms.map_or("-".to_string(), |b| {
                 format!("{b:.2} ({:.2}x)", b / r.median_ms)
             });
