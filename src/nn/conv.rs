@@ -261,20 +261,7 @@ impl Layer for Conv {
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
         let op = self.kind.name();
         let d = self.kind.dims();
-        if input.len() != d + 1 {
-            let layout = if d == 1 {
-                "(channels, length)"
-            } else {
-                "(channels, height, width)"
-            };
-            return shape_err(
-                op,
-                format!(
-                    "expects inputs shaped {layout} per sample, got {}",
-                    fmt_shape(input)
-                ),
-            );
-        }
+        super::expect_spatial(op, input, d)?;
         if input[0] != self.in_channels {
             return shape_err(
                 op,

@@ -119,6 +119,25 @@ pub trait Layer: Send + Sync {
     }
 }
 
+/// Checks that a per-sample input has one channel axis and `dims` spatial axes.
+pub(crate) fn expect_spatial(op: &'static str, input: &[usize], dims: usize) -> Result<()> {
+    if input.len() != dims + 1 {
+        let layout = if dims == 1 {
+            "(channels, length)"
+        } else {
+            "(channels, height, width)"
+        };
+        return crate::error::shape_err(
+            op,
+            format!(
+                "expects inputs shaped {layout} per sample, got {}",
+                fmt_shape(input)
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// Format a shape as `(32, 14, 14)`.
 pub fn fmt_shape(s: &[usize]) -> String {
     let v: Vec<String> = s.iter().map(|d| d.to_string()).collect();

@@ -75,20 +75,7 @@ impl Layer for Pool {
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
         let op = self.name();
         let d = self.dims();
-        if input.len() != d + 1 {
-            let layout = if d == 1 {
-                "(channels, length)"
-            } else {
-                "(channels, height, width)"
-            };
-            return shape_err(
-                op,
-                format!(
-                    "expects inputs shaped {layout} per sample, got {}",
-                    fmt_shape(input)
-                ),
-            );
-        }
+        super::expect_spatial(op, input, d)?;
         let names = if d == 1 {
             vec!["length"]
         } else {

@@ -14,6 +14,19 @@ use convnet::ops::{
     self, Conv1dConfig, Conv2dConfig, ConvTranspose2dConfig, Padding, Pool2dConfig,
 };
 use convnet::{Rng, Tensor, no_grad};
+impl Row {
+    /// A timed workload of `flops` floating-point operations (if known), beside its floor.
+    fn new(name: &str, median_ms: f64, flops: Option<f64>, baseline_ms: Option<f64>) -> Row {
+        Row {
+            name: name.into(),
+            median_ms,
+            gflops: flops.map(|f| f / median_ms / 1e6),
+            baseline_ms,
+            samples_per_s: None,
+        }
+    }
+}
+
 struct Row {
     name: String,
     median_ms: f64,
@@ -218,13 +231,12 @@ fn conv2d_rows(
     let base = median_ms(reps, || {
         plain::forward(&g, &x.data(), &wt.data());
     });
-    rows.push(Row {
-        name: format!("{name}.fwd"),
-        median_ms: fwd,
-        gflops: Some(flops / fwd / 1e6),
-        baseline_ms: Some(base),
-        samples_per_s: None,
-    });
+    rows.push(Row::new(
+        &format!("{name}.fwd"),
+        fwd,
+        Some(flops),
+        Some(base),
+    ));
     let xl = x.clone().requires_grad_();
     let wl = wt.clone().requires_grad_();
     let dy = Tensor::ones(&[n, co, g.out_h, g.out_w]).expect("valid");
@@ -239,13 +251,12 @@ fn conv2d_rows(
         plain::backward_input(&g, &y, &wt.data());
         plain::backward_weight(&g, &x.data(), &y);
     });
-    rows.push(Row {
-        name: format!("{name}.fwdbwd"),
-        median_ms: fb,
-        gflops: Some(3.0 * flops / fb / 1e6),
-        baseline_ms: Some(base),
-        samples_per_s: None,
-    });
+    rows.push(Row::new(
+        &format!("{name}.fwdbwd"),
+        fb,
+        Some(3.0 * flops),
+        Some(base),
+    ));
 }
 
 /// The WaveNet-like causal stack: N=16, 32 channels, length 2048, kernel 2, dilations 1..512.
@@ -301,13 +312,7 @@ fn wavenet_rows(reps: usize, rows: &mut Vec<Row>) {
             h = plain::forward(g, &h, w);
         }
     });
-    rows.push(Row {
-        name: "C.fwd".into(),
-        median_ms: fwd,
-        gflops: Some(flops / fwd / 1e6),
-        baseline_ms: Some(base),
-        samples_per_s: None,
-    });
+    rows.push(Row::new(&"C.fwd", fwd, Some(flops), Some(base)));
     let xl = x.clone().requires_grad_();
     let fb = median_ms(reps, || {
         let y = stack(&xl);
@@ -328,13 +333,7 @@ fn wavenet_rows(reps: usize, rows: &mut Vec<Row>) {
             dy = plain::backward_input(g, &dy, w);
         }
     });
-    rows.push(Row {
-        name: "C.fwdbwd".into(),
-        median_ms: fb,
-        gflops: Some(3.0 * flops / fb / 1e6),
-        baseline_ms: Some(base),
-        samples_per_s: None,
-    });
+    rows.push(Row::new(&"C.fwdbwd", fb, Some(3.0 * flops), Some(base)));
 }
 
 fn transpose_rows(reps: usize, rows: &mut Vec<Row>) {
@@ -351,13 +350,7 @@ fn transpose_rows(reps: usize, rows: &mut Vec<Row>) {
     let base = median_ms(reps, || {
         plain::backward_input(&g, &x.data(), &w.data());
     });
-    rows.push(Row {
-        name: "D.fwd".into(),
-        median_ms: fwd,
-        gflops: Some(flops / fwd / 1e6),
-        baseline_ms: Some(base),
-        samples_per_s: None,
-    });
+    rows.push(Row::new(&"D.fwd", fwd, Some(flops), Some(base)));
     let (xl, wl) = (x.clone().requires_grad_(), w.clone().requires_grad_());
     let fb = median_ms(reps, || {
         let y = ops::conv_transpose2d(&xl, &wl, None, &cfg).expect("valid");
@@ -371,13 +364,7 @@ fn transpose_rows(reps: usize, rows: &mut Vec<Row>) {
         plain::forward(&g, &y, &w.data());
         plain::backward_weight(&g, &y, &x.data());
     });
-    rows.push(Row {
-        name: "D.fwdbwd".into(),
-        median_ms: fb,
-        gflops: Some(3.0 * flops / fb / 1e6),
-        baseline_ms: Some(base),
-        samples_per_s: None,
-    });
+    rows.push(Row::new(&"D.fwdbwd", fb, Some(3.0 * flops), Some(base)));
 }
 
 fn pool_rows(reps: usize, rows: &mut Vec<Row>) {
@@ -387,13 +374,7 @@ fn pool_rows(reps: usize, rows: &mut Vec<Row>) {
     let fwd = median_ms(reps, || {
         no_grad(|| ops::max_pool2d(&x, &cfg).expect("valid"));
     });
-    rows.push(Row {
-        name: "E.maxpool.fwd".into(),
-        median_ms: fwd,
-        gflops: None,
-        baseline_ms: None,
-        samples_per_s: None,
-    });
+    rows.push(Row::new(&"E.maxpool.fwd", fwd, None, None));
     let xl = x.clone().requires_grad_();
     let fb = median_ms(reps, || {
         let y = ops::max_pool2d(&xl, &cfg).expect("valid");
@@ -401,24 +382,12 @@ fn pool_rows(reps: usize, rows: &mut Vec<Row>) {
             .expect("backward");
         xl.zero_grad();
     });
-    rows.push(Row {
-        name: "E.maxpool.fwdbwd".into(),
-        median_ms: fb,
-        gflops: None,
-        baseline_ms: None,
-        samples_per_s: None,
-    });
+    rows.push(Row::new(&"E.maxpool.fwdbwd", fb, None, None));
     let g = randn(&[64, 256, 7, 7], &mut rng);
     let gap = median_ms(reps, || {
         no_grad(|| ops::global_avg_pool2d(&g).expect("valid"));
     });
-    rows.push(Row {
-        name: "E.gap.fwd".into(),
-        median_ms: gap,
-        gflops: None,
-        baseline_ms: None,
-        samples_per_s: None,
-    });
+    rows.push(Row::new(&"E.gap.fwd", gap, None, None));
 }
 
 /// The network F of the performance workloads, as a spec.
@@ -554,13 +523,7 @@ fn gemm_row(reps: usize, rows: &mut Vec<Row>) {
             n,
         )
     });
-    rows.push(Row {
-        name: "gemm".into(),
-        median_ms: ms,
-        gflops: Some(2.0 * (n as f64).powi(3) / ms / 1e6),
-        baseline_ms: None,
-        samples_per_s: None,
-    });
+    rows.push(Row::new(&"gemm", ms, Some(2.0 * (n as f64).powi(3)), None));
 }
 
 pub fn run(json: bool, filter: Option<&str>, reps: usize) -> Result<()> {
