@@ -1,6 +1,8 @@
 //! Reductions: sum and mean over any set of axes (with or without keeping them), and over all
 //! elements. Sums accumulate in f64.
 
+use rayon::prelude::*;
+
 use crate::autograd::output;
 use crate::error::{Result, param_err};
 use crate::ops::elementwise::{broadcast_data, sum_to_data};
@@ -42,7 +44,18 @@ fn reduce(
         .map(|(i, &d)| if ax.contains(&i) { 1 } else { d })
         .collect();
     let count: usize = ax.iter().map(|&a| x.shape()[a]).product();
-    let mut data = sum_to_data(&x.data(), x.shape(), &kept);
+    // Reducing a trailing block of axes (global pooling, row sums): contiguous rows, in parallel.
+    let trailing = !ax.is_empty() && {
+        let mut sorted = ax.clone();
+        sorted.sort_unstable();
+        sorted.iter().enumerate().all(|(i, &a)| a == x.rank() - sorted.len() + i)
+    };
+    let mut data = if trailing && count > 0 {
+        let min_rows = (1 << 14) / count + 1;
+        x.data().par_chunks(count).with_min_len(min_rows).map(|row| row.iter().map(|&v| v as f64).sum::<f64>() as f32).collect()
+    } else {
+        sum_to_data(&x.data(), x.shape(), &kept)
+    };
     if mean {
         let c = count.max(1) as f32;
         data.iter_mut().for_each(|v| *v /= c);
@@ -62,7 +75,14 @@ fn reduce(
     };
     let xs = x.shape().to_vec();
     Ok(output(op, data, out_shape, &[x], move |g| {
-        let mut gd = broadcast_data(&g.data(), &kept, &xs);
+        let mut gd = if trailing && count > 0 {
+            let gdat = g.data();
+            let mut v = vec![0f32; gdat.len() * count];
+            v.par_chunks_mut(count).zip(gdat.par_iter()).for_each(|(row, &gv)| row.fill(gv));
+            v
+        } else {
+            broadcast_data(&g.data(), &kept, &xs)
+        };
         if mean {
             let c = count.max(1) as f32;
             gd.iter_mut().for_each(|v| *v /= c);

@@ -528,6 +528,8 @@ fn gemm_row(reps: usize, rows: &mut Vec<Row>) {
 
 pub fn run(json: bool, filter: Option<&str>, reps: usize) -> Result<()> {
     let want = |name: &str| filter.is_none_or(|f| name.contains(f));
+    // A group of workloads runs when the filter names the group or one of its members.
+    let group = |prefix: &str| filter.is_none_or(|f| prefix.contains(f) || f.starts_with(prefix));
     let mut rows = Vec::new();
     let convs = [
         ("B1", (64, 1, 28, 28, 32, 3, 1, 1)),
@@ -537,27 +539,27 @@ pub fn run(json: bool, filter: Option<&str>, reps: usize) -> Result<()> {
         ("B5", (32, 64, 32, 32, 64, 1, 1, 0)),
     ];
     for (name, s) in convs {
-        if want(name) {
+        if group(name) {
             conv2d_rows(name, s, 1, reps, &mut rows);
         }
     }
     // Depthwise 3x3 (direct kernel), as in a MobileNet block.
-    if want("DW") {
+    if group("DW") {
         conv2d_rows("DW", (64, 64, 28, 28, 64, 3, 1, 1), 64, reps, &mut rows);
     }
-    if want("C.") {
+    if group("C.") {
         wavenet_rows(reps, &mut rows);
     }
-    if want("D.") {
+    if group("D.") {
         transpose_rows(reps, &mut rows);
     }
-    if want("E.") {
+    if group("E.") {
         pool_rows(reps, &mut rows);
     }
-    if want("F.") {
+    if group("F.") {
         net_rows(reps, &want, &mut rows)?;
     }
-    if want("gemm") {
+    if group("gemm") {
         gemm_row(reps, &mut rows);
     }
     rows.retain(|r| want(&r.name));
