@@ -259,6 +259,11 @@ impl Tensor {
         autograd::backward(self, Some(grad))
     }
 
+    /// Whether this handle is the only one to its buffer (so it may be written in place).
+    pub(crate) fn is_unique(&self) -> bool {
+        Arc::strong_count(&self.0) == 1 && Arc::strong_count(&self.0.storage) == 1
+    }
+
     /// Whether two tensors share one buffer.
     pub fn shares_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)

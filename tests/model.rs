@@ -168,3 +168,45 @@ fn every_example_spec_parses_and_builds() {
     }
     assert!(n >= 4);
 }
+
+#[test]
+fn inference_gives_the_training_graphs_numbers() {
+    // Evaluation mode runs activations in place on a layer's own output; the values must be
+    // those of the recorded path.
+    let s = spec(
+        "[[model.layers]]\ntype = \"conv2d\"\nfilters = 4\nkernel_size = 3\nactivation = \"relu\"\n[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"dense\"\nunits = 5\nactivation = \"tanh\"\n[[model.layers]]\ntype = \"dense\"\nunits = 3\nactivation = \"sigmoid\"\n",
+        "[2, 6, 6]",
+    )
+    .unwrap();
+    let m = s.build_model(&mut Rng::new(0)).unwrap();
+    let x = Tensor::randn(&[3, 2, 6, 6], &mut Rng::new(1)).unwrap();
+    let recorded = m
+        .forward(
+            &x,
+            &mut Ctx {
+                training: false,
+                rng: &mut Rng::new(0),
+            },
+        )
+        .unwrap();
+    assert!(recorded.requires_grad());
+    let inference = convnet::no_grad(|| {
+        m.forward(
+            &x,
+            &mut Ctx {
+                training: false,
+                rng: &mut Rng::new(0),
+            },
+        )
+    })
+    .unwrap();
+    assert!(!inference.requires_grad());
+    assert_eq!(recorded.to_vec(), inference.to_vec());
+    // the input is left untouched
+    assert_eq!(
+        x.to_vec(),
+        Tensor::randn(&[3, 2, 6, 6], &mut Rng::new(1))
+            .unwrap()
+            .to_vec()
+    );
+}

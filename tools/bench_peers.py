@@ -221,6 +221,12 @@ FLOPS["gemm"] = 2.0 * 2048 ** 3
 SAMPLES = {"F.train": 128, "F.infer": 256}
 
 
+def peak_rss_mb(cmd):
+    """Peak resident memory (MiB) of `cmd`, measured by GNU time in its own process."""
+    out = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, check=True, capture_output=True, text=True)
+    return int(out.stderr.strip().splitlines()[-1]) / 1024.0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -229,8 +235,12 @@ def main():
     ap.add_argument("--filter", default="")
     ap.add_argument("--binary", default="target/release/convnet")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--only-torch-f-train", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.only_torch_f_train:
+        torch_workloads(1, lambda n: n.startswith("F.train") or n == "F.")
+        return
     want = lambda name: (not a.filter) or (a.filter in name) or name.startswith(a.filter)
     tmp = os.path.join("target", "bench-onnx")
     os.makedirs(tmp, exist_ok=True)
@@ -270,6 +280,11 @@ def main():
         print("  ".join(h.ljust(w[i]) for i, h in enumerate(head)))
         for r in rows:
             print("  ".join(x.ljust(w[i]) for i, x in enumerate(r)))
+    if want("F.train"):
+        # Peak memory of the F.train run, each peer in its own process.
+        c_mb = peak_rss_mb([a.binary, "--threads", str(a.threads), "bench", "--filter", "F.train", "--reps", "1"])
+        p_mb = peak_rss_mb([sys.executable, __file__, "--only-torch-f-train", "--threads", str(a.threads)])
+        print(f"\npeak resident memory of the F.train run: convnet {c_mb:.0f} MiB, PyTorch {p_mb:.0f} MiB")
     print(f"\nmedians of {a.rounds} interleaved rounds x {a.reps} repetitions; {a.threads} threads; "
           f"torch {torch.__version__}, onnxruntime {ort.__version__ if ort else 'not installed'}")
 

@@ -89,6 +89,29 @@ impl Activation {
         }
     }
 
+    /// Apply to a layer's own output: when nothing is recorded (inference) and the buffer is
+    /// not shared, elementwise activations run in place, saving a pass and an allocation.
+    pub fn apply_owned(&self, y: Tensor) -> Result<Tensor> {
+        if y.requires_grad() || !y.is_unique() {
+            return self.apply(&y);
+        }
+        fn inplace(y: &Tensor, f: impl Fn(f32) -> f32 + Sync) {
+            use rayon::prelude::*;
+            y.data_mut()
+                .par_chunks_mut(1 << 15)
+                .for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
+        }
+        match *self {
+            Activation::Linear => {}
+            Activation::Relu => inplace(&y, |v| if v > 0.0 { v } else { 0.0 }),
+            Activation::LeakyRelu(a) => inplace(&y, move |v| if v > 0.0 { v } else { a * v }),
+            Activation::Sigmoid => inplace(&y, crate::ops::activation::sigmoid_f),
+            Activation::Tanh => inplace(&y, f32::tanh),
+            _ => return self.apply(&y),
+        }
+        Ok(y)
+    }
+
     /// FLOPs per element, roughly (0 for linear).
     pub fn flops_per_element(&self) -> u64 {
         match self {

@@ -255,7 +255,7 @@ impl Layer for Conv {
                 )?
             }
         };
-        self.activation.apply(&y)
+        self.activation.apply_owned(y)
     }
 
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {

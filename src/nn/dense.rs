@@ -55,7 +55,7 @@ impl Layer for Dense {
 
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
         self.activation
-            .apply(&ops::linear(x, &self.weight, self.bias.as_ref())?)
+            .apply_owned(ops::linear(x, &self.weight, self.bias.as_ref())?)
     }
 
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {

@@ -48,11 +48,18 @@ fn reduce(
     let trailing = !ax.is_empty() && {
         let mut sorted = ax.clone();
         sorted.sort_unstable();
-        sorted.iter().enumerate().all(|(i, &a)| a == x.rank() - sorted.len() + i)
+        sorted
+            .iter()
+            .enumerate()
+            .all(|(i, &a)| a == x.rank() - sorted.len() + i)
     };
     let mut data = if trailing && count > 0 {
         let min_rows = (1 << 14) / count + 1;
-        x.data().par_chunks(count).with_min_len(min_rows).map(|row| row.iter().map(|&v| v as f64).sum::<f64>() as f32).collect()
+        x.data()
+            .par_chunks(count)
+            .with_min_len(min_rows)
+            .map(|row| row.iter().map(|&v| v as f64).sum::<f64>() as f32)
+            .collect()
     } else {
         sum_to_data(&x.data(), x.shape(), &kept)
     };
@@ -78,7 +85,9 @@ fn reduce(
         let mut gd = if trailing && count > 0 {
             let gdat = g.data();
             let mut v = vec![0f32; gdat.len() * count];
-            v.par_chunks_mut(count).zip(gdat.par_iter()).for_each(|(row, &gv)| row.fill(gv));
+            v.par_chunks_mut(count)
+                .zip(gdat.par_iter())
+                .for_each(|(row, &gv)| row.fill(gv));
             v
         } else {
             broadcast_data(&g.data(), &kept, &xs)
