@@ -69,11 +69,22 @@ fn clip(o: usize, stride: usize, pad: usize, k: usize, n: usize) -> (usize, usiz
     (lo, hi.max(lo))
 }
 
-/// Max pooling forward; `idx` receives the flat in-plane index of each maximum.
+/// `a` or `b`, whichever is larger, NaN winning (as PyTorch's max pooling).
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() & !a.is_nan() {
+        b
+    } else {
+        a
+    }
+}
+
+/// Max pooling forward: the values only; [`max_argmax`] finds where they came from when
+/// backward needs it, so inference never builds an index buffer.
 ///
 /// # Shapes
-/// x: `(n, c, h, w)`; y, idx: `(n, c, out_h, out_w)`.
-pub fn max_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32], idx: &mut [u32]) {
+/// x: `(n, c, h, w)`; y: `(n, c, out_h, out_w)`.
+pub fn max_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32]) {
     let (hw, p) = (g.h * g.w, g.out_h * g.out_w);
     let cols: Vec<(usize, usize)> = (0..g.out_w)
         .map(|ow| clip(ow, g.stride_w, g.pad_w, g.k_w, g.w))
@@ -90,72 +101,89 @@ pub fn max_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32], idx: &mut [u32]) {
         && g.pad_w == 0
         && 2 * g.out_h <= g.h
         && 2 * g.out_w <= g.w;
-    y.par_chunks_mut(p)
-        .zip(idx.par_chunks_mut(p))
-        .enumerate()
-        .for_each(|(plane, (yp, ip))| {
-            let xp = &x[plane * hw..(plane + 1) * hw];
-            if two_by_two {
-                return max_2x2(g, xp, yp, ip);
-            }
-            for (oh, &(r0, r1)) in rows.iter().enumerate() {
-                for (ow, &(c0, c1)) in cols.iter().enumerate() {
-                    let mut best = f32::NEG_INFINITY;
-                    let mut bi = if r1 > r0 && c1 > c0 {
-                        (r0 * g.w + c0) as u32
-                    } else {
-                        NO_INDEX
-                    };
-                    for r in r0..r1 {
-                        let row = &xp[r * g.w..r * g.w + c1];
-                        for c in c0..c1 {
-                            let v = row[c];
-                            // NaN wins, as in PyTorch; ties keep the first. Branch-free, since
-                            // which element wins is unpredictable.
-                            let take = (v > best) | (v.is_nan() & !best.is_nan());
-                            best = if take { v } else { best };
-                            bi = if take { (r * g.w + c) as u32 } else { bi };
-                        }
-                    }
-                    yp[oh * g.out_w + ow] = best;
-                    ip[oh * g.out_w + ow] = bi;
+    y.par_chunks_mut(p).enumerate().for_each(|(plane, yp)| {
+        let xp = &x[plane * hw..(plane + 1) * hw];
+        if two_by_two {
+            let w = g.w;
+            for (oh, yr) in yp.chunks_mut(g.out_w).enumerate() {
+                let r0 = &xp[2 * oh * w..2 * oh * w + 2 * g.out_w];
+                let r1 = &xp[(2 * oh + 1) * w..(2 * oh + 1) * w + 2 * g.out_w];
+                for ((v, a), b) in yr
+                    .iter_mut()
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    *v = nan_max(nan_max(nan_max(a[0], a[1]), b[0]), b[1]);
                 }
             }
-        });
+            return;
+        }
+        for (oh, &(r0, r1)) in rows.iter().enumerate() {
+            for (ow, &(c0, c1)) in cols.iter().enumerate() {
+                let mut best = f32::NEG_INFINITY;
+                for r in r0..r1 {
+                    for &v in &xp[r * g.w + c0..r * g.w + c1] {
+                        best = nan_max(best, v);
+                    }
+                }
+                yp[oh * g.out_w + ow] = best;
+            }
+        }
+    });
 }
 
-/// One plane of 2x2 / stride 2 max pooling without padding, in scan order so that ties keep
-/// the first element and a NaN wins.
-fn max_2x2(g: &Pool2dGeom, xp: &[f32], yp: &mut [f32], ip: &mut [u32]) {
-    let w = g.w;
-    for oh in 0..g.out_h {
-        let (r0, r1) = (
-            &xp[2 * oh * w..2 * oh * w + w],
-            &xp[(2 * oh + 1) * w..(2 * oh + 2) * w],
-        );
-        let (yr, ir) = (
-            &mut yp[oh * g.out_w..(oh + 1) * g.out_w],
-            &mut ip[oh * g.out_w..(oh + 1) * g.out_w],
-        );
-        for ow in 0..g.out_w {
-            let c = 2 * ow;
-            let base = (2 * oh * w + c) as u32;
-            let cand = [
-                (r0[c], base),
-                (r0[c + 1], base + 1),
-                (r1[c], base + w as u32),
-                (r1[c + 1], base + w as u32 + 1),
-            ];
-            let (mut best, mut bi) = cand[0];
-            for &(v, i) in &cand[1..] {
-                let take = (v > best) | (v.is_nan() & !best.is_nan());
-                best = if take { v } else { best };
-                bi = if take { i } else { bi };
+/// For each output of a max pooling, the flat in-plane index of its maximum: the first
+/// element of the window, in scan order, that holds the output's value (NaN matching NaN).
+pub fn max_argmax(g: &Pool2dGeom, x: &[f32], y: &[f32], idx: &mut [u32]) {
+    let (hw, p) = (g.h * g.w, g.out_h * g.out_w);
+    let cols: Vec<(usize, usize)> = (0..g.out_w)
+        .map(|ow| clip(ow, g.stride_w, g.pad_w, g.k_w, g.w))
+        .collect();
+    let rows: Vec<(usize, usize)> = (0..g.out_h)
+        .map(|oh| clip(oh, g.stride_h, g.pad_h, g.k_h, g.h))
+        .collect();
+    let two_by_two = g.k_h == 2
+        && g.k_w == 2
+        && g.stride_h == 2
+        && g.stride_w == 2
+        && g.pad_h == 0
+        && g.pad_w == 0
+        && 2 * g.out_h <= g.h
+        && 2 * g.out_w <= g.w;
+    let same = |v: f32, t: f32| v == t || (v.is_nan() && t.is_nan());
+    idx.par_chunks_mut(p).enumerate().for_each(|(plane, ip)| {
+        let xp = &x[plane * hw..(plane + 1) * hw];
+        let yp = &y[plane * p..(plane + 1) * p];
+        if two_by_two {
+            let w = g.w;
+            for oh in 0..g.out_h {
+                for ow in 0..g.out_w {
+                    let (t, i0) = (yp[oh * g.out_w + ow], 2 * oh * w + 2 * ow);
+                    let i = [i0, i0 + 1, i0 + w, i0 + w + 1]
+                        .into_iter()
+                        .find(|&i| same(xp[i], t));
+                    ip[oh * g.out_w + ow] = i.map_or(NO_INDEX, |i| i as u32);
+                }
             }
-            yr[ow] = best;
-            ir[ow] = bi;
+            return;
         }
-    }
+        for (oh, &(r0, r1)) in rows.iter().enumerate() {
+            for (ow, &(c0, c1)) in cols.iter().enumerate() {
+                let target = yp[oh * g.out_w + ow];
+                let mut found = NO_INDEX;
+                'window: for r in r0..r1 {
+                    for c in c0..c1 {
+                        let v = xp[r * g.w + c];
+                        if same(v, target) {
+                            found = (r * g.w + c) as u32;
+                            break 'window;
+                        }
+                    }
+                }
+                ip[oh * g.out_w + ow] = found;
+            }
+        }
+    });
 }
 
 /// Max pooling backward: each output's gradient goes to its argmax.
@@ -361,7 +389,16 @@ mod tests {
             let x: Vec<f32> = (0..g.planes() * h * w).map(|_| r.normal()).collect();
             let n_out = g.planes() * g.out_h * g.out_w;
             let (mut y, mut idx) = (vec![0f32; n_out], vec![0u32; n_out]);
-            max_forward(&g, &x, &mut y, &mut idx);
+            max_forward(&g, &x, &mut y);
+            max_argmax(&g, &x, &y, &mut idx);
+            for (k, &i) in idx.iter().enumerate() {
+                let plane = k / (g.out_h * g.out_w);
+                assert_eq!(
+                    x[plane * h * w + i as usize].to_bits(),
+                    y[k].to_bits(),
+                    "argmax holds the max"
+                );
+            }
             let include = r.below(2) == 1;
             let (rm, ra) = reference(&g, &x, include);
             assert_eq!(y, rm, "{g:?}");
@@ -394,7 +431,8 @@ mod tests {
         let mut x: Vec<f32> = (0..2 * h * w).map(|_| r.below(3) as f32).collect();
         x[10] = f32::NAN;
         let (mut y, mut idx) = (vec![0f32; 24], vec![0u32; 24]);
-        max_forward(&g, &x, &mut y, &mut idx);
+        max_forward(&g, &x, &mut y);
+        max_argmax(&g, &x, &y, &mut idx);
         for plane in 0..2 {
             for oh in 0..3 {
                 for ow in 0..4 {

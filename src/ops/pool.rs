@@ -1,7 +1,7 @@
 //! Pooling ops: max and average (1-D and 2-D) with their own stride, padding and ceil mode;
 //! global average and max pooling; adaptive average pooling to a given output size.
 
-use crate::autograd::output;
+use crate::autograd::{make_node, output};
 use crate::error::{Result, param_err, shape_err};
 use crate::kernels::pool::{self, Pool2dGeom, pool_out_len};
 use crate::ops::expect_rank;
@@ -139,14 +139,25 @@ fn geometry(
 
 fn max_pool_core(op: &'static str, x: &Tensor, g: Pool2dGeom) -> Tensor {
     let n_out = g.planes() * g.out_h * g.out_w;
-    let (mut y, mut idx) = (vec![0f32; n_out], vec![0u32; n_out]);
-    pool::max_forward(&g, &x.data(), &mut y, &mut idx);
-    let xs = x.shape().to_vec();
-    output(op, y, vec![g.n, g.c, g.out_h, g.out_w], &[x], move |gy| {
+    let mut y = vec![0f32; n_out];
+    pool::max_forward(&g, &x.data(), &mut y);
+    let shape = vec![g.n, g.c, g.out_h, g.out_w];
+    let y = Tensor::make(y, shape.clone(), false, None);
+    // Backward finds each maximum again from the saved input and output (no index buffer).
+    let (xs, ys) = (x.clone(), y.clone());
+    let node = make_node(op, &[x], move |gy| {
+        let mut idx = vec![0u32; n_out];
+        pool::max_argmax(&g, &xs.data(), &ys.data(), &mut idx);
         let mut dx = vec![0f32; g.planes() * g.h * g.w];
         pool::max_backward(&g, &gy.data(), &idx, &mut dx);
-        Ok(vec![Some(Tensor::make(dx, xs, false, None))])
-    })
+        Ok(vec![Some(Tensor::make(
+            dx,
+            xs.shape().to_vec(),
+            false,
+            None,
+        ))])
+    });
+    y.with_shape(shape, node)
 }
 
 fn avg_pool_core(op: &'static str, x: &Tensor, g: Pool2dGeom, include_pad: bool) -> Tensor {
