@@ -23,11 +23,11 @@ fn unary(
         let (xd, yd, gd) = (xs.data(), ys.data(), g.data());
         let mut dx = vec![0f32; gd.len()];
         dx.par_chunks_mut(PAR_MIN)
-            .enumerate()
-            .for_each(|(k, chunk)| {
-                let o = k * PAR_MIN;
-                for (i, v) in chunk.iter_mut().enumerate() {
-                    *v = gd[o + i] * d(xd[o + i], yd[o + i]);
+            .zip(gd.par_chunks(PAR_MIN))
+            .zip(xd.par_chunks(PAR_MIN).zip(yd.par_chunks(PAR_MIN)))
+            .for_each(|((out, g), (x, y))| {
+                for (((v, &gv), &xv), &yv) in out.iter_mut().zip(g).zip(x).zip(y) {
+                    *v = gv * d(xv, yv);
                 }
             });
         Ok(vec![Some(Tensor::make(
