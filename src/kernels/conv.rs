@@ -320,7 +320,7 @@ pub fn conv2d_backward_weight(
             let mut s = 0f64;
             for img in 0..g.n {
                 let row = &dy[(img * g.c_out + o) * p_all..(img * g.c_out + o + 1) * p_all];
-                s += row.iter().map(|&v| v as f64).sum::<f64>();
+                s += super::sum_f64(row);
             }
             *d = s as f32;
         });

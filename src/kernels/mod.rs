@@ -6,3 +6,16 @@ pub mod conv;
 pub mod depthwise;
 pub mod gemm;
 pub mod pool;
+
+/// Sum in f64 with eight independent accumulators (so the loop vectorises), in a fixed order.
+pub fn sum_f64(v: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += c[i] as f64;
+        }
+    }
+    acc.iter().sum::<f64>() + rest.iter().map(|&x| x as f64).sum::<f64>()
+}

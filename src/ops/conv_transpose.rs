@@ -243,7 +243,7 @@ fn conv_transpose_nd(
                 grads.push(rb.then(|| {
                     let mut db = vec![0f64; c_out];
                     for (i, chunk) in gyd.chunks(plane.max(1)).enumerate() {
-                        db[i % c_out] += chunk.iter().map(|&v| v as f64).sum::<f64>();
+                        db[i % c_out] += crate::ops::elementwise::sum_f64(chunk);
                     }
                     Tensor::make(
                         db.into_iter().map(|v| v as f32).collect(),

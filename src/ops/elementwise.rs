@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use crate::autograd::output;
 use crate::error::{Result, shape_err};
+pub(crate) use crate::kernels::sum_f64;
 use crate::tensor::{Tensor, numel_of};
 
 /// Elements above which an elementwise loop is split across threads.
@@ -113,10 +114,7 @@ pub(crate) fn sum_to_data(data: &[f32], shape: &[usize], target: &[usize]) -> Ve
     }
     if numel_of(target) == 1 {
         // Fixed chunks summed in order: the same bits whatever the thread count.
-        let partial: Vec<f64> = data
-            .par_chunks(PAR_MIN)
-            .map(|c| c.iter().map(|&v| v as f64).sum::<f64>())
-            .collect();
+        let partial: Vec<f64> = data.par_chunks(PAR_MIN).map(sum_f64).collect();
         return vec![partial.iter().sum::<f64>() as f32];
     }
     let st = broadcast_strides(target, shape);

@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use crate::autograd::output;
 use crate::error::{Result, param_err, shape_err};
+use crate::ops::elementwise::sum_f64;
 use crate::tensor::Tensor;
 
 /// Arguments of [`batch_norm`] beside the input.
@@ -104,9 +105,7 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
         let stats: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
-                let s: f64 = planes(ch)
-                    .map(|o| xd[o..o + inner].iter().map(|&v| v as f64).sum::<f64>())
-                    .sum();
+                let s: f64 = planes(ch).map(|o| sum_f64(&xd[o..o + inner])).sum();
                 let mu = s / m as f64;
                 let v: f64 = planes(ch)
                     .map(|o| {
@@ -282,7 +281,7 @@ pub fn layer_norm(
     let mut y = vec![0f32; xd.len()];
     for r in 0..rows {
         let row = &xd[r * d..(r + 1) * d];
-        let mu = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+        let mu = sum_f64(row) / d as f64;
         let var = row.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / d as f64;
         let is = 1.0 / (var + eps as f64).sqrt();
         invstd[r] = is as f32;

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::autograd::output;
 use crate::error::{Result, param_err};
-use crate::ops::elementwise::{broadcast_data, sum_to_data};
+use crate::ops::elementwise::{broadcast_data, sum_f64, sum_to_data};
 use crate::tensor::Tensor;
 
 /// Normalise possibly negative axes; errors name the op and the shape.
@@ -58,7 +58,7 @@ fn reduce(
         x.data()
             .par_chunks(count)
             .with_min_len(min_rows)
-            .map(|row| row.iter().map(|&v| v as f64).sum::<f64>() as f32)
+            .map(|row| sum_f64(row) as f32)
             .collect()
     } else {
         sum_to_data(&x.data(), x.shape(), &kept)
