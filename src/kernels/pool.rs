@@ -46,6 +46,28 @@ pub fn pool_out_len(
 }
 
 impl Pool2dGeom {
+    /// The input rows and columns `[lo, hi)` of each output row and column, clipped to the input.
+    fn windows(&self) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+        let rows = (0..self.out_h)
+            .map(|oh| clip(oh, self.stride_h, self.pad_h, self.k_h, self.h))
+            .collect();
+        let cols = (0..self.out_w)
+            .map(|ow| clip(ow, self.stride_w, self.pad_w, self.k_w, self.w))
+            .collect();
+        (rows, cols)
+    }
+    /// The most common pooling, which gets its own loops: 2x2 windows, stride 2, no padding,
+    /// every window inside the input.
+    fn is_2x2_tiling(&self) -> bool {
+        self.k_h == 2
+            && self.k_w == 2
+            && self.stride_h == 2
+            && self.stride_w == 2
+            && self.pad_h == 0
+            && self.pad_w == 0
+            && 2 * self.out_h <= self.h
+            && 2 * self.out_w <= self.w
+    }
     /// Planes (n * c).
     pub fn planes(&self) -> usize {
         self.n * self.c
@@ -86,21 +108,8 @@ fn nan_max(a: f32, b: f32) -> f32 {
 /// x: `(n, c, h, w)`; y: `(n, c, out_h, out_w)`.
 pub fn max_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32]) {
     let (hw, p) = (g.h * g.w, g.out_h * g.out_w);
-    let cols: Vec<(usize, usize)> = (0..g.out_w)
-        .map(|ow| clip(ow, g.stride_w, g.pad_w, g.k_w, g.w))
-        .collect();
-    let rows: Vec<(usize, usize)> = (0..g.out_h)
-        .map(|oh| clip(oh, g.stride_h, g.pad_h, g.k_h, g.h))
-        .collect();
-    // The most common pooling gets its own loop: 2x2 windows, stride 2, inside the input.
-    let two_by_two = g.k_h == 2
-        && g.k_w == 2
-        && g.stride_h == 2
-        && g.stride_w == 2
-        && g.pad_h == 0
-        && g.pad_w == 0
-        && 2 * g.out_h <= g.h
-        && 2 * g.out_w <= g.w;
+    let (rows, cols) = g.windows();
+    let two_by_two = g.is_2x2_tiling();
     y.par_chunks_mut(p).enumerate().for_each(|(plane, yp)| {
         let xp = &x[plane * hw..(plane + 1) * hw];
         if two_by_two {
@@ -136,20 +145,8 @@ pub fn max_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32]) {
 /// element of the window, in scan order, that holds the output's value (NaN matching NaN).
 pub fn max_argmax(g: &Pool2dGeom, x: &[f32], y: &[f32], idx: &mut [u32]) {
     let (hw, p) = (g.h * g.w, g.out_h * g.out_w);
-    let cols: Vec<(usize, usize)> = (0..g.out_w)
-        .map(|ow| clip(ow, g.stride_w, g.pad_w, g.k_w, g.w))
-        .collect();
-    let rows: Vec<(usize, usize)> = (0..g.out_h)
-        .map(|oh| clip(oh, g.stride_h, g.pad_h, g.k_h, g.h))
-        .collect();
-    let two_by_two = g.k_h == 2
-        && g.k_w == 2
-        && g.stride_h == 2
-        && g.stride_w == 2
-        && g.pad_h == 0
-        && g.pad_w == 0
-        && 2 * g.out_h <= g.h
-        && 2 * g.out_w <= g.w;
+    let (rows, cols) = g.windows();
+    let two_by_two = g.is_2x2_tiling();
     let same = |v: f32, t: f32| v == t || (v.is_nan() && t.is_nan());
     idx.par_chunks_mut(p).enumerate().for_each(|(plane, ip)| {
         let xp = &x[plane * hw..(plane + 1) * hw];
