@@ -187,8 +187,18 @@ fn col2im_tile(g: &Conv2dGeom, col: &[f32], p0: usize, p1: usize, dx: &mut [f32]
                         let lo = vlo.clamp(ow0, ow1);
                         let hi = vhi.clamp(lo, ow1);
                         let base = kj * g.dil_w;
-                        for ow in lo..hi {
-                            dst[ow * g.stride_w + base - g.pad_l] += row[p - p0 + ow - ow0];
+                        if g.stride_w == 1 && hi > lo {
+                            let d0 = lo + base - g.pad_l;
+                            let r0 = p - p0 + lo - ow0;
+                            for (d, &v) in
+                                dst[d0..d0 + hi - lo].iter_mut().zip(&row[r0..r0 + hi - lo])
+                            {
+                                *d += v;
+                            }
+                        } else {
+                            for ow in lo..hi {
+                                dst[ow * g.stride_w + base - g.pad_l] += row[p - p0 + ow - ow0];
+                            }
                         }
                     }
                     p += ow1 - ow0;
