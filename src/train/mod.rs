@@ -175,7 +175,8 @@ pub fn classes_of(spec: &Spec, model: &Sequential) -> Result<usize> {
     }
 }
 
-fn loss_options(spec: &Spec) -> CrossEntropyOptions {
+/// The loss settings of a spec's `[train]`.
+pub fn loss_options(spec: &Spec) -> CrossEntropyOptions {
     CrossEntropyOptions {
         class_weights: spec.train.class_weights.clone(),
         label_smoothing: spec.train.label_smoothing,

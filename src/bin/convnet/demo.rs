@@ -4,39 +4,29 @@
 
 use std::io::Write;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use convnet::ops::{self, Conv2dConfig, Padding, Pool2dConfig};
+use convnet::optim::{Optimizer, OptimizerKind};
 use convnet::{Rng, Tensor, init, no_grad};
 
-/// Plain SGD with momentum over a list of parameters.
-struct Sgd {
-    lr: f32,
-    momentum: f32,
-    velocity: Vec<Vec<f32>>,
-}
-
-impl Sgd {
-    fn new(params: &[Tensor], lr: f32, momentum: f32) -> Self {
-        Sgd {
-            lr,
+/// SGD with momentum (the library's optimizer) over unnamed parameters.
+fn sgd(params: &[Tensor], momentum: f32) -> Result<(Optimizer, Vec<(String, Tensor)>)> {
+    let opt = Optimizer::new(
+        OptimizerKind::Sgd {
             momentum,
-            velocity: params.iter().map(|p| vec![0.0; p.numel()]).collect(),
-        }
-    }
-    fn step(&mut self, params: &[Tensor]) -> Result<()> {
-        for (p, v) in params.iter().zip(&mut self.velocity) {
-            let g = p.grad().context("a parameter got no gradient")?;
-            let gd = g.data();
-            let mut pd = p.data_mut();
-            for ((w, vi), gi) in pd.iter_mut().zip(v.iter_mut()).zip(gd.iter()) {
-                *vi = self.momentum * *vi + gi;
-                *w -= self.lr * *vi;
-            }
-            drop(pd);
-            p.zero_grad();
-        }
-        Ok(())
-    }
+            nesterov: false,
+            dampening: 0.0,
+        },
+        0.0,
+    )?;
+    Ok((
+        opt,
+        params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i.to_string(), p.clone()))
+            .collect(),
+    ))
 }
 
 fn filter_recovery(seed: u64, out: &mut impl Write) -> Result<()> {
@@ -45,7 +35,7 @@ fn filter_recovery(seed: u64, out: &mut impl Write) -> Result<()> {
     let sobel = Tensor::from_vec(vec![-1., 0., 1., -2., 0., 2., -1., 0., 1.], &[1, 1, 3, 3])?;
     let cfg = Conv2dConfig::default().with_padding(Padding::Same);
     let w = init::default_weight(&[1, 1, 3, 3], &mut rng)?.requires_grad_();
-    let mut opt = Sgd::new(std::slice::from_ref(&w), 0.05, 0.9);
+    let (mut opt, named) = sgd(std::slice::from_ref(&w), 0.9)?;
     let x0 = Tensor::randn(&[8, 1, 16, 16], &mut rng)?;
     let y0 = ops::conv2d(&x0, &sobel, None, &cfg)?;
     writeln!(
@@ -63,7 +53,7 @@ fn filter_recovery(seed: u64, out: &mut impl Write) -> Result<()> {
             writeln!(out, "   step {step:>3}  mse {:.6}", loss.item()?)?;
         }
         loss.backward()?;
-        opt.step(std::slice::from_ref(&w))?;
+        opt.step(&named, 0.05)?;
     }
     let learned = w.to_vec();
     writeln!(out, "   learned filter          true filter")?;
@@ -141,7 +131,7 @@ fn classifier(seed: u64, out: &mut impl Write) -> Result<()> {
     )?;
     let mut rng = Rng::new(seed.wrapping_add(1));
     let model = Classifier::new(&mut rng)?;
-    let mut opt = Sgd::new(&model.params, 0.1, 0.9);
+    let (mut opt, named) = sgd(&model.params, 0.9)?;
     let (test_x, test_y) = batch(600, &mut rng)?;
     let accuracy = |m: &Classifier| -> Result<f32> {
         let logits = no_grad(|| m.forward(&test_x))?;
@@ -167,7 +157,7 @@ fn classifier(seed: u64, out: &mut impl Write) -> Result<()> {
             writeln!(out, "   step {step:>3}  cross-entropy {:.4}", loss.item()?)?;
         }
         loss.backward()?;
-        opt.step(&model.params)?;
+        opt.step(&named, 0.1)?;
     }
     writeln!(
         out,

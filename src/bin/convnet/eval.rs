@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use convnet::data::{Dataset, read_csv, read_folder, read_idx_images, read_idx_labels};
-use convnet::ops::CrossEntropyOptions;
 use convnet::spec::{DataSource, Spec};
 use convnet::train::{self, classes_of, plot};
 
@@ -84,11 +83,14 @@ pub fn run(dir: &Path, data: &str, labels: Option<PathBuf>, json: bool) -> Resul
         path => load_path(&spec, Path::new(path), labels.as_deref())?,
     };
     ds.check_labels(classes, data)?;
-    let opts = CrossEntropyOptions {
-        class_weights: spec.train.class_weights.clone(),
-        label_smoothing: spec.train.label_smoothing,
-    };
-    let r = train::evaluate(&model, &ds, &info.normalize(), classes, &opts, 256)?;
+    let r = train::evaluate(
+        &model,
+        &ds,
+        &info.normalize(),
+        classes,
+        &train::loss_options(&spec),
+        256,
+    )?;
     let names = &info.class_names;
     let safe: String = data
         .chars()

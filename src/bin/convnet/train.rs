@@ -190,11 +190,14 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(test) = &res.prepared.test {
         let classes = res.prepared.class_names.len();
         let (_, best, info) = train::load_run(&out)?;
-        let opts = convnet::ops::CrossEntropyOptions {
-            class_weights: spec.train.class_weights.clone(),
-            label_smoothing: spec.train.label_smoothing,
-        };
-        let r = train::evaluate(&best, test, &info.normalize(), classes, &opts, 256)?;
+        let r = train::evaluate(
+            &best,
+            test,
+            &info.normalize(),
+            classes,
+            &train::loss_options(&spec),
+            256,
+        )?;
         writeln!(
             so,
             "test ({} images, best weights from epoch {}): loss {:.4}, accuracy {:.2}%",
