@@ -251,18 +251,8 @@ fn binary(a: &Tensor, b: &Tensor, kind: Bin) -> Result<Tensor> {
                 ra.then(|| div(g, &bc).and_then(|t| reduce(t, &ash))),
                 // d(a/b)/db = -a / b^2
                 rb.then(|| {
-                    let gb = Tensor::make(
-                        binary_data(
-                            &div(g, &bc)?,
-                            &div(&ac, &bc)?,
-                            &broadcast_shape("div", g.shape(), ac.shape())?,
-                            |x, y| -x * y,
-                        ),
-                        g.shape().to_vec(),
-                        false,
-                        None,
-                    );
-                    reduce(gb, &bsh)
+                    let gb = mul(&div(g, &bc)?, &div(&ac, &bc)?)?;
+                    reduce(scale(&gb, -1.0), &bsh)
                 }),
             ),
         };
