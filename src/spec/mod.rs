@@ -112,13 +112,19 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// Read and check a spec file: syntax, keys and types, and that the layers fit together.
-    pub fn load(path: &Path) -> Result<Spec> {
+    /// Read and parse a spec file, checking keys and types but not yet the layers' shapes
+    /// (that is done by [`Spec::build_model`]).
+    pub fn read(path: &Path) -> Result<Spec> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
             path: path.display().to_string(),
             source: e,
         })?;
-        let spec = Spec::parse(&text, path)?;
+        Spec::parse(&text, path)
+    }
+
+    /// Read and check a spec file: syntax, keys and types, and that the layers fit together.
+    pub fn load(path: &Path) -> Result<Spec> {
+        let spec = Spec::read(path)?;
         spec.build_model(&mut Rng::new(0))?;
         Ok(spec)
     }

@@ -541,7 +541,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
 
 /// Load a trained model from a run directory: its spec, and the best weights (or the last).
 pub fn load_run(dir: &Path) -> Result<(Spec, Sequential, RunInfo)> {
-    let spec = Spec::load(&dir.join(files::SPEC))?;
+    // Building the model checks the spec; no need to build it twice.
+    let spec = Spec::read(&dir.join(files::SPEC))?;
     let model = spec.build_model(&mut Rng::new(0))?;
     let info = RunInfo::load(dir)?;
     let weights = [files::BEST, files::LAST]

@@ -9,7 +9,7 @@ use convnet::rng::Rng;
 use convnet::spec::Spec;
 
 pub fn run(spec: &Path, json: bool) -> Result<()> {
-    let spec = Spec::load(spec)?;
+    let spec = Spec::read(spec)?;
     let model = spec.build_model(&mut Rng::new(0))?;
     let s = summarize(&model)?;
     let mut out = std::io::stdout().lock();
