@@ -1,17 +1,10 @@
 //! The `convnet` binary, run for real: its output and exit codes.
 
-use std::process::Command;
+mod common;
 
+/// The binary, run in the package's folder.
 fn convnet(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_convnet"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::convnet(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), args)
 }
 
 #[test]

@@ -7,18 +7,8 @@ use std::process::Command;
 
 use convnet::rng::Rng;
 
-fn convnet(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_convnet"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::convnet;
 
 /// 8x8 images of a horizontal (0), vertical (1) or diagonal (2) bar with noise.
 fn bars(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
