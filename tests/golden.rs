@@ -241,6 +241,7 @@ fn run(case: &Case, t: &BTreeMap<String, Tensor>) -> Result<Tensor> {
                 eps: f(&c["eps"]),
             },
         ),
+        "weight_norm" => ops::weight_norm(x(), &t["g"]),
         "layer_norm" => ops::layer_norm(
             x(),
             &usizes(&c["normalized_shape"]),

@@ -435,6 +435,15 @@ fn dropout_and_norms() {
     check("layer_norm", &[x, w, b], |t| {
         ops::layer_norm(&t[0], &[3, 4], Some(&t[1]), Some(&t[2]), 1e-5)
     });
+    for shape in [vec![5, 3, 2], vec![4, 2, 3, 3]] {
+        let v = randn(&shape, &mut rng);
+        let mut gs = vec![1; shape.len()];
+        gs[0] = shape[0];
+        let g = randn(&gs, &mut rng);
+        check(&format!("weight_norm {shape:?}"), &[v, g], |t| {
+            ops::weight_norm(&t[0], &t[1])
+        });
+    }
 }
 
 #[test]

@@ -395,6 +395,7 @@ def main():
     add_activation_cases()
     add_norm_cases()
     add_loss_cases()
+    add_weight_norm_cases()
     add_optimizer_cases()
     for name, cfg, p0, grads, after in OPTIM:
         save(os.path.join(OUT, "optim_" + name + ".safetensors"), {"in.p": p0, "in.grads": grads, "out": after},
@@ -418,6 +419,15 @@ def main():
             tensors["extra." + k] = v
         save(os.path.join(OUT, name + ".safetensors"), tensors, {"op": op, "cfg": json.dumps(cfg), "torch": torch.__version__})
     print(f"wrote {len(CASES) + len(OPTIM)} cases to {os.path.normpath(OUT)}", file=sys.stderr)
+
+
+def add_weight_norm_cases():
+    # torch._weight_norm(v, g, 0) is what nn.utils.weight_norm computes: g * v / ||v||, the norm
+    # of each v[i] over its other axes.
+    case("weight_norm_conv1d", "weight_norm", {},
+         {"x": rnd(6, 4, 3), "g": rnd(6, 1, 1).abs() + 0.5}, lambda t: torch._weight_norm(t["x"], t["g"], 0))
+    case("weight_norm_conv2d", "weight_norm", {},
+         {"x": rnd(5, 2, 3, 3), "g": rnd(5, 1, 1, 1)}, lambda t: torch._weight_norm(t["x"], t["g"], 0))
 
 
 if __name__ == "__main__":

@@ -11,15 +11,41 @@ pub struct Summary {
     pub layers: Vec<LayerReport>,
     pub total_params: usize,
     pub total_flops: u64,
+    /// The model's receptive field (one output position), e.g. `31` or `all`.
+    pub receptive_field: String,
+    /// Things a person should know, such as a receptive field shorter than the input.
+    pub warnings: Vec<String>,
 }
 
 /// Summarise a model.
 pub fn summarize(model: &Sequential) -> Result<Summary> {
     let layers = model.report()?;
+    let rf = model.receptive_field();
+    let mut warnings = Vec::new();
+    let spatial = model.input.get(1..).unwrap_or(&[]);
+    if !rf.global {
+        for (i, (&n, &r)) in spatial.iter().zip(&rf.size).enumerate() {
+            if r < n as f64 {
+                let axis = match (spatial.len(), i) {
+                    (1, _) => "input window",
+                    (_, 0) => "input height",
+                    _ => "input width",
+                };
+                warnings.push(format!(
+                    "the receptive field ({}) is shorter than the {axis} ({n}): each output sees only {} of the {n} positions; add layers, dilations or a larger kernel to see them all",
+                    rf.describe(),
+                    r
+                ));
+            }
+        }
+    }
+    let top = layers.iter().filter(|l| l.depth == 0);
     Ok(Summary {
         input: model.input.clone(),
-        total_params: layers.iter().map(|l| l.params).sum(),
-        total_flops: layers.iter().map(|l| l.flops).sum(),
+        total_params: top.clone().map(|l| l.params).sum(),
+        total_flops: top.map(|l| l.flops).sum(),
+        receptive_field: rf.describe(),
+        warnings,
         layers,
     })
 }
@@ -38,20 +64,27 @@ impl Summary {
     /// The table as text: one row per layer, its shape arithmetic indented below it.
     pub fn to_table(&self) -> String {
         let mut s = String::new();
+        let w = self
+            .layers
+            .iter()
+            .map(|l| 2 * l.depth + l.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(10);
         s.push_str(&format!(
-            "{:<10} {:<18} {:<16} {:>10} {:>10} {:>10}\n",
+            "{:<w$} {:<18} {:<16} {:>10} {:>10} {:>10}\n",
             "layer", "type", "output shape", "params", "FLOPs", "recept. f."
         ));
         s.push_str(&format!(
-            "{:<10} {:<18} {:<16}\n",
+            "{:<w$} {:<18} {:<16}\n",
             "input",
             "",
             fmt_shape(&self.input)
         ));
         for l in &self.layers {
             s.push_str(&format!(
-                "{:<10} {:<18} {:<16} {:>10} {:>10} {:>10}\n",
-                l.name,
+                "{:<w$} {:<18} {:<16} {:>10} {:>10} {:>10}\n",
+                format!("{}{}", "  ".repeat(l.depth), l.name),
                 l.kind,
                 fmt_shape(&l.output_shape),
                 l.params,
@@ -59,7 +92,7 @@ impl Summary {
                 l.receptive_field
             ));
             for a in &l.arithmetic {
-                s.push_str(&format!("{:<10}   {a}\n", ""));
+                s.push_str(&format!("{:<w$}   {a}\n", ""));
             }
         }
         s.push_str(&format!(
@@ -68,6 +101,13 @@ impl Summary {
             self.total_flops,
             human(self.total_flops)
         ));
+        s.push_str(&format!(
+            "receptive field of one output: {}\n",
+            self.receptive_field
+        ));
+        for w in &self.warnings {
+            s.push_str(&format!("warning: {w}\n"));
+        }
         s
     }
 
@@ -78,6 +118,7 @@ impl Summary {
             "input_shape": self.input,
             "layers": self.layers.iter().map(|l| serde_json::json!({
                 "name": l.name,
+                "depth": l.depth,
                 "type": l.kind,
                 "output_shape": l.output_shape,
                 "params": l.params,
@@ -87,6 +128,8 @@ impl Summary {
             })).collect::<Vec<_>>(),
             "total_params": self.total_params,
             "total_flops": self.total_flops,
+            "receptive_field": self.receptive_field,
+            "warnings": self.warnings,
         })
     }
 }

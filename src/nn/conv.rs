@@ -59,7 +59,11 @@ pub struct Conv {
     /// Transposed only.
     pub output_padding: Vec<usize>,
     pub activation: Activation,
+    /// The weight, or under weight normalisation its direction `v` (PyTorch's `weight_v`).
     pub weight: Tensor,
+    /// Weight normalisation's per-filter magnitude `g` (`weight_g`, shaped `(filters, 1, ..)`):
+    /// the weight used is `g * v / ||v||`, the norm taken over all but the first axis.
+    pub weight_g: Option<Tensor>,
     pub bias: Option<Tensor>,
 }
 
@@ -162,12 +166,36 @@ impl Conv {
             output_padding,
             activation,
             weight,
+            weight_g: None,
             bias,
         };
         if kind.transposed() {
             conv.transpose_padding()?;
         }
         Ok(conv)
+    }
+
+    /// Reparameterise the weight as `g * v / ||v||` (weight normalisation, Salimans and
+    /// Kingma 2016, as PyTorch's `weight_norm` with `dim=0`); the effective weight is unchanged.
+    pub fn with_weight_norm(mut self) -> Result<Conv> {
+        if self.kind.transposed() {
+            return param_err(
+                self.kind.name(),
+                "weight_norm",
+                "is for convolutions, not transposed ones",
+            );
+        }
+        let g = crate::autograd::no_grad(|| ops::filter_norms(&self.weight))?;
+        self.weight_g = Some(g.detach().requires_grad_());
+        Ok(self)
+    }
+
+    /// The weight the convolution uses.
+    pub fn effective_weight(&self) -> Result<Tensor> {
+        match &self.weight_g {
+            None => Ok(self.weight.clone()),
+            Some(g) => ops::weight_norm(&self.weight, g),
+        }
     }
 
     /// Symmetric padding per axis of a transposed convolution.
@@ -199,10 +227,11 @@ impl Layer for Conv {
 
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
         let b = self.bias.as_ref();
+        let weight = self.effective_weight()?;
         let y = match self.kind {
             ConvKind::Conv2d => ops::conv2d(
                 x,
-                &self.weight,
+                &weight,
                 b,
                 &ops::Conv2dConfig {
                     stride: [self.stride[0], self.stride[1]],
@@ -214,7 +243,7 @@ impl Layer for Conv {
             )?,
             ConvKind::Conv1d => ops::conv1d(
                 x,
-                &self.weight,
+                &weight,
                 b,
                 &ops::Conv1dConfig {
                     stride: self.stride[0],
@@ -228,7 +257,7 @@ impl Layer for Conv {
                 let p = self.transpose_padding()?;
                 ops::conv_transpose2d(
                     x,
-                    &self.weight,
+                    &weight,
                     b,
                     &ops::ConvTranspose2dConfig {
                         stride: [self.stride[0], self.stride[1]],
@@ -243,7 +272,7 @@ impl Layer for Conv {
                 let p = self.transpose_padding()?;
                 ops::conv_transpose1d(
                     x,
-                    &self.weight,
+                    &weight,
                     b,
                     &ops::ConvTranspose1dConfig {
                         stride: self.stride[0],
@@ -394,7 +423,13 @@ impl Layer for Conv {
     }
 
     fn params(&self) -> Vec<(String, Tensor)> {
-        let mut v = vec![("weight".to_string(), self.weight.clone())];
+        let mut v = match &self.weight_g {
+            None => vec![("weight".to_string(), self.weight.clone())],
+            Some(g) => vec![
+                ("weight_g".to_string(), g.clone()),
+                ("weight_v".to_string(), self.weight.clone()),
+            ],
+        };
         if let Some(b) = &self.bias {
             v.push(("bias".into(), b.clone()));
         }

@@ -93,9 +93,10 @@ impl Layer for Dense {
     }
 
     fn receptive_field(&self, rf: &ReceptiveField) -> ReceptiveField {
-        // Each unit reads every input feature; after a flatten, that is every position.
+        // Each unit reads every input feature; after a flatten, that is every position (but
+        // after a block that kept one position, only that position's field).
         ReceptiveField {
-            global: true,
+            global: rf.global || !rf.collapsed,
             ..rf.clone()
         }
     }

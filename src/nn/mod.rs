@@ -4,20 +4,26 @@
 //! [`Layer`] trait and names its children's parameters below its own prefix.
 
 mod activation;
+mod block;
 mod conv;
 mod dense;
 mod misc;
 mod model;
 mod norm;
 mod pool;
+mod tcn;
+mod wavenet;
 
 pub use activation::Activation;
+pub use block::Residual;
 pub use conv::{Conv, ConvKind};
 pub use dense::Dense;
 pub use misc::{Dropout, Flatten, Reshape};
 pub use model::{LayerReport, Sequential};
 pub use norm::{BatchNorm, LayerNorm};
 pub use pool::{GlobalPool, Pool, PoolKind};
+pub use tcn::{Tcn, TcnBlock, TcnConfig, TcnNorm};
+pub use wavenet::{WaveNet, WaveNetConfig, doubling as wavenet_dilations};
 
 use crate::error::Result;
 use crate::rng::Rng;
@@ -37,6 +43,9 @@ pub struct ReceptiveField {
     pub jump: Vec<f64>,
     /// Set once a global pool or a dense layer over flattened positions sees the whole input.
     pub global: bool,
+    /// Set when a sequence-to-one block kept one position: what follows (a dense head)
+    /// sees only that position's field, not the whole input.
+    pub collapsed: bool,
 }
 
 impl ReceptiveField {
@@ -46,6 +55,7 @@ impl ReceptiveField {
             size: vec![1.0; dims],
             jump: vec![1.0; dims],
             global: false,
+            collapsed: false,
         }
     }
     /// After a window of `k` taps with `dilation` and `stride` along each axis.
@@ -115,6 +125,11 @@ pub trait Layer: Send + Sync {
     }
     /// Non-trainable state saved with the weights (`running_mean`, `running_var`).
     fn buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    /// For a block: its sub-layers along the main path, in order, with their names
+    /// (`blocks.0`), shown as their own rows by `convnet summary`.
+    fn parts(&self) -> Vec<(String, &dyn Layer)> {
         Vec::new()
     }
 }

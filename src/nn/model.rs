@@ -10,8 +10,10 @@ use crate::tensor::Tensor;
 /// One row of a model's summary.
 #[derive(Clone, Debug)]
 pub struct LayerReport {
-    /// `layers.3`
+    /// `layers.3`, or `layers.3.blocks.0` for a part of a block.
     pub name: String,
+    /// 0 for the model's layers, 1 for the parts of a block, and so on.
+    pub depth: usize,
     pub kind: String,
     /// Per sample.
     pub output_shape: Vec<usize>,
@@ -90,15 +92,13 @@ impl Sequential {
     }
 
     fn named(&self, f: impl Fn(&dyn Layer) -> Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
-        self.layers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, l)| {
-                f(l.as_ref())
-                    .into_iter()
-                    .map(move |(n, t)| (format!("layers.{i}.{n}"), t))
-            })
-            .collect()
+        super::block::named_children(
+            self.layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (format!("layers.{i}"), l.as_ref())),
+            f,
+        )
     }
 
     /// Copy values from `state` into the model; every key must be present with its shape, and
@@ -137,29 +137,69 @@ impl Sequential {
     }
 
     /// Per-layer shapes with their arithmetic, parameters, FLOPs and receptive fields.
+    /// A block's parts come before the block's own row, one level deeper.
     pub fn report(&self) -> Result<Vec<LayerReport>> {
-        let mut shape = self.input.clone();
-        let mut rf = ReceptiveField::identity(self.input.len().saturating_sub(1));
         let mut rows = Vec::new();
-        for (i, layer) in self.layers.iter().enumerate() {
-            let info = layer.infer(&shape)?;
-            rf = layer.receptive_field(&rf);
-            rows.push(LayerReport {
-                name: format!("layers.{i}"),
-                kind: layer.kind().to_string(),
-                output_shape: info.output.clone(),
-                params: layer.params().iter().map(|(_, t)| t.numel()).sum(),
-                flops: info.flops,
-                receptive_field: rf.describe(),
-                arithmetic: info.arithmetic,
-            });
-            shape = info.output;
-        }
+        let layers = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("layers.{i}"), l.as_ref()))
+            .collect();
+        report_rows(layers, &self.input, &self.input_rf(), 0, &mut rows)?;
         Ok(rows)
+    }
+
+    fn input_rf(&self) -> ReceptiveField {
+        ReceptiveField::identity(self.input.len().saturating_sub(1))
+    }
+
+    /// The receptive field of one output position of the whole model.
+    pub fn receptive_field(&self) -> ReceptiveField {
+        self.layers
+            .iter()
+            .fold(self.input_rf(), |r, l| l.receptive_field(&r))
     }
 
     /// Number of trainable parameters.
     pub fn num_params(&self) -> usize {
         self.named_params().iter().map(|(_, t)| t.numel()).sum()
     }
+}
+
+/// Rows for `layers` applied in order to `input` with receptive field `rf`, each block's parts
+/// before it; returns the output shape and receptive field.
+fn report_rows(
+    layers: Vec<(String, &dyn Layer)>,
+    input: &[usize],
+    rf: &ReceptiveField,
+    depth: usize,
+    rows: &mut Vec<LayerReport>,
+) -> Result<(Vec<usize>, ReceptiveField)> {
+    let mut shape = input.to_vec();
+    let mut rf = rf.clone();
+    for (name, layer) in layers {
+        let parts = layer.parts();
+        if !parts.is_empty() {
+            let named = parts
+                .into_iter()
+                .map(|(n, l)| (format!("{name}.{n}"), l))
+                .collect();
+            report_rows(named, &shape, &rf, depth + 1, rows)?;
+        }
+        let info = layer.infer(&shape)?;
+        rf = layer.receptive_field(&rf);
+        rows.push(LayerReport {
+            name,
+            depth,
+            kind: layer.kind().to_string(),
+            output_shape: info.output.clone(),
+            params: layer.params().iter().map(|(_, t)| t.numel()).sum(),
+            flops: info.flops,
+            receptive_field: rf.describe(),
+            arithmetic: info.arithmetic,
+        });
+        shape = info.output;
+    }
+    Ok((shape, rf))
 }

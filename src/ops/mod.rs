@@ -75,7 +75,7 @@ pub use linear::{linear, matmul};
 pub use loss::{
     CrossEntropyOptions, binary_cross_entropy_with_logits, cross_entropy, huber, mae, mse,
 };
-pub use norm::{BatchNormArgs, batch_norm, layer_norm};
+pub use norm::{BatchNormArgs, batch_norm, filter_norms, layer_norm, weight_norm};
 pub use pool::{
     Pool1dConfig, Pool2dConfig, adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d,
     global_avg_pool1d, global_avg_pool2d, global_max_pool1d, global_max_pool2d, max_pool1d,
@@ -151,7 +151,10 @@ pub const OPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("regularisation", &["dropout", "spatial_dropout"]),
-    ("normalisation", &["batch_norm", "layer_norm"]),
+    (
+        "normalisation",
+        &["batch_norm", "layer_norm", "weight_norm"],
+    ),
     (
         "loss",
         &[

@@ -340,3 +340,33 @@ pub fn layer_norm(
         Ok(grads)
     }))
 }
+
+/// The L2 norm of each slice `w[i]` (over all axes but the first), shaped `(n, 1, ..)`.
+pub fn filter_norms(w: &Tensor) -> Result<Tensor> {
+    if w.rank() < 2 {
+        return shape_err(
+            "weight_norm",
+            format!("needs a weight with at least 2 axes, got {:?}", w.shape()),
+        );
+    }
+    let axes: Vec<isize> = (1..w.rank() as isize).collect();
+    super::sqrt(&super::sum(&super::mul(w, w)?, &axes, true)?)
+}
+
+/// Weight normalisation (PyTorch's `_weight_norm` with `dim=0`): `g * v / ||v||`, the norm of
+/// each `v[i]` taken over all its other axes; `g` is shaped `(n, 1, ..)` like that norm.
+pub fn weight_norm(v: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let mut want = vec![1; v.rank()];
+    want[0] = v.shape().first().copied().unwrap_or(0);
+    if v.rank() < 2 || g.shape() != want {
+        return shape_err(
+            "weight_norm",
+            format!(
+                "g must be shaped {want:?} for v {:?}, got {:?}",
+                v.shape(),
+                g.shape()
+            ),
+        );
+    }
+    super::mul(v, &super::div(g, &filter_norms(v)?)?)
+}

@@ -6,7 +6,7 @@ use super::table::{R, Table};
 use crate::error::Error;
 use crate::nn::{
     Activation, BatchNorm, Conv, ConvKind, Dense, Dropout, Flatten, GlobalPool, Layer, LayerNorm,
-    Pool, PoolKind, Reshape,
+    Pool, PoolKind, Reshape, Residual, Tcn, TcnConfig, TcnNorm, WaveNet, WaveNetConfig,
 };
 use crate::ops::{PadMode, Padding, same_padding};
 use crate::rng::Rng;
@@ -31,6 +31,9 @@ pub const LAYER_TYPES: &[&str] = &[
     "flatten",
     "activation",
     "reshape",
+    "residual",
+    "tcn",
+    "wavenet",
 ];
 
 fn activation(t: &Table, default: Activation) -> R<Activation> {
@@ -268,6 +271,61 @@ pub(crate) fn build(t: &Table, kind: &str, input: &[usize], rng: &mut Rng) -> R<
             )?;
             Box::new(Reshape { target })
         }
+        "residual" => {
+            let body = sub_layers(t, input, rng)?;
+            let act = activation(t, Activation::Linear)?;
+            Box::new(Residual::new(body, input, act, rng)?)
+        }
+        "tcn" => {
+            let d = TcnConfig::default();
+            let padding = match t.choice("padding", &["causal", "same"])? {
+                Some("same") => Padding::Same,
+                _ => Padding::Causal,
+            };
+            let norm = match t.choice("normalization", TcnNorm::NAMES)? {
+                Some(n) => TcnNorm::parse(n).unwrap_or(TcnNorm::None),
+                None => TcnNorm::None,
+            };
+            let cfg = TcnConfig {
+                nb_filters: t.usize("nb_filters")?.unwrap_or(d.nb_filters),
+                kernel_size: t.usize("kernel_size")?.unwrap_or(d.kernel_size),
+                dilations: dilations(t)?.unwrap_or(d.dilations),
+                nb_stacks: t.usize("nb_stacks")?.unwrap_or(d.nb_stacks),
+                padding,
+                use_skip_connections: t
+                    .bool("use_skip_connections")?
+                    .unwrap_or(d.use_skip_connections),
+                dropout_rate: t.f32("dropout_rate")?.unwrap_or(d.dropout_rate),
+                return_sequences: t.bool("return_sequences")?.unwrap_or(d.return_sequences),
+                activation: activation(t, d.activation)?,
+                norm,
+            };
+            Box::new(Tcn::new(input.first().copied().unwrap_or(0), cfg, rng)?)
+        }
+        "wavenet" => {
+            let d = WaveNetConfig::default();
+            let dil = match (dilations(t)?, t.usize("layers_per_stack")?) {
+                (Some(_), Some(_)) => {
+                    return Err(t.err(
+                        "layers_per_stack",
+                        "give either `dilations` or `layers_per_stack` (dilations 1, 2, 4, ...), not both",
+                    ));
+                }
+                (Some(v), None) => v,
+                (None, Some(n)) => crate::nn::wavenet_dilations(n),
+                (None, None) => d.dilations,
+            };
+            let cfg = WaveNetConfig {
+                residual_channels: t.usize("residual_channels")?.unwrap_or(d.residual_channels),
+                skip_channels: t.usize("skip_channels")?.unwrap_or(d.skip_channels),
+                output_channels: t.usize("output_channels")?.unwrap_or(d.output_channels),
+                kernel_size: t.usize("kernel_size")?.unwrap_or(d.kernel_size),
+                dilations: dil,
+                nb_stacks: t.usize("nb_stacks")?.unwrap_or(d.nb_stacks),
+                return_sequences: t.bool("return_sequences")?.unwrap_or(d.return_sequences),
+            };
+            Box::new(WaveNet::new(input.first().copied().unwrap_or(0), cfg, rng)?)
+        }
         other => {
             return Err(t.err(
                 "type",
@@ -279,6 +337,45 @@ pub(crate) fn build(t: &Table, kind: &str, input: &[usize], rng: &mut Rng) -> R<
         }
     };
     Ok(layer)
+}
+
+/// `dilations`: a list of positive integers.
+fn dilations(t: &Table) -> R<Option<Vec<usize>>> {
+    Ok(t.int_list("dilations", false)?
+        .map(|v| v.into_iter().flatten().collect()))
+}
+
+/// The `[[...layers]]` entries of a block, built in order from the block's input shape.
+fn sub_layers(t: &Table, input: &[usize], rng: &mut Rng) -> R<Vec<Box<dyn Layer>>> {
+    let entries = match t.get("layers") {
+        Some(toml::Value::Array(a)) if !a.is_empty() => a,
+        _ => {
+            return Err(t.err(
+                "layers",
+                "is required: the block's layers, as [[model.layers.layers]] entries",
+            ));
+        }
+    };
+    let mut shape = input.to_vec();
+    let mut out = Vec::new();
+    for (j, e) in entries.iter().enumerate() {
+        let toml::Value::Table(ct) = e else {
+            return Err(t.err("layers", format!("entry {j} is not a table")));
+        };
+        let Some(toml::Value::String(kind)) = ct.get("type") else {
+            return Err(Table::new(t.path, format!("{} > layer {j}", t.at), ct).err(
+                "type",
+                format!("is required (one of: {})", LAYER_TYPES.join(", ")),
+            ));
+        };
+        let child = Table::new(t.path, format!("{} > layer {j} ({kind})", t.at), ct);
+        child.get("type");
+        let layer = build(&child, kind, &shape, rng).map_err(|e| at_layer(&child, e))?;
+        child.finish()?;
+        shape = layer.infer(&shape).map_err(|e| at_layer(&child, e))?.output;
+        out.push(layer);
+    }
+    Ok(out)
 }
 
 /// Turn a library error from building or checking a layer into a spec error at that layer,
@@ -300,6 +397,13 @@ pub(crate) fn at_layer(t: &Table, e: Error) -> Error {
             "epsilon" => "epsilon",
             "normalized_shape" => "normalized_shape",
             "activation" => "activation",
+            "nb_filters" => "nb_filters",
+            "dilations" => "dilations",
+            "nb_stacks" => "nb_stacks",
+            "dropout_rate" => "dropout_rate",
+            "residual_channels" => "residual_channels",
+            "skip_channels" => "skip_channels",
+            "output_channels" => "output_channels",
             _ => "",
         }
     };
