@@ -112,6 +112,7 @@ pub fn read_csv(
         shape: shape.to_vec(),
         pixels,
         labels,
+        ..Default::default()
     })
 }
 
@@ -209,6 +210,7 @@ pub fn read_folder(dir: &Path, shape: &[usize], resize: bool) -> Result<(Dataset
             shape: shape.to_vec(),
             pixels,
             labels,
+            ..Default::default()
         },
         classes,
     ))

@@ -11,11 +11,24 @@ use super::{Augment, Dataset, Normalize};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
-/// One batch: inputs `(n, c, h, w)`, labels, and the step index within the epoch.
+/// One batch: inputs `(n, c, h, w)`, labels or normalised regression targets
+/// `(n, target_len)`, and the step index within the epoch.
 pub struct Batch {
     pub x: Tensor,
     pub labels: Vec<usize>,
+    pub targets: Option<Tensor>,
     pub step: usize,
+}
+
+impl Batch {
+    /// Samples in the batch.
+    pub fn len(&self) -> usize {
+        self.x.shape()[0]
+    }
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Iterator over batches prepared by a background thread.
@@ -35,7 +48,9 @@ pub fn sample_rng(seed: u64, position: usize) -> Rng {
 
 impl Loader {
     /// Batches of `batch_size` samples taken from `data` in `order`, starting at batch
-    /// `start_step`; the last batch may be smaller.
+    /// `start_step`; the last batch may be smaller. Inputs are normalised by `norm`, regression
+    /// targets by `target_norm` (per target, over its horizon).
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         data: Arc<Dataset>,
         order: Vec<usize>,
@@ -43,6 +58,7 @@ impl Loader {
         start_step: usize,
         augment: Option<Augment>,
         norm: Normalize,
+        target_norm: Option<Normalize>,
         seed: u64,
     ) -> Loader {
         let (tx, rx) = sync_channel::<Batch>(2);
@@ -67,8 +83,34 @@ impl Loader {
                 let Ok(x) = Tensor::from_vec(pixels, &shape) else {
                     return;
                 };
-                let labels = idx.iter().map(|&i| data.labels[i]).collect();
-                if tx.send(Batch { x, labels, step }).is_err() {
+                let labels = if data.labels.is_empty() {
+                    Vec::new()
+                } else {
+                    idx.iter().map(|&i| data.labels[i]).collect()
+                };
+                let targets = if data.target_len > 0 {
+                    let mut t = Vec::with_capacity(idx.len() * data.target_len);
+                    for &i in idx {
+                        let start = t.len();
+                        t.extend_from_slice(data.target(i));
+                        if let Some(n) = &target_norm {
+                            n.apply(&mut t[start..]);
+                        }
+                    }
+                    match Tensor::from_vec(t, &[idx.len(), data.target_len]) {
+                        Ok(t) => Some(t),
+                        Err(_) => return,
+                    }
+                } else {
+                    None
+                };
+                let batch = Batch {
+                    x,
+                    labels,
+                    targets,
+                    step,
+                };
+                if tx.send(batch).is_err() {
                     return; // the consumer stopped early
                 }
             }

@@ -6,32 +6,50 @@ mod augment;
 mod idx;
 mod images;
 mod loader;
+mod series;
+mod ts;
 
 pub use augment::Augment;
 pub use idx::{read_idx_images, read_idx_labels};
 pub use images::{image_to_sample, read_csv, read_folder};
 pub use loader::{Batch, Loader};
+pub use series::{Series, SeriesRead, column_stats, interpolate, read_series_csv, windows};
+pub use ts::{LabeledSeries, read_ts, read_ucr_tsv};
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
-/// Images and labels in memory: pixels scaled to [0, 1], laid out `(n, c, h, w)`.
-#[derive(Clone, Debug)]
+/// Samples in memory, laid out `(n, *shape)`: images with pixels scaled to [0, 1] and class
+/// labels, series windows `(channels, length)` with class labels, or series windows with
+/// regression targets (the values to forecast, `target_len` per sample).
+#[derive(Clone, Debug, Default)]
 pub struct Dataset {
-    /// Per-sample shape `(c, h, w)`.
+    /// Per-sample shape `(c, h, w)` or `(c, length)`.
     pub shape: Vec<usize>,
     pub pixels: Vec<f32>,
+    /// Class labels (classification); empty for regression.
     pub labels: Vec<usize>,
+    /// Regression targets, `target_len` per sample, laid out `(targets, horizon)`.
+    pub targets: Vec<f32>,
+    pub target_len: usize,
 }
 
 impl Dataset {
     /// Number of samples.
     pub fn len(&self) -> usize {
-        self.labels.len()
+        if self.target_len > 0 {
+            self.targets.len() / self.target_len
+        } else {
+            self.labels.len()
+        }
     }
     /// Whether there are no samples.
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.len() == 0
+    }
+    /// The regression targets of sample `i`.
+    pub fn target(&self, i: usize) -> &[f32] {
+        &self.targets[i * self.target_len..(i + 1) * self.target_len]
     }
     /// Values per sample.
     pub fn sample_len(&self) -> usize {
@@ -45,13 +63,23 @@ impl Dataset {
     /// The samples at `idx`, in that order.
     pub fn subset(&self, idx: &[usize]) -> Dataset {
         let mut pixels = Vec::with_capacity(idx.len() * self.sample_len());
+        let mut targets = Vec::with_capacity(idx.len() * self.target_len);
         for &i in idx {
             pixels.extend_from_slice(self.sample(i));
+            if self.target_len > 0 {
+                targets.extend_from_slice(self.target(i));
+            }
         }
         Dataset {
             shape: self.shape.clone(),
             pixels,
-            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            labels: if self.labels.is_empty() {
+                Vec::new()
+            } else {
+                idx.iter().map(|&i| self.labels[i]).collect()
+            },
+            targets,
+            target_len: self.target_len,
         }
     }
     /// A seeded split into (train, validation): `fraction` of the samples, drawn after a

@@ -8,7 +8,7 @@ use crate::ops::activation::sigmoid_f;
 use crate::tensor::Tensor;
 
 /// Options of [`cross_entropy`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct CrossEntropyOptions {
     /// One weight per class; the mean is weighted by the targets' weights (PyTorch's rule).
     pub class_weights: Option<Vec<f32>>,

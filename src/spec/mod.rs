@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use table::{R, Table};
 
-use crate::data::Augment;
+use crate::data::{Augment, SeriesRead};
 use crate::error::{Error, Result};
 use crate::nn::Sequential;
 use crate::optim::{OptimizerKind, Schedule};
@@ -41,6 +41,50 @@ pub enum DataSource {
         train: PathBuf,
         test: Option<PathBuf>,
     },
+    /// Labelled series for classification: UCR/UEA `.ts` files, or UCR `.tsv` when `tsv`.
+    Labeled {
+        train: PathBuf,
+        test: Option<PathBuf>,
+        tsv: bool,
+    },
+    /// A time series in a CSV file, cut into windows to forecast from.
+    Series(SeriesSource),
+}
+
+/// Where the validation part of a series starts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SeriesSplit {
+    /// At this time step (0-based row after the header).
+    At(usize),
+    /// The last fraction of the time steps.
+    Fraction(f32),
+}
+
+/// `[data] format = "series"`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesSource {
+    pub path: PathBuf,
+    pub read: SeriesRead,
+    /// Columns to forecast (by default every input column).
+    pub targets: Option<Vec<String>>,
+    /// Steps forecast from each window.
+    pub horizon: usize,
+    /// Steps between the starts of neighbouring training windows.
+    pub stride: usize,
+    pub split: SeriesSplit,
+    /// The season's length in steps (12 for monthly data with a yearly cycle), for the
+    /// seasonal-naive baseline and MASE.
+    pub seasonality: Option<usize>,
+}
+
+impl SeriesSource {
+    /// The first validation step of a series of `len` steps.
+    pub fn split_at(&self, len: usize) -> usize {
+        match self.split {
+            SeriesSplit::At(i) => i,
+            SeriesSplit::Fraction(f) => len - ((len as f64 * f as f64).round() as usize).min(len),
+        }
+    }
 }
 
 /// How inputs are normalised after augmentation.
@@ -89,6 +133,18 @@ pub struct TrainSpec {
     pub schedule: Schedule,
     pub clip_grad_norm: Option<f32>,
     pub early_stopping: Option<EarlyStopping>,
+    /// `cross_entropy` for classifiers; `mse`, `mae` or `huber` for forecasters; `None`:
+    /// cross-entropy or MSE, as the data asks.
+    pub loss: Option<Loss>,
+}
+
+/// `[train] loss`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Loss {
+    CrossEntropy,
+    Mse,
+    Mae,
+    Huber { delta: f32 },
 }
 
 /// One `[[model.layers]]` entry, kept as written.
@@ -238,8 +294,8 @@ fn path_of(t: &Table, key: &str) -> R<Option<PathBuf>> {
 fn parse_data(t: &Table) -> R<DataSpec> {
     let format = t.required(
         "format",
-        t.choice("format", &["idx", "csv", "folder"]),
-        "\"idx\", \"csv\" or \"folder\"",
+        t.choice("format", &["idx", "csv", "folder", "ts", "tsv", "series"]),
+        "\"idx\", \"csv\", \"folder\", \"ts\", \"tsv\" or \"series\"",
     )?;
     let source = match format {
         "idx" => DataSource::Idx {
@@ -262,6 +318,12 @@ fn parse_data(t: &Table) -> R<DataSpec> {
             label_column: t.str("label_column")?.unwrap_or("label").to_string(),
             pixel_max: t.f32("pixel_max")?.unwrap_or(255.0),
         },
+        "ts" | "tsv" => DataSource::Labeled {
+            train: t.required("train", path_of(t, "train"), "path of the training series")?,
+            test: path_of(t, "test")?,
+            tsv: format == "tsv",
+        },
+        "series" => DataSource::Series(parse_series(t)?),
         _ => DataSource::Folder {
             train: t.required(
                 "train",
@@ -281,7 +343,11 @@ fn parse_data(t: &Table) -> R<DataSpec> {
             return Err(t.err("test_labels", "test_images and test_labels go together"));
         }
     }
-    let validation_split = t.f32("validation_split")?.unwrap_or(0.1);
+    let validation_split = match &source {
+        // a series' validation part is its end, read by parse_series
+        DataSource::Series(_) => 0.0,
+        _ => t.f32("validation_split")?.unwrap_or(0.1),
+    };
     if !(0.0..1.0).contains(&validation_split) {
         return Err(t.err(
             "validation_split",
@@ -291,7 +357,7 @@ fn parse_data(t: &Table) -> R<DataSpec> {
     let normalize = match t.get("normalize") {
         None => NormalizeSpec::Standardize,
         Some(toml::Value::String(s)) if s == "standardize" => NormalizeSpec::Standardize,
-        Some(toml::Value::String(s)) if s == "scale" => NormalizeSpec::Scale,
+        Some(toml::Value::String(s)) if s == "scale" || s == "none" => NormalizeSpec::Scale,
         Some(toml::Value::Table(nt)) => {
             let n = Table::new(t.path, "[data.normalize]", nt);
             let mean = n.required("mean", n.f32_list("mean"), "per-channel means")?;
@@ -322,6 +388,9 @@ fn parse_data(t: &Table) -> R<DataSpec> {
             ));
         }
     };
+    if augment.is_active() && matches!(source, DataSource::Series(_) | DataSource::Labeled { .. }) {
+        return Err(t.err("augment", "image augmentation does not apply to series"));
+    }
     let class_names = t.str_list("class_names")?;
     let resize = t.bool("resize")?.unwrap_or(false);
     t.finish()?;
@@ -332,6 +401,51 @@ fn parse_data(t: &Table) -> R<DataSpec> {
         augment,
         class_names,
         resize,
+    })
+}
+
+fn parse_series(t: &Table) -> R<SeriesSource> {
+    let path = t.required("path", path_of(t, "path"), "path of the series CSV")?;
+    let interpolate = match t.choice("missing", &["error", "interpolate"])? {
+        Some("interpolate") => true,
+        _ => false,
+    };
+    let read = SeriesRead {
+        columns: t.str_list("columns")?,
+        time_column: t.str("time_column")?.map(str::to_string),
+        interpolate,
+    };
+    let horizon = t.usize("horizon")?.unwrap_or(1);
+    let stride = t.usize("stride")?.unwrap_or(1);
+    for (k, v) in [("horizon", horizon), ("stride", stride)] {
+        if v == 0 {
+            return Err(t.err(k, "must be positive"));
+        }
+    }
+    let split = match (t.usize("split")?, t.f32("validation_split")?) {
+        (Some(_), Some(_)) => {
+            return Err(t.err(
+                "validation_split",
+                "give `split` (the first validation step) or `validation_split` (a fraction), not both",
+            ));
+        }
+        (Some(i), None) => SeriesSplit::At(i),
+        (None, Some(f)) if (0.0..1.0).contains(&f) => SeriesSplit::Fraction(f),
+        (None, Some(f)) => return Err(t.err("validation_split", format!("{f} is not in [0, 1)"))),
+        (None, None) => SeriesSplit::Fraction(0.2),
+    };
+    let seasonality = t.usize("seasonality")?;
+    if seasonality == Some(0) {
+        return Err(t.err("seasonality", "must be positive"));
+    }
+    Ok(SeriesSource {
+        path,
+        read,
+        targets: t.str_list("targets")?,
+        horizon,
+        stride,
+        split,
+        seasonality,
     })
 }
 
@@ -375,10 +489,15 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         ));
     }
     let seed = t.usize("seed")?.unwrap_or(0) as u64;
-    let loss = t
-        .choice("loss", &["cross_entropy"])?
-        .unwrap_or("cross_entropy");
-    let _ = loss;
+    let loss = match t.choice("loss", &["cross_entropy", "mse", "mae", "huber"])? {
+        Some("mse") => Some(Loss::Mse),
+        Some("mae") => Some(Loss::Mae),
+        Some("huber") => Some(Loss::Huber {
+            delta: t.f32("huber_delta")?.unwrap_or(1.0),
+        }),
+        Some(_) => Some(Loss::CrossEntropy),
+        None => None,
+    };
     let label_smoothing = t.f32("label_smoothing")?.unwrap_or(0.0);
     if !(0.0..1.0).contains(&label_smoothing) {
         return Err(t.err(
@@ -482,7 +601,7 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
             let e = Table::new(t.path, "[train.early_stopping]", et);
             let es = EarlyStopping {
                 monitor: e
-                    .choice("monitor", &["val_loss", "val_acc"])?
+                    .choice("monitor", &["val_loss", "val_acc", "val_mae"])?
                     .unwrap_or("val_loss")
                     .to_string(),
                 patience: e.usize("patience")?.unwrap_or(3),
@@ -506,5 +625,6 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         schedule,
         clip_grad_norm,
         early_stopping,
+        loss,
     })
 }

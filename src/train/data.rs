@@ -1,12 +1,18 @@
-//! Loading a spec's data: the training set (split into train and validation by seed), the test
-//! set, class names, and the normalisation fitted on the training split only.
+//! Loading a spec's data: the training set (split into train and validation by seed, or for a
+//! series by time), the test set, class names, and the normalisation fitted on the training
+//! split only.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::data::{Dataset, Normalize, read_csv, read_folder, read_idx_images, read_idx_labels};
+use crate::data::{
+    Dataset, Normalize, column_stats, read_csv, read_folder, read_idx_images, read_idx_labels,
+    read_series_csv, read_ts, read_ucr_tsv, windows,
+};
 use crate::error::{Error, Result};
-use crate::spec::{DataSource, NormalizeSpec, Spec};
+use crate::spec::{DataSource, NormalizeSpec, SeriesSource, Spec};
+
+use super::Task;
 
 /// The data of a run, ready for training and evaluation.
 pub struct Prepared {
@@ -15,6 +21,9 @@ pub struct Prepared {
     pub test: Option<Dataset>,
     pub class_names: Vec<String>,
     pub normalize: Normalize,
+    /// A forecaster's target columns and their normalisation.
+    pub target_names: Vec<String>,
+    pub target_norm: Option<Normalize>,
 }
 
 fn idx_pair(images: &Path, labels: &Path, shape: &[usize]) -> Result<Dataset> {
@@ -40,13 +49,76 @@ fn idx_pair(images: &Path, labels: &Path, shape: &[usize]) -> Result<Dataset> {
         shape: shape.to_vec(),
         pixels,
         labels: lab,
+        ..Default::default()
     })
+}
+
+fn spec_err(spec: &Spec, at: &str, msg: String) -> Error {
+    Error::Spec {
+        path: spec.path.display().to_string(),
+        at: at.into(),
+        msg,
+    }
+}
+
+/// Labelled series from a `.ts` or `.tsv` file, all of the model's input shape.
+fn labeled(
+    spec: &Spec,
+    path: &Path,
+    tsv: bool,
+    classes: Option<&[String]>,
+) -> Result<(Dataset, Vec<String>)> {
+    let ls = if tsv {
+        read_ucr_tsv(path, classes)?
+    } else {
+        read_ts(path, classes)?
+    };
+    let shape = &spec.input;
+    let fmt = |msg: String| Error::Format {
+        path: path.display().to_string(),
+        msg,
+    };
+    if shape.len() != 2 || shape[0] != ls.channels() {
+        return Err(fmt(format!(
+            "the series have {} channel(s) but the model's input is {shape:?}; series need [channels, length]",
+            ls.channels()
+        )));
+    }
+    let lengths = ls.lengths();
+    if lengths != [shape[1]] {
+        return Err(fmt(format!(
+            "the series have length(s) {lengths:?} but the model's input length is {}",
+            shape[1]
+        )));
+    }
+    Ok((ls.of_length(shape[1]).0, ls.class_names))
 }
 
 /// Read one split ("train" or "test") of the spec's data source.
 pub fn read_split(spec: &Spec, which: &str) -> Result<Option<(Dataset, Option<Vec<String>>)>> {
     let d = spec.data()?;
     let shape = &spec.input;
+    match &d.source {
+        DataSource::Labeled { train, test, tsv } => {
+            let (tr, names) = labeled(spec, train, *tsv, None)?;
+            return Ok(match (which, test) {
+                ("train", _) => Some((tr, Some(names))),
+                (_, Some(t)) => {
+                    let (ts, _) = labeled(spec, t, *tsv, Some(&names))?;
+                    Some((ts, Some(names)))
+                }
+                _ => None,
+            });
+        }
+        DataSource::Series(_) => {
+            return Err(spec_err(
+                spec,
+                "[data]",
+                "a series is split by time into windows, not read as samples".into(),
+            ));
+        }
+        _ => {}
+    }
     if shape.len() != 3 {
         return Err(Error::Spec {
             path: spec.path.display().to_string(),
@@ -101,9 +173,20 @@ pub fn read_split(spec: &Spec, which: &str) -> Result<Option<(Dataset, Option<Ve
     })
 }
 
-/// Load and split the data, check labels against `classes`, fit the normalisation.
-pub fn prepare(spec: &Spec, classes: usize, seed: u64) -> Result<Prepared> {
+/// Load and split the data, check labels against the task's classes, fit the normalisation.
+pub fn prepare(spec: &Spec, task: &Task, seed: u64) -> Result<Prepared> {
     let d = spec.data()?;
+    if let DataSource::Series(s) = &d.source {
+        return prepare_series(spec, s, &d.normalize);
+    }
+    let Task::Classify { classes, .. } = task else {
+        return Err(spec_err(
+            spec,
+            "[data]",
+            "regression needs format = \"series\"".into(),
+        ));
+    };
+    let classes = *classes;
     let (full, folder_names) = read_split(spec, "train")?.ok_or_else(|| Error::Spec {
         path: spec.path.display().to_string(),
         at: "[data]".into(),
@@ -179,5 +262,120 @@ pub fn prepare(spec: &Spec, classes: usize, seed: u64) -> Result<Prepared> {
         test,
         class_names,
         normalize,
+        target_names: Vec::new(),
+        target_norm: None,
+    })
+}
+
+/// The columns of a series spec: inputs, the indices of the targets among them, and the
+/// series itself.
+pub fn series_columns(spec: &Spec, s: &SeriesSource) -> Result<(crate::data::Series, Vec<usize>)> {
+    let series = read_series_csv(&s.path, &s.read)?;
+    let (c, window) = match spec.input[..] {
+        [c, w] => (c, w),
+        _ => {
+            return Err(spec_err(
+                spec,
+                "[model], key `input`",
+                format!(
+                    "a series model's input is [channels, window], got {:?}",
+                    spec.input
+                ),
+            ));
+        }
+    };
+    if series.names.len() != c {
+        return Err(spec_err(
+            spec,
+            "[data], key `columns`",
+            format!(
+                "{} column(s) ({}) for a model with {c} input channel(s)",
+                series.names.len(),
+                series.names.join(", ")
+            ),
+        ));
+    }
+    let targets = match &s.targets {
+        None => (0..c).collect(),
+        Some(t) => t
+            .iter()
+            .map(|name| {
+                series.names.iter().position(|n| n == name).ok_or_else(|| {
+                    spec_err(
+                        spec,
+                        "[data], key `targets`",
+                        format!(
+                            "`{name}` is not an input column ({})",
+                            series.names.join(", ")
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
+    let split = s.split_at(series.len());
+    if split < window + s.horizon || split >= series.len() {
+        return Err(spec_err(
+            spec,
+            "[data], key `split`",
+            format!(
+                "the validation part starts at step {split} of {}: the training part needs at least window + horizon = {} steps and the validation part at least one",
+                series.len(),
+                window + s.horizon
+            ),
+        ));
+    }
+    Ok((series, targets))
+}
+
+fn prepare_series(spec: &Spec, s: &SeriesSource, norm: &NormalizeSpec) -> Result<Prepared> {
+    let (series, targets) = series_columns(spec, s)?;
+    let window = spec.input[1];
+    let split = s.split_at(series.len());
+    let cols: Vec<&[f32]> = series.values.iter().map(|v| v.as_slice()).collect();
+    let tcols: Vec<&[f32]> = targets.iter().map(|&j| cols[j]).collect();
+    let normalize = match norm {
+        NormalizeSpec::Scale => Normalize::identity(cols.len()),
+        NormalizeSpec::Standardize => {
+            let (mean, std) = column_stats(&cols, 0..split);
+            Normalize { mean, std }
+        }
+        NormalizeSpec::Fixed { .. } => {
+            return Err(spec_err(
+                spec,
+                "[data], key `normalize`",
+                "a series is normalised with \"standardize\" (fitted on the training part) or \"none\"".into(),
+            ));
+        }
+    };
+    let target_norm = Normalize {
+        mean: targets.iter().map(|&j| normalize.mean[j]).collect(),
+        std: targets.iter().map(|&j| normalize.std[j]).collect(),
+    };
+    // Training windows forecast steps before the split only; validation windows start there.
+    let train = windows(
+        &cols,
+        &tcols,
+        window,
+        s.horizon,
+        s.stride,
+        window..split + 1 - s.horizon,
+    );
+    let val = windows(&cols, &tcols, window, s.horizon, 1, split..series.len());
+    if train.is_empty() {
+        return Err(spec_err(
+            spec,
+            "[data], key `split`",
+            "leaves no training windows".into(),
+        ));
+    }
+    Ok(Prepared {
+        train: Arc::new(train),
+        val: if val.is_empty() { None } else { Some(val) },
+        test: None,
+        class_names: Vec::new(),
+        normalize,
+        target_names: targets.iter().map(|&j| series.names[j].clone()).collect(),
+        target_norm: Some(target_norm),
     })
 }

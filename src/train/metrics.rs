@@ -102,3 +102,61 @@ pub fn evaluate(
         recall,
     })
 }
+
+/// Loss and metric (accuracy, or MAE in the targets' units) of `model` on `data`, in
+/// evaluation mode, batch by batch.
+pub fn evaluate_task(
+    model: &Sequential,
+    data: &Dataset,
+    norm: &Normalize,
+    target_norm: Option<&Normalize>,
+    task: &super::Task,
+    batch: usize,
+) -> Result<(f64, f64)> {
+    let sl = data.sample_len();
+    let mut rng = Rng::new(0);
+    let (mut loss_sum, mut metric_sum, mut terms) = (0f64, 0f64, 0usize);
+    for start in (0..data.len()).step_by(batch.max(1)) {
+        let end = (start + batch).min(data.len());
+        let mut px = data.pixels[start * sl..end * sl].to_vec();
+        for s in px.chunks_mut(sl) {
+            norm.apply(s);
+        }
+        let mut shape = vec![end - start];
+        shape.extend(&data.shape);
+        let targets = if data.target_len > 0 {
+            let tl = data.target_len;
+            let mut t = data.targets[start * tl..end * tl].to_vec();
+            if let Some(n) = target_norm {
+                t.chunks_mut(tl).for_each(|s| n.apply(s));
+            }
+            Some(Tensor::from_vec(t, &[end - start, tl])?)
+        } else {
+            None
+        };
+        let b = crate::data::Batch {
+            x: Tensor::from_vec(px, &shape)?,
+            labels: data.labels.get(start..end).unwrap_or(&[]).to_vec(),
+            targets,
+            step: 0,
+        };
+        let out = no_grad(|| {
+            model.forward(
+                &b.x,
+                &mut Ctx {
+                    training: false,
+                    rng: &mut rng,
+                },
+            )
+        })?;
+        let l = no_grad(|| task.loss(&out, &b))?.item()?;
+        loss_sum += l as f64 * (end - start) as f64;
+        let (m, n) = task.metric_sum(&out, &b);
+        metric_sum += m;
+        terms += n;
+    }
+    Ok((
+        loss_sum / data.len().max(1) as f64,
+        metric_sum / terms.max(1) as f64,
+    ))
+}

@@ -8,11 +8,14 @@
 //! any step and resumed gives the weights of an uninterrupted run.
 
 mod data;
+pub mod forecast;
 mod metrics;
 pub mod plot;
+mod task;
 
-pub use data::{Prepared, prepare, read_split};
-pub use metrics::{EvalReport, argmax_rows, evaluate};
+pub use data::{Prepared, prepare, read_split, series_columns};
+pub use metrics::{EvalReport, argmax_rows, evaluate, evaluate_task};
+pub use task::{Metric, Task};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +27,7 @@ use crate::data::{Loader, Normalize};
 use crate::error::{Error, Result};
 use crate::io;
 use crate::nn::{Ctx, Sequential};
-use crate::ops::{self, CrossEntropyOptions};
+use crate::ops::CrossEntropyOptions;
 use crate::optim::{Optimizer, ScheduleState, clip_grad_norm};
 use crate::rng::Rng;
 use crate::spec::Spec;
@@ -34,15 +37,20 @@ use crate::spec::Spec;
 pub struct EpochRow {
     pub epoch: usize,
     pub train_loss: f64,
-    pub train_acc: f64,
+    /// Accuracy, or MAE for a forecaster (see [`Metric`]).
+    #[serde(alias = "train_acc")]
+    pub train_metric: f64,
     pub val_loss: Option<f64>,
-    pub val_acc: Option<f64>,
+    #[serde(alias = "val_acc")]
+    pub val_metric: Option<f64>,
     pub lr: f64,
     pub seconds: f64,
 }
 
 /// What the loop tells its caller (a progress bar, a log).
 pub trait Observer {
+    /// Called once, before the first epoch, with the figure `step` and `EpochRow` report.
+    fn metric(&mut self, _metric: Metric) {}
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize, _start_step: usize) {}
     fn step(&mut self, _step: usize, _loss: f64, _acc: f64, _samples_per_sec: f64) {}
     fn epoch_end(&mut self, _row: &EpochRow, _is_best: bool) {}
@@ -107,6 +115,13 @@ pub struct RunInfo {
     /// The seed the run used (the spec's, or `--seed`): it fixes the validation split.
     pub seed: u64,
     pub epochs: usize,
+    /// A forecaster's target columns, and their normalisation (fitted on the training part).
+    #[serde(default)]
+    pub target_names: Vec<String>,
+    #[serde(default)]
+    pub target_mean: Vec<f32>,
+    #[serde(default)]
+    pub target_std: Vec<f32>,
 }
 
 impl RunInfo {
@@ -137,7 +152,10 @@ struct LoopState {
     step: usize,
     optimizer_steps: u64,
     loss_sum: f64,
-    correct: usize,
+    /// Sum of the metric's terms this epoch (correct samples, or absolute errors).
+    #[serde(alias = "correct")]
+    metric_sum: f64,
+    metric_terms: usize,
     seen: usize,
     epoch_seconds: f64,
     schedule: (f32, Option<f32>, usize),
@@ -163,14 +181,12 @@ fn epoch_seed(seed: u64, e: usize) -> u64 {
 
 /// The number of classes a classifier outputs, from its per-sample output shape.
 pub fn classes_of(spec: &Spec, model: &Sequential) -> Result<usize> {
-    match model.output_shape() {
-        [k] if *k >= 2 => Ok(*k),
-        other => Err(Error::Spec {
+    match Task::of(spec, model)? {
+        Task::Classify { classes, .. } => Ok(classes),
+        Task::Forecast { .. } => Err(Error::Spec {
             path: spec.path.display().to_string(),
-            at: "[model]".into(),
-            msg: format!(
-                "a classifier's last layer must output (classes) with at least 2 classes per sample, this model outputs {other:?}"
-            ),
+            at: "[data]".into(),
+            msg: "this spec forecasts a series; it has no classes".into(),
         }),
     }
 }
@@ -190,17 +206,18 @@ fn io_err(p: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
-fn write_metrics(dir: &Path, history: &[EpochRow]) -> Result<()> {
-    let mut s = String::from("epoch,train_loss,train_acc,val_loss,val_acc,seconds,lr\n");
+fn write_metrics(dir: &Path, history: &[EpochRow], metric: Metric) -> Result<()> {
+    let m = metric.name();
+    let mut s = format!("epoch,train_loss,train_{m},val_loss,val_{m},seconds,lr\n");
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
     for r in history {
         s.push_str(&format!(
             "{},{:.6},{:.6},{},{},{:.3},{:.6e}\n",
             r.epoch,
             r.train_loss,
-            r.train_acc,
+            r.train_metric,
             opt(r.val_loss),
-            opt(r.val_acc),
+            opt(r.val_metric),
             r.seconds,
             r.lr
         ));
@@ -209,14 +226,14 @@ fn write_metrics(dir: &Path, history: &[EpochRow]) -> Result<()> {
     std::fs::write(&p, s).map_err(io_err(&p))
 }
 
-fn write_curves(dir: &Path, history: &[EpochRow], title: &str) -> Result<()> {
+fn write_curves(dir: &Path, history: &[EpochRow], title: &str, metric: Metric) -> Result<()> {
     use plot::Series;
     use plotters::style::RGBColor;
     let col = |f: &dyn Fn(&EpochRow) -> Option<f64>| -> Vec<f64> {
         history.iter().map(|r| f(r).unwrap_or(f64::NAN)).collect()
     };
     let (tl, vl) = (col(&|r| Some(r.train_loss)), col(&|r| r.val_loss));
-    let (ta, va) = (col(&|r| Some(r.train_acc)), col(&|r| r.val_acc));
+    let (ta, va) = (col(&|r| Some(r.train_metric)), col(&|r| r.val_metric));
     let (blue, orange) = (RGBColor(31, 119, 180), RGBColor(255, 127, 14));
     let mut loss = vec![Series {
         label: "train",
@@ -243,7 +260,7 @@ fn write_curves(dir: &Path, history: &[EpochRow], title: &str) -> Result<()> {
     plot::learning_curves(
         &dir.join(files::CURVES),
         title,
-        &[("loss", loss), ("accuracy", acc)],
+        &[("loss", loss), (metric.title(), acc)],
     )
 }
 
@@ -281,24 +298,19 @@ fn load_checkpoint(dir: &Path, model: &Sequential, opt: &mut Optimizer) -> Resul
     Ok(st)
 }
 
-/// Train the classifier that `spec` describes, writing the run into `opts.out`.
+/// Train the classifier or forecaster that `spec` describes, writing the run into `opts.out`.
 pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result<TrainResult> {
     let t = &spec.train;
     let dir = &opts.out;
     let model = spec.build_model(&mut Rng::new(mix(t.seed, 0x1417)))?;
-    let classes = classes_of(spec, &model)?;
-    let prepared = prepare(spec, classes, split_seed(t.seed))?;
-    let loss_opts = loss_options(spec);
-    ops::cross_entropy(
-        &crate::tensor::Tensor::zeros(&[1, classes])?,
-        &[0],
-        &loss_opts,
-    )
-    .map_err(|e| Error::Spec {
-        path: spec.path.display().to_string(),
-        at: "[train]".into(),
-        msg: e.to_string(),
-    })?;
+    let task = Task::of(spec, &model)?;
+    let prepared = prepare(spec, &task, split_seed(t.seed))?;
+    let task = match &prepared.target_norm {
+        Some(n) => task.with_target_norm(n),
+        None => task,
+    };
+    let metric = task.metric();
+    obs.metric(metric);
     let mut opt = Optimizer::new(t.optimizer.clone(), t.weight_decay)?;
     let monitor = t
         .early_stopping
@@ -309,7 +321,20 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
     } else {
         monitor
     };
-    let minimize = monitor.ends_with("loss");
+    if monitor.starts_with("val_")
+        && !monitor.ends_with("loss")
+        && monitor != format!("val_{}", metric.name())
+    {
+        return Err(Error::Spec {
+            path: spec.path.display().to_string(),
+            at: "[train.early_stopping], key `monitor`".into(),
+            msg: format!(
+                "{monitor} does not apply: this run reports val_loss and val_{}",
+                metric.name()
+            ),
+        });
+    }
+    let minimize = monitor.ends_with("loss") || !metric.higher_is_better();
 
     let mut st = if opts.resume {
         let st = load_checkpoint(dir, &model, &mut opt)?;
@@ -329,6 +354,15 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         class_names: prepared.class_names.clone(),
         normalize_mean: prepared.normalize.mean.clone(),
         normalize_std: prepared.normalize.std.clone(),
+        target_names: prepared.target_names.clone(),
+        target_mean: prepared
+            .target_norm
+            .as_ref()
+            .map_or(vec![], |n| n.mean.clone()),
+        target_std: prepared
+            .target_norm
+            .as_ref()
+            .map_or(vec![], |n| n.std.clone()),
         best_epoch,
         monitor: monitor.clone(),
         finished,
@@ -369,6 +403,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
             st.step,
             augment.is_active().then_some(augment),
             prepared.normalize.clone(),
+            prepared.target_norm.clone(),
             es,
         );
         obs.epoch_start(e + 1, t.epochs, steps, st.step);
@@ -378,14 +413,14 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         for batch in loader {
             lr = t.schedule.lr(t.lr, &sched, e, batch.step, steps, t.epochs);
             let mut rng = Rng::new(mix(es, batch.step as u64 + (1 << 40)));
-            let logits = model.forward(
+            let out = model.forward(
                 &batch.x,
                 &mut Ctx {
                     training: true,
                     rng: &mut rng,
                 },
             )?;
-            let loss = ops::cross_entropy(&logits, &batch.labels, &loss_opts)?;
+            let loss = task.loss(&out, &batch)?;
             let lv = loss.item()? as f64;
             if !lv.is_finite() || lv > 1e6 {
                 return Err(Error::Autograd(format!(
@@ -407,13 +442,11 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
                 }
             }
             opt.step(&params, lr)?;
-            let bsz = batch.labels.len();
+            let bsz = batch.len();
             st.loss_sum += lv * bsz as f64;
-            st.correct += argmax_rows(&logits.data(), classes)
-                .iter()
-                .zip(&batch.labels)
-                .filter(|(p, y)| p == y)
-                .count();
+            let (m, terms) = task.metric_sum(&out, &batch);
+            st.metric_sum += m;
+            st.metric_terms += terms;
             st.seen += bsz;
             st.step = batch.step + 1;
             st.optimizer_steps = opt.steps;
@@ -421,7 +454,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
             obs.step(
                 batch.step + 1,
                 st.loss_sum / st.seen as f64,
-                st.correct as f64 / st.seen as f64,
+                st.metric_sum / st.metric_terms.max(1) as f64,
                 st.seen as f64 / secs.max(1e-9),
             );
             if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) && st.step < steps {
@@ -437,12 +470,12 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         }
         let seconds = base_seconds + started.elapsed().as_secs_f64();
         let val = match &prepared.val {
-            Some(v) => Some(evaluate(
+            Some(v) => Some(evaluate_task(
                 &model,
                 v,
                 &prepared.normalize,
-                classes,
-                &loss_opts,
+                prepared.target_norm.as_ref(),
+                &task,
                 256,
             )?),
             None => None,
@@ -450,14 +483,14 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         let row = EpochRow {
             epoch: e + 1,
             train_loss: st.loss_sum / st.seen.max(1) as f64,
-            train_acc: st.correct as f64 / st.seen.max(1) as f64,
-            val_loss: val.as_ref().map(|v| v.loss),
-            val_acc: val.as_ref().map(|v| v.accuracy),
+            train_metric: st.metric_sum / st.metric_terms.max(1) as f64,
+            val_loss: val.map(|v| v.0),
+            val_metric: val.map(|v| v.1),
             lr: lr as f64,
             seconds,
         };
-        let metric = match monitor.as_str() {
-            "val_acc" => row.val_acc.unwrap_or(row.train_acc),
+        let watched = match monitor.as_str() {
+            "val_acc" | "val_mae" => row.val_metric.unwrap_or(row.train_metric),
             "val_loss" => row.val_loss.unwrap_or(row.train_loss),
             _ => row.train_loss,
         };
@@ -469,9 +502,9 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
             None => true,
             Some(b) => {
                 if minimize {
-                    metric < b - min_delta
+                    watched < b - min_delta
                 } else {
-                    metric > b + min_delta
+                    watched > b + min_delta
                 }
             }
         };
@@ -482,7 +515,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
             &BTreeMap::new(),
         )?;
         if improved {
-            st.best = Some(metric);
+            st.best = Some(watched);
             st.best_epoch = Some(e + 1);
             st.bad_epochs = 0;
             io::save(
@@ -493,14 +526,15 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         } else {
             st.bad_epochs += 1;
         }
-        t.schedule.end_epoch(&mut sched, metric as f32, minimize);
+        t.schedule.end_epoch(&mut sched, watched as f32, minimize);
         obs.epoch_end(&row, improved);
-        write_metrics(dir, &st.history)?;
-        write_curves(dir, &st.history, &title)?;
+        write_metrics(dir, &st.history, metric)?;
+        write_curves(dir, &st.history, &title, metric)?;
         st.epoch += 1;
         st.step = 0;
         st.loss_sum = 0.0;
-        st.correct = 0;
+        st.metric_sum = 0.0;
+        st.metric_terms = 0;
         st.seen = 0;
         st.epoch_seconds = 0.0;
         st.schedule = (sched.scale, sched.best, sched.bad_epochs);

@@ -192,3 +192,80 @@ pub fn confusion_png(path: &Path, matrix: &[Vec<usize>], names: &[String]) -> Re
     image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8).map_err(perr(path))?;
     Ok(())
 }
+
+/// One line of a series chart: values at steps `start, start + 1, ...`.
+pub struct Line<'a> {
+    pub label: &'a str,
+    pub start: usize,
+    pub values: &'a [f32],
+    pub color: RGBColor,
+}
+
+/// A series chart (history, truth, forecast) as PNG.
+pub fn series_png(path: &Path, title: &str, ylabel: &str, lines: &[Line]) -> Result<()> {
+    register_font();
+    let (w, h) = (900u32, 420u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    let draw = |buf: &mut Vec<u8>| -> std::result::Result<(), String> {
+        let root = BitMapBackend::with_buffer(buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let x0 = lines.iter().map(|l| l.start).min().unwrap_or(0);
+        let x1 = lines
+            .iter()
+            .map(|l| l.start + l.values.len())
+            .max()
+            .unwrap_or(1)
+            .max(x0 + 2);
+        let vals = lines
+            .iter()
+            .flat_map(|l| l.values.iter().map(|&v| v as f64))
+            .filter(|v| v.is_finite());
+        let (lo, hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+        let pad = ((hi - lo) * 0.08).max(1e-3);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0 as f64..(x1 - 1) as f64, (lo - pad)..(hi + pad))
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc(ylabel)
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for l in lines {
+            let pts: Vec<(f64, f64)> = l
+                .values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| ((l.start + i) as f64, v as f64))
+                .collect();
+            let color = l.color;
+            chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(l.label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())
+    };
+    draw(&mut buf).map_err(perr(path))?;
+    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8).map_err(perr(path))?;
+    Ok(())
+}

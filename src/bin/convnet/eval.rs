@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use convnet::data::{Dataset, read_csv, read_folder, read_idx_images, read_idx_labels};
 use convnet::spec::{DataSource, Spec};
-use convnet::train::{self, classes_of, plot};
+use convnet::train::forecast::ForecastReport;
+use convnet::train::{self, Task, classes_of, plot};
 
 fn load_path(spec: &Spec, path: &Path, labels: Option<&Path>) -> Result<Dataset> {
     if path.is_dir() {
@@ -59,15 +60,98 @@ fn load_path(spec: &Spec, path: &Path, labels: Option<&Path>) -> Result<Dataset>
         shape: spec.input.clone(),
         pixels,
         labels: lab,
+        ..Default::default()
     })
 }
 
-pub fn run(dir: &Path, data: &str, labels: Option<PathBuf>, json: bool) -> Result<()> {
+/// The forecaster's metrics beside the baselines', as a table.
+pub fn print_forecast_report(
+    out: &mut dyn Write,
+    r: &ForecastReport,
+    best_epoch: Option<usize>,
+) -> Result<()> {
+    let epoch = best_epoch.map_or(String::new(), |e| format!(", best weights from epoch {e}"));
+    writeln!(
+        out,
+        "validation from step {}: {} origin(s), horizon {}, target(s) {}{epoch}",
+        r.split,
+        r.origins,
+        r.horizon,
+        r.targets.join(", ")
+    )?;
+    writeln!(
+        out,
+        "{:<22} {:>10} {:>10} {:>9} {:>8}",
+        "forecast", "MAE", "RMSE", "sMAPE %", "MASE"
+    )?;
+    let mut rows = vec![("model", &r.model), ("naive (last value)", &r.naive)];
+    let seasonal = r.seasonality.map(|m| format!("seasonal naive (m={m})"));
+    if let (Some(s), Some(name)) = (&r.seasonal_naive, &seasonal) {
+        rows.push((name.as_str(), s));
+    }
+    for (name, m) in rows {
+        writeln!(
+            out,
+            "{name:<22} {:>10.4} {:>10.4} {:>9.2} {:>8}",
+            m.mae,
+            m.rmse,
+            m.smape,
+            m.mase.map_or("-".into(), |v| format!("{v:.3}"))
+        )?;
+    }
+    let gain = 100.0 * (1.0 - r.model.mae / r.naive.mae);
+    writeln!(
+        out,
+        "the model's MAE is {:.1}% {} than the naive forecast's",
+        gain.abs(),
+        if gain >= 0.0 { "lower" } else { "higher" }
+    )?;
+    Ok(())
+}
+
+fn run_forecaster(
+    spec: &Spec,
+    model: &convnet::nn::Sequential,
+    info: &train::RunInfo,
+    data: &str,
+    horizon: Option<usize>,
+    json: bool,
+) -> Result<()> {
+    if data != "val" {
+        bail!(
+            "a forecaster is evaluated on the part of its series after the split (--data val); use `convnet forecast DIR SERIES.csv --start STEP` for another series"
+        );
+    }
+    let r = train::forecast::evaluate_forecaster(spec, model, info, horizon)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+    } else {
+        print_forecast_report(&mut out, &r, info.best_epoch)?;
+    }
+    Ok(())
+}
+
+pub fn run(
+    dir: &Path,
+    data: Option<&str>,
+    labels: Option<PathBuf>,
+    horizon: Option<usize>,
+    json: bool,
+) -> Result<()> {
     let (spec, model, info) = train::load_run(dir)?;
+    if let Some(DataSource::Series(_)) = spec.data.as_ref().map(|d| &d.source) {
+        return run_forecaster(&spec, &model, &info, data.unwrap_or("val"), horizon, json);
+    }
+    let data = data.unwrap_or("test");
+    if horizon.is_some() {
+        bail!("--horizon is for forecasters; this run is a classifier");
+    }
+    let task = Task::of(&spec, &model)?;
     let classes = classes_of(&spec, &model)?;
     let ds = match data {
         "test" | "val" | "train" => {
-            let p = train::prepare(&spec, classes, train::split_seed(info.seed))?;
+            let p = train::prepare(&spec, &task, train::split_seed(info.seed))?;
             match data {
                 "test" => p.test.ok_or_else(|| {
                     anyhow::anyhow!(

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod eval;
+mod forecast;
 mod predict;
 mod summary;
 mod train;
@@ -65,13 +66,42 @@ enum Command {
         #[arg(long)]
         overwrite: bool,
     },
-    /// Evaluate a trained run: loss, accuracy, per-class precision and recall, confusion matrix.
+    /// Forecast a series with a trained forecaster: CSV and PNG, and errors where the truth is known.
+    Forecast {
+        /// The run directory.
+        dir: PathBuf,
+        /// The series (CSV with the columns the model was trained on).
+        series: PathBuf,
+        /// Steps to forecast.
+        #[arg(long)]
+        horizon: usize,
+        /// The first forecast step (0-based row); the rows before it are the history
+        /// (default: after the last row).
+        #[arg(long)]
+        start: Option<usize>,
+        /// Output prefix for PREFIX.csv and PREFIX.png (default: DIR/forecast).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace existing --out files.
+        #[arg(long)]
+        overwrite: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a trained run: loss, accuracy, per-class precision and recall, confusion
+    /// matrix; for a forecaster, MAE, RMSE, sMAPE and MASE beside naive baselines.
     Eval {
         /// The run directory.
         dir: PathBuf,
-        /// `test`, `val`, `train`, or a path (CSV file, folder of class subfolders, IDX images).
-        #[arg(long, default_value = "test")]
-        data: String,
+        /// `test`, `val`, `train`, or a path (CSV file, folder of class subfolders, IDX images);
+        /// a forecaster: `val`, the part of its series after the split (the default).
+        #[arg(long)]
+        data: Option<String>,
+        /// A forecaster: steps to forecast from each origin (default: the model's horizon;
+        /// more feeds forecasts back as inputs).
+        #[arg(long)]
+        horizon: Option<usize>,
         /// Labels of IDX images given with --data.
         #[arg(long)]
         labels: Option<PathBuf>,
@@ -147,8 +177,26 @@ fn main() -> ExitCode {
             dir,
             data,
             labels,
+            horizon,
             json,
-        } => eval::run(&dir, &data, labels, json),
+        } => eval::run(&dir, data.as_deref(), labels, horizon, json),
+        Command::Forecast {
+            dir,
+            series,
+            horizon,
+            start,
+            out,
+            overwrite,
+            json,
+        } => forecast::run(forecast::Args {
+            dir,
+            series,
+            horizon,
+            start,
+            out,
+            overwrite,
+            json,
+        }),
         Command::Predict {
             dir,
             files,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use convnet::spec::Spec;
-use convnet::train::{self, EpochRow, Observer, Outcome, TrainOptions, files};
+use convnet::train::{self, EpochRow, Metric, Observer, Outcome, TrainOptions, files};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Args {
@@ -25,9 +25,13 @@ struct Bar {
     bar: Option<ProgressBar>,
     epoch: usize,
     epochs: usize,
+    metric: Metric,
 }
 
 impl Observer for Bar {
+    fn metric(&mut self, metric: Metric) {
+        self.metric = metric;
+    }
     fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize, start: usize) {
         self.epoch = epoch;
         self.epochs = epochs;
@@ -45,8 +49,9 @@ impl Observer for Bar {
         if let Some(b) = &self.bar {
             b.set_position(step as u64);
             b.set_message(format!(
-                "loss {loss:.4} acc {:.2}% {sps:.0} samples/s",
-                100.0 * acc
+                "loss {loss:.4} {} {} {sps:.0} samples/s",
+                self.metric.name(),
+                self.metric.show(acc)
             ));
         }
     }
@@ -54,16 +59,18 @@ impl Observer for Bar {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
-        let val = match (r.val_loss, r.val_acc) {
-            (Some(l), Some(a)) => format!("  val_loss {l:.4}  val_acc {:.2}%", 100.0 * a),
+        let m = self.metric;
+        let val = match (r.val_loss, r.val_metric) {
+            (Some(l), Some(a)) => format!("  val_loss {l:.4}  val_{} {}", m.name(), m.show(a)),
             _ => String::new(),
         };
         println!(
-            "epoch {}/{}  loss {:.4}  acc {:.2}%{val}  lr {:.2e}  {:.1}s{}",
+            "epoch {}/{}  loss {:.4}  {} {}{val}  lr {:.2e}  {:.1}s{}",
             r.epoch,
             self.epochs,
             r.train_loss,
-            100.0 * r.train_acc,
+            m.name(),
+            m.show(r.train_metric),
             r.lr,
             r.seconds,
             if best { "  (best)" } else { "" }
@@ -163,6 +170,7 @@ pub fn run(a: Args) -> Result<()> {
         bar: None,
         epoch: 0,
         epochs: spec.train.epochs,
+        metric: Metric::Accuracy,
     };
     let started = std::time::Instant::now();
     let res = train::train(
@@ -186,6 +194,11 @@ pub fn run(a: Args) -> Result<()> {
         }
         Outcome::EarlyStopped { epoch } => writeln!(so, "stopped early after epoch {epoch}")?,
         Outcome::Finished => {}
+    }
+    if res.prepared.target_norm.is_some() {
+        let (_, best, info) = train::load_run(&out)?;
+        let r = train::forecast::evaluate_forecaster(&spec, &best, &info, None)?;
+        crate::eval::print_forecast_report(&mut so, &r, res.best_epoch)?;
     }
     if let Some(test) = &res.prepared.test {
         let classes = res.prepared.class_names.len();

@@ -1,0 +1,275 @@
+//! Labelled series for classification: the UCR/UEA `.ts` format (univariate or multichannel,
+//! `@classLabel`, equal or unequal lengths) and the UCR archive's tab-separated format (the
+//! label first, then the values; shorter series padded with NaN at the end).
+
+use std::path::Path;
+
+use super::Dataset;
+use crate::error::{Error, Result};
+
+/// Series with class labels: `series[i][channel][t]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabeledSeries {
+    pub series: Vec<Vec<Vec<f32>>>,
+    pub labels: Vec<usize>,
+    pub class_names: Vec<String>,
+}
+
+impl LabeledSeries {
+    /// Channels per series.
+    pub fn channels(&self) -> usize {
+        self.series.first().map_or(0, |s| s.len())
+    }
+    /// The distinct lengths, ascending.
+    pub fn lengths(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self.series.iter().map(|s| s[0].len()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+    /// The series of one length as a dataset `(n, channels, length)`, with their indices.
+    pub fn of_length(&self, length: usize) -> (Dataset, Vec<usize>) {
+        let idx: Vec<usize> = (0..self.series.len())
+            .filter(|&i| self.series[i][0].len() == length)
+            .collect();
+        let mut pixels = Vec::new();
+        for &i in &idx {
+            for c in &self.series[i] {
+                pixels.extend_from_slice(c);
+            }
+        }
+        let ds = Dataset {
+            shape: vec![self.channels(), length],
+            pixels,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            ..Default::default()
+        };
+        (ds, idx)
+    }
+}
+
+fn fmt_err(path: &Path, msg: String) -> Error {
+    Error::Format {
+        path: path.display().to_string(),
+        msg,
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    })
+}
+
+/// The index of `label` among `names`, or an error naming the line.
+fn class_index(path: &Path, names: &[String], label: &str, line: usize) -> Result<usize> {
+    names.iter().position(|n| n == label).ok_or_else(|| {
+        fmt_err(
+            path,
+            format!(
+                "line {line}: class label \"{label}\" is not one of the classes {}",
+                names.join(", ")
+            ),
+        )
+    })
+}
+
+fn parse_values(path: &Path, text: &str, line: usize, what: &str) -> Result<Vec<f32>> {
+    text.split(',')
+        .map(|c| {
+            let c = c.trim();
+            match c.parse::<f32>() {
+                Ok(v) if v.is_finite() => Ok(v),
+                _ if c == "?" || c.eq_ignore_ascii_case("nan") || c.is_empty() => Err(fmt_err(
+                    path,
+                    format!(
+                        "line {line}, {what}: missing value \"{c}\" (convnet reads complete series; shorter series are fine)"
+                    ),
+                )),
+                _ => Err(fmt_err(
+                    path,
+                    format!("line {line}, {what}: \"{c}\" is not a number"),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Read a `.ts` file. `classes` (from the training file) fixes the class order of a test file;
+/// otherwise the order is the header's `@classLabel` list.
+pub fn read_ts(path: &Path, classes: Option<&[String]>) -> Result<LabeledSeries> {
+    let text = read_text(path)?;
+    let mut class_names: Option<Vec<String>> = None;
+    let mut has_labels = false;
+    let mut in_data = false;
+    let mut out = LabeledSeries {
+        series: Vec::new(),
+        labels: Vec::new(),
+        class_names: Vec::new(),
+    };
+    for (ln, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        let n = ln + 1;
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if !in_data {
+            if !line.starts_with('@') {
+                return Err(fmt_err(
+                    path,
+                    format!("line {n}: expected a header line (@...) or @data before the data"),
+                ));
+            }
+            let mut parts = line.split_whitespace();
+            let key = parts.next().unwrap_or("").to_ascii_lowercase();
+            let rest: Vec<&str> = parts.collect();
+            match key.as_str() {
+                "@data" => in_data = true,
+                "@timestamps" if rest.first() == Some(&"true") => {
+                    return Err(fmt_err(
+                        path,
+                        format!("line {n}: series with time stamps are not supported"),
+                    ));
+                }
+                "@classlabel" => {
+                    has_labels = rest.first() == Some(&"true");
+                    if has_labels {
+                        if rest.len() < 3 {
+                            return Err(fmt_err(
+                                path,
+                                format!(
+                                    "line {n}: @classLabel true needs at least two class names"
+                                ),
+                            ));
+                        }
+                        class_names = Some(rest[1..].iter().map(|s| s.to_string()).collect());
+                    }
+                }
+                "@targetlabel" if rest.first() == Some(&"true") => {
+                    return Err(fmt_err(
+                        path,
+                        format!(
+                            "line {n}: regression targets (@targetLabel) are not supported; convnet classifies .ts series"
+                        ),
+                    ));
+                }
+                _ => {} // @problemName, @univariate, @dimensions, @equalLength, @seriesLength, @missing
+            }
+            continue;
+        }
+        if !has_labels {
+            return Err(fmt_err(
+                path,
+                "no `@classLabel true ...` line before @data: convnet needs labelled series".into(),
+            ));
+        }
+        let header_names = class_names.clone().unwrap_or_default();
+        let names = classes.map(|c| c.to_vec()).unwrap_or(header_names);
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() < 2 {
+            return Err(fmt_err(
+                path,
+                format!("line {n}: expected values, ':' and a class label"),
+            ));
+        }
+        let (label, dims) = fields.split_last().unwrap_or((&"", &[]));
+        let mut channels = Vec::new();
+        for (d, f) in dims.iter().enumerate() {
+            channels.push(parse_values(path, f, n, &format!("dimension {}", d + 1))?);
+        }
+        let len = channels[0].len();
+        if let Some(d) = channels.iter().position(|c| c.len() != len) {
+            return Err(fmt_err(
+                path,
+                format!(
+                    "line {n}: dimension {} has {} values, dimension 1 has {len}",
+                    d + 1,
+                    channels[d].len()
+                ),
+            ));
+        }
+        if let Some(first) = out.series.first() {
+            if first.len() != channels.len() {
+                return Err(fmt_err(
+                    path,
+                    format!(
+                        "line {n}: {} dimensions, earlier series have {}",
+                        channels.len(),
+                        first.len()
+                    ),
+                ));
+            }
+        }
+        out.labels.push(class_index(path, &names, label.trim(), n)?);
+        out.series.push(channels);
+        out.class_names = names;
+    }
+    if out.series.is_empty() {
+        return Err(fmt_err(path, "no series after @data".into()));
+    }
+    Ok(out)
+}
+
+/// Read a UCR archive `.tsv` file: one series per line, the label first, values separated by
+/// tabs (or commas); trailing NaNs mark a shorter series. Classes are ordered numerically when
+/// every label is a number, else alphabetically, unless `classes` (from the training file)
+/// fixes them.
+pub fn read_ucr_tsv(path: &Path, classes: Option<&[String]>) -> Result<LabeledSeries> {
+    let text = read_text(path)?;
+    let mut rows: Vec<(usize, String, Vec<f32>)> = Vec::new();
+    for (ln, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let sep = if line.contains('\t') { '\t' } else { ',' };
+        let mut cells: Vec<&str> = line.split(sep).map(|c| c.trim()).collect();
+        let label = cells.remove(0).to_string();
+        while cells
+            .last()
+            .is_some_and(|c| c.eq_ignore_ascii_case("nan") || c.is_empty())
+        {
+            cells.pop();
+        }
+        if cells.is_empty() {
+            return Err(fmt_err(
+                path,
+                format!("line {}: no values after the label", ln + 1),
+            ));
+        }
+        let values = parse_values(path, &cells.join(","), ln + 1, "values")?;
+        rows.push((ln + 1, label, values));
+    }
+    if rows.is_empty() {
+        return Err(fmt_err(path, "no series".into()));
+    }
+    let names = match classes {
+        Some(c) => c.to_vec(),
+        None => {
+            let mut v: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
+            v.sort();
+            v.dedup();
+            if v.iter().all(|s| s.parse::<f64>().is_ok()) {
+                v.sort_by(|a, b| {
+                    let (x, y) = (
+                        a.parse::<f64>().unwrap_or(0.0),
+                        b.parse::<f64>().unwrap_or(0.0),
+                    );
+                    x.total_cmp(&y)
+                });
+            }
+            v
+        }
+    };
+    let mut out = LabeledSeries {
+        series: Vec::new(),
+        labels: Vec::new(),
+        class_names: names.clone(),
+    };
+    for (ln, label, values) in rows {
+        out.labels.push(class_index(path, &names, &label, ln)?);
+        out.series.push(vec![values]);
+    }
+    Ok(out)
+}

@@ -1,0 +1,221 @@
+//! What a run learns, and so which loss and which quality figure it uses: a classifier
+//! (cross-entropy, accuracy) or a forecaster (MSE, MAE or Huber loss on normalised targets;
+//! mean absolute error reported in the targets' own units).
+
+use crate::data::{Batch, Normalize};
+use crate::error::{Error, Result};
+use crate::nn::Sequential;
+use crate::ops::{self, CrossEntropyOptions};
+use crate::spec::{DataSource, Loss, Spec};
+use crate::tensor::Tensor;
+
+use super::argmax_rows;
+
+/// The per-epoch quality figure.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Metric {
+    /// Fraction of samples classified right.
+    Accuracy,
+    /// Mean absolute error of the forecasts, in the targets' units.
+    Mae,
+}
+
+impl Metric {
+    /// `acc` or `mae`, as in metrics.csv's columns and `val_acc` / `val_mae`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Metric::Accuracy => "acc",
+            Metric::Mae => "mae",
+        }
+    }
+    /// `91.25%` or `10.3121`.
+    pub fn show(&self, v: f64) -> String {
+        match self {
+            Metric::Accuracy => format!("{:.2}%", 100.0 * v),
+            Metric::Mae => format!("{v:.4}"),
+        }
+    }
+    pub fn higher_is_better(&self) -> bool {
+        *self == Metric::Accuracy
+    }
+    /// The chart's title.
+    pub fn title(&self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Mae => "MAE",
+        }
+    }
+}
+
+/// A classifier or a forecaster.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Task {
+    Classify {
+        classes: usize,
+        options: CrossEntropyOptions,
+    },
+    Forecast {
+        /// Values per sample: targets x horizon, target-major.
+        outputs: usize,
+        horizon: usize,
+        loss: Loss,
+        /// Per target: its standard deviation, to report errors in its units.
+        target_std: Vec<f32>,
+    },
+}
+
+fn spec_err(spec: &Spec, at: &str, msg: String) -> Error {
+    Error::Spec {
+        path: spec.path.display().to_string(),
+        at: at.into(),
+        msg,
+    }
+}
+
+impl Task {
+    /// The task a spec and its model describe; the model's output must fit it. For a
+    /// forecaster, `target_std` is filled in once the data is read.
+    pub fn of(spec: &Spec, model: &Sequential) -> Result<Task> {
+        let out = model.output_shape();
+        let loss = spec.train.loss.clone();
+        if let Some(DataSource::Series(s)) = spec.data.as_ref().map(|d| &d.source) {
+            let targets = s.targets.as_ref().map_or(spec.input[0], |t| t.len());
+            let outputs = targets * s.horizon;
+            let n: usize = out.iter().product();
+            if n != outputs {
+                return Err(spec_err(
+                    spec,
+                    "[model]",
+                    format!(
+                        "the model outputs {out:?} per sample ({n} values) but the data asks for {targets} target(s) x horizon {} = {outputs}",
+                        s.horizon
+                    ),
+                ));
+            }
+            let loss = match loss {
+                None => Loss::Mse,
+                Some(Loss::CrossEntropy) => {
+                    return Err(spec_err(
+                        spec,
+                        "[train], key `loss`",
+                        "a forecaster's loss is mse, mae or huber".into(),
+                    ));
+                }
+                Some(l) => l,
+            };
+            return Ok(Task::Forecast {
+                outputs,
+                horizon: s.horizon,
+                loss,
+                target_std: vec![1.0; targets],
+            });
+        }
+        if matches!(loss, Some(ref l) if *l != Loss::CrossEntropy) {
+            return Err(spec_err(
+                spec,
+                "[train], key `loss`",
+                "a classifier's loss is cross_entropy".into(),
+            ));
+        }
+        let classes = match out {
+            [k] if *k >= 2 => *k,
+            other => {
+                return Err(spec_err(
+                    spec,
+                    "[model]",
+                    format!(
+                        "a classifier's last layer must output (classes) with at least 2 classes per sample, this model outputs {other:?}"
+                    ),
+                ));
+            }
+        };
+        let options = CrossEntropyOptions {
+            class_weights: spec.train.class_weights.clone(),
+            label_smoothing: spec.train.label_smoothing,
+        };
+        // Check the options (class weights per class) before any data is read.
+        ops::cross_entropy(&Tensor::zeros(&[1, classes])?, &[0], &options)
+            .map_err(|e| spec_err(spec, "[train]", e.to_string()))?;
+        Ok(Task::Classify { classes, options })
+    }
+
+    pub fn metric(&self) -> Metric {
+        match self {
+            Task::Classify { .. } => Metric::Accuracy,
+            Task::Forecast { .. } => Metric::Mae,
+        }
+    }
+
+    /// The loss of a batch's outputs.
+    pub fn loss(&self, out: &Tensor, batch: &Batch) -> Result<Tensor> {
+        match self {
+            Task::Classify { options, .. } => ops::cross_entropy(out, &batch.labels, options),
+            Task::Forecast { outputs, loss, .. } => {
+                let y = ops::reshape(out, &[batch.len(), *outputs])?;
+                let t = batch
+                    .targets
+                    .as_ref()
+                    .ok_or_else(|| Error::Autograd("a forecaster's batch has no targets".into()))?;
+                match loss {
+                    Loss::Mae => ops::mae(&y, t),
+                    Loss::Huber { delta } => ops::huber(&y, t, *delta),
+                    _ => ops::mse(&y, t),
+                }
+            }
+        }
+    }
+
+    /// The metric's sum over a batch (correct samples, or absolute errors in target units)
+    /// and the number of terms it sums.
+    pub fn metric_sum(&self, out: &Tensor, batch: &Batch) -> (f64, usize) {
+        match self {
+            Task::Classify { classes, .. } => {
+                let correct = argmax_rows(&out.data(), *classes)
+                    .iter()
+                    .zip(&batch.labels)
+                    .filter(|(p, y)| p == y)
+                    .count();
+                (correct as f64, batch.labels.len())
+            }
+            Task::Forecast {
+                outputs,
+                horizon,
+                target_std,
+                ..
+            } => {
+                let Some(t) = &batch.targets else {
+                    return (0.0, 0);
+                };
+                let (y, t) = (out.data(), t.data());
+                let sum = y
+                    .iter()
+                    .zip(t.iter())
+                    .enumerate()
+                    .map(|(i, (a, b))| {
+                        let j = (i % outputs) / horizon;
+                        (a - b).abs() as f64 * target_std[j] as f64
+                    })
+                    .sum();
+                (sum, y.len())
+            }
+        }
+    }
+
+    /// The targets' normalisation, for a forecaster.
+    pub fn with_target_norm(self, norm: &Normalize) -> Task {
+        match self {
+            Task::Forecast {
+                outputs,
+                horizon,
+                loss,
+                ..
+            } => Task::Forecast {
+                outputs,
+                horizon,
+                loss,
+                target_std: norm.std.clone(),
+            },
+            t => t,
+        }
+    }
+}
