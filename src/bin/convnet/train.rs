@@ -213,7 +213,7 @@ pub fn run(a: Args) -> Result<()> {
         )?;
         writeln!(
             so,
-            "test ({} images, best weights from epoch {}): loss {:.4}, accuracy {:.2}%",
+            "test ({} samples, best weights from epoch {}): loss {:.4}, accuracy {:.2}%",
             r.samples,
             res.best_epoch.unwrap_or(0),
             r.loss,
