@@ -1,0 +1,214 @@
+//! The series commands on the shipped data: a forecaster trained for two epochs, evaluated
+//! beside its baselines and asked for recursive multi-step forecasts; a time-series classifier
+//! trained for one epoch; and the errors bad series files and bad arguments give.
+
+use std::path::{Path, PathBuf};
+
+mod common;
+use common::convnet;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ok(args: &[&str]) -> String {
+    let (good, out, err) = convnet(&root(), args);
+    assert!(good, "convnet {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+fn fails(args: &[&str]) -> String {
+    let (good, out, err) = convnet(&root(), args);
+    assert!(!good, "convnet {args:?} succeeded:\n{out}");
+    err
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn forecaster_trains_evaluates_beside_baselines_and_forecasts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = ok(&[
+        "train",
+        "examples/sunspots_conv1d.toml",
+        "--epochs",
+        "2",
+        "--out",
+        &s(&run),
+    ]);
+    assert!(out.contains("val_mae"), "{out}");
+    assert!(out.contains("naive (last value)        11.9437"), "{out}");
+    assert!(out.contains("seasonal naive (m=132)"), "{out}");
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert!(metrics.starts_with("epoch,train_loss,train_mae,val_loss,val_mae"));
+
+    let json: serde_json::Value = serde_json::from_str(&ok(&["eval", &s(&run), "--json"])).unwrap();
+    assert_eq!(json["split"], 3000);
+    assert_eq!(json["origins"], 126);
+    assert!((json["naive"]["mae"].as_f64().unwrap() - 11.9437).abs() < 1e-3);
+    assert!(json["model"]["mase"].as_f64().unwrap() > 0.0);
+    // six months ahead from every origin: the one-step model is fed its own forecasts
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", &s(&run), "--horizon", "6", "--json"])).unwrap();
+    assert_eq!(
+        (json["horizon"].as_u64(), json["origins"].as_u64()),
+        (Some(6), Some(121))
+    );
+
+    let prefix = tmp.path().join("f");
+    let out = ok(&[
+        "forecast",
+        &s(&run),
+        "data/sunspots/sunspots_monthly.csv",
+        "--horizon",
+        "12",
+        "--start",
+        "3000",
+        "--out",
+        &s(&prefix),
+    ]);
+    assert!(out.contains("12 known step(s) from step 3000"), "{out}");
+    assert!(out.contains("naive"), "{out}");
+    let csv = std::fs::read_to_string(prefix.with_extension("csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "step,time,sunspots_forecast,sunspots_truth");
+    assert_eq!(lines.len(), 13);
+    assert!(lines[1].starts_with("3000,1999-01,"), "{}", lines[1]);
+    assert!(lines[1].ends_with(",62"), "{}", lines[1]);
+    let png = std::fs::read(prefix.with_extension("png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    // beyond the end: no truth
+    let json: serde_json::Value = serde_json::from_str(&ok(&[
+        "forecast",
+        &s(&run),
+        "data/sunspots/sunspots_monthly.csv",
+        "--horizon",
+        "3",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(json["known_steps"], 0);
+    assert_eq!(json["forecast"][0].as_array().unwrap().len(), 3);
+
+    // refusing to overwrite, bad starts and horizons, a series without the column
+    let e = fails(&[
+        "forecast",
+        &s(&run),
+        "data/sunspots/sunspots_monthly.csv",
+        "--horizon",
+        "12",
+        "--out",
+        &s(&prefix),
+    ]);
+    assert!(e.contains("exists") && e.contains("--overwrite"), "{e}");
+    let e = fails(&[
+        "forecast",
+        &s(&run),
+        "data/sunspots/sunspots_monthly.csv",
+        "--horizon",
+        "2",
+        "--start",
+        "5",
+    ]);
+    assert!(e.contains("needs 24 steps of history"), "{e}");
+    let e = fails(&[
+        "forecast",
+        &s(&run),
+        "data/sunspots/sunspots_monthly.csv",
+        "--horizon",
+        "0",
+    ]);
+    assert!(e.contains("--horizon must be at least 1"), "{e}");
+    let e = fails(&[
+        "forecast",
+        &s(&run),
+        "data/airline/airline.csv",
+        "--horizon",
+        "2",
+    ]);
+    assert!(
+        e.contains("no column `month`") || e.contains("no column `sunspots`"),
+        "{e}"
+    );
+    let e = fails(&["eval", &s(&run), "--data", "test"]);
+    assert!(e.contains("--data val"), "{e}");
+}
+
+#[test]
+fn time_series_classifier_trains_on_ts_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = ok(&[
+        "train",
+        "examples/italypower_fcn.toml",
+        "--epochs",
+        "1",
+        "--out",
+        &s(&run),
+    ]);
+    assert!(out.contains("test (1029 samples"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&["eval", &s(&run), "--json"])).unwrap();
+    assert_eq!(json["samples"], 1029);
+    let e = fails(&["eval", &s(&run), "--horizon", "3"]);
+    assert!(e.contains("--horizon is for forecasters"), "{e}");
+}
+
+#[test]
+fn bad_series_files_fail_with_the_line_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("s.csv"),
+        "t,v\n".to_string()
+            + &(0..40).map(|i| format!("{i},{i}\n")).collect::<String>()
+            + "40,\n41,oops\n",
+    )
+    .unwrap();
+    let spec = |extra: &str| {
+        format!(
+            "[model]\ninput = [1, 8]\n[[model.layers]]\ntype = \"conv1d\"\nfilters = 2\nkernel_size = 3\npadding = \"causal\"\n[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"dense\"\nunits = 1\n[data]\nformat = \"series\"\npath = \"s.csv\"\ntime_column = \"t\"\nvalidation_split = 0.2\n{extra}\n[train]\nepochs = 1\n"
+        )
+    };
+    std::fs::write(tmp.path().join("a.toml"), spec("")).unwrap();
+    let (good, _, err) = convnet(tmp.path(), &["train", "a.toml", "--out", "r1"]);
+    assert!(!good);
+    assert!(
+        err.contains("s.csv: line 42, column `v`: missing value"),
+        "{err}"
+    );
+    std::fs::write(tmp.path().join("b.toml"), spec("missing = \"interpolate\"")).unwrap();
+    let (good, _, err) = convnet(tmp.path(), &["train", "b.toml", "--out", "r2"]);
+    assert!(!good);
+    assert!(
+        err.contains("line 43, column `v`: \"oops\" is not a number"),
+        "{err}"
+    );
+    std::fs::write(tmp.path().join("c.toml"), spec("loss_typo = 1")).unwrap();
+    let (good, _, err) = convnet(tmp.path(), &["train", "c.toml"]);
+    assert!(!good);
+    assert!(
+        err.contains("[data], key `loss_typo`: unknown key"),
+        "{err}"
+    );
+    std::fs::write(
+        tmp.path().join("d.toml"),
+        spec("").replace("[train]\n", "[train]\nloss = \"cross_entropy\"\n"),
+    )
+    .unwrap();
+    let (good, _, err) = convnet(tmp.path(), &["train", "d.toml"]);
+    assert!(!good);
+    assert!(
+        err.contains("a forecaster's loss is mse, mae or huber"),
+        "{err}"
+    );
+}
+
+#[test]
+fn summary_reports_block_receptive_fields() {
+    let out = ok(&["summary", "examples/sunspots_wavenet.toml"]);
+    assert!(out.contains("receptive field of one output: 33"), "{out}");
+    assert!(out.contains("layers.0.layers.4"), "{out}");
+    assert!(!out.contains("warning"), "{out}");
+}
