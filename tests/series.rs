@@ -177,8 +177,23 @@ fn ts_files_univariate_multichannel_unequal_and_bad() {
     assert_eq!(m.lengths(), vec![2, 3]);
     assert_eq!(m.labels, vec![0, 1]);
     assert_eq!(m.series[0], vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]);
-    let (ds, idx) = m.of_length(3);
-    assert_eq!((ds.shape.clone(), idx), (vec![2, 3], vec![0]));
+    let ds = m.to_dataset();
+    assert_eq!(
+        (ds.shape.clone(), ds.lengths.clone()),
+        (vec![2, 3], vec![3, 2])
+    );
+    assert_eq!(ds.sample(1), &[1.0, 2.0, 0.0, 3.0, 4.0, 0.0]);
+    assert_eq!(ds.sample_trimmed(1), vec![1.0, 2.0, 3.0, 4.0]);
+    // batches hold one length each
+    assert_eq!(ds.batches(&[1, 0], 8), vec![vec![1], vec![0]]);
+    let x = ds
+        .batch_input(&[1], |_, x| x.iter_mut().for_each(|v| *v *= 10.0))
+        .unwrap();
+    assert_eq!(
+        (x.shape().to_vec(), x.to_vec()),
+        (vec![1, 2, 2], vec![10.0, 20.0, 30.0, 40.0])
+    );
+    assert!(ds.batch_input(&[0, 1], |_, _| {}).is_err());
     let bad = |body: &str| {
         let p = write(
             dir.path(),

@@ -212,3 +212,73 @@ fn summary_reports_block_receptive_fields() {
     assert!(out.contains("layers.0.layers.4"), "{out}");
     assert!(!out.contains("warning"), "{out}");
 }
+
+/// A `.ts` file of two classes (a rising or a falling ramp with noise) whose series are 20 to
+/// 44 steps long.
+fn unequal_ts(n: usize, seed: u64) -> String {
+    let mut r = convnet::Rng::new(seed);
+    let mut s =
+        String::from("@problemName Ramps\n@equalLength false\n@classLabel true up down\n@data\n");
+    for i in 0..n {
+        let len = 20 + r.below(25);
+        let up = i % 2 == 0;
+        let v: Vec<String> = (0..len)
+            .map(|t| {
+                let x = t as f32 / len as f32;
+                format!("{:.3}", if up { x } else { 1.0 - x } + 0.2 * r.normal())
+            })
+            .collect();
+        s.push_str(&format!(
+            "{}:{}\n",
+            v.join(","),
+            if up { "up" } else { "down" }
+        ));
+    }
+    s
+}
+
+#[test]
+fn series_of_unequal_length_train_a_length_independent_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("train.ts"), unequal_ts(60, 1)).unwrap();
+    std::fs::write(tmp.path().join("test.ts"), unequal_ts(30, 2)).unwrap();
+    let spec = |input: &str, head: &str| {
+        format!(
+            "[model]\ninput = {input}\n[[model.layers]]\ntype = \"conv1d\"\nfilters = 8\nkernel_size = 5\npadding = \"same\"\nactivation = \"relu\"\n{head}[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"ts\"\ntrain = \"train.ts\"\ntest = \"test.ts\"\nvalidation_split = 0.2\n[train]\nepochs = 8\nbatch_size = 8\n[train.optimizer]\ntype = \"adam\"\nlr = 0.01\n"
+        )
+    };
+    let gap = "[[model.layers]]\ntype = \"global_avg_pool\"\n";
+    let flat = "[[model.layers]]\ntype = \"flatten\"\n";
+    std::fs::write(tmp.path().join("any.toml"), spec("[1, \"any\"]", gap)).unwrap();
+    let (good, out, err) = convnet(tmp.path(), &["summary", "any.toml"]);
+    assert!(good, "{err}");
+    assert!(out.contains("length-independent"), "{out}");
+    assert!(
+        out.contains("the input's length is open: shapes are shown at (1, 64)"),
+        "{out}"
+    );
+    let (good, out, err) = convnet(tmp.path(), &["train", "any.toml", "--out", "r"]);
+    assert!(good, "{out}\n{err}");
+    let acc: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("test (30 samples"))
+        .and_then(|l| l.rsplit("accuracy ").next())
+        .and_then(|v| v.trim_end_matches('%').parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(acc >= 80.0, "ramps up or down, 8 epochs: {acc}%\n{out}");
+    // a fixed length refuses the series; "any" with flatten + dense is refused before training
+    std::fs::write(tmp.path().join("fixed.toml"), spec("[1, 30]", gap)).unwrap();
+    let (good, _, err) = convnet(tmp.path(), &["train", "fixed.toml", "--out", "r2"]);
+    assert!(!good);
+    assert!(
+        err.contains("steps long but the model's input length is 30") && err.contains("\"any\""),
+        "{err}"
+    );
+    std::fs::write(tmp.path().join("flat.toml"), spec("[1, \"any\"]", flat)).unwrap();
+    let (good, _, err) = convnet(tmp.path(), &["summary", "flat.toml"]);
+    assert!(!good);
+    assert!(
+        err.contains("layers.1 (flatten) fixes it") && err.contains("global pooling"),
+        "{err}"
+    );
+}

@@ -158,7 +158,7 @@ fn train_writes_the_run_and_eval_and_predict_use_it() {
         "epoch,train_loss,train_acc,val_loss,val_acc,seconds,lr"
     );
     assert_eq!(lines.len(), 4, "{csv}");
-    assert!(out.contains("test (90 images"), "{out}");
+    assert!(out.contains("test (90 samples"), "{out}");
     let acc: f64 = lines[3].split(',').nth(4).unwrap().parse().unwrap();
     assert!(acc > 0.8, "the bars are easy: {csv}");
 

@@ -47,14 +47,13 @@ pub fn sample_rng(seed: u64, position: usize) -> Rng {
 }
 
 impl Loader {
-    /// Batches of `batch_size` samples taken from `data` in `order`, starting at batch
-    /// `start_step`; the last batch may be smaller. Inputs are normalised by `norm`, regression
-    /// targets by `target_norm` (per target, over its horizon).
-    #[allow(clippy::too_many_arguments)]
+    /// The `batches` of `data` (sample indices, see [`Dataset::batches`]) from batch
+    /// `start_step` on. Inputs are normalised by `norm`, regression targets by `target_norm`
+    /// (per target, over its horizon); augmentation draws from a generator seeded by the
+    /// sample's position in the epoch.
     pub fn spawn(
         data: Arc<Dataset>,
-        order: Vec<usize>,
-        batch_size: usize,
+        batches: Vec<Vec<usize>>,
         start_step: usize,
         augment: Option<Augment>,
         norm: Normalize,
@@ -63,24 +62,19 @@ impl Loader {
     ) -> Loader {
         let (tx, rx) = sync_channel::<Batch>(2);
         let handle = std::thread::spawn(move || {
-            let bs = batch_size.max(1);
-            let steps = order.len().div_ceil(bs);
-            let sl = data.sample_len();
-            for step in start_step..steps {
-                let idx = &order[step * bs..((step + 1) * bs).min(order.len())];
-                let mut pixels = Vec::with_capacity(idx.len() * sl);
-                for (k, &i) in idx.iter().enumerate() {
-                    let start = pixels.len();
-                    pixels.extend_from_slice(data.sample(i));
-                    let x = &mut pixels[start..];
+            let mut position: usize = batches[..start_step.min(batches.len())]
+                .iter()
+                .map(|b| b.len())
+                .sum();
+            for (step, idx) in batches.iter().enumerate().skip(start_step) {
+                let x = data.batch_input(idx, |k, x| {
                     if let Some(a) = &augment {
-                        a.apply(x, &data.shape, &mut sample_rng(seed, step * bs + k));
+                        a.apply(x, &data.shape, &mut sample_rng(seed, position + k));
                     }
                     norm.apply(x);
-                }
-                let mut shape = vec![idx.len()];
-                shape.extend(&data.shape);
-                let Ok(x) = Tensor::from_vec(pixels, &shape) else {
+                });
+                position += idx.len();
+                let Ok(x) = x else {
                     return;
                 };
                 let labels = if data.labels.is_empty() {
@@ -88,21 +82,8 @@ impl Loader {
                 } else {
                     idx.iter().map(|&i| data.labels[i]).collect()
                 };
-                let targets = if data.target_len > 0 {
-                    let mut t = Vec::with_capacity(idx.len() * data.target_len);
-                    for &i in idx {
-                        let start = t.len();
-                        t.extend_from_slice(data.target(i));
-                        if let Some(n) = &target_norm {
-                            n.apply(&mut t[start..]);
-                        }
-                    }
-                    match Tensor::from_vec(t, &[idx.len(), data.target_len]) {
-                        Ok(t) => Some(t),
-                        Err(_) => return,
-                    }
-                } else {
-                    None
+                let Ok(targets) = data.batch_targets(idx, target_norm.as_ref()) else {
+                    return;
                 };
                 let batch = Batch {
                     x,

@@ -32,6 +32,9 @@ pub struct Dataset {
     /// Regression targets, `target_len` per sample, laid out `(targets, horizon)`.
     pub targets: Vec<f32>,
     pub target_len: usize,
+    /// Series of unequal length: each sample's length along the last axis, its values
+    /// stored padded to `shape` (empty when every sample fills `shape`).
+    pub lengths: Vec<usize>,
 }
 
 impl Dataset {
@@ -47,6 +50,103 @@ impl Dataset {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Sample `i`'s size along the last axis.
+    pub fn length(&self, i: usize) -> usize {
+        match self.lengths.get(i) {
+            Some(&l) => l,
+            None => self.shape.last().copied().unwrap_or(1),
+        }
+    }
+
+    /// Sample `i`'s values without padding, laid out `(c, .., length(i))`.
+    pub fn sample_trimmed(&self, i: usize) -> Vec<f32> {
+        let x = self.sample(i);
+        let full = self.shape.last().copied().unwrap_or(1).max(1);
+        let l = self.length(i);
+        if l == full {
+            return x.to_vec();
+        }
+        x.chunks(full)
+            .flat_map(|row| row[..l].iter().copied())
+            .collect()
+    }
+
+    /// The batches of an epoch that visits samples in `order`: runs of `batch_size`, and for
+    /// series of unequal length, each batch of one length (grouped in order of first
+    /// appearance, so a shuffled order gives shuffled batches).
+    pub fn batches(&self, order: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+        let bs = batch_size.max(1);
+        if self.lengths.is_empty() {
+            return order.chunks(bs).map(|c| c.to_vec()).collect();
+        }
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for &i in order {
+            let l = self.length(i);
+            match groups.iter_mut().find(|(g, _)| *g == l) {
+                Some((_, v)) => v.push(i),
+                None => groups.push((l, vec![i])),
+            }
+        }
+        groups
+            .iter()
+            .flat_map(|(_, v)| v.chunks(bs).map(|c| c.to_vec()))
+            .collect()
+    }
+
+    /// The inputs of the samples `idx` (all of one length) as a batch `(n, c, .., length)`;
+    /// `prepare(k, x)` may change the k-th sample (augmentation, normalisation) first.
+    pub fn batch_input(
+        &self,
+        idx: &[usize],
+        mut prepare: impl FnMut(usize, &mut [f32]),
+    ) -> Result<crate::tensor::Tensor> {
+        let l = idx.first().map_or(0, |&i| self.length(i));
+        let mut shape = vec![idx.len()];
+        shape.extend(&self.shape);
+        if let Some(last) = shape.last_mut() {
+            *last = l;
+        }
+        let per: usize = shape[1..].iter().product();
+        let mut pixels = Vec::with_capacity(idx.len() * per);
+        for (k, &i) in idx.iter().enumerate() {
+            let start = pixels.len();
+            if self.lengths.is_empty() {
+                pixels.extend_from_slice(self.sample(i));
+            } else {
+                pixels.extend(self.sample_trimmed(i));
+            }
+            if pixels.len() - start != per {
+                return Err(Error::Format {
+                    path: "batch".into(),
+                    msg: format!("sample {i} has length {}, the batch {l}", self.length(i)),
+                });
+            }
+            prepare(k, &mut pixels[start..]);
+        }
+        crate::tensor::Tensor::from_vec(pixels, &shape)
+    }
+
+    /// The regression targets of the samples `idx` as `(n, target_len)`, each normalised by
+    /// `norm`; `None` for a classification set.
+    pub fn batch_targets(
+        &self,
+        idx: &[usize],
+        norm: Option<&Normalize>,
+    ) -> Result<Option<crate::tensor::Tensor>> {
+        if self.target_len == 0 {
+            return Ok(None);
+        }
+        let mut t = Vec::with_capacity(idx.len() * self.target_len);
+        for &i in idx {
+            let start = t.len();
+            t.extend_from_slice(self.target(i));
+            if let Some(n) = norm {
+                n.apply(&mut t[start..]);
+            }
+        }
+        crate::tensor::Tensor::from_vec(t, &[idx.len(), self.target_len]).map(Some)
+    }
+
     /// The regression targets of sample `i`.
     pub fn target(&self, i: usize) -> &[f32] {
         &self.targets[i * self.target_len..(i + 1) * self.target_len]
@@ -73,6 +173,11 @@ impl Dataset {
         Dataset {
             shape: self.shape.clone(),
             pixels,
+            lengths: if self.lengths.is_empty() {
+                Vec::new()
+            } else {
+                idx.iter().map(|&i| self.lengths[i]).collect()
+            },
             labels: if self.labels.is_empty() {
                 Vec::new()
             } else {
@@ -107,11 +212,13 @@ impl Dataset {
     /// Per-channel mean and standard deviation.
     pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
         let c = self.shape[0];
-        let plane: usize = self.shape[1..].iter().product();
         let mut mean = vec![0f64; c];
         let mut sq = vec![0f64; c];
+        let mut count = 0usize;
         for s in 0..self.len() {
-            let x = self.sample(s);
+            let x = self.sample_trimmed(s);
+            let plane = x.len() / c.max(1);
+            count += plane;
             for ch in 0..c {
                 for &v in &x[ch * plane..(ch + 1) * plane] {
                     mean[ch] += v as f64;
@@ -119,7 +226,7 @@ impl Dataset {
                 }
             }
         }
-        let n = (self.len() * plane).max(1) as f64;
+        let n = count.max(1) as f64;
         let m: Vec<f32> = mean.iter().map(|v| (v / n) as f32).collect();
         let sd: Vec<f32> = (0..c)
             .map(|ch| ((sq[ch] / n - (mean[ch] / n).powi(2)).max(1e-12)).sqrt() as f32)

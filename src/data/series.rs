@@ -218,6 +218,7 @@ pub fn windows(
         labels: Vec::new(),
         targets: tv,
         target_len: targets.len() * horizon,
+        lengths: Vec::new(),
     }
 }
 

@@ -27,24 +27,26 @@ impl LabeledSeries {
         v.dedup();
         v
     }
-    /// The series of one length as a dataset `(n, channels, length)`, with their indices.
-    pub fn of_length(&self, length: usize) -> (Dataset, Vec<usize>) {
-        let idx: Vec<usize> = (0..self.series.len())
-            .filter(|&i| self.series[i][0].len() == length)
-            .collect();
-        let mut pixels = Vec::new();
-        for &i in &idx {
-            for c in &self.series[i] {
+    /// Every series as a dataset `(n, channels, longest)`: shorter series padded with zeros at
+    /// the end, their lengths kept (so batches hold one length each and never see padding).
+    pub fn to_dataset(&self) -> Dataset {
+        let lengths: Vec<usize> = self.series.iter().map(|s| s[0].len()).collect();
+        let longest = lengths.iter().copied().max().unwrap_or(0);
+        let mut pixels = Vec::with_capacity(self.series.len() * self.channels() * longest);
+        for s in &self.series {
+            for c in s {
                 pixels.extend_from_slice(c);
+                pixels.extend(std::iter::repeat_n(0.0, longest - c.len()));
             }
         }
-        let ds = Dataset {
-            shape: vec![self.channels(), length],
+        let equal = lengths.iter().all(|&l| l == longest);
+        Dataset {
+            shape: vec![self.channels(), longest],
             pixels,
-            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            labels: self.labels.clone(),
+            lengths: if equal { Vec::new() } else { lengths },
             ..Default::default()
-        };
-        (ds, idx)
+        }
     }
 }
 

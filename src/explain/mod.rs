@@ -2,7 +2,7 @@
 //! with its arithmetic, parameters, FLOPs and receptive field).
 
 use crate::error::Result;
-use crate::nn::{LayerReport, Sequential, fmt_shape};
+use crate::nn::{LayerReport, Sequential, SizeDependence, fmt_shape};
 
 /// A model's summary.
 #[derive(Clone, Debug)]
@@ -15,6 +15,40 @@ pub struct Summary {
     pub receptive_field: String,
     /// Things a person should know, such as a receptive field shorter than the input.
     pub warnings: Vec<String>,
+    /// Per input axis: left open (`"any"`); shapes are shown at the nominal size.
+    pub any_size: Vec<bool>,
+    /// Whether the model takes inputs of other sizes, and if not, which layer fixes the size.
+    pub size_dependence: SizeDependence,
+}
+
+impl Summary {
+    /// One line on input sizes: whether other sizes are accepted, and what fixes the size.
+    pub fn size_line(&self) -> String {
+        let what = if self.input.len() == 2 {
+            "length"
+        } else {
+            "size"
+        };
+        let open = if self.any_size.contains(&true) {
+            format!(
+                " (the input's {what} is open: shapes are shown at {})",
+                fmt_shape(&self.input)
+            )
+        } else {
+            String::new()
+        };
+        match &self.size_dependence {
+            SizeDependence::Independent => {
+                format!("{what}-independent: any input {what} gives the same output shape{open}")
+            }
+            SizeDependence::Follows => {
+                format!("takes any input {what}; the output's {what} follows the input's{open}")
+            }
+            SizeDependence::Fixed { layer, why } => format!(
+                "fixed input {what}: {layer} fixes it ({why}); global pooling or a 1x1 convolution head instead of flatten + dense would free it"
+            ),
+        }
+    }
 }
 
 /// Summarise a model.
@@ -47,6 +81,8 @@ pub fn summarize(model: &Sequential) -> Result<Summary> {
         receptive_field: rf.describe(),
         warnings,
         layers,
+        any_size: model.any_size.clone(),
+        size_dependence: model.size_dependence(),
     })
 }
 
@@ -105,6 +141,7 @@ impl Summary {
             "receptive field of one output: {}\n",
             self.receptive_field
         ));
+        s.push_str(&format!("{}\n", self.size_line()));
         for w in &self.warnings {
             s.push_str(&format!("warning: {w}\n"));
         }
@@ -130,6 +167,13 @@ impl Summary {
             "total_flops": self.total_flops,
             "receptive_field": self.receptive_field,
             "warnings": self.warnings,
+            "any_size": self.any_size,
+            "size_independent": self.size_dependence == SizeDependence::Independent,
+            "size_fixed_by": match &self.size_dependence {
+                SizeDependence::Fixed { layer, .. } => Some(layer.clone()),
+                _ => None,
+            },
+            "size": self.size_line(),
         })
     }
 }

@@ -19,7 +19,7 @@ pub use block::Residual;
 pub use conv::{Conv, ConvKind};
 pub use dense::Dense;
 pub use misc::{Dropout, Flatten, Reshape};
-pub use model::{LayerReport, Sequential};
+pub use model::{LayerReport, Sequential, SizeDependence};
 pub use norm::{BatchNorm, LayerNorm};
 pub use pool::{GlobalPool, Pool, PoolKind};
 pub use tcn::{Tcn, TcnBlock, TcnConfig, TcnNorm};

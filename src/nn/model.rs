@@ -23,12 +23,31 @@ pub struct LayerReport {
     pub arithmetic: Vec<String>,
 }
 
-/// A sequence of layers applied in order, with a fixed per-sample input shape.
+/// A sequence of layers applied in order, with a per-sample input shape whose spatial axes
+/// may be left open (`any_size`).
 pub struct Sequential {
-    /// Per-sample input shape, e.g. `[1, 28, 28]`.
+    /// Per-sample input shape, e.g. `[1, 28, 28]`; for an open axis, the nominal size the
+    /// model was checked and is summarised at.
     pub input: Vec<usize>,
+    /// Per input axis: whether any size is accepted there.
+    pub any_size: Vec<bool>,
     layers: Vec<Box<dyn Layer>>,
     output: Vec<usize>,
+}
+
+/// How a model's output depends on its input's spatial size.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SizeDependence {
+    /// Any size gives the same output shape (global pooling, a sequence-to-one block).
+    Independent,
+    /// Any size is accepted; the output's spatial size follows the input's.
+    Follows,
+    /// A layer fixes the input size.
+    Fixed {
+        /// `layers.5 (flatten)`
+        layer: String,
+        why: String,
+    },
 }
 
 impl Sequential {
@@ -36,8 +55,71 @@ impl Sequential {
     pub fn new(input: Vec<usize>) -> Sequential {
         Sequential {
             output: input.clone(),
+            any_size: vec![false; input.len()],
             input,
             layers: Vec::new(),
+        }
+    }
+
+    /// Accept any size along the axes marked `true` (spatial axes only: never the channels).
+    pub fn with_any_size(mut self, any: Vec<bool>) -> Result<Sequential> {
+        if any.len() != self.input.len() || any.first() == Some(&true) {
+            return shape_err(
+                "model",
+                format!(
+                    "open axes {any:?} do not fit the input {}: only spatial axes may be open",
+                    fmt_shape(&self.input)
+                ),
+            );
+        }
+        self.any_size = any;
+        Ok(self)
+    }
+
+    /// Whether the model takes inputs of any spatial size, and if not, which layer fixes it:
+    /// the shapes at the nominal input are compared with those at a larger, odd size.
+    pub fn size_dependence(&self) -> SizeDependence {
+        if self.input.len() < 2 {
+            return SizeDependence::Independent;
+        }
+        let mut alt = self.input.clone();
+        for d in alt.iter_mut().skip(1) {
+            *d = *d * 2 + 3;
+        }
+        let (mut a, mut b) = (self.input.clone(), alt.clone());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let name = format!("layers.{i} ({})", layer.kind());
+            let na = match layer.infer(&a) {
+                Ok(x) => x.output,
+                Err(_) => return SizeDependence::Independent,
+            };
+            let nb = match layer.infer(&b) {
+                Ok(x) => x.output,
+                Err(e) => {
+                    return SizeDependence::Fixed {
+                        layer: name,
+                        why: format!("it fails for input {}: {e}", fmt_shape(&alt)),
+                    };
+                }
+            };
+            if na != nb && na.len() < self.input.len() {
+                return SizeDependence::Fixed {
+                    layer: name,
+                    why: format!(
+                        "it gives {} for input {} but {} for input {}, so the layers after it are sized for one input size",
+                        fmt_shape(&na),
+                        fmt_shape(&self.input),
+                        fmt_shape(&nb),
+                        fmt_shape(&alt)
+                    ),
+                };
+            }
+            (a, b) = (na, nb);
+        }
+        if a == b {
+            SizeDependence::Independent
+        } else {
+            SizeDependence::Follows
         }
     }
 
@@ -61,12 +143,24 @@ impl Sequential {
 
     /// Forward pass on a batch `(n, *input)`.
     pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        if x.rank() != self.input.len() + 1 || x.shape()[1..] != self.input[..] {
+        let fits = x.rank() == self.input.len() + 1
+            && x.shape()[1..]
+                .iter()
+                .zip(&self.input)
+                .zip(&self.any_size)
+                .all(|((&got, &want), &any)| got == want || (any && got > 0));
+        if !fits {
+            let want: Vec<String> = self
+                .input
+                .iter()
+                .zip(&self.any_size)
+                .map(|(d, &any)| if any { "any".into() } else { d.to_string() })
+                .collect();
             return shape_err(
                 "model",
                 format!(
-                    "expects a batch of samples shaped {}, got {:?}",
-                    fmt_shape(&self.input),
+                    "expects a batch of samples shaped ({}), got {:?}",
+                    want.join(", "),
                     x.shape()
                 ),
             );

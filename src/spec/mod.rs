@@ -15,7 +15,7 @@ use table::{R, Table};
 
 use crate::data::{Augment, SeriesRead};
 use crate::error::{Error, Result};
-use crate::nn::Sequential;
+use crate::nn::{Sequential, SizeDependence};
 use crate::optim::{OptimizerKind, Schedule};
 use crate::rng::Rng;
 
@@ -161,7 +161,10 @@ pub struct Spec {
     pub path: PathBuf,
     /// The file as written (saved beside a run).
     pub text: String,
+    /// Per-sample input shape; an open (`"any"`) axis holds [`ANY_NOMINAL`].
     pub input: Vec<usize>,
+    /// Per input axis: left open with `"any"`.
+    pub any_size: Vec<bool>,
     pub layers: Vec<LayerSpec>,
     pub data: Option<DataSpec>,
     pub train: TrainSpec,
@@ -220,15 +223,7 @@ impl Spec {
         };
         top.finish()?;
         let m = Table::new(&p, "[model]", model);
-        let input: Vec<usize> = m
-            .required(
-                "input",
-                m.int_list("input", false),
-                "the per-sample input shape, e.g. [1, 28, 28]",
-            )?
-            .into_iter()
-            .flatten()
-            .collect();
+        let (input, any_size) = parse_input(&m)?;
         let layers = match m.get("layers") {
             Some(toml::Value::Array(a)) if !a.is_empty() => a,
             _ => return Err(m.err("layers", "expected at least one [[model.layers]] entry")),
@@ -255,6 +250,7 @@ impl Spec {
             path: path.to_path_buf(),
             text: text.to_string(),
             input,
+            any_size,
             layers: out,
             data,
             train,
@@ -264,7 +260,13 @@ impl Spec {
     /// Build the model with weights drawn from `rng`; errors name the layer and the key.
     pub fn build_model(&self, rng: &mut Rng) -> Result<Sequential> {
         let p = self.path.display().to_string();
-        let mut model = Sequential::new(self.input.clone());
+        let mut model = Sequential::new(self.input.clone())
+            .with_any_size(self.any_size.clone())
+            .map_err(|e| Error::Spec {
+                path: p.clone(),
+                at: "[model], key `input`".into(),
+                msg: e.to_string(),
+            })?;
         for l in &self.layers {
             let t = Table::new(&p, format!("layer {} ({})", l.index, l.kind), &l.table);
             t.get("type");
@@ -273,6 +275,17 @@ impl Spec {
                 layers::build(&t, &l.kind, &shape, rng).map_err(|e| layers::at_layer(&t, e))?;
             t.finish()?;
             model.push(layer).map_err(|e| layers::at_layer(&t, e))?;
+        }
+        if self.any_size.contains(&true) {
+            if let SizeDependence::Fixed { layer, why } = model.size_dependence() {
+                return Err(Error::Spec {
+                    path: p,
+                    at: "[model], key `input`".into(),
+                    msg: format!(
+                        "the input size is \"any\" but {layer} fixes it: {why}; end the model with global pooling (or a 1x1 convolution head) instead of flatten + dense"
+                    ),
+                });
+            }
         }
         Ok(model)
     }
@@ -285,6 +298,40 @@ impl Spec {
             msg: "no [data] section: training and evaluation need one".into(),
         })
     }
+}
+
+/// The size a model is built, checked and summarised at along an axis left open with `"any"`.
+pub const ANY_NOMINAL: usize = 64;
+
+/// `input = [channels, size...]`, each spatial size a positive integer or `"any"`.
+fn parse_input(m: &Table) -> R<(Vec<usize>, Vec<bool>)> {
+    let what = "the per-sample input shape: positive integers, channels first, a spatial size may be \"any\" (e.g. [1, 28, 28] or [1, \"any\"])";
+    let Some(v) = m.get("input") else {
+        return Err(m.err("input", format!("is required ({what})")));
+    };
+    let bad = || m.err("input", format!("expected {what}, got {v}"));
+    let toml::Value::Array(a) = v else {
+        return Err(bad());
+    };
+    let mut dims = Vec::new();
+    let mut any = Vec::new();
+    for (i, x) in a.iter().enumerate() {
+        match x {
+            toml::Value::Integer(d) if *d > 0 => {
+                dims.push(*d as usize);
+                any.push(false);
+            }
+            toml::Value::String(s) if s == "any" && i > 0 => {
+                dims.push(ANY_NOMINAL);
+                any.push(true);
+            }
+            _ => return Err(bad()),
+        }
+    }
+    if dims.is_empty() {
+        return Err(bad());
+    }
+    Ok((dims, any))
 }
 
 fn path_of(t: &Table, key: &str) -> R<Option<PathBuf>> {

@@ -85,13 +85,26 @@ fn labeled(
         )));
     }
     let lengths = ls.lengths();
-    if lengths != [shape[1]] {
+    let any = spec.any_size.get(1) == Some(&true);
+    if !any && lengths != [shape[1]] {
+        let (lo, hi) = (lengths[0], lengths[lengths.len() - 1]);
         return Err(fmt(format!(
-            "the series have length(s) {lengths:?} but the model's input length is {}",
-            shape[1]
+            "the series are {} long but the model's input length is {}{}",
+            if lo == hi {
+                format!("{lo} steps")
+            } else {
+                format!("{lo} to {hi} steps")
+            },
+            shape[1],
+            if lo == hi {
+                String::new()
+            } else {
+                " (a length-independent model takes them all with input = [channels, \"any\"])"
+                    .to_string()
+            }
         )));
     }
-    Ok((ls.of_length(shape[1]).0, ls.class_names))
+    Ok((ls.to_dataset(), ls.class_names))
 }
 
 /// Read one split ("train" or "test") of the spec's data source.

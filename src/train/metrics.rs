@@ -7,7 +7,6 @@ use crate::error::Result;
 use crate::nn::{Ctx, Sequential};
 use crate::ops::{self, CrossEntropyOptions};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
 
 /// What `convnet eval` reports.
 #[derive(Clone, Debug)]
@@ -44,18 +43,12 @@ pub fn evaluate(
 ) -> Result<EvalReport> {
     let mut confusion = vec![vec![0usize; classes]; classes];
     let mut loss_sum = 0f64;
-    let sl = data.sample_len();
     let mut rng = Rng::new(0);
-    for start in (0..data.len()).step_by(batch.max(1)) {
-        let end = (start + batch).min(data.len());
-        let mut px = data.pixels[start * sl..end * sl].to_vec();
-        for s in px.chunks_mut(sl) {
-            norm.apply(s);
-        }
-        let mut shape = vec![end - start];
-        shape.extend(&data.shape);
-        let x = Tensor::from_vec(px, &shape)?;
-        let labels = &data.labels[start..end];
+    let all: Vec<usize> = (0..data.len()).collect();
+    for idx in data.batches(&all, batch) {
+        let x = data.batch_input(&idx, |_, s| norm.apply(s))?;
+        let labels: Vec<usize> = idx.iter().map(|&i| data.labels[i]).collect();
+        let labels = &labels[..];
         let logits = no_grad(|| {
             model.forward(
                 &x,
@@ -66,7 +59,7 @@ pub fn evaluate(
             )
         })?;
         let l = no_grad(|| ops::cross_entropy(&logits, labels, loss_opts))?.item()?;
-        loss_sum += l as f64 * (end - start) as f64;
+        loss_sum += l as f64 * idx.len() as f64;
         for (&p, &y) in argmax_rows(&logits.data(), classes).iter().zip(labels) {
             confusion[y][p] += 1;
         }
@@ -113,30 +106,17 @@ pub fn evaluate_task(
     task: &super::Task,
     batch: usize,
 ) -> Result<(f64, f64)> {
-    let sl = data.sample_len();
     let mut rng = Rng::new(0);
     let (mut loss_sum, mut metric_sum, mut terms) = (0f64, 0f64, 0usize);
-    for start in (0..data.len()).step_by(batch.max(1)) {
-        let end = (start + batch).min(data.len());
-        let mut px = data.pixels[start * sl..end * sl].to_vec();
-        for s in px.chunks_mut(sl) {
-            norm.apply(s);
-        }
-        let mut shape = vec![end - start];
-        shape.extend(&data.shape);
-        let targets = if data.target_len > 0 {
-            let tl = data.target_len;
-            let mut t = data.targets[start * tl..end * tl].to_vec();
-            if let Some(n) = target_norm {
-                t.chunks_mut(tl).for_each(|s| n.apply(s));
-            }
-            Some(Tensor::from_vec(t, &[end - start, tl])?)
-        } else {
-            None
-        };
+    let all: Vec<usize> = (0..data.len()).collect();
+    for idx in data.batches(&all, batch) {
+        let targets = data.batch_targets(&idx, target_norm)?;
         let b = crate::data::Batch {
-            x: Tensor::from_vec(px, &shape)?,
-            labels: data.labels.get(start..end).unwrap_or(&[]).to_vec(),
+            x: data.batch_input(&idx, |_, s| norm.apply(s))?,
+            labels: idx
+                .iter()
+                .filter_map(|&i| data.labels.get(i).copied())
+                .collect(),
             targets,
             step: 0,
         };
@@ -150,7 +130,7 @@ pub fn evaluate_task(
             )
         })?;
         let l = no_grad(|| task.loss(&out, &b))?.item()?;
-        loss_sum += l as f64 * (end - start) as f64;
+        loss_sum += l as f64 * idx.len() as f64;
         let (m, n) = task.metric_sum(&out, &b);
         metric_sum += m;
         terms += n;

@@ -377,7 +377,9 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
 
     let params = model.named_params();
     let n = prepared.train.len();
-    let steps = n.div_ceil(t.batch_size);
+    // series of unequal length batch by length, so the count can exceed n / batch_size
+    let all: Vec<usize> = (0..n).collect();
+    let steps = prepared.train.batches(&all, t.batch_size).len();
     let mut sched = ScheduleState {
         scale: st.schedule.0,
         best: st.schedule.1,
@@ -394,12 +396,17 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         let e = st.epoch;
         let es = epoch_seed(t.seed, e);
         let mut order: Vec<usize> = (0..n).collect();
-        Rng::new(es).shuffle(&mut order);
+        let mut rng = Rng::new(es);
+        rng.shuffle(&mut order);
+        let mut batches = prepared.train.batches(&order, t.batch_size);
+        if !prepared.train.lengths.is_empty() {
+            // grouped by length: mix the lengths over the epoch
+            rng.shuffle(&mut batches);
+        }
         let augment = spec.data()?.augment.clone();
         let loader = Loader::spawn(
             prepared.train.clone(),
-            order,
-            t.batch_size,
+            batches,
             st.step,
             augment.is_active().then_some(augment),
             prepared.normalize.clone(),
