@@ -416,3 +416,95 @@ fn block_spec_errors_name_the_layer_and_key() {
     );
     assert!(e.contains("key `skip_channels`"), "{e}");
 }
+
+#[test]
+fn blocks_build_from_rust_as_from_the_spec() {
+    use convnet::nn::{
+        Activation, BatchNorm, Conv, ConvKind, Residual, Tcn, TcnConfig, TcnNorm, WaveNet,
+        WaveNetConfig,
+    };
+    use convnet::ops::{PadMode, Padding};
+    let mut rng = Rng::new(5);
+    let mut m = Sequential::new(vec![2, 40]);
+    let conv = Conv::new(
+        ConvKind::Conv1d,
+        2,
+        6,
+        vec![3],
+        vec![2],
+        Padding::Same,
+        vec![1],
+        1,
+        PadMode::Zeros,
+        vec![0],
+        true,
+        Activation::Relu,
+        &mut rng,
+    )
+    .unwrap();
+    let body: Vec<Box<dyn convnet::nn::Layer>> = vec![
+        Box::new(conv),
+        Box::new(BatchNorm::new(6, 0.1, 1e-5).unwrap()),
+    ];
+    m.push(Box::new(
+        Residual::new(body, &[2, 40], Activation::Relu, &mut rng).unwrap(),
+    ))
+    .unwrap();
+    let tcn = TcnConfig {
+        nb_filters: 5,
+        kernel_size: 2,
+        dilations: vec![1, 2],
+        norm: TcnNorm::Layer,
+        return_sequences: true,
+        ..TcnConfig::default()
+    };
+    m.push(Box::new(Tcn::new(6, tcn, &mut rng).unwrap()))
+        .unwrap();
+    let wn = WaveNetConfig {
+        residual_channels: 4,
+        dilations: vec![1, 2, 4],
+        output_channels: 3,
+        ..WaveNetConfig::default()
+    };
+    m.push(Box::new(WaveNet::new(5, wn, &mut rng).unwrap()))
+        .unwrap();
+    assert_eq!(m.output_shape(), &[3]);
+    let x = Tensor::randn(&[4, 2, 40], &mut Rng::new(1)).unwrap();
+    assert_eq!(run(&m, &x, true).shape(), &[4, 3]);
+    let spec = build(
+        "[2, 40]",
+        r#"
+[[model.layers]]
+type = "residual"
+activation = "relu"
+[[model.layers.layers]]
+type = "conv1d"
+filters = 6
+kernel_size = 3
+strides = 2
+padding = "same"
+activation = "relu"
+[[model.layers.layers]]
+type = "batch_norm"
+[[model.layers]]
+type = "tcn"
+nb_filters = 5
+kernel_size = 2
+dilations = [1, 2]
+normalization = "layer"
+return_sequences = true
+[[model.layers]]
+type = "wavenet"
+residual_channels = 4
+dilations = [1, 2, 4]
+output_channels = 3
+"#,
+    );
+    let names = |m: &Sequential| -> Vec<(String, Vec<usize>)> {
+        m.state_dict()
+            .into_iter()
+            .map(|(n, t)| (n, t.shape().to_vec()))
+            .collect()
+    };
+    assert_eq!(names(&m), names(&spec));
+}

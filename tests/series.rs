@@ -153,6 +153,19 @@ fn spec_with(dir: &Path, path: &str, extra: &str) -> Spec {
 }
 
 #[test]
+fn relative_windows_subtract_the_last_input_of_each_column() {
+    let a = [1.0f32, 2.0, 4.0, 8.0, 16.0];
+    let b = [10.0f32, 20.0, 30.0, 40.0, 50.0];
+    let mut ds = windows(&[&a, &b], &[&b], 2, 2, 1, 2..4);
+    convnet::data::make_relative(&mut ds, &[1]);
+    // window [1, 2] / [10, 20] -> [-1, 0] / [-10, 0]; targets [30, 40] - 20
+    assert_eq!(ds.sample(0), &[-1.0, 0.0, -10.0, 0.0]);
+    assert_eq!(ds.target(0), &[10.0, 20.0]);
+    assert_eq!(ds.sample(1), &[-2.0, 0.0, -10.0, 0.0]);
+    assert_eq!(ds.target(1), &[10.0, 20.0]);
+}
+
+#[test]
 fn ts_files_univariate_multichannel_unequal_and_bad() {
     let gp = read_ts(Path::new("data/ucr/GunPoint_TRAIN.ts"), None).unwrap();
     assert_eq!(

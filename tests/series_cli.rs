@@ -282,3 +282,47 @@ fn series_of_unequal_length_train_a_length_independent_model() {
         "{err}"
     );
 }
+
+#[test]
+fn relative_windows_forecast_a_trend_beyond_the_training_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    ok(&[
+        "train",
+        "examples/airline_conv1d.toml",
+        "--epochs",
+        "20",
+        "--out",
+        &s(&run),
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&ok(&["eval", &s(&run), "--json"])).unwrap();
+    // the last training year peaks at 559; the validation years reach 622. Forecasts put
+    // back on the level of each window's last value follow the trend the naive forecast
+    // misses
+    let (model, naive) = (
+        json["model"]["mae"].as_f64().unwrap(),
+        json["naive"]["mae"].as_f64().unwrap(),
+    );
+    assert!(model < naive, "model {model}, naive {naive}");
+    let out: serde_json::Value = serde_json::from_str(&ok(&[
+        "forecast",
+        &s(&run),
+        "data/airline/airline.csv",
+        "--horizon",
+        "24",
+        "--start",
+        "120",
+        "--json",
+        "--out",
+        &s(&tmp.path().join("f")),
+    ]))
+    .unwrap();
+    let f: Vec<f64> = out["forecast"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(f.len(), 24);
+    assert!(f.iter().all(|&v| (250.0..800.0).contains(&v)), "{f:?}");
+}

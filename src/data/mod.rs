@@ -13,7 +13,9 @@ pub use augment::Augment;
 pub use idx::{read_idx_images, read_idx_labels};
 pub use images::{image_to_sample, read_csv, read_folder};
 pub use loader::{Batch, Loader};
-pub use series::{Series, SeriesRead, column_stats, interpolate, read_series_csv, windows};
+pub use series::{
+    Series, SeriesRead, column_stats, interpolate, make_relative, read_series_csv, windows,
+};
 pub use ts::{LabeledSeries, read_ts, read_ucr_tsv};
 
 use crate::error::{Error, Result};

@@ -222,6 +222,30 @@ pub fn windows(
     }
 }
 
+/// Make every window relative to its last value: each input channel minus its last value in
+/// the window, each target minus the last input value of its column (`targets[j]` is that
+/// column's index among the inputs). A model then learns changes, and a trend that leaves the
+/// training range does not leave the model's input range.
+pub fn make_relative(ds: &mut Dataset, targets: &[usize]) {
+    let (c, w) = (ds.shape[0], ds.shape[1]);
+    let h = ds.target_len / targets.len().max(1);
+    for i in 0..ds.len() {
+        let x = &mut ds.pixels[i * c * w..(i + 1) * c * w];
+        let last: Vec<f32> = (0..c).map(|ch| x[ch * w + w - 1]).collect();
+        for ch in 0..c {
+            x[ch * w..(ch + 1) * w]
+                .iter_mut()
+                .for_each(|v| *v -= last[ch]);
+        }
+        let t = &mut ds.targets[i * ds.target_len..(i + 1) * ds.target_len];
+        for (j, &col) in targets.iter().enumerate() {
+            t[j * h..(j + 1) * h]
+                .iter_mut()
+                .for_each(|v| *v -= last[col]);
+        }
+    }
+}
+
 /// Per-column mean and standard deviation over `range`.
 pub fn column_stats(cols: &[&[f32]], range: Range<usize>) -> (Vec<f32>, Vec<f32>) {
     let mut means = Vec::new();

@@ -35,7 +35,10 @@ impl Summary {
                 fmt_shape(&self.input)
             )
         } else {
-            String::new()
+            format!(
+                " (the spec fixes the input at {}; declare a size \"any\" to feed others)",
+                fmt_shape(&self.input)
+            )
         };
         match &self.size_dependence {
             SizeDependence::Independent => {

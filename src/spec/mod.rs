@@ -75,6 +75,8 @@ pub struct SeriesSource {
     /// The season's length in steps (12 for monthly data with a yearly cycle), for the
     /// seasonal-naive baseline and MASE.
     pub seasonality: Option<usize>,
+    /// Windows relative to their last value (see [`crate::data::make_relative`]).
+    pub relative: bool,
 }
 
 impl SeriesSource {
@@ -493,6 +495,7 @@ fn parse_series(t: &Table) -> R<SeriesSource> {
         stride,
         split,
         seasonality,
+        relative: t.bool("relative")?.unwrap_or(false),
     })
 }
 

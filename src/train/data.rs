@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::data::{
-    Dataset, Normalize, column_stats, read_csv, read_folder, read_idx_images, read_idx_labels,
-    read_series_csv, read_ts, read_ucr_tsv, windows,
+    Dataset, Normalize, column_stats, make_relative, read_csv, read_folder, read_idx_images,
+    read_idx_labels, read_series_csv, read_ts, read_ucr_tsv, windows,
 };
 use crate::error::{Error, Result};
 use crate::spec::{DataSource, NormalizeSpec, SeriesSource, Spec};
@@ -366,7 +366,7 @@ fn prepare_series(spec: &Spec, s: &SeriesSource, norm: &NormalizeSpec) -> Result
         std: targets.iter().map(|&j| normalize.std[j]).collect(),
     };
     // Training windows forecast steps before the split only; validation windows start there.
-    let train = windows(
+    let mut train = windows(
         &cols,
         &tcols,
         window,
@@ -374,7 +374,31 @@ fn prepare_series(spec: &Spec, s: &SeriesSource, norm: &NormalizeSpec) -> Result
         s.stride,
         window..split + 1 - s.horizon,
     );
-    let val = windows(&cols, &tcols, window, s.horizon, 1, split..series.len());
+    let mut val = windows(&cols, &tcols, window, s.horizon, 1, split..series.len());
+    let (normalize, target_norm) = if s.relative {
+        make_relative(&mut train, &targets);
+        make_relative(&mut val, &targets);
+        match norm {
+            // the relative windows' own statistics, from the training windows
+            NormalizeSpec::Standardize => {
+                let (mean, std) = train.channel_stats();
+                let h = s.horizon;
+                let tv: Vec<Vec<f32>> = (0..targets.len())
+                    .map(|j| {
+                        (0..train.len())
+                            .flat_map(|i| train.target(i)[j * h..(j + 1) * h].to_vec())
+                            .collect()
+                    })
+                    .collect();
+                let tcols: Vec<&[f32]> = tv.iter().map(|v| v.as_slice()).collect();
+                let (tm, ts) = column_stats(&tcols, 0..tv[0].len());
+                (Normalize { mean, std }, Normalize { mean: tm, std: ts })
+            }
+            _ => (normalize, target_norm),
+        }
+    } else {
+        (normalize, target_norm)
+    };
     if train.is_empty() {
         return Err(spec_err(
             spec,

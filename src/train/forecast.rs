@@ -154,13 +154,17 @@ impl<'a> Forecaster<'a> {
         while out.first().is_some_and(|o| o[0].len() < horizon) {
             for chunk in (0..origins.len()).collect::<Vec<_>>().chunks(256) {
                 let mut x = Vec::with_capacity(chunk.len() * c * self.window);
+                let mut lasts = Vec::with_capacity(chunk.len());
                 for &k in chunk {
+                    let last: Vec<f32> = hist[k].iter().map(|v| v[v.len() - 1]).collect();
                     for (ch, v) in hist[k].iter().enumerate() {
                         let start = x.len();
                         x.extend_from_slice(&v[v.len() - self.window..]);
                         let (m, s) = (self.input_norm.mean[ch], self.input_norm.std[ch]);
-                        x[start..].iter_mut().for_each(|v| *v = (*v - m) / s);
+                        let base = if self.source.relative { last[ch] } else { 0.0 };
+                        x[start..].iter_mut().for_each(|v| *v = (*v - base - m) / s);
                     }
+                    lasts.push(last);
                 }
                 let xt = Tensor::from_vec(x, &[chunk.len(), c, self.window])?;
                 let y = no_grad(|| {
@@ -177,8 +181,13 @@ impl<'a> Forecaster<'a> {
                 for (r, &k) in chunk.iter().enumerate() {
                     for j in 0..self.targets.len() {
                         let (m, s) = (self.target_norm.mean[j], self.target_norm.std[j]);
+                        let base = if self.source.relative {
+                            lasts[r][self.targets[j]]
+                        } else {
+                            0.0
+                        };
                         let vals: Vec<f32> = (0..h_model)
-                            .map(|i| y[r * per + j * h_model + i] * s + m)
+                            .map(|i| y[r * per + j * h_model + i] * s + m + base)
                             .collect();
                         let need = horizon - out[k][j].len();
                         out[k][j].extend(vals.iter().take(need));

@@ -235,6 +235,7 @@ pub fn series_png(path: &Path, title: &str, ylabel: &str, lines: &[Line]) -> Res
         chart
             .configure_mesh()
             .x_desc("step")
+            .x_label_formatter(&|x| format!("{}", x.round() as i64))
             .y_desc(ylabel)
             .label_style(("sans-serif", 14))
             .draw()
