@@ -20,10 +20,7 @@ pub fn read_csv(
     shape: &[usize],
     pixel_max: f32,
 ) -> Result<Dataset> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
+    let text = super::read_text(path)?;
     let mut lines = text
         .lines()
         .enumerate()

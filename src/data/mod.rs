@@ -21,6 +21,14 @@ pub use ts::{LabeledSeries, read_ts, read_ucr_tsv};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
+/// The text of a data file; a failure names the file.
+pub(crate) fn read_text(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    })
+}
+
 /// Samples in memory, laid out `(n, *shape)`: images with pixels scaled to [0, 1] and class
 /// labels, series windows `(channels, length)` with class labels, or series windows with
 /// regression targets (the values to forecast, `target_len` per sample).

@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use super::Dataset;
+use super::{Dataset, read_text};
 use crate::error::{Error, Result};
 
 /// Columns of a series file, column-major.
@@ -62,10 +62,7 @@ pub fn read_series_csv(path: &Path, how: &SeriesRead) -> Result<Series> {
         path: p.clone(),
         msg,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-        path: p.clone(),
-        source: e,
-    })?;
+    let text = read_text(path)?;
     let mut lines = text
         .lines()
         .enumerate()

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::Dataset;
+use super::{Dataset, read_text};
 use crate::error::{Error, Result};
 
 /// Series with class labels: `series[i][channel][t]`.
@@ -55,13 +55,6 @@ fn fmt_err(path: &Path, msg: String) -> Error {
         path: path.display().to_string(),
         msg,
     }
-}
-
-fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    })
 }
 
 /// The index of `label` among `names`, or an error naming the line.
