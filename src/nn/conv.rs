@@ -120,11 +120,18 @@ impl Conv {
             );
         }
         if kind.transposed() {
-            if padding == Padding::Causal || padding == Padding::Same {
+            if padding == Padding::Causal {
                 return param_err(
                     op,
                     "padding",
-                    "transposed convolutions take `valid` or explicit padding",
+                    "transposed convolutions take `valid`, `same` or explicit padding",
+                );
+            }
+            if padding == Padding::Same && output_padding.iter().any(|&p| p != 0) {
+                return param_err(
+                    op,
+                    "output_padding",
+                    "`same` padding chooses the output padding itself (output = input * stride)",
                 );
             }
             if pad_mode != PadMode::Zeros {
@@ -198,13 +205,36 @@ impl Conv {
         }
     }
 
-    /// Symmetric padding per axis of a transposed convolution.
-    fn transpose_padding(&self) -> Result<Vec<usize>> {
+    /// A transposed convolution's symmetric padding, output padding and the positions cropped
+    /// from the end of each axis. `same` (output = input * stride, as Keras) takes
+    /// `total = dilation * (k - 1) + 1 - stride` off the full output: half (rounded down) from
+    /// each side by the padding, the odd one from the end by cropping; a negative total is
+    /// made up by output padding.
+    fn transpose_padding(&self) -> Result<TransposePads> {
         let d = self.kind.dims();
+        let pads = |pad: Vec<usize>| TransposePads {
+            pad,
+            output_padding: self.output_padding.clone(),
+            crop_end: vec![0; d],
+        };
         match &self.padding {
-            Padding::Valid => Ok(vec![0; d]),
+            Padding::Valid => Ok(pads(vec![0; d])),
             Padding::Explicit(p) if p.len() == d && p.iter().all(|(a, b)| a == b) => {
-                Ok(p.iter().map(|(a, _)| *a).collect())
+                Ok(pads(p.iter().map(|(a, _)| *a).collect()))
+            }
+            Padding::Same => {
+                let mut t = pads(vec![0; d]);
+                for i in 0..d {
+                    let total = (self.dilation[i] * (self.kernel[i] - 1) + 1) as isize
+                        - self.stride[i] as isize;
+                    if total < 0 {
+                        t.output_padding[i] = (-total) as usize;
+                    } else {
+                        t.pad[i] = total as usize / 2;
+                        t.crop_end[i] = total as usize % 2;
+                    }
+                }
+                Ok(t)
             }
             Padding::Explicit(p) => param_err(
                 self.kind.name(),
@@ -217,6 +247,27 @@ impl Conv {
                 "transposed convolutions take `valid` or explicit padding",
             ),
         }
+    }
+}
+
+/// See [`Conv::transpose_padding`].
+struct TransposePads {
+    pad: Vec<usize>,
+    output_padding: Vec<usize>,
+    crop_end: Vec<usize>,
+}
+
+impl TransposePads {
+    /// Take `crop_end` positions off the end of each spatial axis of `y`.
+    fn crop(&self, mut y: Tensor) -> Result<Tensor> {
+        for (i, &c) in self.crop_end.iter().enumerate() {
+            if c > 0 {
+                let axis = 2 + i;
+                let n = y.shape()[axis];
+                y = ops::slice(&y, axis, 0, n - c)?;
+            }
+        }
+        Ok(y)
     }
 }
 
@@ -254,34 +305,36 @@ impl Layer for Conv {
                 },
             )?,
             ConvKind::ConvTranspose2d => {
-                let p = self.transpose_padding()?;
-                ops::conv_transpose2d(
+                let t = self.transpose_padding()?;
+                let y = ops::conv_transpose2d(
                     x,
                     &weight,
                     b,
                     &ops::ConvTranspose2dConfig {
                         stride: [self.stride[0], self.stride[1]],
-                        padding: [p[0], p[1]],
-                        output_padding: [self.output_padding[0], self.output_padding[1]],
+                        padding: [t.pad[0], t.pad[1]],
+                        output_padding: [t.output_padding[0], t.output_padding[1]],
                         dilation: [self.dilation[0], self.dilation[1]],
                         groups: self.groups,
                     },
-                )?
+                )?;
+                t.crop(y)?
             }
             ConvKind::ConvTranspose1d => {
-                let p = self.transpose_padding()?;
-                ops::conv_transpose1d(
+                let t = self.transpose_padding()?;
+                let y = ops::conv_transpose1d(
                     x,
                     &weight,
                     b,
                     &ops::ConvTranspose1dConfig {
                         stride: self.stride[0],
-                        padding: p[0],
-                        output_padding: self.output_padding[0],
+                        padding: t.pad[0],
+                        output_padding: t.output_padding[0],
                         dilation: self.dilation[0],
                         groups: self.groups,
                     },
-                )?
+                )?;
+                t.crop(y)?
             }
         };
         self.activation.apply_owned(y)
@@ -311,14 +364,15 @@ impl Layer for Conv {
         let mut out = vec![self.filters];
         let mut arithmetic = Vec::new();
         if self.kind.transposed() {
-            let p = self.transpose_padding()?;
+            let t = self.transpose_padding()?;
+            let p = &t.pad;
             for i in 0..d {
                 let (n, k, s, dl, op_) = (
                     spatial[i],
                     self.kernel[i],
                     self.stride[i],
                     self.dilation[i],
-                    self.output_padding[i],
+                    t.output_padding[i],
                 );
                 if op_ >= s && op_ >= dl {
                     return param_err(
@@ -336,10 +390,19 @@ impl Layer for Conv {
                         msg: format!("the {} of {n} gives an empty output", names[i]),
                     }
                 })?;
-                arithmetic.push(format!(
-                    "{} {n} -> ({n} - 1) * {s} - 2 * {} + {dl} * ({k} - 1) + {op_} + 1 = {o}",
-                    names[i], p[i]
-                ));
+                let o = o - t.crop_end[i];
+                if self.padding == Padding::Same {
+                    arithmetic.push(format!(
+                        "{} {n} -> {n} * {s} = {o} (same: ({n} - 1) * {s} + {dl} * ({k} - 1) + 1, less {} = {dl} * ({k} - 1) + 1 - {s})",
+                        names[i],
+                        (dl * (k - 1) + 1) as isize - s as isize
+                    ));
+                } else {
+                    arithmetic.push(format!(
+                        "{} {n} -> ({n} - 1) * {s} - 2 * {} + {dl} * ({k} - 1) + {op_} + 1 = {o}",
+                        names[i], p[i]
+                    ));
+                }
                 out.push(o);
             }
         } else {

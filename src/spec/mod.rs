@@ -276,7 +276,9 @@ impl Spec {
             let layer =
                 layers::build(&t, &l.kind, &shape, rng).map_err(|e| layers::at_layer(&t, e))?;
             t.finish()?;
-            model.push(layer).map_err(|e| layers::at_layer(&t, e))?;
+            model
+                .push(layer)
+                .map_err(|e| with_trail(layers::at_layer(&t, e), &model))?;
         }
         if self.any_size.contains(&true) {
             if let SizeDependence::Fixed { layer, why } = model.size_dependence() {
@@ -300,6 +302,37 @@ impl Spec {
             msg: "no [data] section: training and evaluation need one".into(),
         })
     }
+}
+
+/// `e` with the shapes that led to the failing layer, each with its arithmetic, so that a
+/// person sees where a size went wrong.
+pub fn with_trail(e: Error, model: &Sequential) -> Error {
+    let Error::Spec { path, at, mut msg } = e else {
+        return e;
+    };
+    let Ok(rows) = model.report() else {
+        return Error::Spec { path, at, msg };
+    };
+    let top: Vec<_> = rows.iter().filter(|r| r.depth == 0).collect();
+    if top.is_empty() {
+        return Error::Spec { path, at, msg };
+    }
+    msg.push_str(&format!(
+        "\nthe shapes before it, from the input {}:",
+        crate::nn::fmt_shape(&model.input)
+    ));
+    for r in top {
+        msg.push_str(&format!(
+            "\n  {} {} -> {}",
+            r.name,
+            r.kind,
+            crate::nn::fmt_shape(&r.output_shape)
+        ));
+        for a in &r.arithmetic {
+            msg.push_str(&format!("\n      {a}"));
+        }
+    }
+    Error::Spec { path, at, msg }
 }
 
 /// The size a model is built, checked and summarised at along an axis left open with `"any"`.
