@@ -242,6 +242,23 @@ fn run(case: &Case, t: &BTreeMap<String, Tensor>) -> Result<Tensor> {
             },
         ),
         "weight_norm" => ops::weight_norm(x(), &t["g"]),
+        "upsample_nearest2d" | "upsample_bilinear2d" => {
+            let s = usizes(&c["scale"]);
+            let mode = if case.op == "upsample_nearest2d" {
+                ops::UpsampleMode::Nearest
+            } else {
+                ops::UpsampleMode::Linear
+            };
+            ops::upsample2d(x(), [s[0], s[1]], mode)
+        }
+        "upsample_nearest1d" | "upsample_linear1d" => {
+            let mode = if case.op == "upsample_nearest1d" {
+                ops::UpsampleMode::Nearest
+            } else {
+                ops::UpsampleMode::Linear
+            };
+            ops::upsample1d(x(), c["scale"].as_u64().unwrap() as usize, mode)
+        }
         "layer_norm" => ops::layer_norm(
             x(),
             &usizes(&c["normalized_shape"]),

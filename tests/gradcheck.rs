@@ -264,6 +264,20 @@ fn pooling_grid() {
     check("global_max_pool2d", &[x.clone()], |t| {
         ops::global_max_pool2d(&t[0])
     });
+    for (mode, sh, sw) in [
+        (ops::UpsampleMode::Nearest, 2, 3),
+        (ops::UpsampleMode::Linear, 2, 2),
+        (ops::UpsampleMode::Linear, 3, 1),
+    ] {
+        let x = randn(&[2, 2, 3, 4], &mut rng);
+        check(&format!("upsample2d {mode:?} {sh}x{sw}"), &[x], |t| {
+            ops::upsample2d(&t[0], [sh, sw], mode)
+        });
+        let x = randn(&[2, 2, 5], &mut rng);
+        check(&format!("upsample1d {mode:?} {sh}"), &[x], |t| {
+            ops::upsample1d(&t[0], sh, mode)
+        });
+    }
     check("adaptive_avg_pool2d", &[x], |t| {
         ops::adaptive_avg_pool2d(&t[0], [3, 3])
     });

@@ -60,7 +60,7 @@ fn inferred_shapes_equal_forward_shapes_for_random_layers() {
             },
         ][r.below(4)];
         let mode = ["zeros", "reflect", "replicate", "circular"][r.below(4)];
-        let layer = match r.below(6) {
+        let layer = match r.below(8) {
             0 | 1 => format!(
                 "[[model.layers]]\ntype = \"conv{kind}\"\nfilters = {}\nkernel_size = {}\nstrides = {}\ndilation_rate = {}\npadding = {pad}\npadding_mode = \"{mode}\"\nactivation = \"relu\"\n",
                 1 + r.below(5),
@@ -78,6 +78,17 @@ fn inferred_shapes_equal_forward_shapes_for_random_layers() {
             ),
             3 => format!("[[model.layers]]\ntype = \"max_pool{kind}\"\npool_size = {}\nstrides = {}\nceil_mode = {}\n", 1 + r.below(3), 1 + r.below(3), r.below(2) == 0),
             4 => format!("[[model.layers]]\ntype = \"avg_pool{kind}\"\npool_size = {}\npadding = {}\ncount_include_pad = false\n", 2 + r.below(2), r.below(2)),
+            5 => format!(
+                "[[model.layers]]\ntype = \"conv{kind}_transpose\"\nfilters = 2\nkernel_size = {}\nstrides = {}\ndilation_rate = {}\npadding = \"same\"\n",
+                1 + r.below(5),
+                1 + r.below(3),
+                1 + r.below(2)
+            ),
+            6 => format!(
+                "[[model.layers]]\ntype = \"upsample\"\nsize = {}\ninterpolation = \"{}\"\n",
+                1 + r.below(3),
+                ["nearest", "bilinear"][r.below(2)]
+            ),
             _ => "[[model.layers]]\ntype = \"batch_norm\"\n[[model.layers]]\ntype = \"global_max_pool\"\n[[model.layers]]\ntype = \"dense\"\nunits = 3\n".to_string(),
         };
         // Settings that do not fit the input must fail at build time, never at forward time.

@@ -292,7 +292,7 @@ fn related(r: &mut Rng, which: usize, g: usize) -> (Tensor, Tensor, Tensor) {
 #[test]
 fn no_public_op_panics_on_any_input() {
     let mut r = Rng::new(9);
-    let mut succeeded = [0usize; 30];
+    let mut succeeded = [0usize; 32];
     for i in 0..20000 {
         let u = |r: &mut Rng| r.below(5);
         let (s1, s2, d1, g, p1, p2) = (
@@ -303,7 +303,7 @@ fn no_public_op_panics_on_any_input() {
             u(&mut r),
             u(&mut r),
         );
-        let which = r.below(30);
+        let which = r.below(32);
         let (a, b, c) = if r.below(2) == 0 {
             (any_tensor(&mut r), any_tensor(&mut r), any_tensor(&mut r))
         } else {
@@ -414,6 +414,9 @@ fn no_public_op_panics_on_any_input() {
                 26 => ops::broadcast_to(&a, b.shape()).and(ops::sum_to_shape(&a, b.shape())),
                 27 => ops::global_max_pool2d(&a).or_else(|_| ops::global_avg_pool1d(&a)),
                 28 => ops::mse(&a, &b).and(ops::mae(&a, &b)),
+                29 => ops::upsample2d(&a, [s1, s2], ops::UpsampleMode::Linear)
+                    .or_else(|_| ops::upsample1d(&a, s1, ops::UpsampleMode::Nearest)),
+                30 => ops::weight_norm(&a, &b),
                 _ => a.item().map(Tensor::scalar).and(ops::mean_all(&a)),
             }
             .is_ok()

@@ -396,6 +396,7 @@ def main():
     add_norm_cases()
     add_loss_cases()
     add_weight_norm_cases()
+    add_upsample_cases()
     add_optimizer_cases()
     for name, cfg, p0, grads, after in OPTIM:
         save(os.path.join(OUT, "optim_" + name + ".safetensors"), {"in.p": p0, "in.grads": grads, "out": after},
@@ -428,6 +429,20 @@ def add_weight_norm_cases():
          {"x": rnd(6, 4, 3), "g": rnd(6, 1, 1).abs() + 0.5}, lambda t: torch._weight_norm(t["x"], t["g"], 0))
     case("weight_norm_conv2d", "weight_norm", {},
          {"x": rnd(5, 2, 3, 3), "g": rnd(5, 1, 1, 1)}, lambda t: torch._weight_norm(t["x"], t["g"], 0))
+
+
+def add_upsample_cases():
+    # F.interpolate with integer scale factors; align_corners=False (PyTorch's default)
+    for mode, op in [("nearest", "upsample_nearest2d"), ("bilinear", "upsample_bilinear2d")]:
+        for sf in [(2, 2), (3, 2), (1, 4)]:
+            extra = {} if mode == "nearest" else {"align_corners": False}
+            case(f"{op}_{sf[0]}x{sf[1]}", op, {"scale": list(sf)}, {"x": rnd(2, 3, 4, 5)},
+                 lambda t, sf=sf, mode=mode, extra=extra: F.interpolate(t["x"], scale_factor=sf, mode=mode, **extra))
+    for mode, op in [("nearest", "upsample_nearest1d"), ("linear", "upsample_linear1d")]:
+        for sf in [2, 3]:
+            extra = {} if mode == "nearest" else {"align_corners": False}
+            case(f"{op}_{sf}", op, {"scale": sf}, {"x": rnd(2, 3, 6)},
+                 lambda t, sf=sf, mode=mode, extra=extra: F.interpolate(t["x"], scale_factor=sf, mode=mode, **extra))
 
 
 if __name__ == "__main__":

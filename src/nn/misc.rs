@@ -1,6 +1,7 @@
-//! Layers without parameters: `dropout`, `spatial_dropout`, `flatten`, `activation`, `reshape`.
+//! Layers without parameters: `dropout`, `spatial_dropout`, `flatten`, `activation`, `reshape`,
+//! `upsample`.
 
-use super::{Activation, Ctx, Layer, ShapeInfo, fmt_shape};
+use super::{Activation, Ctx, Layer, ReceptiveField, ShapeInfo, fmt_shape};
 use crate::error::{Result, param_err, shape_err};
 use crate::ops;
 use crate::tensor::Tensor;
@@ -157,5 +158,65 @@ impl Layer for Reshape {
             output: out,
             flops: 0,
         })
+    }
+}
+
+/// Upsampling by integer factors (`upsample`): nearest neighbour or (bi)linear, 1-D or 2-D by
+/// the input's rank.
+pub struct Upsample {
+    /// One factor per spatial axis.
+    pub size: Vec<usize>,
+    pub mode: ops::UpsampleMode,
+}
+
+impl Layer for Upsample {
+    fn kind(&self) -> &'static str {
+        "upsample"
+    }
+
+    fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
+        match self.size[..] {
+            [s] => ops::upsample1d(x, s, self.mode),
+            [a, b] => ops::upsample2d(x, [a, b], self.mode),
+            _ => shape_err("upsample", "takes 1 or 2 factors"),
+        }
+    }
+
+    fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
+        super::expect_spatial("upsample", input, self.size.len())?;
+        let names = if self.size.len() == 1 {
+            vec!["length"]
+        } else {
+            vec!["height", "width"]
+        };
+        let mut out = vec![input[0]];
+        let mut arithmetic = Vec::new();
+        for (i, &s) in self.size.iter().enumerate() {
+            let n = input[i + 1];
+            out.push(n * s);
+            arithmetic.push(format!("{} {n} -> {n} * {s} = {}", names[i], n * s));
+        }
+        let per = if self.mode == ops::UpsampleMode::Nearest {
+            0
+        } else {
+            3 * (1 << self.size.len())
+        };
+        Ok(ShapeInfo {
+            flops: (out.iter().product::<usize>() * per) as u64,
+            output: out,
+            arithmetic,
+        })
+    }
+
+    fn receptive_field(&self, rf: &ReceptiveField) -> ReceptiveField {
+        let mut r = rf.clone();
+        for (i, &s) in self.size.iter().enumerate().take(r.size.len()) {
+            if self.mode == ops::UpsampleMode::Linear && s > 1 {
+                // an output blends two neighbouring inputs
+                r.size[i] += r.jump[i];
+            }
+            r.jump[i] /= s as f64;
+        }
+        r
     }
 }

@@ -18,7 +18,7 @@ pub use activation::Activation;
 pub use block::Residual;
 pub use conv::{Conv, ConvKind};
 pub use dense::Dense;
-pub use misc::{Dropout, Flatten, Reshape};
+pub use misc::{Dropout, Flatten, Reshape, Upsample};
 pub use model::{LayerReport, Sequential, SizeDependence};
 pub use norm::{BatchNorm, LayerNorm};
 pub use pool::{GlobalPool, Pool, PoolKind};

@@ -16,6 +16,7 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod shape;
+pub mod upsample;
 
 use crate::error::{Result, shape_err};
 use crate::tensor::Tensor;
@@ -83,6 +84,7 @@ pub use pool::{
 };
 pub use reduce::{mean, mean_all, sum, sum_all};
 pub use shape::{PadMode, concat, flatten, pad, permute, reshape, slice, transpose};
+pub use upsample::{UpsampleMode, upsample1d, upsample2d};
 
 /// Every op, by family, as `convnet ops` lists them.
 pub const OPS: &[(&str, &[&str])] = &[
@@ -103,6 +105,15 @@ pub const OPS: &[(&str, &[&str])] = &[
             "global_max_pool2d",
             "adaptive_avg_pool1d",
             "adaptive_avg_pool2d",
+        ],
+    ),
+    (
+        "upsampling",
+        &[
+            "upsample_nearest1d",
+            "upsample_linear1d",
+            "upsample_nearest2d",
+            "upsample_bilinear2d",
         ],
     ),
     ("linear algebra", &["matmul", "linear"]),

@@ -356,7 +356,7 @@ pub fn filter_norms(w: &Tensor) -> Result<Tensor> {
 /// Weight normalisation (PyTorch's `_weight_norm` with `dim=0`): `g * v / ||v||`, the norm of
 /// each `v[i]` taken over all its other axes; `g` is shaped `(n, 1, ..)` like that norm.
 pub fn weight_norm(v: &Tensor, g: &Tensor) -> Result<Tensor> {
-    let mut want = vec![1; v.rank()];
+    let mut want = vec![1; v.rank().max(1)];
     want[0] = v.shape().first().copied().unwrap_or(0);
     if v.rank() < 2 || g.shape() != want {
         return shape_err(

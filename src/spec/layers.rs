@@ -6,7 +6,7 @@ use super::table::{R, Table};
 use crate::error::Error;
 use crate::nn::{
     Activation, BatchNorm, Conv, ConvKind, Dense, Dropout, Flatten, GlobalPool, Layer, LayerNorm,
-    Pool, PoolKind, Reshape, Residual, Tcn, TcnConfig, TcnNorm, WaveNet, WaveNetConfig,
+    Pool, PoolKind, Reshape, Residual, Tcn, TcnConfig, TcnNorm, Upsample, WaveNet, WaveNetConfig,
 };
 use crate::ops::{PadMode, Padding, same_padding};
 use crate::rng::Rng;
@@ -31,6 +31,7 @@ pub const LAYER_TYPES: &[&str] = &[
     "flatten",
     "activation",
     "reshape",
+    "upsample",
     "residual",
     "tcn",
     "wavenet",
@@ -270,6 +271,18 @@ pub(crate) fn build(t: &Table, kind: &str, input: &[usize], rng: &mut Rng) -> R<
                 "the per-sample shape, -1 for one inferred axis",
             )?;
             Box::new(Reshape { target })
+        }
+        "upsample" => {
+            let d = input.len().saturating_sub(1).clamp(1, 2);
+            let size = t.usize_per_dim("size", d)?.unwrap_or(vec![2; d]);
+            if size.contains(&0) {
+                return Err(t.err("size", format!("{size:?} must be positive")));
+            }
+            let mode = match t.choice("interpolation", &["nearest", "bilinear", "linear"])? {
+                Some("bilinear") | Some("linear") => crate::ops::UpsampleMode::Linear,
+                _ => crate::ops::UpsampleMode::Nearest,
+            };
+            Box::new(Upsample { size, mode })
         }
         "residual" => {
             let body = sub_layers(t, input, rng)?;
