@@ -392,10 +392,11 @@ impl Layer for Conv {
                 })?;
                 let o = o - t.crop_end[i];
                 if self.padding == Padding::Same {
+                    let full = (n - 1) * s + dl * (k - 1) + 1;
                     arithmetic.push(format!(
-                        "{} {n} -> {n} * {s} = {o} (same: ({n} - 1) * {s} + {dl} * ({k} - 1) + 1, less {} = {dl} * ({k} - 1) + 1 - {s})",
+                        "{} {n} -> {n} * {s} = {o} (same: the full ({n} - 1) * {s} + {dl} * ({k} - 1) + 1 = {full}, less {dl} * ({k} - 1) + 1 - {s} = {})",
                         names[i],
-                        (dl * (k - 1) + 1) as isize - s as isize
+                        full as isize - o as isize
                     ));
                 } else {
                     arithmetic.push(format!(

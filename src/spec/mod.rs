@@ -135,9 +135,10 @@ pub struct TrainSpec {
     pub schedule: Schedule,
     pub clip_grad_norm: Option<f32>,
     pub early_stopping: Option<EarlyStopping>,
-    /// `cross_entropy` for classifiers; `mse`, `mae` or `huber` for forecasters; `None`:
-    /// cross-entropy or MSE, as the data asks.
+    /// `cross_entropy` for classifiers; `mse`, `mae` or `huber` for forecasters; `mse` or
+    /// `bce` for autoencoders; `None`: cross-entropy or MSE, as the data asks.
     pub loss: Option<Loss>,
+    pub task: TaskKind,
 }
 
 /// `[train] loss`.
@@ -146,7 +147,20 @@ pub enum Loss {
     CrossEntropy,
     Mse,
     Mae,
-    Huber { delta: f32 },
+    Huber {
+        delta: f32,
+    },
+    /// Binary cross-entropy of the model's logits against targets in [0, 1].
+    Bce,
+}
+
+/// `[train] task`: what the model learns beside what the data implies.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TaskKind {
+    /// Classify, or forecast a series, as the data says.
+    Supervised,
+    /// Reconstruct the input: the target is the input itself.
+    Autoencoder,
 }
 
 /// One `[[model.layers]]` entry, kept as written.
@@ -572,7 +586,12 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         ));
     }
     let seed = t.usize("seed")?.unwrap_or(0) as u64;
-    let loss = match t.choice("loss", &["cross_entropy", "mse", "mae", "huber"])? {
+    let task = match t.choice("task", &["supervised", "autoencoder"])? {
+        Some("autoencoder") => TaskKind::Autoencoder,
+        _ => TaskKind::Supervised,
+    };
+    let loss = match t.choice("loss", &["cross_entropy", "mse", "mae", "huber", "bce"])? {
+        Some("bce") => Some(Loss::Bce),
         Some("mse") => Some(Loss::Mse),
         Some("mae") => Some(Loss::Mae),
         Some("huber") => Some(Loss::Huber {
@@ -709,5 +728,6 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         clip_grad_norm,
         early_stopping,
         loss,
+        task,
     })
 }

@@ -192,14 +192,18 @@ pub fn prepare(spec: &Spec, task: &Task, seed: u64) -> Result<Prepared> {
     if let DataSource::Series(s) = &d.source {
         return prepare_series(spec, s, &d.normalize);
     }
-    let Task::Classify { classes, .. } = task else {
-        return Err(spec_err(
-            spec,
-            "[data]",
-            "regression needs format = \"series\"".into(),
-        ));
+    // an autoencoder reads the same data and ignores the labels
+    let classes = match task {
+        Task::Classify { classes, .. } => *classes,
+        Task::Autoencode { .. } => usize::MAX,
+        Task::Forecast { .. } => {
+            return Err(spec_err(
+                spec,
+                "[data]",
+                "regression needs format = \"series\"".into(),
+            ));
+        }
     };
-    let classes = *classes;
     let (full, folder_names) = read_split(spec, "train")?.ok_or_else(|| Error::Spec {
         path: spec.path.display().to_string(),
         at: "[data]".into(),
@@ -248,6 +252,7 @@ pub fn prepare(spec: &Spec, task: &Task, seed: u64) -> Result<Prepared> {
         }
     };
     let class_names = match (&d.class_names, folder_names) {
+        _ if classes == usize::MAX => Vec::new(),
         (Some(n), _) if n.len() == classes => n.clone(),
         (Some(n), _) => {
             return Err(Error::Spec {

@@ -7,6 +7,7 @@
 //! augmentation of each sample and the dropout masks of each step. So a run interrupted at
 //! any step and resumed gives the weights of an uninterrupted run.
 
+pub mod autoencoder;
 mod data;
 pub mod forecast;
 mod metrics;
@@ -187,6 +188,11 @@ pub fn classes_of(spec: &Spec, model: &Sequential) -> Result<usize> {
             path: spec.path.display().to_string(),
             at: "[data]".into(),
             msg: "this spec forecasts a series; it has no classes".into(),
+        }),
+        Task::Autoencode { .. } => Err(Error::Spec {
+            path: spec.path.display().to_string(),
+            at: "[train], key `task`".into(),
+            msg: "this spec trains an autoencoder; it has no classes".into(),
         }),
     }
 }

@@ -270,3 +270,50 @@ pub fn series_png(path: &Path, title: &str, ylabel: &str, lines: &[Line]) -> Res
     image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8).map_err(perr(path))?;
     Ok(())
 }
+
+/// Rows of images (each `(c, h, w)` with values in [0, 1], c = 1 or 3) as one PNG, each pixel
+/// drawn 2x2, with a gap between images and between rows.
+pub fn image_grid(path: &Path, rows: &[Vec<&[f32]>], shape: &[usize]) -> Result<()> {
+    let (c, h, w) = match shape {
+        [c, h, w] if *c == 1 || *c == 3 => (*c, *h, *w),
+        _ => {
+            return Err(Error::Format {
+                path: path.display().to_string(),
+                msg: format!("an image grid needs (1 or 3, h, w) images, got {shape:?}"),
+            });
+        }
+    };
+    let (z, gap) = (2usize, 4usize);
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+    let (gw, gh) = (
+        gap + cols * (w * z + gap),
+        gap + rows.len().max(1) * (h * z + gap),
+    );
+    let mut buf = vec![255u8; gw * gh * 3];
+    for (ri, row) in rows.iter().enumerate() {
+        for (ci, img) in row.iter().enumerate() {
+            let (x0, y0) = (gap + ci * (w * z + gap), gap + ri * (h * z + gap));
+            for y in 0..h * z {
+                for x in 0..w * z {
+                    let at = (y / z) * w + x / z;
+                    let px = |ch: usize| {
+                        let v = img[ch * h * w + at];
+                        (v.clamp(0.0, 1.0) * 255.0).round() as u8
+                    };
+                    let o = ((y0 + y) * gw + x0 + x) * 3;
+                    for k in 0..3 {
+                        buf[o + k] = px(if c == 3 { k } else { 0 });
+                    }
+                }
+            }
+        }
+    }
+    image::save_buffer(
+        path,
+        &buf,
+        gw as u32,
+        gh as u32,
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(perr(path))
+}

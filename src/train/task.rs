@@ -18,6 +18,8 @@ pub enum Metric {
     Accuracy,
     /// Mean absolute error of the forecasts, in the targets' units.
     Mae,
+    /// Mean squared error of reconstructed pixels (in [0, 1]).
+    Mse,
 }
 
 impl Metric {
@@ -26,6 +28,7 @@ impl Metric {
         match self {
             Metric::Accuracy => "acc",
             Metric::Mae => "mae",
+            Metric::Mse => "mse",
         }
     }
     /// `91.25%` or `10.3121`.
@@ -33,6 +36,7 @@ impl Metric {
         match self {
             Metric::Accuracy => format!("{:.2}%", 100.0 * v),
             Metric::Mae => format!("{v:.4}"),
+            Metric::Mse => format!("{v:.5}"),
         }
     }
     pub fn higher_is_better(&self) -> bool {
@@ -43,6 +47,7 @@ impl Metric {
         match self {
             Metric::Accuracy => "accuracy",
             Metric::Mae => "MAE",
+            Metric::Mse => "reconstruction MSE",
         }
     }
 }
@@ -62,6 +67,8 @@ pub enum Task {
         /// Per target: its standard deviation, to report errors in its units.
         target_std: Vec<f32>,
     },
+    /// Reconstruct the input (pixels in [0, 1]); with `Loss::Bce` the model outputs logits.
+    Autoencode { loss: Loss },
 }
 
 fn spec_err(spec: &Spec, at: &str, msg: String) -> Error {
@@ -78,6 +85,42 @@ impl Task {
     pub fn of(spec: &Spec, model: &Sequential) -> Result<Task> {
         let out = model.output_shape();
         let loss = spec.train.loss.clone();
+        if spec.train.task == crate::spec::TaskKind::Autoencoder {
+            if out != &model.input[..] {
+                let e = spec_err(
+                    spec,
+                    "[model]",
+                    format!(
+                        "an autoencoder must output its input's shape {}, this model outputs {}",
+                        crate::nn::fmt_shape(&model.input),
+                        crate::nn::fmt_shape(out)
+                    ),
+                );
+                return Err(crate::spec::with_trail(e, model));
+            }
+            if let Some(d) = &spec.data {
+                if d.normalize != crate::spec::NormalizeSpec::Scale {
+                    return Err(spec_err(
+                        spec,
+                        "[data], key `normalize`",
+                        "an autoencoder reconstructs pixels in [0, 1]: set normalize = \"scale\""
+                            .into(),
+                    ));
+                }
+            }
+            let loss = match loss {
+                None => Loss::Mse,
+                Some(l @ (Loss::Mse | Loss::Bce)) => l,
+                Some(_) => {
+                    return Err(spec_err(
+                        spec,
+                        "[train], key `loss`",
+                        "an autoencoder's loss is mse or bce".into(),
+                    ));
+                }
+            };
+            return Ok(Task::Autoencode { loss });
+        }
         if let Some(DataSource::Series(s)) = spec.data.as_ref().map(|d| &d.source) {
             let targets = s.targets.as_ref().map_or(spec.input[0], |t| t.len());
             let outputs = targets * s.horizon;
@@ -143,6 +186,7 @@ impl Task {
         match self {
             Task::Classify { .. } => Metric::Accuracy,
             Task::Forecast { .. } => Metric::Mae,
+            Task::Autoencode { .. } => Metric::Mse,
         }
     }
 
@@ -162,6 +206,18 @@ impl Task {
                     _ => ops::mse(&y, t),
                 }
             }
+            Task::Autoencode { loss } => match loss {
+                Loss::Bce => ops::binary_cross_entropy_with_logits(out, &batch.x, None),
+                _ => ops::mse(out, &batch.x),
+            },
+        }
+    }
+
+    /// The model's reconstructions in pixel units (after the sigmoid of a BCE model).
+    pub fn reconstruction(&self, out: &Tensor) -> Result<Tensor> {
+        match self {
+            Task::Autoencode { loss: Loss::Bce } => ops::sigmoid(out),
+            _ => Ok(out.clone()),
         }
     }
 
@@ -197,6 +253,18 @@ impl Task {
                     })
                     .sum();
                 (sum, y.len())
+            }
+            Task::Autoencode { .. } => {
+                let Ok(r) = self.reconstruction(out) else {
+                    return (0.0, 0);
+                };
+                let (r, x) = (r.data(), batch.x.data());
+                let sum = r
+                    .iter()
+                    .zip(x.iter())
+                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .sum();
+                (sum, r.len())
             }
         }
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use convnet::data::{Dataset, read_csv, read_folder, read_idx_images, read_idx_labels};
 use convnet::spec::{DataSource, Spec};
+use convnet::train::autoencoder::AutoencoderReport;
 use convnet::train::forecast::ForecastReport;
 use convnet::train::{self, Task, classes_of, plot};
 
@@ -62,6 +63,74 @@ fn load_path(spec: &Spec, path: &Path, labels: Option<&Path>) -> Result<Dataset>
         labels: lab,
         ..Default::default()
     })
+}
+
+/// The autoencoder's reconstruction error beside PCA's.
+pub fn print_autoencoder_report(
+    out: &mut dyn Write,
+    r: &AutoencoderReport,
+    data: &str,
+    png: &Path,
+) -> Result<()> {
+    writeln!(
+        out,
+        "reconstruction of {} {data} images, mean squared error per pixel (pixels in [0, 1]):",
+        r.samples
+    )?;
+    writeln!(
+        out,
+        "  autoencoder (code of {} values)  {:.5}",
+        r.code_size, r.model_mse
+    )?;
+    writeln!(
+        out,
+        "  PCA, {} components               {:.5}",
+        r.code_size, r.pca_mse
+    )?;
+    let gain = 100.0 * (1.0 - r.model_mse / r.pca_mse);
+    writeln!(
+        out,
+        "the autoencoder's error is {:.1}% {} than PCA's; {} shows originals, reconstructions and PCA's, row by row",
+        gain.abs(),
+        if gain >= 0.0 { "lower" } else { "higher" },
+        png.display()
+    )?;
+    Ok(())
+}
+
+fn run_autoencoder(
+    dir: &Path,
+    spec: &Spec,
+    model: &convnet::nn::Sequential,
+    info: &train::RunInfo,
+    data: &str,
+    json: bool,
+) -> Result<()> {
+    let task = Task::of(spec, model)?;
+    let p = train::prepare(spec, &task, train::split_seed(info.seed))?;
+    let held = match data {
+        "test" => p.test.clone().ok_or_else(|| {
+            anyhow::anyhow!("the spec names no test data; pass --data val or --data train")
+        })?,
+        "val" => p.val.clone().ok_or_else(|| {
+            anyhow::anyhow!("the run had no validation split (validation_split = 0)")
+        })?,
+        "train" => (*p.train).clone(),
+        other => bail!("an autoencoder is evaluated on test, val or train, not {other}"),
+    };
+    let png = dir.join(format!("reconstructions_{data}.png"));
+    let r =
+        train::autoencoder::evaluate_autoencoder(model, &task, &p.train, &held, Some((&png, 12)))?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let mut v = serde_json::to_value(&r)?;
+        v["data"] = data.into();
+        v["png"] = png.display().to_string().into();
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        print_autoencoder_report(&mut out, &r, data, &png)?;
+    }
+    Ok(())
 }
 
 /// The forecaster's metrics beside the baselines', as a table.
@@ -144,6 +213,9 @@ pub fn run(
         return run_forecaster(&spec, &model, &info, data.unwrap_or("val"), horizon, json);
     }
     let data = data.unwrap_or("test");
+    if spec.train.task == convnet::spec::TaskKind::Autoencoder {
+        return run_autoencoder(dir, &spec, &model, &info, data, json);
+    }
     if horizon.is_some() {
         bail!("--horizon is for forecasters; this run is a classifier");
     }

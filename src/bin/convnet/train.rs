@@ -195,6 +195,25 @@ pub fn run(a: Args) -> Result<()> {
         Outcome::EarlyStopped { epoch } => writeln!(so, "stopped early after epoch {epoch}")?,
         Outcome::Finished => {}
     }
+    if spec.train.task == convnet::spec::TaskKind::Autoencoder {
+        let (_, best, _) = train::load_run(&out)?;
+        let task = train::Task::of(&spec, &best)?;
+        let (name, held) = match (&res.prepared.test, &res.prepared.val) {
+            (Some(t), _) => ("test", t),
+            (None, Some(v)) => ("validation", v),
+            (None, None) => ("training", &*res.prepared.train),
+        };
+        let png = out.join("reconstructions.png");
+        let r = train::autoencoder::evaluate_autoencoder(
+            &best,
+            &task,
+            &res.prepared.train,
+            held,
+            Some((&png, 12)),
+        )?;
+        crate::eval::print_autoencoder_report(&mut so, &r, name, &png)?;
+        return Ok(());
+    }
     if res.prepared.target_norm.is_some() {
         let (_, best, info) = train::load_run(&out)?;
         let r = train::forecast::evaluate_forecaster(&spec, &best, &info, None)?;
