@@ -204,3 +204,242 @@ fn a_generator_whose_sizes_cannot_reach_the_target_fails_with_the_arithmetic() {
         "{e}"
     );
 }
+
+mod common;
+use common::{bars, convnet, write_idx};
+
+/// A folder with 8x8 bar images as IDX files.
+fn bar_data() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (px, lab) = bars(240, 1);
+    write_idx(&d.join("train-images"), 3, &[240, 8, 8], &px);
+    write_idx(&d.join("train-labels"), 1, &[240], &lab);
+    let (px, lab) = bars(60, 2);
+    write_idx(&d.join("test-images"), 3, &[60, 8, 8], &px);
+    write_idx(&d.join("test-labels"), 1, &[60], &lab);
+    dir
+}
+
+const DATA: &str = "[data]\nformat = \"idx\"\ntrain_images = \"train-images\"\ntrain_labels = \"train-labels\"\ntest_images = \"test-images\"\ntest_labels = \"test-labels\"\nvalidation_split = 0.1\n";
+
+const AUTOENCODER: &str = r#"
+[model]
+input = [1, 8, 8]
+[[model.layers]]
+type = "conv2d"
+filters = 8
+kernel_size = 3
+strides = 2
+padding = "same"
+activation = "relu"
+[[model.layers]]
+type = "flatten"
+[[model.layers]]
+type = "dense"
+units = 6
+[[model.layers]]
+type = "dense"
+units = 128
+activation = "relu"
+[[model.layers]]
+type = "reshape"
+target_shape = [8, 4, 4]
+[[model.layers]]
+type = "conv2d_transpose"
+filters = 1
+kernel_size = 3
+strides = 2
+padding = "same"
+"#;
+
+#[test]
+fn autoencoder_trains_and_reports_against_pca() {
+    let dir = bar_data();
+    let d = dir.path();
+    let spec = format!(
+        "{AUTOENCODER}{DATA}normalize = \"scale\"\n[train]\ntask = \"autoencoder\"\nloss = \"bce\"\nepochs = 3\nbatch_size = 16\noptimizer = {{ type = \"adam\", lr = 0.01 }}\n"
+    );
+    std::fs::write(d.join("ae.toml"), &spec).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "ae.toml", "--out", "run"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("val_mse"), "{out}");
+    assert!(out.contains("reconstruction of 60 test images"), "{out}");
+    assert!(out.contains("autoencoder (code of 6 values)"), "{out}");
+    assert!(out.contains("PCA, 6 components"), "{out}");
+    let png = std::fs::read(d.join("run/reconstructions.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let (ok, out, err) = convnet(d, &["eval", "run", "--data", "val", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["samples"], 24);
+    assert_eq!(v["code_size"], 6);
+    assert!(v["model_mse"].as_f64().unwrap() < 0.25 && v["pca_mse"].as_f64().unwrap() > 0.0);
+    // standardised inputs cannot be the target, and a model that does not end at the input's
+    // shape is refused with the shapes that led there
+    std::fs::write(
+        d.join("std.toml"),
+        spec.replace("normalize = \"scale\"", ""),
+    )
+    .unwrap();
+    let (ok, _, err) = convnet(d, &["train", "std.toml", "--out", "r2"]);
+    assert!(!ok);
+    assert!(err.contains("set normalize = \"scale\""), "{err}");
+    let short = spec.replace("padding = \"same\"\n\"#", "padding = 1\n\"#");
+    let short = short.replacen(
+        "type = \"conv2d_transpose\"\nfilters = 1\nkernel_size = 3\nstrides = 2\npadding = \"same\"",
+        "type = \"conv2d_transpose\"\nfilters = 1\nkernel_size = 3\nstrides = 2\npadding = 1",
+        1,
+    );
+    std::fs::write(d.join("short.toml"), short).unwrap();
+    let (ok, _, err) = convnet(d, &["train", "short.toml", "--out", "r3"]);
+    assert!(!ok);
+    assert!(
+        err.contains("must output its input's shape (1, 8, 8)") && err.contains("(1, 7, 7)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("height 4 -> (4 - 1) * 2 - 2 * 1 + 1 * (3 - 1) + 0 + 1 = 7"),
+        "{err}"
+    );
+}
+
+const GAN: &str = r#"
+[generator]
+input = [8]
+[[generator.layers]]
+type = "dense"
+units = 64
+activation = "relu"
+[[generator.layers]]
+type = "reshape"
+target_shape = [4, 4, 4]
+[[generator.layers]]
+type = "conv2d_transpose"
+filters = 1
+kernel_size = 4
+strides = 2
+padding = "same"
+activation = "tanh"
+[discriminator]
+input = [1, 8, 8]
+[[discriminator.layers]]
+type = "conv2d"
+filters = 4
+kernel_size = 3
+strides = 2
+padding = "same"
+activation = "leaky_relu"
+alpha = 0.2
+[[discriminator.layers]]
+type = "flatten"
+[[discriminator.layers]]
+type = "dense"
+units = 1
+"#;
+
+#[test]
+fn gan_trains_writes_sample_grids_and_generates() {
+    let dir = bar_data();
+    let d = dir.path();
+    let spec = format!(
+        "{GAN}{DATA}normalize = {{ mean = [0.5], std = [0.5] }}\n[train]\ntask = \"gan\"\nepochs = 2\nbatch_size = 16\noptimizer = {{ type = \"adam\", lr = 0.0002, betas = [0.5, 0.999] }}\n"
+    );
+    std::fs::write(d.join("gan.toml"), &spec).unwrap();
+    let (ok, out, err) = convnet(d, &["summary", "gan.toml"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("[generator]") && out.contains("[discriminator]"),
+        "{out}"
+    );
+    let (ok, out, err) = convnet(d, &["train", "gan.toml", "--out", "run"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("epoch 2/2  discriminator loss"), "{out}");
+    for f in [
+        "samples_epoch_001.png",
+        "samples_epoch_002.png",
+        "last.safetensors",
+        "discriminator.safetensors",
+        "curves.png",
+        "metrics.csv",
+    ] {
+        assert!(d.join("run").join(f).exists(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(d.join("run/metrics.csv")).unwrap();
+    assert!(
+        csv.starts_with("epoch,d_loss,g_loss,d_real,d_fake,seconds"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 3);
+    // seeded: the same seed gives the same file, another seed another
+    let sample = |out: &str, seed: &str| {
+        let (ok, o, e) = convnet(
+            d,
+            &[
+                "generate", "run", "--count", "6", "--cols", "3", "--out", out, "--seed", seed,
+            ],
+        );
+        assert!(ok, "{o}\n{e}");
+        std::fs::read(d.join(out)).unwrap()
+    };
+    let (a, b, c) = (
+        sample("a.png", "1"),
+        sample("b.png", "1"),
+        sample("c.png", "2"),
+    );
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    let (ok, _, err) = convnet(d, &["generate", "run", "--out", "a.png"]);
+    assert!(!ok && err.contains("exists"), "{err}");
+    // the generator must make what the discriminator takes
+    let bad = spec.replace(
+        "strides = 2\npadding = \"same\"\nactivation = \"tanh\"",
+        "strides = 1\npadding = \"same\"\nactivation = \"tanh\"",
+    );
+    std::fs::write(d.join("bad.toml"), bad).unwrap();
+    let (ok, _, err) = convnet(d, &["summary", "bad.toml"]);
+    assert!(!ok);
+    assert!(
+        err.contains("the generator makes (1, 4, 4) samples but the discriminator takes (1, 8, 8)"),
+        "{err}"
+    );
+    // a GAN spec must say task = "gan", and a classifier run is not a generator
+    std::fs::write(d.join("notask.toml"), spec.replace("task = \"gan\"\n", "")).unwrap();
+    let (ok, _, err) = convnet(d, &["summary", "notask.toml"]);
+    assert!(!ok && err.contains("set task = \"gan\""), "{err}");
+}
+
+#[test]
+fn pca_finds_the_directions_of_largest_variance() {
+    use convnet::data::Dataset;
+    use convnet::train::autoencoder::fit_pca;
+    let mut rng = Rng::new(4);
+    let sd = [3.0f32, 0.3, 2.0, 1.0, 0.1, 0.5];
+    let n = 4000;
+    let mut pixels = Vec::new();
+    for _ in 0..n {
+        for s in sd {
+            pixels.push(1.0 + s * rng.normal());
+        }
+    }
+    let ds = Dataset {
+        shape: vec![1, 2, 3],
+        pixels,
+        labels: vec![0; n],
+        ..Default::default()
+    };
+    let pca = fit_pca(&ds, 3, 1);
+    // the axes of sd 3, 2 and 1, in that order, with their sample variances
+    for (c, axis) in pca.components.iter().zip([0, 2, 3]) {
+        assert!(c[axis].abs() > 0.99, "{c:?} should lie along axis {axis}");
+    }
+    for (v, s) in pca.variances.iter().zip([3.0f64, 2.0, 1.0]) {
+        assert!((v / (s * s) - 1.0).abs() < 0.08, "variance {v} for sd {s}");
+    }
+    // with every component, reconstruction is exact
+    let full = fit_pca(&ds, 6, 1);
+    let x = ds.sample(7);
+    for (a, b) in x.iter().zip(full.reconstruct(x)) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+}

@@ -2,48 +2,11 @@
 //! train (files written, determinism, resume, refusing to overwrite), eval, predict, and the
 //! errors that bad specs and bad data files must give.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use convnet::rng::Rng;
-
 mod common;
-use common::convnet;
-
-/// 8x8 images of a horizontal (0), vertical (1) or diagonal (2) bar with noise.
-fn bars(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let mut r = Rng::new(seed);
-    let mut px = Vec::new();
-    let mut labels = Vec::new();
-    for _ in 0..n {
-        let c = r.below(3);
-        let at = 1 + r.below(6);
-        let mut img = [0u8; 64];
-        for v in img.iter_mut() {
-            *v = (r.uniform() * 60.0) as u8;
-        }
-        for k in 0..8 {
-            let (y, x) = match c {
-                0 => (at, k),
-                1 => (k, at),
-                _ => (k, k),
-            };
-            img[y * 8 + x] = 255;
-        }
-        px.extend_from_slice(&img);
-        labels.push(c as u8);
-    }
-    (px, labels)
-}
-
-fn write_idx(path: &Path, magic: u8, dims: &[u32], data: &[u8]) {
-    let mut b = vec![0, 0, 8, magic];
-    for d in dims {
-        b.extend_from_slice(&d.to_be_bytes());
-    }
-    b.extend_from_slice(data);
-    std::fs::write(path, b).unwrap();
-}
+use common::{bars, convnet, write_idx};
 
 const MODEL: &str = r#"
 [model]

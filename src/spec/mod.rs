@@ -161,6 +161,8 @@ pub enum TaskKind {
     Supervised,
     /// Reconstruct the input: the target is the input itself.
     Autoencoder,
+    /// A generator and a discriminator trained against each other.
+    Gan,
 }
 
 /// One `[[model.layers]]` entry, kept as written.
@@ -169,6 +171,16 @@ pub struct LayerSpec {
     pub index: usize,
     pub kind: String,
     pub table: toml::Table,
+}
+
+/// A model section of a spec: `[model]`, or a GAN's `[generator]` and `[discriminator]`.
+#[derive(Clone, Debug)]
+pub struct ModelSpec {
+    /// `model`, `generator` or `discriminator`.
+    pub section: String,
+    pub input: Vec<usize>,
+    pub any_size: Vec<bool>,
+    pub layers: Vec<LayerSpec>,
 }
 
 /// A parsed and checked spec.
@@ -182,6 +194,10 @@ pub struct Spec {
     /// Per input axis: left open with `"any"`.
     pub any_size: Vec<bool>,
     pub layers: Vec<LayerSpec>,
+    /// The section the model above came from: `model`, or `generator` in a GAN's spec.
+    pub section: String,
+    /// A GAN's `[discriminator]` (the model above is then its `[generator]`).
+    pub discriminator: Option<ModelSpec>,
     pub data: Option<DataSpec>,
     pub train: TrainSpec,
 }
@@ -219,14 +235,40 @@ impl Spec {
             }
         })?;
         let top = Table::new(&p, "top level", &root);
-        let model =
-            match top.get("model") {
-                Some(toml::Value::Table(t)) => t,
-                Some(_) => return Err(top.err("model", "expected a [model] table")),
-                None => return Err(top.err_here(
+        let section = |name: &str| -> R<Option<&toml::Table>> {
+            match top.get(name) {
+                Some(toml::Value::Table(t)) => Ok(Some(t)),
+                Some(_) => Err(top.err(name, format!("expected a [{name}] table"))),
+                None => Ok(None),
+            }
+        };
+        let (model, generator, disc) = (
+            section("model")?,
+            section("generator")?,
+            section("discriminator")?,
+        );
+        let (main, discriminator) = match (model, generator, disc) {
+            (Some(m), None, None) => (parse_model(&p, "model", m)?, None),
+            (None, Some(g), Some(d)) => (
+                parse_model(&p, "generator", g)?,
+                Some(parse_model(&p, "discriminator", d)?),
+            ),
+            (Some(_), _, _) => {
+                return Err(top.err_here(
+                    "[model] goes alone; a GAN has [generator] and [discriminator] instead",
+                ));
+            }
+            (None, Some(_), None) | (None, None, Some(_)) => {
+                return Err(
+                    top.err_here("a GAN needs both [generator] and [discriminator] sections")
+                );
+            }
+            (None, None, None) => {
+                return Err(top.err_here(
                     "no [model] section: a spec needs [model] with `input` and [[model.layers]]",
-                )),
-            };
+                ));
+            }
+        };
         let data = match top.get("data") {
             Some(toml::Value::Table(t)) => Some(parse_data(&Table::new(&p, "[data]", t))?),
             Some(_) => return Err(top.err("data", "expected a [data] table")),
@@ -238,53 +280,133 @@ impl Spec {
             None => parse_train(&Table::new(&p, "[train]", &toml::Table::new()))?,
         };
         top.finish()?;
-        let m = Table::new(&p, "[model]", model);
-        let (input, any_size) = parse_input(&m)?;
-        let layers = match m.get("layers") {
-            Some(toml::Value::Array(a)) if !a.is_empty() => a,
-            _ => return Err(m.err("layers", "expected at least one [[model.layers]] entry")),
-        };
-        let mut out = Vec::new();
-        for (i, l) in layers.iter().enumerate() {
-            let toml::Value::Table(t) = l else {
-                return Err(m.err("layers", format!("entry {i} is not a table")));
-            };
-            let lt = Table::new(&p, format!("layer {i}"), t);
-            let kind = lt.required(
-                "type",
-                lt.str("type"),
-                &format!("one of: {}", LAYER_TYPES.join(", ")),
-            )?;
-            out.push(LayerSpec {
-                index: i,
-                kind: kind.to_string(),
-                table: t.clone(),
+        if discriminator.is_some() && train.task != TaskKind::Gan {
+            return Err(Error::Spec {
+                path: p,
+                at: "[train], key `task`".into(),
+                msg: "a spec with [generator] and [discriminator] trains a GAN: set task = \"gan\""
+                    .into(),
             });
         }
-        m.finish()?;
+        if discriminator.is_none() && train.task == TaskKind::Gan {
+            return Err(Error::Spec {
+                path: p,
+                at: "[train], key `task`".into(),
+                msg: "a GAN needs [generator] and [discriminator] sections instead of [model]"
+                    .into(),
+            });
+        }
         Ok(Spec {
             path: path.to_path_buf(),
             text: text.to_string(),
-            input,
-            any_size,
-            layers: out,
+            input: main.input,
+            any_size: main.any_size,
+            layers: main.layers,
+            section: main.section,
+            discriminator,
             data,
             train,
         })
     }
 
-    /// Build the model with weights drawn from `rng`; errors name the layer and the key.
+    /// The shape of the data's samples: the model's input, or a GAN discriminator's.
+    pub fn sample_shape(&self) -> (&[usize], &[bool]) {
+        match &self.discriminator {
+            Some(d) => (&d.input, &d.any_size),
+            None => (&self.input, &self.any_size),
+        }
+    }
+
+    /// Build the model (a GAN's generator) with weights drawn from `rng`; errors name the
+    /// layer and the key.
     pub fn build_model(&self, rng: &mut Rng) -> Result<Sequential> {
-        let p = self.path.display().to_string();
+        let main = ModelSpec {
+            section: self.section.clone(),
+            input: self.input.clone(),
+            any_size: self.any_size.clone(),
+            layers: self.layers.clone(),
+        };
+        main.build(&self.path.display().to_string(), rng)
+    }
+
+    /// Build a GAN's discriminator.
+    pub fn build_discriminator(&self, rng: &mut Rng) -> Result<Option<Sequential>> {
+        self.discriminator
+            .as_ref()
+            .map(|d| d.build(&self.path.display().to_string(), rng))
+            .transpose()
+    }
+
+    /// The data section, or an error saying it is needed.
+    pub fn data(&self) -> Result<&DataSpec> {
+        self.data.as_ref().ok_or_else(|| Error::Spec {
+            path: self.path.display().to_string(),
+            at: "top level".into(),
+            msg: "no [data] section: training and evaluation need one".into(),
+        })
+    }
+}
+
+fn parse_model(p: &str, section: &str, model: &toml::Table) -> R<ModelSpec> {
+    let m = Table::new(p, format!("[{section}]"), model);
+    let (input, any_size) = parse_input(&m)?;
+    let layers = match m.get("layers") {
+        Some(toml::Value::Array(a)) if !a.is_empty() => a,
+        _ => {
+            return Err(m.err(
+                "layers",
+                format!("expected at least one [[{section}.layers]] entry"),
+            ));
+        }
+    };
+    let mut out = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let toml::Value::Table(t) = l else {
+            return Err(m.err("layers", format!("entry {i} is not a table")));
+        };
+        let lt = Table::new(p, format!("layer {i}"), t);
+        let kind = lt.required(
+            "type",
+            lt.str("type"),
+            &format!("one of: {}", LAYER_TYPES.join(", ")),
+        )?;
+        out.push(LayerSpec {
+            index: i,
+            kind: kind.to_string(),
+            table: t.clone(),
+        });
+    }
+    m.finish()?;
+    Ok(ModelSpec {
+        section: section.to_string(),
+        input,
+        any_size,
+        layers: out,
+    })
+}
+
+impl ModelSpec {
+    /// Build with weights drawn from `rng`; `path` names the file in errors.
+    pub fn build(&self, path: &str, rng: &mut Rng) -> Result<Sequential> {
+        let p = path.to_string();
+        let prefix = if self.section == "model" {
+            String::new()
+        } else {
+            format!("[{}] ", self.section)
+        };
         let mut model = Sequential::new(self.input.clone())
             .with_any_size(self.any_size.clone())
             .map_err(|e| Error::Spec {
                 path: p.clone(),
-                at: "[model], key `input`".into(),
+                at: format!("[{}], key `input`", self.section),
                 msg: e.to_string(),
             })?;
         for l in &self.layers {
-            let t = Table::new(&p, format!("layer {} ({})", l.index, l.kind), &l.table);
+            let t = Table::new(
+                &p,
+                format!("{prefix}layer {} ({})", l.index, l.kind),
+                &l.table,
+            );
             t.get("type");
             let shape = model.output_shape().to_vec();
             let layer =
@@ -298,7 +420,7 @@ impl Spec {
             if let SizeDependence::Fixed { layer, why } = model.size_dependence() {
                 return Err(Error::Spec {
                     path: p,
-                    at: "[model], key `input`".into(),
+                    at: format!("[{}], key `input`", self.section),
                     msg: format!(
                         "the input size is \"any\" but {layer} fixes it: {why}; end the model with global pooling (or a 1x1 convolution head) instead of flatten + dense"
                     ),
@@ -306,15 +428,6 @@ impl Spec {
             }
         }
         Ok(model)
-    }
-
-    /// The data section, or an error saying it is needed.
-    pub fn data(&self) -> Result<&DataSpec> {
-        self.data.as_ref().ok_or_else(|| Error::Spec {
-            path: self.path.display().to_string(),
-            at: "top level".into(),
-            msg: "no [data] section: training and evaluation need one".into(),
-        })
     }
 }
 
@@ -586,8 +699,9 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         ));
     }
     let seed = t.usize("seed")?.unwrap_or(0) as u64;
-    let task = match t.choice("task", &["supervised", "autoencoder"])? {
+    let task = match t.choice("task", &["supervised", "autoencoder", "gan"])? {
         Some("autoencoder") => TaskKind::Autoencoder,
+        Some("gan") => TaskKind::Gan,
         _ => TaskKind::Supervised,
     };
     let loss = match t.choice("loss", &["cross_entropy", "mse", "mae", "huber", "bce"])? {

@@ -73,7 +73,7 @@ fn labeled(
     } else {
         read_ts(path, classes)?
     };
-    let shape = &spec.input;
+    let (shape, any_size) = spec.sample_shape();
     let fmt = |msg: String| Error::Format {
         path: path.display().to_string(),
         msg,
@@ -85,7 +85,7 @@ fn labeled(
         )));
     }
     let lengths = ls.lengths();
-    let any = spec.any_size.get(1) == Some(&true);
+    let any = any_size.get(1) == Some(&true);
     if !any && lengths != [shape[1]] {
         let (lo, hi) = (lengths[0], lengths[lengths.len() - 1]);
         return Err(fmt(format!(
@@ -110,7 +110,7 @@ fn labeled(
 /// Read one split ("train" or "test") of the spec's data source.
 pub fn read_split(spec: &Spec, which: &str) -> Result<Option<(Dataset, Option<Vec<String>>)>> {
     let d = spec.data()?;
-    let shape = &spec.input;
+    let shape = spec.sample_shape().0;
     match &d.source {
         DataSource::Labeled { train, test, tsv } => {
             let (tr, names) = labeled(spec, train, *tsv, None)?;
@@ -204,6 +204,13 @@ pub fn prepare(spec: &Spec, task: &Task, seed: u64) -> Result<Prepared> {
             ));
         }
     };
+    prepare_samples(spec, classes, seed)
+}
+
+/// Images or labelled series without a task's checks: `classes` is `usize::MAX` where the
+/// labels do not matter (autoencoders, GANs).
+pub fn prepare_samples(spec: &Spec, classes: usize, seed: u64) -> Result<Prepared> {
+    let d = spec.data()?;
     let (full, folder_names) = read_split(spec, "train")?.ok_or_else(|| Error::Spec {
         path: spec.path.display().to_string(),
         at: "[data]".into(),
@@ -230,7 +237,7 @@ pub fn prepare(spec: &Spec, task: &Task, seed: u64) -> Result<Prepared> {
             msg: "leaves no training samples".into(),
         });
     }
-    let c = spec.input[0];
+    let c = spec.sample_shape().0[0];
     let normalize = match &d.normalize {
         NormalizeSpec::Scale => Normalize::identity(c),
         NormalizeSpec::Standardize => {

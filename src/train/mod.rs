@@ -10,11 +10,12 @@
 pub mod autoencoder;
 mod data;
 pub mod forecast;
+pub mod gan;
 mod metrics;
 pub mod plot;
 mod task;
 
-pub use data::{Prepared, prepare, read_split, series_columns};
+pub use data::{Prepared, prepare, prepare_samples, read_split, series_columns};
 pub use metrics::{EvalReport, argmax_rows, evaluate, evaluate_task};
 pub use task::{Metric, Task};
 

@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod eval;
 mod forecast;
+mod generate;
 mod predict;
 mod summary;
 mod train;
@@ -63,6 +64,26 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         resume: Option<PathBuf>,
         /// Replace the contents of an existing --out directory.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Sample a trained GAN's generator: a PNG grid of images from seeded noise.
+    Generate {
+        /// The run directory.
+        dir: PathBuf,
+        /// How many images.
+        #[arg(long, default_value_t = 64)]
+        count: usize,
+        /// The PNG to write.
+        #[arg(long, default_value = "samples.png")]
+        out: PathBuf,
+        /// Seed of the noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Images per row.
+        #[arg(long, default_value_t = 8)]
+        cols: usize,
+        /// Replace an existing --out file.
         #[arg(long)]
         overwrite: bool,
     },
@@ -180,6 +201,21 @@ fn main() -> ExitCode {
             horizon,
             json,
         } => eval::run(&dir, data.as_deref(), labels, horizon, json),
+        Command::Generate {
+            dir,
+            count,
+            out,
+            seed,
+            cols,
+            overwrite,
+        } => generate::run(generate::Args {
+            dir,
+            count,
+            out,
+            seed,
+            cols,
+            overwrite,
+        }),
         Command::Forecast {
             dir,
             series,

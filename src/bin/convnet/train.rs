@@ -85,6 +85,36 @@ impl Observer for Bar {
     }
 }
 
+/// Progress of a GAN: steps with the mean loss, a line per epoch.
+struct GanBar {
+    bar: Option<ProgressBar>,
+}
+
+impl Observer for GanBar {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize, _start: usize) {
+        let bar = ProgressBar::new(steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{epoch}/{epochs}"));
+        self.bar = Some(bar);
+    }
+    fn step(&mut self, step: usize, loss: f64, _acc: f64, _sps: f64) {
+        if let Some(b) = &self.bar {
+            b.set_position(step as u64);
+            b.set_message(format!("D + G loss {loss:.4}"));
+        }
+    }
+    fn message(&mut self, text: &str) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        println!("{text}");
+    }
+}
+
 /// A directory that holds nothing the user could lose.
 fn is_empty_dir(p: &Path) -> bool {
     std::fs::read_dir(p)
@@ -166,6 +196,21 @@ pub fn run(a: Args) -> Result<()> {
         });
     }
     println!("training {} into {}", spec_path.display(), out.display());
+    if spec.train.task == convnet::spec::TaskKind::Gan {
+        if resume {
+            bail!("GAN runs do not resume: start a new run");
+        }
+        let mut obs = GanBar { bar: None };
+        let started = std::time::Instant::now();
+        let rows = train::gan::train_gan(&spec, &out, Some(stop), &mut obs)?;
+        println!(
+            "done in {:.1}s ({} epochs); samples_epoch_*.png show the fixed noise batch after each epoch; `convnet generate {}` samples more",
+            started.elapsed().as_secs_f64(),
+            rows.len(),
+            out.display()
+        );
+        return Ok(());
+    }
     let mut obs = Bar {
         bar: None,
         epoch: 0,
