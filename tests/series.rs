@@ -192,8 +192,8 @@ fn ts_files_univariate_multichannel_unequal_and_bad() {
     assert_eq!(m.series[0], vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]);
     let ds = m.to_dataset();
     assert_eq!(
-        (ds.shape.clone(), ds.lengths.clone()),
-        (vec![2, 3], vec![3, 2])
+        (ds.shape.clone(), ds.sizes.clone()),
+        (vec![2, 3], vec![vec![3], vec![2]])
     );
     assert_eq!(ds.sample(1), &[1.0, 2.0, 0.0, 3.0, 4.0, 0.0]);
     assert_eq!(ds.sample_trimmed(1), vec![1.0, 2.0, 3.0, 4.0]);

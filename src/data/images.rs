@@ -117,7 +117,7 @@ pub fn read_csv(
 /// for three. A size other than `(h, w)` is an error unless `resize`.
 pub fn image_to_sample(path: &Path, shape: &[usize], resize: bool) -> Result<Vec<f32>> {
     let (c, h, w) = (shape[0], shape[1], shape[2]);
-    let img = image::open(path).map_err(|e| fmt(path, format!("cannot decode the image: {e}")))?;
+    let img = decode(path)?;
     let img = if img.width() as usize != w || img.height() as usize != h {
         if !resize {
             return Err(fmt(
@@ -133,6 +133,22 @@ pub fn image_to_sample(path: &Path, shape: &[usize], resize: bool) -> Result<Vec
     } else {
         img
     };
+    channels(path, &img, c)
+}
+
+fn decode(path: &Path) -> Result<image::DynamicImage> {
+    image::open(path).map_err(|e| fmt(path, format!("cannot decode the image: {e}")))
+}
+
+/// An image at its own size as `(c, height, width)` values in [0, 1], with `[height, width]`.
+pub fn read_image(path: &Path, c: usize) -> Result<(Vec<f32>, Vec<usize>)> {
+    let img = decode(path)?;
+    let size = vec![img.height() as usize, img.width() as usize];
+    Ok((channels(path, &img, c)?, size))
+}
+
+fn channels(path: &Path, img: &image::DynamicImage, c: usize) -> Result<Vec<f32>> {
+    let (h, w) = (img.height() as usize, img.width() as usize);
     match c {
         1 => Ok(img
             .to_luma8()
@@ -157,8 +173,13 @@ pub fn image_to_sample(path: &Path, shape: &[usize], resize: bool) -> Result<Vec
 }
 
 /// Read a folder with one subfolder per class (sorted by name); returns the data and the
-/// class names.
-pub fn read_folder(dir: &Path, shape: &[usize], resize: bool) -> Result<(Dataset, Vec<String>)> {
+/// class names. With `any_size`, images keep their own sizes (batched one size at a time).
+pub fn read_folder(
+    dir: &Path,
+    shape: &[usize],
+    resize: bool,
+    any_size: bool,
+) -> Result<(Dataset, Vec<String>)> {
     let io = |e| Error::Io {
         path: dir.display().to_string(),
         source: e,
@@ -176,7 +197,7 @@ pub fn read_folder(dir: &Path, shape: &[usize], resize: bool) -> Result<(Dataset
             "no class subfolders: expected one folder of images per class".into(),
         ));
     }
-    let mut pixels = Vec::new();
+    let mut samples = Vec::new();
     let mut labels = Vec::new();
     for (ci, class) in classes.iter().enumerate() {
         let sub = dir.join(class);
@@ -192,7 +213,11 @@ pub fn read_folder(dir: &Path, shape: &[usize], resize: bool) -> Result<(Dataset
         });
         files.sort();
         for f in files {
-            pixels.extend(image_to_sample(&f, shape, resize)?);
+            samples.push(if any_size && !resize {
+                read_image(&f, shape[0])?
+            } else {
+                (image_to_sample(&f, shape, resize)?, shape[1..].to_vec())
+            });
             labels.push(ci);
         }
     }
@@ -202,13 +227,38 @@ pub fn read_folder(dir: &Path, shape: &[usize], resize: bool) -> Result<(Dataset
             "no PNG or JPEG images in the class folders".into(),
         ));
     }
-    Ok((
-        Dataset {
-            shape: shape.to_vec(),
-            pixels,
-            labels,
-            ..Default::default()
-        },
-        classes,
-    ))
+    Ok((Dataset::padded(shape[0], samples, labels), classes))
+}
+
+/// Every image of `ds` resized to `h x w` (bilinear): to test a model at other input sizes.
+pub fn resize_images(ds: &Dataset, h: usize, w: usize) -> Result<Dataset> {
+    use image::{ImageBuffer, Luma, imageops};
+    let c = ds.shape.first().copied().unwrap_or(1);
+    let mut samples = Vec::with_capacity(ds.len());
+    for i in 0..ds.len() {
+        let x = ds.sample_trimmed(i);
+        let size = ds.size(i);
+        let [ih, iw] = size[..] else {
+            return Err(fmt(
+                Path::new("images"),
+                format!(
+                    "resizing needs images (c, h, w), got samples {:?}",
+                    ds.shape
+                ),
+            ));
+        };
+        let mut out = Vec::with_capacity(c * h * w);
+        for plane in x.chunks(ih * iw) {
+            let img: ImageBuffer<Luma<f32>, Vec<f32>> =
+                ImageBuffer::from_raw(iw as u32, ih as u32, plane.to_vec())
+                    .ok_or_else(|| fmt(Path::new("images"), "bad image buffer".into()))?;
+            let r = imageops::resize(&img, w as u32, h as u32, imageops::FilterType::Triangle);
+            out.extend(r.into_raw());
+        }
+        samples.push((out, vec![h, w]));
+    }
+    let mut d = Dataset::padded(c, samples, ds.labels.clone());
+    d.targets = ds.targets.clone();
+    d.target_len = ds.target_len;
+    Ok(d)
 }

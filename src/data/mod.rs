@@ -11,7 +11,7 @@ mod ts;
 
 pub use augment::Augment;
 pub use idx::{read_idx_images, read_idx_labels};
-pub use images::{image_to_sample, read_csv, read_folder};
+pub use images::{image_to_sample, read_csv, read_folder, read_image, resize_images};
 pub use loader::{Batch, Loader};
 pub use series::{
     Series, SeriesRead, column_stats, interpolate, make_relative, read_series_csv, windows,
@@ -42,9 +42,10 @@ pub struct Dataset {
     /// Regression targets, `target_len` per sample, laid out `(targets, horizon)`.
     pub targets: Vec<f32>,
     pub target_len: usize,
-    /// Series of unequal length: each sample's length along the last axis, its values
-    /// stored padded to `shape` (empty when every sample fills `shape`).
-    pub lengths: Vec<usize>,
+    /// Samples of unequal size (series of several lengths, images of several sizes): each
+    /// sample's spatial size, its values stored padded to `shape` at the end of each axis
+    /// (empty when every sample fills `shape`).
+    pub sizes: Vec<Vec<usize>>,
 }
 
 impl Dataset {
@@ -60,41 +61,108 @@ impl Dataset {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Sample `i`'s size along the last axis.
-    pub fn length(&self, i: usize) -> usize {
-        match self.lengths.get(i) {
-            Some(&l) => l,
-            None => self.shape.last().copied().unwrap_or(1),
+    /// Samples of possibly unequal spatial size, `(values laid out (c, *size), size)`, stored
+    /// padded with zeros to the largest size along each axis.
+    pub fn padded(
+        channels: usize,
+        samples: Vec<(Vec<f32>, Vec<usize>)>,
+        labels: Vec<usize>,
+    ) -> Dataset {
+        let dims = samples.first().map_or(0, |s| s.1.len());
+        let full: Vec<usize> = (0..dims)
+            .map(|a| samples.iter().map(|s| s.1[a]).max().unwrap_or(0))
+            .collect();
+        let equal = samples.iter().all(|s| s.1 == full);
+        let per: usize = channels * full.iter().product::<usize>();
+        let mut pixels = Vec::with_capacity(samples.len() * per);
+        for (x, size) in &samples {
+            if equal {
+                pixels.extend_from_slice(x);
+                continue;
+            }
+            let start = pixels.len();
+            pixels.resize(start + per, 0.0);
+            let out = &mut pixels[start..];
+            match (&size[..], &full[..]) {
+                ([l], [fl]) => {
+                    for c in 0..channels {
+                        out[c * fl..c * fl + l].copy_from_slice(&x[c * l..(c + 1) * l]);
+                    }
+                }
+                ([h, w], [fh, fw]) => {
+                    for c in 0..channels {
+                        for r in 0..*h {
+                            let (o, i) = (c * fh * fw + r * fw, (c * h + r) * w);
+                            out[o..o + w].copy_from_slice(&x[i..i + w]);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut shape = vec![channels];
+        shape.extend(&full);
+        Dataset {
+            shape,
+            pixels,
+            labels,
+            sizes: if equal {
+                Vec::new()
+            } else {
+                samples.into_iter().map(|s| s.1).collect()
+            },
+            ..Default::default()
         }
     }
 
-    /// Sample `i`'s values without padding, laid out `(c, .., length(i))`.
+    /// Sample `i`'s spatial size.
+    pub fn size(&self, i: usize) -> Vec<usize> {
+        match self.sizes.get(i) {
+            Some(s) => s.clone(),
+            None => self.shape.get(1..).unwrap_or(&[]).to_vec(),
+        }
+    }
+
+    /// Sample `i`'s values without padding, laid out `(c, *size(i))`.
     pub fn sample_trimmed(&self, i: usize) -> Vec<f32> {
         let x = self.sample(i);
-        let full = self.shape.last().copied().unwrap_or(1).max(1);
-        let l = self.length(i);
-        if l == full {
+        let full = self.shape.get(1..).unwrap_or(&[]);
+        let size = self.size(i);
+        if size == full {
             return x.to_vec();
         }
-        x.chunks(full)
-            .flat_map(|row| row[..l].iter().copied())
-            .collect()
+        match (full, &size[..]) {
+            ([fl], [l]) => x
+                .chunks(*fl)
+                .flat_map(|row| row[..*l].iter().copied())
+                .collect(),
+            ([fh, fw], [h, w]) => x
+                .chunks(fh * fw)
+                .flat_map(|plane| {
+                    plane
+                        .chunks(*fw)
+                        .take(*h)
+                        .flat_map(move |row| row[..*w].iter().copied())
+                })
+                .collect(),
+            _ => x.to_vec(),
+        }
     }
 
     /// The batches of an epoch that visits samples in `order`: runs of `batch_size`, and for
-    /// series of unequal length, each batch of one length (grouped in order of first
+    /// samples of unequal size, each batch of one size (grouped in order of first
     /// appearance, so a shuffled order gives shuffled batches).
     pub fn batches(&self, order: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
         let bs = batch_size.max(1);
-        if self.lengths.is_empty() {
+        if self.sizes.is_empty() {
             return order.chunks(bs).map(|c| c.to_vec()).collect();
         }
-        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        let mut groups: Vec<(&[usize], Vec<usize>)> = Vec::new();
         for &i in order {
-            let l = self.length(i);
-            match groups.iter_mut().find(|(g, _)| *g == l) {
+            let s = &self.sizes[i][..];
+            match groups.iter_mut().find(|(g, _)| *g == s) {
                 Some((_, v)) => v.push(i),
-                None => groups.push((l, vec![i])),
+                None => groups.push((s, vec![i])),
             }
         }
         groups
@@ -103,24 +171,21 @@ impl Dataset {
             .collect()
     }
 
-    /// The inputs of the samples `idx` (all of one length) as a batch `(n, c, .., length)`;
+    /// The inputs of the samples `idx` (all of one size) as a batch `(n, c, *size)`;
     /// `prepare(k, x)` may change the k-th sample (augmentation, normalisation) first.
     pub fn batch_input(
         &self,
         idx: &[usize],
         mut prepare: impl FnMut(usize, &mut [f32]),
     ) -> Result<crate::tensor::Tensor> {
-        let l = idx.first().map_or(0, |&i| self.length(i));
-        let mut shape = vec![idx.len()];
-        shape.extend(&self.shape);
-        if let Some(last) = shape.last_mut() {
-            *last = l;
-        }
+        let size = idx.first().map_or_else(Vec::new, |&i| self.size(i));
+        let mut shape = vec![idx.len(), self.shape.first().copied().unwrap_or(1)];
+        shape.extend(&size);
         let per: usize = shape[1..].iter().product();
         let mut pixels = Vec::with_capacity(idx.len() * per);
         for (k, &i) in idx.iter().enumerate() {
             let start = pixels.len();
-            if self.lengths.is_empty() {
+            if self.sizes.is_empty() {
                 pixels.extend_from_slice(self.sample(i));
             } else {
                 pixels.extend(self.sample_trimmed(i));
@@ -128,7 +193,7 @@ impl Dataset {
             if pixels.len() - start != per {
                 return Err(Error::Format {
                     path: "batch".into(),
-                    msg: format!("sample {i} has length {}, the batch {l}", self.length(i)),
+                    msg: format!("sample {i} has size {:?}, the batch {size:?}", self.size(i)),
                 });
             }
             prepare(k, &mut pixels[start..]);
@@ -183,10 +248,10 @@ impl Dataset {
         Dataset {
             shape: self.shape.clone(),
             pixels,
-            lengths: if self.lengths.is_empty() {
+            sizes: if self.sizes.is_empty() {
                 Vec::new()
             } else {
-                idx.iter().map(|&i| self.lengths[i]).collect()
+                idx.iter().map(|&i| self.sizes[i].clone()).collect()
             },
             labels: if self.labels.is_empty() {
                 Vec::new()

@@ -215,7 +215,7 @@ pub fn windows(
         labels: Vec::new(),
         targets: tv,
         target_len: targets.len() * horizon,
-        lengths: Vec::new(),
+        sizes: Vec::new(),
     }
 }
 

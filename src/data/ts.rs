@@ -30,23 +30,12 @@ impl LabeledSeries {
     /// Every series as a dataset `(n, channels, longest)`: shorter series padded with zeros at
     /// the end, their lengths kept (so batches hold one length each and never see padding).
     pub fn to_dataset(&self) -> Dataset {
-        let lengths: Vec<usize> = self.series.iter().map(|s| s[0].len()).collect();
-        let longest = lengths.iter().copied().max().unwrap_or(0);
-        let mut pixels = Vec::with_capacity(self.series.len() * self.channels() * longest);
-        for s in &self.series {
-            for c in s {
-                pixels.extend_from_slice(c);
-                pixels.extend(std::iter::repeat_n(0.0, longest - c.len()));
-            }
-        }
-        let equal = lengths.iter().all(|&l| l == longest);
-        Dataset {
-            shape: vec![self.channels(), longest],
-            pixels,
-            labels: self.labels.clone(),
-            lengths: if equal { Vec::new() } else { lengths },
-            ..Default::default()
-        }
+        let samples = self
+            .series
+            .iter()
+            .map(|s| (s.concat(), vec![s[0].len()]))
+            .collect();
+        Dataset::padded(self.channels(), samples, self.labels.clone())
     }
 }
 

@@ -21,7 +21,59 @@ pub struct Summary {
     pub size_dependence: SizeDependence,
 }
 
+/// A spatial size as a function of the input's open size `sym` (`H/4`, `2W`, `L - 2`), from
+/// the nominal input size `n`, the output size `out` and the jump between outputs.
+pub fn symbolic_size(sym: &str, n: usize, out: usize, jump: f64) -> String {
+    if jump <= 0.0 {
+        return out.to_string();
+    }
+    let (base, scaled) = if (jump - 1.0).abs() < 1e-9 {
+        (sym.to_string(), n as f64)
+    } else if jump > 1.0 && jump.fract() == 0.0 {
+        (format!("{sym}/{jump}"), n as f64 / jump)
+    } else if jump < 1.0 && (1.0 / jump).fract().abs() < 1e-9 {
+        (format!("{}{sym}", (1.0 / jump).round()), n as f64 / jump)
+    } else {
+        return format!("~{out}");
+    };
+    let c = out as f64 - scaled;
+    if c.abs() < 1e-9 {
+        base
+    } else if c.fract() == 0.0 {
+        format!("{base} {} {}", if c > 0.0 { "+" } else { "-" }, c.abs())
+    } else {
+        format!("~{base}")
+    }
+}
+
 impl Summary {
+    /// A row's output shape, with open input sizes as symbols (`(32, H/2, W/2)`).
+    pub fn shape_of(&self, l: &LayerReport) -> String {
+        let open = self.any_size.iter().skip(1).any(|&a| a);
+        if !open || l.output_shape.len() != self.input.len() {
+            return fmt_shape(&l.output_shape);
+        }
+        let syms: &[&str] = if self.input.len() == 2 {
+            &["L"]
+        } else {
+            &["H", "W"]
+        };
+        let mut v = vec![l.output_shape[0].to_string()];
+        for i in 1..l.output_shape.len() {
+            v.push(if self.any_size[i] {
+                symbolic_size(
+                    syms[i - 1],
+                    self.input[i],
+                    l.output_shape[i],
+                    l.jump.get(i - 1).copied().unwrap_or(1.0),
+                )
+            } else {
+                l.output_shape[i].to_string()
+            });
+        }
+        format!("({})", v.join(", "))
+    }
+
     /// One line on input sizes: whether other sizes are accepted, and what fixes the size.
     pub fn size_line(&self) -> String {
         let what = if self.input.len() == 2 {
@@ -114,18 +166,31 @@ impl Summary {
             "{:<w$} {:<18} {:<16} {:>10} {:>10} {:>10}\n",
             "layer", "type", "output shape", "params", "FLOPs", "recept. f."
         ));
-        s.push_str(&format!(
-            "{:<w$} {:<18} {:<16}\n",
-            "input",
-            "",
+        let input = if self.any_size.iter().skip(1).any(|&a| a) {
+            let syms = if self.input.len() == 2 {
+                vec!["L"]
+            } else {
+                vec!["H", "W"]
+            };
+            let mut v = vec![self.input[0].to_string()];
+            for i in 1..self.input.len() {
+                v.push(if self.any_size[i] {
+                    syms[(i - 1).min(syms.len() - 1)].to_string()
+                } else {
+                    self.input[i].to_string()
+                });
+            }
+            format!("({})", v.join(", "))
+        } else {
             fmt_shape(&self.input)
-        ));
+        };
+        s.push_str(&format!("{:<w$} {:<18} {:<16}\n", "input", "", input));
         for l in &self.layers {
             s.push_str(&format!(
                 "{:<w$} {:<18} {:<16} {:>10} {:>10} {:>10}\n",
                 format!("{}{}", "  ".repeat(l.depth), l.name),
                 l.kind,
-                fmt_shape(&l.output_shape),
+                self.shape_of(l),
                 l.params,
                 human(l.flops),
                 l.receptive_field
@@ -161,6 +226,7 @@ impl Summary {
                 "depth": l.depth,
                 "type": l.kind,
                 "output_shape": l.output_shape,
+                "output_shape_symbolic": self.shape_of(l),
                 "params": l.params,
                 "flops": l.flops,
                 "receptive_field": l.receptive_field,

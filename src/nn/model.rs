@@ -20,6 +20,9 @@ pub struct LayerReport {
     pub params: usize,
     pub flops: u64,
     pub receptive_field: String,
+    /// Input positions between neighbouring outputs along each spatial axis (the product of
+    /// strides, divided by upsampling factors).
+    pub jump: Vec<f64>,
     pub arithmetic: Vec<String>,
 }
 
@@ -156,11 +159,23 @@ impl Sequential {
                 .zip(&self.any_size)
                 .map(|(d, &any)| if any { "any".into() } else { d.to_string() })
                 .collect();
+            let same_rank = x.rank() == self.input.len() + 1 && x.shape()[1] == self.input[0];
+            let why = match self.size_dependence() {
+                SizeDependence::Fixed { layer, .. } if same_rank => {
+                    format!(": {layer} fixes the input size")
+                }
+                SizeDependence::Independent | SizeDependence::Follows if same_rank => {
+                    ": its layers take any size; declare the input's size \"any\" to feed others"
+                        .into()
+                }
+                _ => String::new(),
+            };
             return shape_err(
                 "model",
                 format!(
-                    "expects a batch of samples shaped ({}), got {:?}",
+                    "expects samples shaped ({}), got {} (batch {:?}){why}",
                     want.join(", "),
+                    fmt_shape(&x.shape()[1.min(x.rank())..]),
                     x.shape()
                 ),
             );
@@ -291,6 +306,7 @@ fn report_rows(
             params: layer.params().iter().map(|(_, t)| t.numel()).sum(),
             flops: info.flops,
             receptive_field: rf.describe(),
+            jump: rf.jump.clone(),
             arithmetic: info.arithmetic,
         });
         shape = info.output;

@@ -26,7 +26,7 @@ pub struct Prepared {
     pub target_norm: Option<Normalize>,
 }
 
-fn idx_pair(images: &Path, labels: &Path, shape: &[usize]) -> Result<Dataset> {
+fn idx_pair(images: &Path, labels: &Path, shape: &[usize], any_size: bool) -> Result<Dataset> {
     let (pixels, n, h, w) = read_idx_images(images)?;
     let lab = read_idx_labels(labels)?;
     if lab.len() != n {
@@ -39,14 +39,14 @@ fn idx_pair(images: &Path, labels: &Path, shape: &[usize]) -> Result<Dataset> {
             ),
         });
     }
-    if shape != [1, h, w] {
+    if shape[0] != 1 || (!any_size && shape != [1, h, w]) {
         return Err(Error::Format {
             path: images.display().to_string(),
             msg: format!("the images are 1x{h}x{w} but the model's input is {shape:?}"),
         });
     }
     Ok(Dataset {
-        shape: shape.to_vec(),
+        shape: vec![1, h, w],
         pixels,
         labels: lab,
         ..Default::default()
@@ -110,7 +110,9 @@ fn labeled(
 /// Read one split ("train" or "test") of the spec's data source.
 pub fn read_split(spec: &Spec, which: &str) -> Result<Option<(Dataset, Option<Vec<String>>)>> {
     let d = spec.data()?;
-    let shape = spec.sample_shape().0;
+    let (shape, any) = spec.sample_shape();
+    // images keep their own sizes when the model's are open
+    let any_spatial = any.len() > 1 && any[1..].iter().all(|&a| a);
     match &d.source {
         DataSource::Labeled { train, test, tsv } => {
             let (tr, names) = labeled(spec, train, *tsv, None)?;
@@ -147,7 +149,10 @@ pub fn read_split(spec: &Spec, which: &str) -> Result<Option<(Dataset, Option<Ve
                 ..
             },
             "train",
-        ) => Some((idx_pair(train_images, train_labels, shape)?, None)),
+        ) => Some((
+            idx_pair(train_images, train_labels, shape, any_spatial)?,
+            None,
+        )),
         (
             DataSource::Idx {
                 test_images: Some(i),
@@ -155,7 +160,7 @@ pub fn read_split(spec: &Spec, which: &str) -> Result<Option<(Dataset, Option<Ve
                 ..
             },
             _,
-        ) => Some((idx_pair(i, l, shape)?, None)),
+        ) => Some((idx_pair(i, l, shape, any_spatial)?, None)),
         (
             DataSource::Csv {
                 train,
@@ -175,11 +180,11 @@ pub fn read_split(spec: &Spec, which: &str) -> Result<Option<(Dataset, Option<Ve
             _,
         ) => Some((read_csv(t, label_column, shape, *pixel_max)?, None)),
         (DataSource::Folder { train, .. }, "train") => {
-            let (ds, names) = read_folder(train, shape, d.resize)?;
+            let (ds, names) = read_folder(train, shape, d.resize, any_spatial)?;
             Some((ds, Some(names)))
         }
         (DataSource::Folder { test: Some(t), .. }, _) => {
-            let (ds, names) = read_folder(t, shape, d.resize)?;
+            let (ds, names) = read_folder(t, shape, d.resize, any_spatial)?;
             Some((ds, Some(names)))
         }
         _ => None,

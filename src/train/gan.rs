@@ -1,7 +1,8 @@
 //! Generative adversarial training (DCGAN, Radford et al. 2016): a generator maps noise to
 //! images, a discriminator scores images as real or generated; each step the discriminator
 //! learns to tell a real batch from a generated one (binary cross-entropy of its logits), then
-//! the generator learns to make the discriminator call its images real. After every epoch a
+//! the generator learns to make the discriminator call its images real (`[train]
+//! label_smoothing` lowers the real images' target, one-sided). After every epoch a
 //! grid of samples from one fixed noise batch is written, so a person watches the images form.
 //!
 //! Run directory: spec.toml, run.json, last.safetensors (the generator's state dict),
@@ -226,7 +227,12 @@ pub fn train_gan(
             let fake = no_grad(|| g.forward(&z, &mut ctx))?;
             let real_logits = d.forward(&batch.x, &mut ctx)?;
             let fake_logits = d.forward(&fake, &mut ctx)?;
-            let loss_d = ops::add(&bce_to(&real_logits, 1.0)?, &bce_to(&fake_logits, 0.0)?)?;
+            // one-sided label smoothing: real images count as 1 - label_smoothing
+            let real_target = 1.0 - t.label_smoothing;
+            let loss_d = ops::add(
+                &bce_to(&real_logits, real_target)?,
+                &bce_to(&fake_logits, 0.0)?,
+            )?;
             let ld = loss_d.item()? as f64;
             loss_d.backward()?;
             opt_d.step(&dp, lr)?;

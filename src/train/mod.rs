@@ -406,8 +406,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         let mut rng = Rng::new(es);
         rng.shuffle(&mut order);
         let mut batches = prepared.train.batches(&order, t.batch_size);
-        if !prepared.train.lengths.is_empty() {
-            // grouped by length: mix the lengths over the epoch
+        if !prepared.train.sizes.is_empty() {
+            // grouped by size: mix the sizes over the epoch
             rng.shuffle(&mut batches);
         }
         let augment = spec.data()?.augment.clone();

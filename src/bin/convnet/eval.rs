@@ -13,10 +13,12 @@ use convnet::train::{self, Task, classes_of, plot};
 
 fn load_path(spec: &Spec, path: &Path, labels: Option<&Path>) -> Result<Dataset> {
     if path.is_dir() {
+        let any = spec.any_size.iter().skip(1).all(|&a| a) && spec.any_size.len() > 1;
         return Ok(read_folder(
             path,
             &spec.input,
             spec.data.as_ref().is_some_and(|d| d.resize),
+            any,
         )?
         .0);
     }
@@ -206,6 +208,7 @@ pub fn run(
     data: Option<&str>,
     labels: Option<PathBuf>,
     horizon: Option<usize>,
+    size: Option<usize>,
     json: bool,
 ) -> Result<()> {
     let (spec, model, info) = train::load_run(dir)?;
@@ -238,6 +241,17 @@ pub fn run(
         }
         path => load_path(&spec, Path::new(path), labels.as_deref())?,
     };
+    let ds = match size {
+        None => ds,
+        Some(0) => bail!("--size must be positive"),
+        Some(s) => {
+            if spec.input.len() != 3 {
+                bail!("--size resizes images; this model takes {:?}", spec.input);
+            }
+            // a model that fixes its size says so, naming the layer, when it meets the images
+            convnet::data::resize_images(&ds, s, s)?
+        }
+    };
     ds.check_labels(classes, data)?;
     let r = train::evaluate(
         &model,
@@ -248,7 +262,11 @@ pub fn run(
         256,
     )?;
     let names = &info.class_names;
-    let safe: String = data
+    let tag = match size {
+        Some(s) => format!("{data}_{s}x{s}"),
+        None => data.to_string(),
+    };
+    let safe: String = tag
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();

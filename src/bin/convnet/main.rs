@@ -123,6 +123,10 @@ enum Command {
         /// more feeds forecasts back as inputs).
         #[arg(long)]
         horizon: Option<usize>,
+        /// Resize the images to SIZE x SIZE first (bilinear): a fully convolutional model's
+        /// accuracy at another input size.
+        #[arg(long)]
+        size: Option<usize>,
         /// Labels of IDX images given with --data.
         #[arg(long)]
         labels: Option<PathBuf>,
@@ -199,8 +203,9 @@ fn main() -> ExitCode {
             data,
             labels,
             horizon,
+            size,
             json,
-        } => eval::run(&dir, data.as_deref(), labels, horizon, json),
+        } => eval::run(&dir, data.as_deref(), labels, horizon, size, json),
         Command::Generate {
             dir,
             count,

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use convnet::data::image_to_sample;
+use convnet::data::{image_to_sample, read_image};
 use convnet::nn::Ctx;
 use convnet::{Rng, Tensor, no_grad, ops, train};
 
@@ -20,13 +20,22 @@ pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool) -> Result<()
         );
     }
     let resize = resize || spec.data.as_ref().is_some_and(|d| d.resize);
+    // a model whose input size is open takes each image at its own size
+    let any = spec.any_size[1..].iter().all(|&a| a);
     let norm = info.normalize();
     let mut out = std::io::stdout().lock();
     for f in files {
-        let mut x = image_to_sample(f, &spec.input, resize)?;
+        let (mut x, size) = if any && !resize {
+            read_image(f, spec.input[0])?
+        } else {
+            (
+                image_to_sample(f, &spec.input, resize)?,
+                spec.input[1..].to_vec(),
+            )
+        };
         norm.apply(&mut x);
-        let mut shape = vec![1];
-        shape.extend(&spec.input);
+        let mut shape = vec![1, spec.input[0]];
+        shape.extend(&size);
         let x = Tensor::from_vec(x, &shape)?;
         let probs = no_grad(|| -> convnet::Result<Tensor> {
             let logits = model.forward(
