@@ -157,6 +157,7 @@ struct LoopState {
     /// Sum of the metric's terms this epoch (correct samples, or absolute errors).
     #[serde(alias = "correct")]
     metric_sum: f64,
+    #[serde(default)]
     metric_terms: usize,
     seen: usize,
     epoch_seconds: f64,
@@ -305,10 +306,18 @@ fn load_checkpoint(dir: &Path, model: &Sequential, opt: &mut Optimizer) -> Resul
     Ok(st)
 }
 
-/// Train the classifier or forecaster that `spec` describes, writing the run into `opts.out`.
+/// Train the classifier, forecaster or autoencoder that `spec` describes, writing the run
+/// into `opts.out` (a GAN trains with [`gan::train_gan`]).
 pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result<TrainResult> {
     let t = &spec.train;
     let dir = &opts.out;
+    if t.task == crate::spec::TaskKind::Gan {
+        return Err(Error::Spec {
+            path: spec.path.display().to_string(),
+            at: "[train], key `task`".into(),
+            msg: "a GAN trains with train::gan::train_gan".into(),
+        });
+    }
     let model = spec.build_model(&mut Rng::new(mix(t.seed, 0x1417)))?;
     let task = Task::of(spec, &model)?;
     let prepared = prepare(spec, &task, split_seed(t.seed))?;
