@@ -443,3 +443,36 @@ fn pca_finds_the_directions_of_largest_variance() {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
 }
+
+#[test]
+fn kernel_initializers_draw_the_asked_spread() {
+    let std_of = |init: &str| -> f64 {
+        let s = spec(
+            &format!("[[model.layers]]\ntype = \"conv2d\"\nfilters = 64\nkernel_size = 3\nkernel_initializer = {init}\n"),
+            "[32, 8, 8]",
+        )
+        .unwrap();
+        let m = s.build_model(&mut Rng::new(2)).unwrap();
+        let w = m.named_params()[0].1.to_vec();
+        let mean = w.iter().map(|&v| v as f64).sum::<f64>() / w.len() as f64;
+        (w.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / w.len() as f64).sqrt()
+    };
+    let close = |a: f64, b: f64| (a / b - 1.0).abs() < 0.05;
+    // 18432 weights, fan_in 288, fan_out 576
+    assert!(close(std_of("{ type = \"normal\", stddev = 0.02 }"), 0.02));
+    assert!(close(std_of("\"he_normal\""), (2.0f64 / 288.0).sqrt()));
+    assert!(close(std_of("\"he_uniform\""), (2.0f64 / 288.0).sqrt()));
+    assert!(close(std_of("\"glorot_normal\""), (2.0f64 / 864.0).sqrt()));
+    // PyTorch's default: uniform in +-1/sqrt(fan_in), std 1/sqrt(3 fan_in)
+    assert!(close(std_of("\"default\""), 1.0 / (3.0f64 * 288.0).sqrt()));
+    let e = spec(
+        "[[model.layers]]\ntype = \"dense\"\nunits = 3\nkernel_initializer = \"orthogonal\"\n",
+        "[4]",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("key `kernel_initializer`") && e.contains("he_normal"),
+        "{e}"
+    );
+}

@@ -8,7 +8,7 @@ use crate::nn::{
     Activation, BatchNorm, Conv, ConvKind, Dense, Dropout, Flatten, GlobalPool, Layer, LayerNorm,
     Pool, PoolKind, Reshape, Residual, Tcn, TcnConfig, TcnNorm, Upsample, WaveNet, WaveNetConfig,
 };
-use crate::ops::{PadMode, Padding, same_padding};
+use crate::ops::{self, PadMode, Padding, same_padding};
 use crate::rng::Rng;
 
 /// Every layer type the spec accepts.
@@ -144,7 +144,7 @@ pub(crate) fn build(t: &Table, kind: &str, input: &[usize], rng: &mut Rng) -> R<
                     return Err(t.err("in_channels", format!("is {want}, but the previous layer outputs {in_ch} channels (shape {input:?})")));
                 }
             }
-            Box::new(Conv::new(
+            let mut conv = Conv::new(
                 ck,
                 in_ch,
                 filters,
@@ -158,7 +158,11 @@ pub(crate) fn build(t: &Table, kind: &str, input: &[usize], rng: &mut Rng) -> R<
                 bias,
                 act,
                 rng,
-            )?)
+            )?;
+            if let Some(w) = kernel_initializer(t, conv.weight.shape(), rng)? {
+                conv.weight = w.requires_grad_();
+            }
+            Box::new(conv)
         }
         "max_pool1d" | "max_pool2d" | "avg_pool1d" | "avg_pool2d" => {
             let d = dims_of(kind);
@@ -228,7 +232,11 @@ pub(crate) fn build(t: &Table, kind: &str, input: &[usize], rng: &mut Rng) -> R<
                     return Err(t.err("in_features", format!("is {want}, but the previous layer outputs {in_f} features (shape {input:?})")));
                 }
             }
-            Box::new(Dense::new(in_f, units, bias, act, rng)?)
+            let mut dense = Dense::new(in_f, units, bias, act, rng)?;
+            if let Some(w) = kernel_initializer(t, dense.weight.shape(), rng)? {
+                dense.weight = w.requires_grad_();
+            }
+            Box::new(dense)
         }
         "dropout" | "spatial_dropout" => {
             let rate = t.required("rate", t.f32("rate"), "the fraction to drop, in [0, 1)")?;
@@ -350,6 +358,45 @@ pub(crate) fn build(t: &Table, kind: &str, input: &[usize], rng: &mut Rng) -> R<
         }
     };
     Ok(layer)
+}
+
+/// `kernel_initializer`: how a conv or dense layer's weight is drawn instead of PyTorch's
+/// default: `"he_normal"`, `"he_uniform"`, `"glorot_normal"`, `"glorot_uniform"` (Keras's
+/// names), or `{ type = "normal", stddev = 0.02 }` (DCGAN's).
+fn kernel_initializer(t: &Table, shape: &[usize], rng: &mut Rng) -> R<Option<crate::Tensor>> {
+    use crate::init::{self, FanMode};
+    let what = "\"he_normal\", \"he_uniform\", \"glorot_normal\", \"glorot_uniform\" or { type = \"normal\", stddev = ... }";
+    let w = match t.get("kernel_initializer") {
+        None => return Ok(None),
+        Some(toml::Value::String(s)) => match s.as_str() {
+            "default" => return Ok(None),
+            "he_normal" => init::kaiming_normal(shape, FanMode::FanIn, 2f32.sqrt(), rng),
+            "he_uniform" => init::kaiming_uniform(shape, FanMode::FanIn, 2f32.sqrt(), rng),
+            "glorot_normal" => init::xavier_normal(shape, 1.0, rng),
+            "glorot_uniform" => init::xavier_uniform(shape, 1.0, rng),
+            _ => {
+                return Err(t.err(
+                    "kernel_initializer",
+                    format!("expected {what}, got \"{s}\""),
+                ));
+            }
+        },
+        Some(toml::Value::Table(it)) => {
+            let n = Table::new(t.path, format!("{}, key `kernel_initializer`", t.at), it);
+            n.required("type", n.choice("type", &["normal"]), "\"normal\"")?;
+            let std = n.f32("stddev")?.unwrap_or(0.05);
+            let mean = n.f32("mean")?.unwrap_or(0.0);
+            n.finish()?;
+            if !(std >= 0.0) {
+                return Err(t.err("kernel_initializer", format!("stddev {std} must be >= 0")));
+            }
+            crate::Tensor::randn(shape, rng)
+                .and_then(|x| ops::add_scalar(&ops::mul_scalar(&x, std)?, mean))
+        }
+        Some(v) => return Err(t.err("kernel_initializer", format!("expected {what}, got {v}"))),
+    };
+    w.map(Some)
+        .map_err(|e| t.err("kernel_initializer", e.to_string()))
 }
 
 /// `dilations`: a list of positive integers.

@@ -212,6 +212,14 @@ pub fn run(
     json: bool,
 ) -> Result<()> {
     let (spec, model, info) = train::load_run(dir)?;
+    let classifier = spec.train.task == convnet::spec::TaskKind::Supervised
+        && !matches!(
+            spec.data.as_ref().map(|d| &d.source),
+            Some(DataSource::Series(_))
+        );
+    if size.is_some() && !classifier {
+        bail!("--size resizes the images of a classifier; this run is not one");
+    }
     if let Some(DataSource::Series(_)) = spec.data.as_ref().map(|d| &d.source) {
         return run_forecaster(&spec, &model, &info, data.unwrap_or("val"), horizon, json);
     }
