@@ -213,4 +213,14 @@ fn eval_size_on_a_fixed_model_names_the_layer_and_both_sizes() {
             && err.contains("layers.1 (flatten) fixes the input size"),
         "{err}"
     );
+    let (ok, _, err) = convnet(d, &["eval", "run", "--size", "0"]);
+    assert!(!ok && err.contains("--size must be positive"), "{err}");
+    // a classifier run is not a generator
+    let (ok, _, err) = convnet(d, &["generate", "run", "--out", "g.png"]);
+    assert!(!ok && err.contains("is not a GAN run"), "{err}");
+    let (ok, _, err) = convnet(d, &["generate", "run", "--count", "0"]);
+    assert!(
+        !ok && err.contains("--count and --cols must be at least 1"),
+        "{err}"
+    );
 }
