@@ -99,10 +99,15 @@ pub fn generate(
     norm: &Normalize,
     rng: &mut Rng,
 ) -> Result<Vec<Vec<f32>>> {
-    let z = noise(n, &g.input, rng)?;
+    sample(g, &noise(n, &g.input, rng)?, norm)
+}
+
+/// The generator's images (eval mode) for the noise batch `z`, in the data's units.
+fn sample(g: &Sequential, z: &Tensor, norm: &Normalize) -> Result<Vec<Vec<f32>>> {
+    let n = z.shape()[0];
     let y = no_grad(|| {
         g.forward(
-            &z,
+            z,
             &mut Ctx {
                 training: false,
                 rng: &mut Rng::new(0),
@@ -279,28 +284,7 @@ pub fn train_gan(
         ));
         rows.push(row);
         // samples from the fixed noise, the weights, the metrics
-        let y = no_grad(|| {
-            g.forward(
-                &fixed,
-                &mut Ctx {
-                    training: false,
-                    rng: &mut Rng::new(0),
-                },
-            )
-        })?;
-        let per = y.numel() / 64;
-        let plane = per / shape[0].max(1);
-        let norm = &prepared.normalize;
-        let samples: Vec<Vec<f32>> = y
-            .data()
-            .chunks(per)
-            .map(|s| {
-                s.iter()
-                    .enumerate()
-                    .map(|(i, &v)| v * norm.std[i / plane] + norm.mean[i / plane])
-                    .collect()
-            })
-            .collect();
+        let samples = sample(&g, &fixed, &prepared.normalize)?;
         sample_grid(
             &dir.join(format!("samples_epoch_{:03}.png", e + 1)),
             &samples,
