@@ -269,6 +269,8 @@ fn autoencoder_trains_and_reports_against_pca() {
     assert!(out.contains("PCA, 6 components"), "{out}");
     let png = std::fs::read(d.join("run/reconstructions.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
+    let (ok, _, err) = convnet(d, &["predict", "run", "x.png"]);
+    assert!(!ok && err.contains("is an autoencoder run"), "{err}");
     let (ok, out, err) = convnet(d, &["eval", "run", "--data", "val", "--json"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -391,6 +393,10 @@ fn gan_trains_writes_sample_grids_and_generates() {
     assert_ne!(a, c);
     let (ok, _, err) = convnet(d, &["generate", "run", "--out", "a.png"]);
     assert!(!ok && err.contains("exists"), "{err}");
+    let (ok, _, err) = convnet(d, &["eval", "run"]);
+    assert!(!ok && err.contains("is a GAN run"), "{err}");
+    let (ok, _, err) = convnet(d, &["predict", "run", "a.png"]);
+    assert!(!ok && err.contains("convnet generate"), "{err}");
     // the generator must make what the discriminator takes
     let bad = spec.replace(
         "strides = 2\npadding = \"same\"\nactivation = \"tanh\"",

@@ -212,6 +212,12 @@ pub fn run(
     json: bool,
 ) -> Result<()> {
     let (spec, model, info) = train::load_run(dir)?;
+    if spec.train.task == convnet::spec::TaskKind::Gan {
+        bail!(
+            "{} is a GAN run: its metrics.csv and samples_epoch_*.png are its record; `convnet generate` samples it",
+            dir.display()
+        );
+    }
     let classifier = spec.train.task == convnet::spec::TaskKind::Supervised
         && !matches!(
             spec.data.as_ref().map(|d| &d.source),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use convnet::data::{image_to_sample, read_image};
 use convnet::nn::Ctx;
+use convnet::spec::TaskKind;
 use convnet::{Rng, Tensor, no_grad, ops, train};
 
 pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool) -> Result<()> {
@@ -13,6 +14,17 @@ pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool) -> Result<()
         bail!("give at least one image file to classify");
     }
     let (spec, model, info) = train::load_run(dir)?;
+    match spec.train.task {
+        TaskKind::Gan => bail!(
+            "{} is a GAN run: sample it with `convnet generate`",
+            dir.display()
+        ),
+        TaskKind::Autoencoder => bail!(
+            "{} is an autoencoder run: `convnet eval` reports its reconstructions",
+            dir.display()
+        ),
+        TaskKind::Supervised => {}
+    }
     if spec.input.len() != 3 {
         bail!(
             "this model takes inputs of shape {:?}, not images (channels, height, width)",
