@@ -1,6 +1,8 @@
 //! Explaining a model: the summary table behind `convnet summary` (each layer's output shape
 //! with its arithmetic, parameters, FLOPs and receptive field).
 
+pub mod playground;
+
 use crate::error::Result;
 use crate::nn::{LayerReport, Sequential, SizeDependence, fmt_shape};
 

@@ -5,6 +5,7 @@ mod demo;
 mod eval;
 mod forecast;
 mod generate;
+mod playground;
 mod predict;
 mod summary;
 mod train;
@@ -64,6 +65,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         resume: Option<PathBuf>,
         /// Replace the contents of an existing --out directory.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Write the hyperparameter playground: a self-contained HTML page that animates a
+    /// kernel over its input and shows the output size with its formula.
+    Playground {
+        /// The page to write.
+        #[arg(long, default_value = "playground.html")]
+        out: PathBuf,
+        /// Replace an existing --out file.
         #[arg(long)]
         overwrite: bool,
     },
@@ -206,6 +217,7 @@ fn main() -> ExitCode {
             size,
             json,
         } => eval::run(&dir, data.as_deref(), labels, horizon, size, json),
+        Command::Playground { out, overwrite } => playground::run(&out, overwrite),
         Command::Generate {
             dir,
             count,
