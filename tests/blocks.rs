@@ -508,3 +508,87 @@ output_channels = 3
     };
     assert_eq!(names(&m), names(&spec));
 }
+
+#[test]
+fn the_geometry_places_every_units_field_where_its_gradient_is() {
+    // strided, padded (same, explicit, causal), dilated and pooled stacks, 2-D and 1-D
+    let cases = [
+        (
+            "[1, 23, 21]",
+            r#"
+[[model.layers]]
+type = "conv2d"
+filters = 2
+kernel_size = 3
+strides = 2
+padding = "same"
+[[model.layers]]
+type = "avg_pool2d"
+pool_size = 2
+padding = 1
+[[model.layers]]
+type = "conv2d"
+filters = 2
+kernel_size = [3, 2]
+dilation_rate = 2
+padding = 1
+"#,
+        ),
+        ("[1, 40]", &tcn(2, &[1, 2, 4], 1, "return_sequences = true")),
+        (
+            "[1, 40]",
+            &tcn(3, &[1, 2], 1, "return_sequences = true\npadding = \"same\""),
+        ),
+        (
+            "[1, 40]",
+            "[[model.layers]]\ntype = \"wavenet\"\nresidual_channels = 3\nlayers_per_stack = 3\nreturn_sequences = true\n",
+        ),
+        (
+            "[2, 30]",
+            "[[model.layers]]\ntype = \"conv1d\"\nfilters = 2\nkernel_size = 4\nstrides = 3\npadding = \"causal\"\n[[model.layers]]\ntype = \"conv1d_transpose\"\nfilters = 2\nkernel_size = 3\nstrides = 2\npadding = 1\n",
+        ),
+    ];
+    for (input, layers) in cases {
+        let m = build(input, layers);
+        let (rf, start) = m.geometry().last().cloned().unwrap();
+        let mut shape = vec![1];
+        shape.extend(&m.input);
+        let x = Tensor::randn(&shape, &mut Rng::new(6)).unwrap();
+        let out = m.output_shape().to_vec();
+        let spatial_in = &m.input[1..];
+        // every output position along the first axis, the middle of the second
+        for u in 0..out[1] {
+            let support = gradient_support(&m, &x, |y| {
+                let mut t = ops::slice(y, 2, u, u + 1).unwrap();
+                if y.rank() == 4 {
+                    let w = y.shape()[3];
+                    t = ops::slice(&t, 3, w / 2, w / 2 + 1).unwrap();
+                }
+                t
+            });
+            let plane: usize = spatial_in.iter().product();
+            let rows: Vec<usize> = support
+                .iter()
+                .map(|i| (i % plane) / spatial_in.get(1).copied().unwrap_or(1))
+                .collect();
+            let lo = (start[0] + u as f64 * rf.jump[0]).max(0.0).ceil() as usize;
+            let hi = ((start[0] + u as f64 * rf.jump[0] + rf.size[0] - 1.0)
+                .min(spatial_in[0] as f64 - 1.0))
+            .floor() as usize;
+            let (mn, mx) = (*rows.iter().min().unwrap(), *rows.iter().max().unwrap());
+            assert!(
+                mn >= lo && mx <= hi,
+                "{layers}\nunit {u}: gradient on rows {mn}..={mx}, geometry {lo}..={hi}"
+            );
+            // the geometry is tight where the field lies inside the input, and outputs are
+            // whole input steps apart (after a transposed convolution, which of its taps meet
+            // an input depends on the output's phase: the field is then an upper bound)
+            if start[0] + u as f64 * rf.jump[0] >= 0.0
+                && start[0] + u as f64 * rf.jump[0] + rf.size[0] <= spatial_in[0] as f64
+                && rf.jump[0].fract() == 0.0
+            {
+                assert_eq!((mn, mx), (lo, hi), "{layers}\nunit {u}");
+            }
+        }
+    }
+}

@@ -72,6 +72,25 @@ pub(crate) fn chain_rf<'a>(
         .fold(rf.clone(), |r, l| l.receptive_field(&r))
 }
 
+/// Where the receptive field starts after `layers` in order (see [`Layer::rf_start`]).
+pub(crate) fn chain_start<'a>(
+    layers: impl IntoIterator<Item = &'a dyn Layer>,
+    input: &[usize],
+    rf: &ReceptiveField,
+    start: &[f64],
+) -> Vec<f64> {
+    let (mut shape, mut rf, mut start) = (input.to_vec(), rf.clone(), start.to_vec());
+    for l in layers {
+        start = l.rf_start(&shape, &start, &rf.jump);
+        rf = l.receptive_field(&rf);
+        match l.infer(&shape) {
+            Ok(i) => shape = i.output,
+            Err(_) => break,
+        }
+    }
+    start
+}
+
 /// The receptive field of a sum of two branches: the larger along each axis.
 pub(crate) fn rf_union(a: &ReceptiveField, b: &ReceptiveField) -> ReceptiveField {
     ReceptiveField {
@@ -271,6 +290,16 @@ impl Layer for Residual {
         let n: u64 = info.output.iter().product::<usize>() as u64;
         info.flops += n * (1 + self.activation.flops_per_element());
         Ok(info)
+    }
+
+    fn rf_start(&self, input: &[usize], start: &[f64], jump: &[f64]) -> Vec<f64> {
+        let rf = ReceptiveField {
+            size: vec![1.0; start.len()],
+            jump: jump.to_vec(),
+            global: false,
+            collapsed: false,
+        };
+        chain_start(self.body.iter().map(|l| l.as_ref()), input, &rf, start)
     }
 
     fn receptive_field(&self, rf: &ReceptiveField) -> ReceptiveField {

@@ -478,6 +478,35 @@ impl Layer for Conv {
         })
     }
 
+    fn rf_start(&self, input: &[usize], start: &[f64], jump: &[f64]) -> Vec<f64> {
+        let d = self.kind.dims();
+        let spatial = input.get(1..).unwrap_or(&[]);
+        if self.kind.transposed() {
+            // output o reads inputs from (o - (dilation (k - 1) - padding)) / stride on
+            let Ok(t) = self.transpose_padding() else {
+                return start.to_vec();
+            };
+            return (0..d.min(start.len()))
+                .map(|i| {
+                    let reach = (self.dilation[i] * (self.kernel[i] - 1)) as f64 - t.pad[i] as f64;
+                    start[i] - reach * jump[i] / self.stride[i] as f64
+                })
+                .collect();
+        }
+        let pads = resolve_padding(
+            self.kind.name(),
+            &self.padding,
+            spatial,
+            &self.kernel,
+            &self.stride,
+            &self.dilation,
+        )
+        .unwrap_or_else(|_| vec![(0, 0); d]);
+        (0..d.min(start.len()))
+            .map(|i| start[i] - pads[i].0 as f64 * jump[i])
+            .collect()
+    }
+
     fn receptive_field(&self, rf: &ReceptiveField) -> ReceptiveField {
         if self.kind.transposed() {
             rf.transposed(&self.kernel, &self.stride, &self.dilation)

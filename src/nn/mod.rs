@@ -127,6 +127,14 @@ pub trait Layer: Send + Sync {
     fn buffers(&self) -> Vec<(String, Tensor)> {
         Vec::new()
     }
+    /// Where the receptive field of output position 0 starts, in input positions, after this
+    /// layer, given where it started before (`start`) and the spacing of the layer's input
+    /// positions (`jump`), for a per-sample `input` shape: a padded window starts `padding *
+    /// jump` earlier. Output position `u` then sees input positions from
+    /// `start + u * jump_after` over the receptive field's size.
+    fn rf_start(&self, _input: &[usize], start: &[f64], _jump: &[f64]) -> Vec<f64> {
+        start.to_vec()
+    }
     /// For a block: its sub-layers along the main path, in order, with their names
     /// (`blocks.0`), shown as their own rows by `convnet summary`.
     fn parts(&self) -> Vec<(String, &dyn Layer)> {

@@ -263,6 +263,26 @@ impl Sequential {
         ReceptiveField::identity(self.input.len().saturating_sub(1))
     }
 
+    /// After each layer: the receptive field and where output position 0's field starts in
+    /// the input (position `u` along an axis sees input positions `start + u * jump` up to
+    /// `start + u * jump + size - 1`, clipped to the input; after a transposed convolution,
+    /// whose taps meet inputs or inserted zeros by the output's phase, an upper bound).
+    pub fn geometry(&self) -> Vec<(ReceptiveField, Vec<f64>)> {
+        let mut rf = self.input_rf();
+        let mut start = vec![0.0; rf.size.len()];
+        let mut shape = self.input.clone();
+        let mut out = Vec::new();
+        for l in &self.layers {
+            start = l.rf_start(&shape, &start, &rf.jump);
+            rf = l.receptive_field(&rf);
+            if let Ok(i) = l.infer(&shape) {
+                shape = i.output;
+            }
+            out.push((rf.clone(), start.clone()));
+        }
+        out
+    }
+
     /// The receptive field of one output position of the whole model.
     pub fn receptive_field(&self) -> ReceptiveField {
         self.layers

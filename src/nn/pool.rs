@@ -128,6 +128,14 @@ impl Layer for Pool {
         })
     }
 
+    fn rf_start(&self, _input: &[usize], start: &[f64], jump: &[f64]) -> Vec<f64> {
+        start
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| s - self.padding.get(i).copied().unwrap_or(0) as f64 * jump[i])
+            .collect()
+    }
+
     fn receptive_field(&self, rf: &ReceptiveField) -> ReceptiveField {
         rf.window(&self.pool_size, &self.stride, &vec![1; self.dims()])
     }

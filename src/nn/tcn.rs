@@ -244,6 +244,11 @@ impl Layer for TcnBlock {
     fn receptive_field(&self, rf: &ReceptiveField) -> ReceptiveField {
         self.conv2.receptive_field(&self.conv1.receptive_field(rf))
     }
+    fn rf_start(&self, input: &[usize], start: &[f64], jump: &[f64]) -> Vec<f64> {
+        // stride 1 throughout: the second conv sees the first's output with the same jump
+        let s = self.conv1.rf_start(input, start, jump);
+        self.conv2.rf_start(input, &s, jump)
+    }
     fn params(&self) -> Vec<(String, Tensor)> {
         named_children(self.children(), |l| l.params())
     }
@@ -389,6 +394,20 @@ impl Layer for Tcn {
             .fold(rf.clone(), |r, b| b.receptive_field(&r));
         r.collapsed |= !self.config.return_sequences;
         r
+    }
+
+    fn rf_start(&self, input: &[usize], start: &[f64], jump: &[f64]) -> Vec<f64> {
+        let s = self
+            .blocks
+            .iter()
+            .fold(start.to_vec(), |s, b| b.rf_start(input, &s, jump));
+        if self.config.return_sequences {
+            s
+        } else {
+            // one output: the step the TCN returns
+            let step = self.output_step(input.get(1).copied().unwrap_or(1)) as f64;
+            s.iter().map(|v| v + step * jump[0]).collect()
+        }
     }
 
     fn params(&self) -> Vec<(String, Tensor)> {

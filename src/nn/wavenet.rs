@@ -118,6 +118,9 @@ impl Layer for GatedLayer {
     fn receptive_field(&self, rf: &ReceptiveField) -> ReceptiveField {
         self.gated.receptive_field(rf)
     }
+    fn rf_start(&self, input: &[usize], start: &[f64], jump: &[f64]) -> Vec<f64> {
+        self.gated.rf_start(input, start, jump)
+    }
     fn params(&self) -> Vec<(String, Tensor)> {
         named_children(self.children(), |l| l.params())
     }
@@ -262,6 +265,20 @@ impl Layer for WaveNet {
             .fold(self.input.receptive_field(rf), |r, l| l.receptive_field(&r));
         r.collapsed |= !self.config.return_sequences;
         r
+    }
+
+    fn rf_start(&self, input: &[usize], start: &[f64], jump: &[f64]) -> Vec<f64> {
+        let s = self.input.rf_start(input, start, jump);
+        let s = self
+            .layers
+            .iter()
+            .fold(s, |s, l| l.rf_start(input, &s, jump));
+        if self.config.return_sequences {
+            s
+        } else {
+            let last = input.get(1).copied().unwrap_or(1).saturating_sub(1) as f64;
+            s.iter().map(|v| v + last * jump[0]).collect()
+        }
     }
 
     fn params(&self) -> Vec<(String, Tensor)> {
