@@ -2,6 +2,7 @@
 //! with its arithmetic, parameters, FLOPs and receptive field).
 
 pub mod playground;
+pub mod report;
 
 use crate::error::Result;
 use crate::nn::{LayerReport, Sequential, SizeDependence, fmt_shape};

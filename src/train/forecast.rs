@@ -116,6 +116,24 @@ impl<'a> Forecaster<'a> {
         })
     }
 
+    /// The model's input for the last `window` steps of `cols` (each column's history): the
+    /// values as the model sees them (relative to the last value when the spec asks,
+    /// normalised), laid out `(channels, window)`, and each column's last value.
+    pub fn input_window(&self, cols: &[Vec<f32>]) -> (Vec<f32>, Vec<f32>) {
+        let last: Vec<f32> = cols.iter().map(|v| v[v.len() - 1]).collect();
+        let mut x = Vec::with_capacity(cols.len() * self.window);
+        for (ch, v) in cols.iter().enumerate() {
+            let (m, s) = (self.input_norm.mean[ch], self.input_norm.std[ch]);
+            let base = if self.source.relative { last[ch] } else { 0.0 };
+            x.extend(
+                v[v.len() - self.window..]
+                    .iter()
+                    .map(|&v| (v - base - m) / s),
+            );
+        }
+        (x, last)
+    }
+
     /// Forecasts (per target, `horizon` steps, in the targets' units) from each origin `t`
     /// of `origins`, using `cols[c][t - window..t]`, in batches. One model call per origin when
     /// the model's horizon covers `horizon`; otherwise the model's forecasts are fed back
@@ -156,14 +174,8 @@ impl<'a> Forecaster<'a> {
                 let mut x = Vec::with_capacity(chunk.len() * c * self.window);
                 let mut lasts = Vec::with_capacity(chunk.len());
                 for &k in chunk {
-                    let last: Vec<f32> = hist[k].iter().map(|v| v[v.len() - 1]).collect();
-                    for (ch, v) in hist[k].iter().enumerate() {
-                        let start = x.len();
-                        x.extend_from_slice(&v[v.len() - self.window..]);
-                        let (m, s) = (self.input_norm.mean[ch], self.input_norm.std[ch]);
-                        let base = if self.source.relative { last[ch] } else { 0.0 };
-                        x[start..].iter_mut().for_each(|v| *v = (*v - base - m) / s);
-                    }
+                    let (w, last) = self.input_window(&hist[k]);
+                    x.extend(w);
                     lasts.push(last);
                 }
                 let xt = Tensor::from_vec(x, &[chunk.len(), c, self.window])?;

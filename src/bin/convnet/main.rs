@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod eval;
+mod explain;
 mod forecast;
 mod generate;
 mod playground;
@@ -65,6 +66,30 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         resume: Option<PathBuf>,
         /// Replace the contents of an existing --out directory.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Explain a trained model on one input: a self-contained HTML page with every layer's
+    /// shape, arithmetic, receptive field and feature maps, filters, Grad-CAM and the output.
+    Explain {
+        /// The run directory.
+        dir: PathBuf,
+        /// An image, a series CSV (forecasters) or a .ts/.tsv file (series classifiers); none
+        /// for a GAN, whose generator is shown on seeded noise.
+        input: Option<PathBuf>,
+        /// The page to write.
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
+        /// A forecaster: the window ends before this step (default: the series' end).
+        #[arg(long)]
+        start: Option<usize>,
+        /// A .ts/.tsv file: which series.
+        #[arg(long, default_value_t = 0)]
+        index: usize,
+        /// A GAN: the seed of the noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Replace an existing --out file.
         #[arg(long)]
         overwrite: bool,
     },
@@ -218,6 +243,23 @@ fn main() -> ExitCode {
             json,
         } => eval::run(&dir, data.as_deref(), labels, horizon, size, json),
         Command::Playground { out, overwrite } => playground::run(&out, overwrite),
+        Command::Explain {
+            dir,
+            input,
+            out,
+            start,
+            index,
+            seed,
+            overwrite,
+        } => explain::run(explain::Args {
+            dir,
+            input,
+            out,
+            start,
+            index,
+            seed,
+            overwrite,
+        }),
         Command::Generate {
             dir,
             count,
