@@ -429,10 +429,12 @@ fn geo_entry(id: &str, rf: &crate::nn::ReceptiveField, start: &[f64]) -> String 
 
 /// The whole page.
 pub fn explain(spec: &Spec, model: &Sequential, input: &ExplainInput) -> Result<Explained> {
-    let rows = model.report()?;
-    let geometry = model.geometry();
-    let top_rows: Vec<_> = rows.iter().filter(|r| r.depth == 0).collect();
+    // shapes, arithmetic and fields at this input's size (an open-size model's may differ
+    // from its nominal one)
     let shape = input.x.shape()[1..].to_vec();
+    let rows = model.report_for(&shape)?;
+    let geometry = model.geometry_for(&shape);
+    let top_rows: Vec<_> = rows.iter().filter(|r| r.depth == 0).collect();
     let mut ctx_rng = Rng::new(0);
     // every layer's output for this input
     let mut outs: Vec<Tensor> = Vec::new();

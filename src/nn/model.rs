@@ -248,6 +248,12 @@ impl Sequential {
     /// Per-layer shapes with their arithmetic, parameters, FLOPs and receptive fields.
     /// A block's parts come before the block's own row, one level deeper.
     pub fn report(&self) -> Result<Vec<LayerReport>> {
+        self.report_for(&self.input)
+    }
+
+    /// The report for per-sample inputs of shape `input` (a size-independent model's
+    /// shapes at a size other than its nominal one).
+    pub fn report_for(&self, input: &[usize]) -> Result<Vec<LayerReport>> {
         let mut rows = Vec::new();
         let layers = self
             .layers
@@ -255,7 +261,7 @@ impl Sequential {
             .enumerate()
             .map(|(i, l)| (format!("layers.{i}"), l.as_ref()))
             .collect();
-        report_rows(layers, &self.input, &self.input_rf(), 0, &mut rows)?;
+        report_rows(layers, input, &self.input_rf(), 0, &mut rows)?;
         Ok(rows)
     }
 
@@ -268,9 +274,14 @@ impl Sequential {
     /// `start + u * jump + size - 1`, clipped to the input; after a transposed convolution,
     /// whose taps meet inputs or inserted zeros by the output's phase, an upper bound).
     pub fn geometry(&self) -> Vec<(ReceptiveField, Vec<f64>)> {
+        self.geometry_for(&self.input)
+    }
+
+    /// [`Sequential::geometry`] for per-sample inputs of shape `input`.
+    pub fn geometry_for(&self, input: &[usize]) -> Vec<(ReceptiveField, Vec<f64>)> {
         let mut rf = self.input_rf();
         let mut start = vec![0.0; rf.size.len()];
-        let mut shape = self.input.clone();
+        let mut shape = input.to_vec();
         let mut out = Vec::new();
         for l in &self.layers {
             start = l.rf_start(&shape, &start, &rf.jump);
