@@ -89,6 +89,17 @@ fn the_playground_agrees_with_the_engine_in_a_browser() {
     let total = convnet::explain::playground::engine_cases().len();
     assert_eq!(ok, total, "{}", text_of(&dom, "selftest"));
     assert!(total > 1000);
+    // the same table through the controls: each setting made as a person would, with an
+    // input event, then the size the page shows read back
+    let (dom, console) = load(&chrome, &d.join("profile"), &page, "?drive=1&still=1");
+    assert!(console.is_empty(), "console: {console:?}");
+    let driven: usize = dom
+        .split("id=\"drive\" data-ok=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("the drive ran: {}", text_of(&dom, "drive")));
+    assert_eq!(driven, total, "{}", text_of(&dom, "drive"));
     // set the controls through the address and read the size the page prints
     let cases = [
         ("conv", 2, 7, 3, 2, 1, "same", 0, 0),
