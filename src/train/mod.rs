@@ -491,6 +491,17 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
                 break 'epochs;
             }
         }
+        if st.step < steps {
+            // the loader ends early only when it could not build a batch
+            return Err(Error::Format {
+                path: "training data".into(),
+                msg: format!(
+                    "epoch {}: the data gave {} of {steps} batches (a batch could not be assembled)",
+                    e + 1,
+                    st.step
+                ),
+            });
+        }
         let seconds = base_seconds + started.elapsed().as_secs_f64();
         let val = match &prepared.val {
             Some(v) => Some(evaluate_task(
