@@ -464,3 +464,83 @@ fn every_op_matches_pytorch_forward_and_backward() {
         failures.join("\n")
     );
 }
+
+/// Whole models (tests/golden/models/, written by tools/make_golden.py): a spec, parameters
+/// under convnet's names, and PyTorch's output and gradients from a functional statement of
+/// the blocks (TCN with weight norm and skips, WaveNet, a residual block with batch norm).
+#[test]
+fn whole_models_match_pytorch_forward_and_backward() {
+    use convnet::nn::Ctx;
+    use convnet::spec::Spec;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/models");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths.len(),
+        3,
+        "the committed model fixtures in {}",
+        dir.display()
+    );
+    let mut failures = Vec::new();
+    for p in paths {
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let (tensors, meta) = convnet::io::load(&p).unwrap();
+        let spec = Spec::parse(&meta["spec"], &p).unwrap();
+        let model = spec
+            .build_model(&mut convnet::Rng::new(0))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let state: BTreeMap<String, Tensor> = tensors
+            .iter()
+            .filter_map(|(k, t)| {
+                let k = k.strip_prefix("in.")?;
+                (k != "x").then(|| (k.to_string(), t.deep_clone()))
+            })
+            .collect();
+        model
+            .load_state_dict(&state, &name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let x = tensors["in.x"].deep_clone().requires_grad_();
+        let y = model
+            .forward(
+                &x,
+                &mut Ctx {
+                    training: false,
+                    rng: &mut convnet::Rng::new(0),
+                },
+            )
+            .unwrap();
+        failures.extend(compare(&name, "out", &y, &tensors["out"], 1e-4));
+        ops::sum_all(&ops::mul(&y, &tensors["gout"]).unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        failures.extend(compare(
+            &name,
+            "grad.x",
+            &x.grad().unwrap(),
+            &tensors["grad.x"],
+            1e-4,
+        ));
+        let params: BTreeMap<String, Tensor> = model.named_params().into_iter().collect();
+        let mut checked = 0;
+        for (k, want) in &tensors {
+            let Some(pname) = k.strip_prefix("grad.").filter(|n| *n != "x") else {
+                continue;
+            };
+            match params.get(pname).and_then(|t| t.grad()) {
+                Some(g) => failures.extend(compare(&name, k, &g, want, 1e-4)),
+                None => failures.push(format!("{name}: no gradient for {pname}")),
+            }
+            checked += 1;
+        }
+        assert_eq!(
+            checked,
+            params.len(),
+            "{name}: every parameter's gradient is in the fixture"
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

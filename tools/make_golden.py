@@ -419,7 +419,9 @@ def main():
         for k, v in extra.items():
             tensors["extra." + k] = v
         save(os.path.join(OUT, name + ".safetensors"), tensors, {"op": op, "cfg": json.dumps(cfg), "torch": torch.__version__})
-    print(f"wrote {len(CASES) + len(OPTIM)} cases to {os.path.normpath(OUT)}", file=sys.stderr)
+    add_model_cases()
+    write_models()
+    print(f"wrote {len(CASES) + len(OPTIM)} cases and {len(MODELS)} models to {os.path.normpath(OUT)}", file=sys.stderr)
 
 
 def add_weight_norm_cases():
@@ -443,6 +445,173 @@ def add_upsample_cases():
             extra = {} if mode == "nearest" else {"align_corners": False}
             case(f"{op}_{sf}", op, {"scale": sf}, {"x": rnd(2, 3, 6)},
                  lambda t, sf=sf, mode=mode, extra=extra: F.interpolate(t["x"], scale_factor=sf, mode=mode, **extra))
+
+
+# Whole models (tests/golden/models/): a spec, its parameters under convnet's (PyTorch-style)
+# names, and PyTorch's output and gradients computed by a functional re-statement of the
+# blocks' semantics. The Rust test builds the model from the spec, loads the parameters and
+# compares.
+MODELS = []
+
+
+def causal_conv(x, w, b, d):
+    return F.conv1d(F.pad(x, (d * (w.shape[-1] - 1), 0)), w, b, dilation=d)
+
+
+def same_conv1d(x, w, b):
+    k = w.shape[-1]
+    return F.conv1d(F.pad(x, ((k - 1) // 2, k - 1 - (k - 1) // 2)), w, b)
+
+
+def add_model_cases():
+    # a TCN with weight norm and skip connections, then a dense head
+    c_in, nf, k, dil, L = 2, 5, 2, [1, 2, 4], 20
+    P = {}
+    for i, d in enumerate(dil):
+        pre = f"layers.0.blocks.{i}."
+        for j, cin in [(1, c_in if i == 0 else nf), (2, nf)]:
+            v = rnd(nf, cin, k) * 0.5
+            P[pre + f"conv{j}.weight_v"] = v
+            P[pre + f"conv{j}.weight_g"] = rnd(nf, 1, 1).abs() + 0.5
+            P[pre + f"conv{j}.bias"] = rnd(nf) * 0.1
+        if i == 0:
+            P[pre + "shortcut.weight"] = rnd(nf, c_in, 1) * 0.5
+            P[pre + "shortcut.bias"] = rnd(nf) * 0.1
+    P["layers.1.weight"] = rnd(3, nf) * 0.5
+    P["layers.1.bias"] = rnd(3) * 0.1
+
+    def tcn(t, dil=dil):
+        h, skips = t["x"], None
+        for i, d in enumerate(dil):
+            pre = f"layers.0.blocks.{i}."
+            w = lambda n: torch._weight_norm(t[pre + n + ".weight_v"], t[pre + n + ".weight_g"], 0)
+            y = F.relu(causal_conv(h, w("conv1"), t[pre + "conv1.bias"], d))
+            y = F.relu(causal_conv(y, w("conv2"), t[pre + "conv2.bias"], d))
+            s = F.conv1d(h, t[pre + "shortcut.weight"], t[pre + "shortcut.bias"]) if pre + "shortcut.weight" in t else h
+            h = F.relu(y + s)
+            skips = y if skips is None else skips + y
+        return F.linear(skips[:, :, -1], t["layers.1.weight"], t["layers.1.bias"])
+
+    spec = f"""[model]
+input = [{c_in}, {L}]
+[[model.layers]]
+type = "tcn"
+nb_filters = {nf}
+kernel_size = {k}
+dilations = {dil}
+normalization = "weight"
+[[model.layers]]
+type = "dense"
+units = 3
+"""
+    MODELS.append(("tcn_weight_norm", spec, dict(P, x=rnd(3, c_in, L)), tcn))
+
+    # a WaveNet returning every step
+    R, S, O, k, dil, L = 4, 3, 2, 2, [1, 2, 4, 1, 2, 4], 16
+    P = {"layers.0.input.weight": rnd(R, 1, k) * 0.5, "layers.0.input.bias": rnd(R) * 0.1}
+    for i, d in enumerate(dil):
+        pre = f"layers.0.layers.{i}."
+        P[pre + "gated.weight"] = rnd(2 * R, R, k) * 0.5
+        P[pre + "gated.bias"] = rnd(2 * R) * 0.1
+        if i + 1 < len(dil):
+            P[pre + "residual.weight"] = rnd(R, R, 1) * 0.5
+            P[pre + "residual.bias"] = rnd(R) * 0.1
+        P[pre + "skip.weight"] = rnd(S, R, 1) * 0.5
+        P[pre + "skip.bias"] = rnd(S) * 0.1
+    P["layers.0.head.weight"] = rnd(S, S, 1) * 0.5
+    P["layers.0.head.bias"] = rnd(S) * 0.1
+    P["layers.0.output.weight"] = rnd(O, S, 1) * 0.5
+    P["layers.0.output.bias"] = rnd(O) * 0.1
+
+    def wavenet(t, dil=dil, R=R):
+        h = causal_conv(t["x"], t["layers.0.input.weight"], t["layers.0.input.bias"], 1)
+        skips = None
+        for i, d in enumerate(dil):
+            pre = f"layers.0.layers.{i}."
+            g = causal_conv(h, t[pre + "gated.weight"], t[pre + "gated.bias"], d)
+            z = torch.tanh(g[:, :R]) * torch.sigmoid(g[:, R:])
+            s = F.conv1d(z, t[pre + "skip.weight"], t[pre + "skip.bias"])
+            if pre + "residual.weight" in t:
+                h = h + F.conv1d(z, t[pre + "residual.weight"], t[pre + "residual.bias"])
+            skips = s if skips is None else skips + s
+        y = F.relu(F.conv1d(F.relu(skips), t["layers.0.head.weight"], t["layers.0.head.bias"]))
+        return F.conv1d(y, t["layers.0.output.weight"], t["layers.0.output.bias"])
+
+    spec = f"""[model]
+input = [1, {L}]
+[[model.layers]]
+type = "wavenet"
+residual_channels = {R}
+skip_channels = {S}
+output_channels = {O}
+kernel_size = {k}
+dilations = [1, 2, 4]
+nb_stacks = 2
+return_sequences = true
+"""
+    MODELS.append(("wavenet", spec, dict(P, x=rnd(2, 1, L)), wavenet))
+
+    # a ResNet-style residual block (eval-mode batch norm, a 1x1 shortcut), global pooling
+    P = {
+        "layers.0.body.0.weight": rnd(4, 2, 8) * 0.3, "layers.0.body.0.bias": rnd(4) * 0.1,
+        "layers.0.body.1.weight": rnd(4).abs() + 0.5, "layers.0.body.1.bias": rnd(4) * 0.1,
+        "layers.0.body.1.running_mean": rnd(4) * 0.1, "layers.0.body.1.running_var": rnd(4).abs() + 0.5,
+        "layers.0.body.3.weight": rnd(4, 4, 5) * 0.3, "layers.0.body.3.bias": rnd(4) * 0.1,
+        "layers.0.shortcut.weight": rnd(4, 2, 1) * 0.5, "layers.0.shortcut.bias": rnd(4) * 0.1,
+    }
+
+    def resnet(t):
+        x = t["x"]
+        h = same_conv1d(x, t["layers.0.body.0.weight"], t["layers.0.body.0.bias"])
+        h = F.batch_norm(h, t["layers.0.body.1.running_mean"], t["layers.0.body.1.running_var"],
+                         t["layers.0.body.1.weight"], t["layers.0.body.1.bias"], False, 0.1, 1e-5)
+        h = F.relu(h)
+        h = same_conv1d(h, t["layers.0.body.3.weight"], t["layers.0.body.3.bias"])
+        s = F.conv1d(x, t["layers.0.shortcut.weight"], t["layers.0.shortcut.bias"])
+        return F.relu(h + s).mean(dim=2)
+
+    spec = """[model]
+input = [2, 15]
+[[model.layers]]
+type = "residual"
+activation = "relu"
+[[model.layers.layers]]
+type = "conv1d"
+filters = 4
+kernel_size = 8
+padding = "same"
+[[model.layers.layers]]
+type = "batch_norm"
+[[model.layers.layers]]
+type = "activation"
+activation = "relu"
+[[model.layers.layers]]
+type = "conv1d"
+filters = 4
+kernel_size = 5
+padding = "same"
+[[model.layers]]
+type = "global_avg_pool"
+"""
+    MODELS.append(("residual_block", spec, dict(P, x=rnd(3, 2, 15)), resnet))
+
+
+def write_models():
+    out = os.path.join(OUT, "models")
+    os.makedirs(out, exist_ok=True)
+    gen = torch.Generator().manual_seed(7)
+    for name, spec, inputs, fn in MODELS:
+        leaves = {k: v.double().requires_grad_("running" not in k) for k, v in inputs.items()}
+        res = fn(leaves)
+        gout = torch.randn(res.shape, generator=gen, dtype=torch.float64)
+        (res * gout).sum().backward()
+        tensors = {"in." + k: v for k, v in inputs.items()}
+        tensors["out"] = res
+        tensors["gout"] = gout
+        for k, v in leaves.items():
+            if v.grad is not None:
+                tensors["grad." + k] = v.grad
+        save(os.path.join(out, name + ".safetensors"), tensors, {"spec": spec, "torch": torch.__version__})
 
 
 if __name__ == "__main__":
