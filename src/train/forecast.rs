@@ -77,7 +77,9 @@ pub struct Forecaster<'a> {
     pub window: usize,
     pub input_norm: Normalize,
     pub target_norm: Normalize,
-    /// Indices of the targets among the input columns.
+    /// The columns the model forecasts (run.json).
+    pub target_names: Vec<String>,
+    /// Indices of the targets among the input columns of the attached series.
     pub targets: Vec<usize>,
 }
 
@@ -91,15 +93,14 @@ impl<'a> Forecaster<'a> {
                 msg: "this run is not a forecaster (its data is not format = \"series\")".into(),
             });
         };
-        let (series, targets) = series_columns(spec, source)?;
-        let _ = series;
-        if info.target_std.len() != targets.len() {
+        let n = info.target_names.len();
+        if n == 0 || info.target_std.len() != n || info.target_mean.len() != n {
             return Err(Error::Format {
                 path: "run.json".into(),
                 msg: format!(
-                    "{} target normalisations for {} targets",
-                    info.target_std.len(),
-                    targets.len()
+                    "{} target names with {} normalisations: not a forecaster's run",
+                    n,
+                    info.target_std.len()
                 ),
             });
         }
@@ -112,8 +113,43 @@ impl<'a> Forecaster<'a> {
                 mean: info.target_mean.clone(),
                 std: info.target_std.clone(),
             },
-            targets,
+            target_names: info.target_names.clone(),
+            targets: Vec::new(),
         })
+    }
+
+    /// Fit the forecaster to a series to forecast (read with the spec's columns): it must have
+    /// the model's input channels and the targets the model was trained on.
+    pub fn attach(&mut self, series: &Series, path: &str) -> Result<()> {
+        let channels = self.input_norm.mean.len();
+        if series.names.len() != channels {
+            return Err(Error::Format {
+                path: path.into(),
+                msg: format!(
+                    "{} value column(s) ({}) for a model trained on {channels}",
+                    series.names.len(),
+                    series.names.join(", ")
+                ),
+            });
+        }
+        self.targets = self
+            .target_names
+            .iter()
+            .map(|t| {
+                series
+                    .names
+                    .iter()
+                    .position(|n| n == t)
+                    .ok_or_else(|| Error::Format {
+                        path: path.into(),
+                        msg: format!(
+                            "no column `{t}`, which the model forecasts; the series has {}",
+                            series.names.join(", ")
+                        ),
+                    })
+            })
+            .collect::<Result<_>>()?;
+        Ok(())
     }
 
     /// The model's input for the last `window` steps of `cols` (each column's history): the
@@ -236,8 +272,9 @@ pub fn evaluate_forecaster(
     info: &RunInfo,
     horizon: Option<usize>,
 ) -> Result<ForecastReport> {
-    let f = Forecaster::new(spec, model, info)?;
+    let mut f = Forecaster::new(spec, model, info)?;
     let (series, targets) = series_columns(spec, f.source)?;
+    f.attach(&series, &f.source.path.display().to_string())?;
     let horizon = horizon.unwrap_or(f.source.horizon);
     let split = f.source.split_at(series.len());
     let origins: Vec<usize> =

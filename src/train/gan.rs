@@ -99,7 +99,18 @@ pub fn generate(
     norm: &Normalize,
     rng: &mut Rng,
 ) -> Result<Vec<Vec<f32>>> {
-    sample(g, &noise(n, &g.input, rng)?, norm)
+    // the noise drawn in one go, so that a count's first images do not depend on the count
+    let z = noise(n, &g.input, rng)?;
+    let per = z.numel() / n.max(1);
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(256) {
+        let k = (n - start).min(256);
+        let mut s = vec![k];
+        s.extend(&g.input);
+        let chunk = Tensor::from_vec(z.data()[start * per..(start + k) * per].to_vec(), &s)?;
+        out.extend(sample(g, &chunk, norm)?);
+    }
+    Ok(out)
 }
 
 /// The generator's images (eval mode) for the noise batch `z`, in the data's units.

@@ -44,8 +44,9 @@ pub fn run(a: Args) -> Result<()> {
         };
         match source {
             Some(DataSource::Series(_)) => {
-                let f = Forecaster::new(&spec, &model, &info)?;
+                let mut f = Forecaster::new(&spec, &model, &info)?;
                 let series = read_series_csv(path, &f.source.read)?;
+                f.attach(&series, &path.display().to_string())?;
                 let t = a.start.unwrap_or(series.len());
                 if t > series.len() || t < f.window {
                     bail!(

@@ -27,8 +27,9 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--horizon must be at least 1");
     }
     let (spec, model, info) = train::load_run(&a.dir)?;
-    let f = Forecaster::new(&spec, &model, &info)?;
+    let mut f = Forecaster::new(&spec, &model, &info)?;
     let series = read_series_csv(&a.series, &f.source.read)?;
+    f.attach(&series, &a.series.display().to_string())?;
     let n = series.len();
     let start = a.start.unwrap_or(n);
     if start > n {

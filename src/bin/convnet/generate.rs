@@ -20,6 +20,9 @@ pub fn run(a: Args) -> Result<()> {
     if a.count == 0 || a.cols == 0 {
         bail!("--count and --cols must be at least 1");
     }
+    if a.count > 4096 {
+        bail!("--count {}: a grid holds at most 4096 images", a.count);
+    }
     if a.out.exists() && !a.overwrite {
         bail!("{} exists: pass --overwrite to replace it", a.out.display());
     }

@@ -310,7 +310,16 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            // the chain, without repeating a cause the message already states
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let t = cause.to_string();
+                if !msg.contains(&t) {
+                    msg.push_str(": ");
+                    msg.push_str(&t);
+                }
+            }
+            eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
     }
