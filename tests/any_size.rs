@@ -218,6 +218,8 @@ fn eval_size_on_a_fixed_model_names_the_layer_and_both_sizes() {
     // a classifier run is not a generator
     let (ok, _, err) = convnet(d, &["generate", "run", "--out", "g.png"]);
     assert!(!ok && err.contains("is not a GAN run"), "{err}");
+    let (ok, _, err) = convnet(d, &["generate", "run", "--count", "5000"]);
+    assert!(!ok && err.contains("at most 4096"), "{err}");
     let (ok, _, err) = convnet(d, &["generate", "run", "--count", "0"]);
     assert!(
         !ok && err.contains("--count and --cols must be at least 1"),

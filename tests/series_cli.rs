@@ -135,6 +135,26 @@ fn forecaster_trains_evaluates_beside_baselines_and_forecasts() {
     );
     let e = fails(&["eval", &s(&run), "--data", "test"]);
     assert!(e.contains("--data val"), "{e}");
+    // forecasting needs the series it is given, not the training file: from another folder
+    std::fs::copy(
+        root().join("data/sunspots/sunspots_monthly.csv"),
+        tmp.path().join("copy.csv"),
+    )
+    .unwrap();
+    let (good, out, err) = convnet(
+        tmp.path(),
+        &[
+            "forecast",
+            "run",
+            "copy.csv",
+            "--horizon",
+            "2",
+            "--out",
+            "elsewhere",
+        ],
+    );
+    assert!(good, "{out}\n{err}");
+    assert!(tmp.path().join("elsewhere.csv").exists());
 }
 
 #[test]
