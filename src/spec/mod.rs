@@ -1,6 +1,8 @@
-//! The TOML spec: `[model]` (input shape and `[[model.layers]]`), `[data]` (format, paths,
-//! validation split, normalisation, `[data.augment]`) and `[train]` (loss, optimizer,
-//! schedule, epochs, batch size, seed, early stopping). Every key is checked: unknown keys,
+//! The TOML spec: `[model]` (input shape, a size possibly `"any"`, and `[[model.layers]]`,
+//! blocks holding `[[model.layers.layers]]`) or a GAN's `[generator]` and `[discriminator]`;
+//! `[data]` (images: idx, csv, folder; labelled series: ts, tsv; a series to forecast: series;
+//! paths, validation split, normalisation, `[data.augment]`) and `[train]` (task, loss,
+//! optimizer, schedule, epochs, batch size, seed, early stopping). Every key is checked: unknown keys,
 //! wrong types and impossible shapes are reported with the file, the layer's index and type,
 //! the key, and what was expected, before any training starts.
 
