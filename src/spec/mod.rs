@@ -311,6 +311,15 @@ impl Spec {
         })
     }
 
+    /// An error about this spec at `at` (`[data], key `split``).
+    pub fn err(&self, at: &str, msg: String) -> Error {
+        Error::Spec {
+            path: self.path.display().to_string(),
+            at: at.into(),
+            msg,
+        }
+    }
+
     /// The shape of the data's samples: the model's input, or a GAN discriminator's.
     pub fn sample_shape(&self) -> (&[usize], &[bool]) {
         match &self.discriminator {

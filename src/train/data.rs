@@ -53,14 +53,6 @@ fn idx_pair(images: &Path, labels: &Path, shape: &[usize], any_size: bool) -> Re
     })
 }
 
-fn spec_err(spec: &Spec, at: &str, msg: String) -> Error {
-    Error::Spec {
-        path: spec.path.display().to_string(),
-        at: at.into(),
-        msg,
-    }
-}
-
 /// Labelled series from a `.ts` or `.tsv` file, all of the model's input shape.
 fn labeled(
     spec: &Spec,
@@ -126,8 +118,7 @@ pub fn read_split(spec: &Spec, which: &str) -> Result<Option<(Dataset, Option<Ve
             });
         }
         DataSource::Series(_) => {
-            return Err(spec_err(
-                spec,
+            return Err(spec.err(
                 "[data]",
                 "a series is split by time into windows, not read as samples".into(),
             ));
@@ -135,11 +126,10 @@ pub fn read_split(spec: &Spec, which: &str) -> Result<Option<(Dataset, Option<Ve
         _ => {}
     }
     if shape.len() != 3 {
-        return Err(Error::Spec {
-            path: spec.path.display().to_string(),
-            at: "[model], key `input`".into(),
-            msg: format!("image data needs an input of (channels, height, width), got {shape:?}"),
-        });
+        return Err(spec.err(
+            "[model], key `input`",
+            format!("image data needs an input of (channels, height, width), got {shape:?}"),
+        ));
     }
     Ok(match (&d.source, which) {
         (
@@ -202,11 +192,7 @@ pub fn prepare(spec: &Spec, task: &Task, seed: u64) -> Result<Prepared> {
         Task::Classify { classes, .. } => *classes,
         Task::Autoencode { .. } => usize::MAX,
         Task::Forecast { .. } => {
-            return Err(spec_err(
-                spec,
-                "[data]",
-                "regression needs format = \"series\"".into(),
-            ));
+            return Err(spec.err("[data]", "regression needs format = \"series\"".into()));
         }
     };
     prepare_samples(spec, classes, seed)
@@ -216,11 +202,8 @@ pub fn prepare(spec: &Spec, task: &Task, seed: u64) -> Result<Prepared> {
 /// labels do not matter (autoencoders, GANs).
 pub fn prepare_samples(spec: &Spec, classes: usize, seed: u64) -> Result<Prepared> {
     let d = spec.data()?;
-    let (full, folder_names) = read_split(spec, "train")?.ok_or_else(|| Error::Spec {
-        path: spec.path.display().to_string(),
-        at: "[data]".into(),
-        msg: "no training data".into(),
-    })?;
+    let (full, folder_names) =
+        read_split(spec, "train")?.ok_or_else(|| spec.err("[data]", "no training data".into()))?;
     full.check_labels(classes, "training data")?;
     let test = match read_split(spec, "test")? {
         Some((t, _)) => {
@@ -236,11 +219,10 @@ pub fn prepare_samples(spec: &Spec, classes: usize, seed: u64) -> Result<Prepare
         (full, None)
     };
     if train.is_empty() {
-        return Err(Error::Spec {
-            path: spec.path.display().to_string(),
-            at: "[data], key `validation_split`".into(),
-            msg: "leaves no training samples".into(),
-        });
+        return Err(spec.err(
+            "[data], key `validation_split`",
+            "leaves no training samples".into(),
+        ));
     }
     let c = spec.sample_shape().0[0];
     let normalize = match &d.normalize {
@@ -251,11 +233,10 @@ pub fn prepare_samples(spec: &Spec, classes: usize, seed: u64) -> Result<Prepare
         }
         NormalizeSpec::Fixed { mean, std } => {
             if mean.len() != c {
-                return Err(Error::Spec {
-                    path: spec.path.display().to_string(),
-                    at: "[data.normalize]".into(),
-                    msg: format!("{} means for {c} input channels", mean.len()),
-                });
+                return Err(spec.err(
+                    "[data.normalize]",
+                    format!("{} means for {c} input channels", mean.len()),
+                ));
             }
             Normalize {
                 mean: mean.clone(),
@@ -267,22 +248,20 @@ pub fn prepare_samples(spec: &Spec, classes: usize, seed: u64) -> Result<Prepare
         _ if classes == usize::MAX => Vec::new(),
         (Some(n), _) if n.len() == classes => n.clone(),
         (Some(n), _) => {
-            return Err(Error::Spec {
-                path: spec.path.display().to_string(),
-                at: "[data], key `class_names`".into(),
-                msg: format!("{} names for the {classes} outputs of the model", n.len()),
-            });
+            return Err(spec.err(
+                "[data], key `class_names`",
+                format!("{} names for the {classes} outputs of the model", n.len()),
+            ));
         }
         (None, Some(n)) if n.len() == classes => n,
         (None, Some(n)) => {
-            return Err(Error::Spec {
-                path: spec.path.display().to_string(),
-                at: "[data]".into(),
-                msg: format!(
+            return Err(spec.err(
+                "[data]",
+                format!(
                     "the image folder has {} classes but the model outputs {classes}",
                     n.len()
                 ),
-            });
+            ));
         }
         (None, None) => (0..classes).map(|i| i.to_string()).collect(),
     };
@@ -304,8 +283,7 @@ pub fn series_columns(spec: &Spec, s: &SeriesSource) -> Result<(crate::data::Ser
     let (c, window) = match spec.input[..] {
         [c, w] => (c, w),
         _ => {
-            return Err(spec_err(
-                spec,
+            return Err(spec.err(
                 "[model], key `input`",
                 format!(
                     "a series model's input is [channels, window], got {:?}",
@@ -315,8 +293,7 @@ pub fn series_columns(spec: &Spec, s: &SeriesSource) -> Result<(crate::data::Ser
         }
     };
     if series.names.len() != c {
-        return Err(spec_err(
-            spec,
+        return Err(spec.err(
             "[data], key `columns`",
             format!(
                 "{} column(s) ({}) for a model with {c} input channel(s)",
@@ -331,8 +308,7 @@ pub fn series_columns(spec: &Spec, s: &SeriesSource) -> Result<(crate::data::Ser
             .iter()
             .map(|name| {
                 series.names.iter().position(|n| n == name).ok_or_else(|| {
-                    spec_err(
-                        spec,
+                    spec.err(
                         "[data], key `targets`",
                         format!(
                             "`{name}` is not an input column ({})",
@@ -345,9 +321,7 @@ pub fn series_columns(spec: &Spec, s: &SeriesSource) -> Result<(crate::data::Ser
     };
     let split = s.split_at(series.len());
     if split < window + s.horizon || split >= series.len() {
-        return Err(spec_err(
-            spec,
-            "[data], key `split`",
+        return Err(spec.err("[data], key `split`",
             format!(
                 "the validation part starts at step {split} of {}: the training part needs at least window + horizon = {} steps and the validation part at least one",
                 series.len(),
@@ -371,9 +345,7 @@ fn prepare_series(spec: &Spec, s: &SeriesSource, norm: &NormalizeSpec) -> Result
             Normalize { mean, std }
         }
         NormalizeSpec::Fixed { .. } => {
-            return Err(spec_err(
-                spec,
-                "[data], key `normalize`",
+            return Err(spec.err("[data], key `normalize`",
                 "a series is normalised with \"standardize\" (fitted on the training part) or \"none\"".into(),
             ));
         }
@@ -417,11 +389,7 @@ fn prepare_series(spec: &Spec, s: &SeriesSource, norm: &NormalizeSpec) -> Result
         (normalize, target_norm)
     };
     if train.is_empty() {
-        return Err(spec_err(
-            spec,
-            "[data], key `split`",
-            "leaves no training windows".into(),
-        ));
+        return Err(spec.err("[data], key `split`", "leaves no training windows".into()));
     }
     Ok(Prepared {
         train: Arc::new(train),

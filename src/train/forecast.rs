@@ -87,11 +87,10 @@ impl<'a> Forecaster<'a> {
     /// From a run's spec, model and run.json.
     pub fn new(spec: &'a Spec, model: &'a Sequential, info: &RunInfo) -> Result<Forecaster<'a>> {
         let Some(DataSource::Series(source)) = spec.data.as_ref().map(|d| &d.source) else {
-            return Err(Error::Spec {
-                path: spec.path.display().to_string(),
-                at: "[data]".into(),
-                msg: "this run is not a forecaster (its data is not format = \"series\")".into(),
-            });
+            return Err(spec.err(
+                "[data]",
+                "this run is not a forecaster (its data is not format = \"series\")".into(),
+            ));
         };
         let n = info.target_names.len();
         if n == 0 || info.target_std.len() != n || info.target_mean.len() != n {

@@ -43,23 +43,14 @@ pub struct GanRow {
 /// The discriminator's weights in a GAN's run directory.
 pub const DISCRIMINATOR: &str = "discriminator.safetensors";
 
-fn spec_err(spec: &Spec, at: &str, msg: String) -> Error {
-    Error::Spec {
-        path: spec.path.display().to_string(),
-        at: at.into(),
-        msg,
-    }
-}
-
 /// Build a GAN's two models and check that they fit each other and the data.
 pub fn build_gan(spec: &Spec, seed: u64) -> Result<(Sequential, Sequential)> {
     let g = spec.build_model(&mut Rng::new(mix(seed, 0x6e17)))?;
     let d = spec
         .build_discriminator(&mut Rng::new(mix(seed, 0xd15c)))?
-        .ok_or_else(|| spec_err(spec, "top level", "a GAN needs a [discriminator]".into()))?;
+        .ok_or_else(|| spec.err("top level", "a GAN needs a [discriminator]".into()))?;
     if g.output_shape() != &d.input[..] {
-        let e = spec_err(
-            spec,
+        let e = spec.err(
             "[generator]",
             format!(
                 "the generator makes {} samples but the discriminator takes {}",
@@ -71,8 +62,7 @@ pub fn build_gan(spec: &Spec, seed: u64) -> Result<(Sequential, Sequential)> {
     }
     if d.output_shape().iter().product::<usize>() != 1 {
         return Err(with_trail(
-            spec_err(
-                spec,
+            spec.err(
                 "[discriminator]",
                 format!(
                     "the discriminator must output one logit per sample, this one outputs {}",

@@ -186,16 +186,14 @@ fn epoch_seed(seed: u64, e: usize) -> u64 {
 pub fn classes_of(spec: &Spec, model: &Sequential) -> Result<usize> {
     match Task::of(spec, model)? {
         Task::Classify { classes, .. } => Ok(classes),
-        Task::Forecast { .. } => Err(Error::Spec {
-            path: spec.path.display().to_string(),
-            at: "[data]".into(),
-            msg: "this spec forecasts a series; it has no classes".into(),
-        }),
-        Task::Autoencode { .. } => Err(Error::Spec {
-            path: spec.path.display().to_string(),
-            at: "[train], key `task`".into(),
-            msg: "this spec trains an autoencoder; it has no classes".into(),
-        }),
+        Task::Forecast { .. } => Err(spec.err(
+            "[data]",
+            "this spec forecasts a series; it has no classes".into(),
+        )),
+        Task::Autoencode { .. } => Err(spec.err(
+            "[train], key `task`",
+            "this spec trains an autoencoder; it has no classes".into(),
+        )),
     }
 }
 
@@ -312,11 +310,10 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
     let t = &spec.train;
     let dir = &opts.out;
     if t.task == crate::spec::TaskKind::Gan {
-        return Err(Error::Spec {
-            path: spec.path.display().to_string(),
-            at: "[train], key `task`".into(),
-            msg: "a GAN trains with train::gan::train_gan".into(),
-        });
+        return Err(spec.err(
+            "[train], key `task`",
+            "a GAN trains with train::gan::train_gan".into(),
+        ));
     }
     let model = spec.build_model(&mut Rng::new(mix(t.seed, 0x1417)))?;
     let task = Task::of(spec, &model)?;
@@ -341,14 +338,13 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         && !monitor.ends_with("loss")
         && monitor != format!("val_{}", metric.name())
     {
-        return Err(Error::Spec {
-            path: spec.path.display().to_string(),
-            at: "[train.early_stopping], key `monitor`".into(),
-            msg: format!(
+        return Err(spec.err(
+            "[train.early_stopping], key `monitor`",
+            format!(
                 "{monitor} does not apply: this run reports val_loss and val_{}",
                 metric.name()
             ),
-        });
+        ));
     }
     let minimize = monitor.ends_with("loss") || !metric.higher_is_better();
 

@@ -71,14 +71,6 @@ pub enum Task {
     Autoencode { loss: Loss },
 }
 
-fn spec_err(spec: &Spec, at: &str, msg: String) -> Error {
-    Error::Spec {
-        path: spec.path.display().to_string(),
-        at: at.into(),
-        msg,
-    }
-}
-
 impl Task {
     /// The task a spec and its model describe; the model's output must fit it. For a
     /// forecaster, `target_std` is filled in once the data is read.
@@ -87,8 +79,7 @@ impl Task {
         let loss = spec.train.loss.clone();
         if spec.train.task == crate::spec::TaskKind::Autoencoder {
             if out != &model.input[..] {
-                let e = spec_err(
-                    spec,
+                let e = spec.err(
                     "[model]",
                     format!(
                         "an autoencoder must output its input's shape {}, this model outputs {}",
@@ -100,8 +91,7 @@ impl Task {
             }
             if let Some(d) = &spec.data {
                 if d.normalize != crate::spec::NormalizeSpec::Scale {
-                    return Err(spec_err(
-                        spec,
+                    return Err(spec.err(
                         "[data], key `normalize`",
                         "an autoencoder reconstructs pixels in [0, 1]: set normalize = \"scale\""
                             .into(),
@@ -112,8 +102,7 @@ impl Task {
                 None => Loss::Mse,
                 Some(l @ (Loss::Mse | Loss::Bce)) => l,
                 Some(_) => {
-                    return Err(spec_err(
-                        spec,
+                    return Err(spec.err(
                         "[train], key `loss`",
                         "an autoencoder's loss is mse or bce".into(),
                     ));
@@ -126,9 +115,7 @@ impl Task {
             let outputs = targets * s.horizon;
             let n: usize = out.iter().product();
             if n != outputs {
-                return Err(spec_err(
-                    spec,
-                    "[model]",
+                return Err(spec.err("[model]",
                     format!(
                         "the model outputs {out:?} per sample ({n} values) but the data asks for {targets} target(s) x horizon {} = {outputs}",
                         s.horizon
@@ -138,8 +125,7 @@ impl Task {
             let loss = match loss {
                 None => Loss::Mse,
                 Some(Loss::CrossEntropy) => {
-                    return Err(spec_err(
-                        spec,
+                    return Err(spec.err(
                         "[train], key `loss`",
                         "a forecaster's loss is mse, mae or huber".into(),
                     ));
@@ -154,8 +140,7 @@ impl Task {
             });
         }
         if matches!(loss, Some(ref l) if *l != Loss::CrossEntropy) {
-            return Err(spec_err(
-                spec,
+            return Err(spec.err(
                 "[train], key `loss`",
                 "a classifier's loss is cross_entropy".into(),
             ));
@@ -163,9 +148,7 @@ impl Task {
         let classes = match out {
             [k] if *k >= 2 => *k,
             other => {
-                return Err(spec_err(
-                    spec,
-                    "[model]",
+                return Err(spec.err("[model]",
                     format!(
                         "a classifier's last layer must output (classes) with at least 2 classes per sample, this model outputs {other:?}"
                     ),
@@ -178,7 +161,7 @@ impl Task {
         };
         // Check the options (class weights per class) before any data is read.
         ops::cross_entropy(&Tensor::zeros(&[1, classes])?, &[0], &options)
-            .map_err(|e| spec_err(spec, "[train]", e.to_string()))?;
+            .map_err(|e| spec.err("[train]", e.to_string()))?;
         Ok(Task::Classify { classes, options })
     }
 
