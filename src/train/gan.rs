@@ -25,7 +25,7 @@ use crate::rng::Rng;
 use crate::spec::{Spec, with_trail};
 use crate::tensor::Tensor;
 
-use super::{Observer, RunInfo, files, mix, plot, prepare_samples, split_seed};
+use super::{Observer, RunInfo, files, mix, plot, prepare_samples, split_seed, write_file};
 
 /// One epoch of adversarial training.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -162,15 +162,7 @@ pub fn train_gan(
     let (g, d) = build_gan(spec, t.seed)?;
     let prepared = prepare_samples(spec, usize::MAX, split_seed(t.seed))?;
     let shape = d.input.clone();
-    let p = dir.join(files::SPEC);
-    let io_err = |p: &Path| {
-        let p = p.display().to_string();
-        move |e: std::io::Error| Error::Io {
-            path: p.clone(),
-            source: e,
-        }
-    };
-    std::fs::write(&p, &spec.text).map_err(io_err(&p))?;
+    write_file(&dir.join(files::SPEC), &spec.text)?;
     let info = RunInfo {
         convnet_version: crate::VERSION.into(),
         class_names: Vec::new(),
@@ -185,11 +177,7 @@ pub fn train_gan(
         target_mean: Vec::new(),
         target_std: Vec::new(),
     };
-    let write_info = |i: &RunInfo| -> Result<()> {
-        let p = dir.join(files::RUN);
-        std::fs::write(&p, serde_json::to_string_pretty(i).unwrap_or_default()).map_err(io_err(&p))
-    };
-    write_info(&info)?;
+    info.save(dir)?;
     let (gp, dp) = (g.named_params(), d.named_params());
     let mut opt_g = Optimizer::new(t.optimizer.clone(), t.weight_decay)?;
     let mut opt_d = Optimizer::new(t.optimizer.clone(), t.weight_decay)?;
@@ -302,10 +290,11 @@ pub fn train_gan(
             return Ok(rows);
         }
     }
-    write_info(&RunInfo {
+    RunInfo {
         finished: true,
         ..info
-    })?;
+    }
+    .save(dir)?;
     Ok(rows)
 }
 
@@ -317,11 +306,7 @@ fn write_gan_metrics(dir: &Path, rows: &[GanRow]) -> Result<()> {
             r.epoch, r.d_loss, r.g_loss, r.d_real, r.d_fake, r.seconds
         ));
     }
-    let p = dir.join(files::METRICS);
-    std::fs::write(&p, s).map_err(|e| Error::Io {
-        path: p.display().to_string(),
-        source: e,
-    })?;
+    write_file(&dir.join(files::METRICS), s)?;
     use plotters::style::RGBColor;
     let col = |f: &dyn Fn(&GanRow) -> f64| -> Vec<f64> { rows.iter().map(f).collect() };
     let (d, g) = (col(&|r| r.d_loss), col(&|r| r.g_loss));

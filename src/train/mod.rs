@@ -139,6 +139,13 @@ impl RunInfo {
             msg: format!("not a run description: {e}"),
         })
     }
+    /// Write `dir/run.json`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        write_file(
+            &dir.join(files::RUN),
+            serde_json::to_string_pretty(self).unwrap_or_default(),
+        )
+    }
     pub fn normalize(&self) -> Normalize {
         Normalize {
             mean: self.normalize_mean.clone(),
@@ -205,6 +212,11 @@ pub fn loss_options(spec: &Spec) -> CrossEntropyOptions {
     }
 }
 
+/// Write a file of a run directory; a failure names the file.
+pub(crate) fn write_file(p: &Path, data: impl AsRef<[u8]>) -> Result<()> {
+    std::fs::write(p, data).map_err(io_err(p))
+}
+
 fn io_err(p: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Io {
         path: p.display().to_string(),
@@ -228,8 +240,7 @@ fn write_metrics(dir: &Path, history: &[EpochRow], metric: Metric) -> Result<()>
             r.lr
         ));
     }
-    let p = dir.join(files::METRICS);
-    std::fs::write(&p, s).map_err(io_err(&p))
+    write_file(&dir.join(files::METRICS), s)
 }
 
 fn write_curves(dir: &Path, history: &[EpochRow], title: &str, metric: Metric) -> Result<()> {
@@ -357,8 +368,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         ));
         st
     } else {
-        let p = dir.join(files::SPEC);
-        std::fs::write(&p, &spec.text).map_err(io_err(&p))?;
+        write_file(&dir.join(files::SPEC), &spec.text)?;
         LoopState::default()
     };
     let info = |best_epoch: Option<usize>, finished: bool| RunInfo {
@@ -381,11 +391,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         seed: t.seed,
         epochs: t.epochs,
     };
-    let write_info = |i: RunInfo| -> Result<()> {
-        let p = dir.join(files::RUN);
-        std::fs::write(&p, serde_json::to_string_pretty(&i).unwrap_or_default()).map_err(io_err(&p))
-    };
-    write_info(info(st.best_epoch, false))?;
+    info(st.best_epoch, false).save(dir)?;
 
     let params = model.named_params();
     let n = prepared.train.len();
@@ -569,7 +575,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         st.epoch_seconds = 0.0;
         st.schedule = (sched.scale, sched.best, sched.bad_epochs);
         save_checkpoint(dir, &model, &opt, &st)?;
-        write_info(info(st.best_epoch, false))?;
+        info(st.best_epoch, false).save(dir)?;
         if let Some(es) = &t.early_stopping {
             // As Keras: stop once `patience` epochs in a row brought no improvement.
             if st.bad_epochs >= es.patience.max(1) {
@@ -592,7 +598,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         }
     }
     if !matches!(outcome, Outcome::Interrupted { .. }) {
-        write_info(info(st.best_epoch, true))?;
+        info(st.best_epoch, true).save(dir)?;
     }
     Ok(TrainResult {
         outcome,
