@@ -325,28 +325,15 @@ fn kept_html(
 /// Grad-CAM (Selvaraju et al. 2017) for `class` at the last layer that still has positions:
 /// each channel weighted by the mean gradient of the class score over its positions, summed,
 /// ReLU, scaled to [0, 1]. Returns the map and its spatial shape.
+/// `outs` are the layers' outputs for the input, whose rank is `rank`.
 fn grad_cam(
     model: &Sequential,
-    x: &Tensor,
+    outs: &[Tensor],
+    rank: usize,
     class: usize,
 ) -> Result<Option<(Vec<f32>, Vec<usize>, usize)>> {
     let layers = model.layers();
-    let rank = x.rank();
     let mut ctx_rng = Rng::new(0);
-    let mut h = x.clone();
-    let mut outs = Vec::new();
-    for l in layers {
-        h = no_grad(|| {
-            l.forward(
-                &h,
-                &mut Ctx {
-                    training: false,
-                    rng: &mut ctx_rng,
-                },
-            )
-        })?;
-        outs.push(h.clone());
-    }
     let Some(k) = (0..layers.len()).rev().find(|&i| outs[i].rank() == rank) else {
         return Ok(None);
     };
@@ -527,7 +514,7 @@ pub fn explain(spec: &Spec, model: &Sequential, input: &ExplainInput) -> Result<
 
     // Grad-CAM for the predicted class
     if let Some((k, _)) = predicted {
-        if let Some((cam, cshape, at)) = grad_cam(model, &input.x, k)? {
+        if let Some((cam, cshape, at)) = grad_cam(model, &outs, input.x.rank(), k)? {
             body.push_str(&format!(
                 "<section class=\"gradcam\"><h2>Grad-CAM: where the input raised the score of {}</h2><p class=\"note\">computed at layers.{at} ({}), resampled to the input</p>",
                 esc(&input.class_names[k]),
