@@ -301,18 +301,40 @@ pub fn report(
     horizon: usize,
 ) -> Result<ForecastReport> {
     let preds = f.forecast(&series.values, origins, horizon)?;
-    let m = f.source.seasonality;
+    Ok(score(
+        series,
+        targets,
+        origins,
+        horizon,
+        &preds,
+        f.source.seasonality,
+        Some(split),
+    ))
+}
+
+/// Metrics of forecasts `preds[origin][target]` (at least `horizon` steps each) and of the
+/// baselines from the same origins; MASE scaled by the history before `mase_split` when given.
+pub fn score(
+    series: &Series,
+    targets: &[usize],
+    origins: &[usize],
+    horizon: usize,
+    preds: &[Vec<Vec<f32>>],
+    seasonality: Option<usize>,
+    mase_split: Option<usize>,
+) -> ForecastReport {
+    let m = seasonality;
     let lag = m.unwrap_or(1);
     let scales: Vec<f64> = targets
         .iter()
-        .map(|&j| naive_scale(&series.values[j], lag, split))
+        .map(|&j| mase_split.map_or(f64::NAN, |s| naive_scale(&series.values[j], lag, s)))
         .collect();
     let (mut p, mut truth, mut nv, mut sn, mut sc) = (vec![], vec![], vec![], vec![], vec![]);
     let mut seasonal_ok = m.is_some();
     for (k, &t) in origins.iter().enumerate() {
         for (jj, &j) in targets.iter().enumerate() {
             let v = &series.values[j];
-            p.extend_from_slice(&preds[k][jj]);
+            p.extend_from_slice(&preds[k][jj][..horizon]);
             truth.extend_from_slice(&v[t..t + horizon]);
             nv.extend(naive(v, t, horizon));
             match m {
@@ -326,8 +348,8 @@ pub fn report(
         .iter()
         .all(|s| s.is_finite())
         .then_some(sc.as_slice());
-    Ok(ForecastReport {
-        split,
+    ForecastReport {
+        split: mase_split.unwrap_or(origins.first().copied().unwrap_or(0)),
         origins: origins.len(),
         horizon,
         targets: targets.iter().map(|&j| series.names[j].clone()).collect(),
@@ -335,5 +357,5 @@ pub fn report(
         naive: forecast_metrics(&nv, &truth, scale),
         seasonal_naive: seasonal_ok.then(|| forecast_metrics(&sn, &truth, scale)),
         seasonality: m,
-    })
+    }
 }

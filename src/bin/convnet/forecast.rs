@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use convnet::data::read_series_csv;
-use convnet::train::forecast::{Forecaster, forecast_metrics, naive, seasonal_naive};
+use convnet::train::forecast::{Forecaster, score};
 use convnet::train::{self, plot};
 use plotters::style::RGBColor;
 
@@ -114,21 +114,18 @@ pub fn run(a: Args) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut metrics = serde_json::Map::new();
     if known > 0 {
-        let (mut p, mut truth, mut nv, mut sn) = (vec![], vec![], vec![], vec![]);
-        let m = f.source.seasonality.filter(|&m| start >= m);
-        for (jj, &j) in f.targets.iter().enumerate() {
-            let v = &series.values[j];
-            p.extend_from_slice(&preds[jj][..known]);
-            truth.extend_from_slice(&v[start..start + known]);
-            nv.extend(naive(v, start, known));
-            if let Some(m) = m {
-                sn.extend(seasonal_naive(v, start, known, m));
-            }
-        }
-        let mut rows = vec![("model", forecast_metrics(&p, &truth, None))];
-        rows.push(("naive", forecast_metrics(&nv, &truth, None)));
-        if m.is_some() {
-            rows.push(("seasonal_naive", forecast_metrics(&sn, &truth, None)));
+        let r = score(
+            &series,
+            &f.targets,
+            &[start],
+            known,
+            std::slice::from_ref(preds),
+            f.source.seasonality,
+            None,
+        );
+        let mut rows = vec![("model", r.model), ("naive", r.naive)];
+        if let Some(s) = r.seasonal_naive {
+            rows.push(("seasonal_naive", s));
         }
         if !a.json {
             writeln!(out, "{known} known step(s) from step {start}:")?;
