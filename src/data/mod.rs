@@ -116,22 +116,23 @@ impl Dataset {
     }
 
     /// Sample `i`'s spatial size.
-    pub fn size(&self, i: usize) -> Vec<usize> {
+    pub fn size(&self, i: usize) -> &[usize] {
         match self.sizes.get(i) {
-            Some(s) => s.clone(),
-            None => self.shape.get(1..).unwrap_or(&[]).to_vec(),
+            Some(s) => s,
+            None => self.shape.get(1..).unwrap_or(&[]),
         }
     }
 
-    /// Sample `i`'s values without padding, laid out `(c, *size(i))`.
-    pub fn sample_trimmed(&self, i: usize) -> Vec<f32> {
+    /// Sample `i`'s values without padding, laid out `(c, *size(i))`: borrowed when the
+    /// sample fills `shape`.
+    pub fn sample_trimmed(&self, i: usize) -> std::borrow::Cow<'_, [f32]> {
         let x = self.sample(i);
         let full = self.shape.get(1..).unwrap_or(&[]);
         let size = self.size(i);
         if size == full {
-            return x.to_vec();
+            return x.into();
         }
-        match (full, &size[..]) {
+        let v: Vec<f32> = match (full, size) {
             ([fl], [l]) => x
                 .chunks(*fl)
                 .flat_map(|row| row[..*l].iter().copied())
@@ -146,7 +147,8 @@ impl Dataset {
                 })
                 .collect(),
             _ => x.to_vec(),
-        }
+        };
+        v.into()
     }
 
     /// The batches of an epoch that visits samples in `order`: runs of `batch_size`, and for
@@ -178,18 +180,14 @@ impl Dataset {
         idx: &[usize],
         mut prepare: impl FnMut(usize, &mut [f32]),
     ) -> Result<crate::tensor::Tensor> {
-        let size = idx.first().map_or_else(Vec::new, |&i| self.size(i));
+        let size = idx.first().map_or(&[][..], |&i| self.size(i));
         let mut shape = vec![idx.len(), self.shape.first().copied().unwrap_or(1)];
-        shape.extend(&size);
+        shape.extend(size);
         let per: usize = shape[1..].iter().product();
         let mut pixels = Vec::with_capacity(idx.len() * per);
         for (k, &i) in idx.iter().enumerate() {
             let start = pixels.len();
-            if self.sizes.is_empty() {
-                pixels.extend_from_slice(self.sample(i));
-            } else {
-                pixels.extend(self.sample_trimmed(i));
-            }
+            pixels.extend_from_slice(&self.sample_trimmed(i));
             if pixels.len() - start != per {
                 return Err(Error::Format {
                     path: "batch".into(),
