@@ -67,6 +67,20 @@ fn load_path(spec: &Spec, path: &Path, labels: Option<&Path>) -> Result<Dataset>
     })
 }
 
+/// The `test`, `val` or `train` part of a run's data; `otherwise` says what to pass instead
+/// when the part is missing.
+fn split_of(p: train::Prepared, data: &str, otherwise: &str) -> Result<Dataset> {
+    Ok(match data {
+        "test" => p
+            .test
+            .ok_or_else(|| anyhow::anyhow!("the spec names no test data; {otherwise}"))?,
+        "val" => p.val.ok_or_else(|| {
+            anyhow::anyhow!("the run had no validation split (validation_split = 0)")
+        })?,
+        _ => (*p.train).clone(),
+    })
+}
+
 /// The autoencoder's reconstruction error beside PCA's.
 pub fn print_autoencoder_report(
     out: &mut dyn Write,
@@ -110,19 +124,19 @@ fn run_autoencoder(
 ) -> Result<()> {
     let task = Task::of(spec, model)?;
     let p = train::prepare(spec, &task, train::split_seed(info.seed))?;
-    let held = match data {
-        "test" => p.test.clone().ok_or_else(|| {
-            anyhow::anyhow!("the spec names no test data; pass --data val or --data train")
-        })?,
-        "val" => p.val.clone().ok_or_else(|| {
-            anyhow::anyhow!("the run had no validation split (validation_split = 0)")
-        })?,
-        "train" => (*p.train).clone(),
-        other => bail!("an autoencoder is evaluated on test, val or train, not {other}"),
-    };
+    if !matches!(data, "test" | "val" | "train") {
+        bail!("an autoencoder is evaluated on test, val or train, not {data}");
+    }
+    let train_part = p.train.clone();
+    let held = split_of(p, data, "pass --data val or --data train")?;
     let png = dir.join(format!("reconstructions_{data}.png"));
-    let r =
-        train::autoencoder::evaluate_autoencoder(model, &task, &p.train, &held, Some((&png, 12)))?;
+    let r = train::autoencoder::evaluate_autoencoder(
+        model,
+        &task,
+        &train_part,
+        &held,
+        Some((&png, 12)),
+    )?;
     let mut out = std::io::stdout().lock();
     if json {
         let mut v = serde_json::to_value(&r)?;
@@ -241,17 +255,7 @@ pub fn run(
     let ds = match data {
         "test" | "val" | "train" => {
             let p = train::prepare(&spec, &task, train::split_seed(info.seed))?;
-            match data {
-                "test" => p.test.ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "the spec names no test data; pass --data val, --data train, or a path"
-                    )
-                })?,
-                "val" => p.val.ok_or_else(|| {
-                    anyhow::anyhow!("the run had no validation split (validation_split = 0)")
-                })?,
-                _ => (*p.train).clone(),
-            }
+            split_of(p, data, "pass --data val, --data train, or a path")?
         }
         path => load_path(&spec, Path::new(path), labels.as_deref())?,
     };
