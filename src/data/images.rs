@@ -140,6 +140,22 @@ fn decode(path: &Path) -> Result<image::DynamicImage> {
     image::open(path).map_err(|e| fmt(path, format!("cannot decode the image: {e}")))
 }
 
+/// An image for a model taking `shape` `(c, h, w)`: at its own size when the model's size is
+/// open (`any_size`) and `resize` is off, else at the model's size (resized when `resize`,
+/// refused otherwise); values in [0, 1] with the `[height, width]` used.
+pub fn load_image(
+    path: &Path,
+    shape: &[usize],
+    resize: bool,
+    any_size: bool,
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    if any_size && !resize {
+        read_image(path, shape[0])
+    } else {
+        Ok((image_to_sample(path, shape, resize)?, shape[1..].to_vec()))
+    }
+}
+
 /// An image at its own size as `(c, height, width)` values in [0, 1], with `[height, width]`.
 pub fn read_image(path: &Path, c: usize) -> Result<(Vec<f32>, Vec<usize>)> {
     let img = decode(path)?;
@@ -213,11 +229,7 @@ pub fn read_folder(
         });
         files.sort();
         for f in files {
-            samples.push(if any_size && !resize {
-                read_image(&f, shape[0])?
-            } else {
-                (image_to_sample(&f, shape, resize)?, shape[1..].to_vec())
-            });
+            samples.push(load_image(&f, shape, resize, any_size)?);
             labels.push(ci);
         }
     }

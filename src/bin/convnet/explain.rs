@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use convnet::data::{image_to_sample, read_image, read_series_csv, read_ts, read_ucr_tsv};
+use convnet::data::{load_image, read_series_csv, read_ts, read_ucr_tsv};
 use convnet::explain::report::{ExplainInput, explain};
 use convnet::spec::DataSource;
 use convnet::train::forecast::Forecaster;
@@ -109,15 +109,8 @@ pub fn run(a: Args) -> Result<()> {
                     );
                 }
                 let any = spec.any_size[1..].iter().all(|&v| v);
-                let (raw, size) = if any {
-                    read_image(path, spec.input[0])?
-                } else {
-                    let resize = spec.data.as_ref().is_some_and(|d| d.resize);
-                    (
-                        image_to_sample(path, &spec.input, resize)?,
-                        spec.input[1..].to_vec(),
-                    )
-                };
+                let resize = spec.data.as_ref().is_some_and(|d| d.resize);
+                let (raw, size) = load_image(path, &spec.input, resize, any)?;
                 let mut x = raw.clone();
                 norm.apply(&mut x);
                 let mut shape = vec![1, spec.input[0]];

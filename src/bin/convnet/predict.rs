@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use convnet::data::{image_to_sample, read_image};
+use convnet::data::load_image;
 use convnet::nn::Ctx;
 use convnet::spec::TaskKind;
 use convnet::{Rng, Tensor, no_grad, ops, train};
@@ -37,14 +37,7 @@ pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool) -> Result<()
     let norm = info.normalize();
     let mut out = std::io::stdout().lock();
     for f in files {
-        let (mut x, size) = if any && !resize {
-            read_image(f, spec.input[0])?
-        } else {
-            (
-                image_to_sample(f, &spec.input, resize)?,
-                spec.input[1..].to_vec(),
-            )
-        };
+        let (mut x, size) = load_image(f, &spec.input, resize, any)?;
         norm.apply(&mut x);
         let mut shape = vec![1, spec.input[0]];
         shape.extend(&size);
