@@ -2,11 +2,12 @@
 //! confusion matrix.
 
 use crate::autograd::no_grad;
-use crate::data::{Dataset, Normalize};
+use crate::data::{Batch, Dataset, Normalize};
 use crate::error::Result;
 use crate::nn::{Ctx, Sequential};
 use crate::ops::{self, CrossEntropyOptions};
 use crate::rng::Rng;
+use crate::tensor::Tensor;
 
 /// What `convnet eval` reports.
 #[derive(Clone, Debug)]
@@ -32,6 +33,42 @@ pub fn argmax_rows(logits: &[f32], k: usize) -> Vec<usize> {
         .collect()
 }
 
+/// Run `model` in evaluation mode over `data`, batch by batch (inputs normalised by `norm`,
+/// regression targets by `target_norm`), handing `f` each batch and the model's output.
+fn for_each_batch(
+    model: &Sequential,
+    data: &Dataset,
+    norm: &Normalize,
+    target_norm: Option<&Normalize>,
+    batch: usize,
+    mut f: impl FnMut(&Batch, &Tensor) -> Result<()>,
+) -> Result<()> {
+    let mut rng = Rng::new(0);
+    let all: Vec<usize> = (0..data.len()).collect();
+    for idx in data.batches(&all, batch) {
+        let b = Batch {
+            x: data.batch_input(&idx, |_, s| norm.apply(s))?,
+            labels: idx
+                .iter()
+                .filter_map(|&i| data.labels.get(i).copied())
+                .collect(),
+            targets: data.batch_targets(&idx, target_norm)?,
+            step: 0,
+        };
+        let out = no_grad(|| {
+            model.forward(
+                &b.x,
+                &mut Ctx {
+                    training: false,
+                    rng: &mut rng,
+                },
+            )
+        })?;
+        f(&b, &out)?;
+    }
+    Ok(())
+}
+
 /// Evaluate `model` on `data` in batches, in evaluation mode.
 pub fn evaluate(
     model: &Sequential,
@@ -43,27 +80,14 @@ pub fn evaluate(
 ) -> Result<EvalReport> {
     let mut confusion = vec![vec![0usize; classes]; classes];
     let mut loss_sum = 0f64;
-    let mut rng = Rng::new(0);
-    let all: Vec<usize> = (0..data.len()).collect();
-    for idx in data.batches(&all, batch) {
-        let x = data.batch_input(&idx, |_, s| norm.apply(s))?;
-        let labels: Vec<usize> = idx.iter().map(|&i| data.labels[i]).collect();
-        let labels = &labels[..];
-        let logits = no_grad(|| {
-            model.forward(
-                &x,
-                &mut Ctx {
-                    training: false,
-                    rng: &mut rng,
-                },
-            )
-        })?;
-        let l = no_grad(|| ops::cross_entropy(&logits, labels, loss_opts))?.item()?;
-        loss_sum += l as f64 * idx.len() as f64;
-        for (&p, &y) in argmax_rows(&logits.data(), classes).iter().zip(labels) {
+    for_each_batch(model, data, norm, None, batch, |b, logits| {
+        let l = no_grad(|| ops::cross_entropy(logits, &b.labels, loss_opts))?.item()?;
+        loss_sum += l as f64 * b.len() as f64;
+        for (&p, &y) in argmax_rows(&logits.data(), classes).iter().zip(&b.labels) {
             confusion[y][p] += 1;
         }
-    }
+        Ok(())
+    })?;
     let n = data.len().max(1);
     let correct: usize = (0..classes).map(|i| confusion[i][i]).sum();
     let precision = (0..classes)
@@ -106,35 +130,15 @@ pub fn evaluate_task(
     task: &super::Task,
     batch: usize,
 ) -> Result<(f64, f64)> {
-    let mut rng = Rng::new(0);
     let (mut loss_sum, mut metric_sum, mut terms) = (0f64, 0f64, 0usize);
-    let all: Vec<usize> = (0..data.len()).collect();
-    for idx in data.batches(&all, batch) {
-        let targets = data.batch_targets(&idx, target_norm)?;
-        let b = crate::data::Batch {
-            x: data.batch_input(&idx, |_, s| norm.apply(s))?,
-            labels: idx
-                .iter()
-                .filter_map(|&i| data.labels.get(i).copied())
-                .collect(),
-            targets,
-            step: 0,
-        };
-        let out = no_grad(|| {
-            model.forward(
-                &b.x,
-                &mut Ctx {
-                    training: false,
-                    rng: &mut rng,
-                },
-            )
-        })?;
-        let l = no_grad(|| task.loss(&out, &b))?.item()?;
-        loss_sum += l as f64 * idx.len() as f64;
-        let (m, n) = task.metric_sum(&out, &b);
+    for_each_batch(model, data, norm, target_norm, batch, |b, out| {
+        let l = no_grad(|| task.loss(out, b))?.item()?;
+        loss_sum += l as f64 * b.len() as f64;
+        let (m, n) = task.metric_sum(out, b);
         metric_sum += m;
         terms += n;
-    }
+        Ok(())
+    })?;
     Ok((
         loss_sum / data.len().max(1) as f64,
         metric_sum / terms.max(1) as f64,
