@@ -8,10 +8,10 @@ use crate::autograd::no_grad;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{MatRef, sgemm_par};
-use crate::nn::{Ctx, Sequential};
+use crate::nn::Sequential;
 use crate::rng::Rng;
 
-use super::Task;
+use super::{Task, for_each_batch};
 
 /// Principal components of a set of vectors.
 pub struct Pca {
@@ -176,26 +176,16 @@ pub fn evaluate_autoencoder(
 ) -> Result<AutoencoderReport> {
     let k = code_size(model);
     let pca = fit_pca(train, k, 7);
-    let mut rng = Rng::new(0);
     let (mut se_m, mut se_p) = (0f64, 0f64);
-    let all: Vec<usize> = (0..heldout.len()).collect();
     let mut shown: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = Vec::new();
     let show = grid.map_or(0, |g| g.1);
-    for idx in heldout.batches(&all, 256) {
-        let x = heldout.batch_input(&idx, |_, _| {})?;
-        let out = no_grad(|| {
-            model.forward(
-                &x,
-                &mut Ctx {
-                    training: false,
-                    rng: &mut rng,
-                },
-            )
-        })?;
-        let r = no_grad(|| task.reconstruction(&out))?;
-        let (rd, xd) = (r.data(), x.data());
-        let sl = heldout.sample_len();
-        for (j, &i) in idx.iter().enumerate() {
+    let sl = heldout.sample_len();
+    // the pixels are the target: no normalisation
+    let identity = crate::data::Normalize::identity(heldout.shape[0]);
+    for_each_batch(model, heldout, &identity, None, 256, |b, out| {
+        let r = no_grad(|| task.reconstruction(out))?;
+        let (rd, xd) = (r.data(), b.x.data());
+        for j in 0..b.len() {
             let orig = &xd[j * sl..(j + 1) * sl];
             let rec = &rd[j * sl..(j + 1) * sl];
             let p = pca.reconstruct(orig);
@@ -209,11 +199,12 @@ pub fn evaluate_autoencoder(
                 .zip(&p)
                 .map(|(a, b)| ((a - b) as f64).powi(2))
                 .sum::<f64>();
-            if i < show {
+            if shown.len() < show {
                 shown.push((orig.to_vec(), rec.to_vec(), p));
             }
         }
-    }
+        Ok(())
+    })?;
     let n = (heldout.len() * heldout.sample_len()).max(1) as f64;
     if let Some((path, _)) = grid {
         let rows: Vec<Vec<&[f32]>> = vec![

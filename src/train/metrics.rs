@@ -35,7 +35,7 @@ pub fn argmax_rows(logits: &[f32], k: usize) -> Vec<usize> {
 
 /// Run `model` in evaluation mode over `data`, batch by batch (inputs normalised by `norm`,
 /// regression targets by `target_norm`), handing `f` each batch and the model's output.
-fn for_each_batch(
+pub(crate) fn for_each_batch(
     model: &Sequential,
     data: &Dataset,
     norm: &Normalize,

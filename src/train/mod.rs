@@ -16,6 +16,7 @@ pub mod plot;
 mod task;
 
 pub use data::{Prepared, prepare, prepare_samples, read_split, series_columns};
+use metrics::for_each_batch;
 pub use metrics::{EvalReport, argmax_rows, evaluate, evaluate_task};
 pub use task::{Metric, Task};
 
