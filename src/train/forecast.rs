@@ -179,6 +179,13 @@ impl<'a> Forecaster<'a> {
         origins: &[usize],
         horizon: usize,
     ) -> Result<Vec<Vec<Vec<f32>>>> {
+        if horizon == 0 {
+            return Err(Error::Param {
+                op: "forecast",
+                param: "horizon",
+                msg: "must be at least 1".into(),
+            });
+        }
         let h_model = self.source.horizon;
         let c = cols.len();
         let recursive = horizon > h_model;
@@ -275,6 +282,13 @@ pub fn evaluate_forecaster(
     let (series, targets) = series_columns(spec, f.source)?;
     f.attach(&series, &f.source.path.display().to_string())?;
     let horizon = horizon.unwrap_or(f.source.horizon);
+    if horizon == 0 {
+        return Err(Error::Param {
+            op: "forecast",
+            param: "horizon",
+            msg: "must be at least 1".into(),
+        });
+    }
     let split = f.source.split_at(series.len());
     let origins: Vec<usize> =
         (split.max(f.window)..=series.len().saturating_sub(horizon)).collect();
