@@ -303,13 +303,13 @@ fn kept_html(
     for ch in 0..shown {
         let x = &input[ch * h * w..(ch + 1) * h * w];
         let y = &out[ch * oh * ow..(ch + 1) * oh * ow];
-        let mut mask = vec![0f32; h * w];
-        for (i, &v) in x.iter().enumerate() {
-            // a position is kept when it holds a value the pool output took
-            if y.contains(&v) {
-                mask[i] = 1.0;
-            }
-        }
+        // a position is kept when it holds a value the pool output took (+ 0.0 makes -0 and 0
+        // one key, as == does)
+        let taken: std::collections::HashSet<u32> = y.iter().map(|v| (v + 0.0).to_bits()).collect();
+        let mask: Vec<f32> = x
+            .iter()
+            .map(|v| f32::from(u8::from(taken.contains(&(v + 0.0).to_bits()))))
+            .collect();
         let z = zoom_for(h, w).min(4);
         s.push_str(&format!(
             "<img src=\"{}\" width=\"{}\" height=\"{}\" alt=\"kept, channel {ch}\">",

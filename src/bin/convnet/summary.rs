@@ -10,13 +10,11 @@ use convnet::spec::Spec;
 
 pub fn run(spec: &Path, json: bool) -> Result<()> {
     let spec = Spec::read(spec)?;
-    let model = spec.build_model(&mut Rng::new(0))?;
-    let s = summarize(&model)?;
     let mut out = std::io::stdout().lock();
-    if let Some(d) = spec.build_discriminator(&mut Rng::new(0))? {
-        // a GAN: both models, checked against each other
-        convnet::train::gan::build_gan(&spec, 0)?;
-        let ds = summarize(&d)?;
+    if spec.discriminator.is_some() {
+        // a GAN: both models, built once and checked against each other
+        let (g, d) = convnet::train::gan::build_gan(&spec, 0)?;
+        let (s, ds) = (summarize(&g)?, summarize(&d)?);
         if json {
             let v = serde_json::json!({"generator": s.to_json(), "discriminator": ds.to_json()});
             writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
@@ -30,6 +28,8 @@ pub fn run(spec: &Path, json: bool) -> Result<()> {
         }
         return Ok(());
     }
+    let model = spec.build_model(&mut Rng::new(0))?;
+    let s = summarize(&model)?;
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&s.to_json())?)?;
     } else {
