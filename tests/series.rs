@@ -173,6 +173,8 @@ fn ts_files_univariate_multichannel_unequal_and_bad() {
         (50, 1, vec![150])
     );
     assert_eq!(gp.class_names, ["1", "2"]);
+    let header = convnet::data::class_names(Path::new("data/ucr/GunPoint_TRAIN.ts"), false);
+    assert_eq!(header.unwrap(), gp.class_names);
     let test = read_ts(
         Path::new("data/ucr/GunPoint_TEST.ts"),
         Some(&gp.class_names),
@@ -235,6 +237,7 @@ fn ucr_tsv_labels_first_with_nan_padding_for_shorter_series() {
     );
     let s = read_ucr_tsv(&p, None).unwrap();
     assert_eq!(s.class_names, ["2", "10"]); // numeric order
+    assert_eq!(convnet::data::class_names(&p, true).unwrap(), s.class_names);
     assert_eq!(s.labels, vec![1, 0, 1]);
     assert_eq!(s.lengths(), vec![2, 3]);
     let p = write(dir.path(), "y.tsv", "1\t1\tNaN\t3\n");

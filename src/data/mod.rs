@@ -16,7 +16,7 @@ pub use loader::{Batch, Loader};
 pub use series::{
     Series, SeriesRead, column_stats, interpolate, make_relative, read_series_csv, windows,
 };
-pub use ts::{LabeledSeries, read_ts, read_ucr_tsv};
+pub use ts::{LabeledSeries, class_names, read_ts, read_ucr_tsv};
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;

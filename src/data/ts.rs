@@ -195,6 +195,55 @@ pub fn read_ts(path: &Path, classes: Option<&[String]>) -> Result<LabeledSeries>
     Ok(out)
 }
 
+/// Distinct labels, in numeric order when every one is a number, else alphabetical.
+fn tsv_order(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v.dedup();
+    if v.iter().all(|s| s.parse::<f64>().is_ok()) {
+        v.sort_by(|a, b| {
+            let (x, y) = (
+                a.parse::<f64>().unwrap_or(0.0),
+                b.parse::<f64>().unwrap_or(0.0),
+            );
+            x.total_cmp(&y)
+        });
+    }
+    v
+}
+
+/// The class names a file's series are labelled with, in the order its reader gives them,
+/// without reading the values: a `.ts` file's `@classLabel` list, or a `.tsv` file's labels.
+pub fn class_names(path: &Path, tsv: bool) -> Result<Vec<String>> {
+    let text = read_text(path)?;
+    if tsv {
+        let labels = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| {
+                l.trim()
+                    .split(['\t', ','])
+                    .next()
+                    .map(|s| s.trim().to_string())
+            })
+            .collect();
+        return Ok(tsv_order(labels));
+    }
+    for line in text.lines().map(str::trim) {
+        let mut parts = line.split_whitespace();
+        match parts.next().map(str::to_ascii_lowercase).as_deref() {
+            Some("@classlabel") if parts.next() == Some("true") => {
+                return Ok(parts.map(str::to_string).collect());
+            }
+            Some("@data") => break,
+            _ => {}
+        }
+    }
+    Err(fmt_err(
+        path,
+        "no `@classLabel true ...` line before @data: convnet needs labelled series".into(),
+    ))
+}
+
 /// Read a UCR archive `.tsv` file: one series per line, the label first, values separated by
 /// tabs (or commas); trailing NaNs mark a shorter series. Classes are ordered numerically when
 /// every label is a number, else alphabetically, unless `classes` (from the training file)
@@ -230,21 +279,7 @@ pub fn read_ucr_tsv(path: &Path, classes: Option<&[String]>) -> Result<LabeledSe
     }
     let names = match classes {
         Some(c) => c.to_vec(),
-        None => {
-            let mut v: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
-            v.sort();
-            v.dedup();
-            if v.iter().all(|s| s.parse::<f64>().is_ok()) {
-                v.sort_by(|a, b| {
-                    let (x, y) = (
-                        a.parse::<f64>().unwrap_or(0.0),
-                        b.parse::<f64>().unwrap_or(0.0),
-                    );
-                    x.total_cmp(&y)
-                });
-            }
-            v
-        }
+        None => tsv_order(rows.iter().map(|r| r.1.clone()).collect()),
     };
     let mut out = LabeledSeries {
         series: Vec::new(),

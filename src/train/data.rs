@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::data::{
-    Dataset, Normalize, column_stats, make_relative, read_csv, read_folder, read_idx_images,
-    read_idx_labels, read_series_csv, read_ts, read_ucr_tsv, windows,
+    Dataset, Normalize, class_names, column_stats, make_relative, read_csv, read_folder,
+    read_idx_images, read_idx_labels, read_series_csv, read_ts, read_ucr_tsv, windows,
 };
 use crate::error::{Error, Result};
 use crate::spec::{DataSource, NormalizeSpec, SeriesSource, Spec};
@@ -107,10 +107,14 @@ pub fn read_split(spec: &Spec, which: &str) -> Result<Option<(Dataset, Option<Ve
     let any_spatial = any.len() > 1 && any[1..].iter().all(|&a| a);
     match &d.source {
         DataSource::Labeled { train, test, tsv } => {
-            let (tr, names) = labeled(spec, train, *tsv, None)?;
             return Ok(match (which, test) {
-                ("train", _) => Some((tr, Some(names))),
+                ("train", _) => {
+                    let (tr, names) = labeled(spec, train, *tsv, None)?;
+                    Some((tr, Some(names)))
+                }
                 (_, Some(t)) => {
+                    // the training file's classes, in its order, without reading its series
+                    let names = class_names(train, *tsv)?;
                     let (ts, _) = labeled(spec, t, *tsv, Some(&names))?;
                     Some((ts, Some(names)))
                 }
