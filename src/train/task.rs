@@ -155,10 +155,7 @@ impl Task {
                 ));
             }
         };
-        let options = CrossEntropyOptions {
-            class_weights: spec.train.class_weights.clone(),
-            label_smoothing: spec.train.label_smoothing,
-        };
+        let options = super::loss_options(spec);
         // Check the options (class weights per class) before any data is read.
         ops::cross_entropy(&Tensor::zeros(&[1, classes])?, &[0], &options)
             .map_err(|e| spec.err("[train]", e.to_string()))?;

@@ -9,7 +9,7 @@ use convnet::data::{Dataset, read_csv, read_folder, read_idx_images, read_idx_la
 use convnet::spec::{DataSource, Spec};
 use convnet::train::autoencoder::AutoencoderReport;
 use convnet::train::forecast::ForecastReport;
-use convnet::train::{self, Task, classes_of, plot};
+use convnet::train::{self, Task, plot};
 
 fn load_path(spec: &Spec, path: &Path, labels: Option<&Path>) -> Result<Dataset> {
     if path.is_dir() {
@@ -251,7 +251,13 @@ pub fn run(
         bail!("--horizon is for forecasters; this run is a classifier");
     }
     let task = Task::of(&spec, &model)?;
-    let classes = classes_of(&spec, &model)?;
+    let Task::Classify {
+        classes,
+        ref options,
+    } = task
+    else {
+        bail!("{} is not a classifier's run", dir.display());
+    };
     let ds = match data {
         "test" | "val" | "train" => {
             let p = train::prepare(&spec, &task, train::split_seed(info.seed))?;
@@ -271,14 +277,7 @@ pub fn run(
         }
     };
     ds.check_labels(classes, data)?;
-    let r = train::evaluate(
-        &model,
-        &ds,
-        &info.normalize(),
-        classes,
-        &train::loss_options(&spec),
-        256,
-    )?;
+    let r = train::evaluate(&model, &ds, &info.normalize(), classes, options, 256)?;
     let names = &info.class_names;
     let tag = match size {
         Some(s) => format!("{data}_{s}x{s}"),
