@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{MatRef, SendPtr, sgemm};
+use super::micro::{Micro, Store};
 
 /// Geometry of a 2-D convolution: zero padding may differ per side (`pad_t`/`pad_l` are
 /// given; bottom/right follow from `out_h`/`out_w`).
@@ -120,40 +121,74 @@ fn valid_range(out: usize, stride: usize, offset: usize, pad: usize, n: usize) -
     (lo.min(out), hi.min(out).max(lo.min(out)))
 }
 
-/// Fill `col` (`kdim x (p1 - p0)`, row-major) with the input patches of output positions
-/// `p0..p1`. `x`: one image's channels of one group, `(cin_g, h, w)`.
-fn im2col_tile(g: &Conv2dGeom, x: &[f32], p0: usize, p1: usize, col: &mut [f32]) {
-    let t = p1 - p0;
+/// Where tile column `j` of lowered row `r` lives when the tile is stored in panels of `nr`
+/// columns (`kd x nr` each, row-major, one after another).
+#[inline]
+fn panel_at(kd: usize, nr: usize, r: usize, j: usize) -> usize {
+    (j / nr) * kd * nr + r * nr + j % nr
+}
+
+/// Write `len` values of lowered row `r` from tile column `j` on (a copy of `src`, or zeros),
+/// splitting the run where it crosses into the next panel.
+fn put_run(
+    col: &mut [f32],
+    kd: usize,
+    nr: usize,
+    r: usize,
+    j: usize,
+    len: usize,
+    src: Option<&[f32]>,
+) {
+    let mut done = 0;
+    while done < len {
+        let at = panel_at(kd, nr, r, j + done);
+        let n = (nr - (j + done) % nr).min(len - done);
+        match src {
+            Some(s) => col[at..at + n].copy_from_slice(&s[done..done + n]),
+            None => col[at..at + n].fill(0.0),
+        }
+        done += n;
+    }
+}
+
+/// Fill `col` with the input patches of output positions `p0..p1`, stored in panels of `nr`
+/// columns: row `r` of the lowered matrix, tile column `j`, is at [`panel_at`]. With `nr`
+/// >= `p1 - p0` this is the plain row-major `kdim x (p1 - p0)` matrix. Columns of the last
+/// panel past the tile are left as they were. `x`: one image's channels of one group,
+/// `(cin_g, h, w)`.
+fn im2col_tile(g: &Conv2dGeom, x: &[f32], p0: usize, p1: usize, nr: usize, col: &mut [f32]) {
     let hw = g.h * g.w;
+    let kd = g.kdim();
     for c in 0..g.cin_g() {
         let plane = &x[c * hw..(c + 1) * hw];
         for ki in 0..g.k_h {
             for kj in 0..g.k_w {
                 let r = (c * g.k_h + ki) * g.k_w + kj;
-                let row = &mut col[r * t..(r + 1) * t];
                 let (vlo, vhi) = g.valid_cols(kj);
                 let mut p = p0;
                 while p < p1 {
                     let oh = p / g.out_w;
                     let ow0 = p % g.out_w;
                     let ow1 = g.out_w.min(ow0 + (p1 - p));
-                    let dst = &mut row[p - p0..p - p0 + (ow1 - ow0)];
+                    let j = p - p0;
                     let ih = (oh * g.stride_h + ki * g.dil_h) as isize - g.pad_t as isize;
                     if ih < 0 || ih >= g.h as isize {
-                        dst.fill(0.0);
+                        put_run(col, kd, nr, r, j, ow1 - ow0, None);
                     } else {
                         let src = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
                         let lo = vlo.clamp(ow0, ow1);
                         let hi = vhi.clamp(lo, ow1);
-                        dst[..lo - ow0].fill(0.0);
-                        dst[hi - ow0..].fill(0.0);
+                        put_run(col, kd, nr, r, j, lo - ow0, None);
+                        put_run(col, kd, nr, r, j + hi - ow0, ow1 - hi, None);
                         let base = kj * g.dil_w;
                         if g.stride_w == 1 && hi > lo {
                             let s0 = lo + base - g.pad_l;
-                            dst[lo - ow0..hi - ow0].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                            let s = &src[s0..s0 + (hi - lo)];
+                            put_run(col, kd, nr, r, j + lo - ow0, hi - lo, Some(s));
                         } else {
                             for ow in lo..hi {
-                                dst[ow - ow0] = src[ow * g.stride_w + base - g.pad_l];
+                                col[panel_at(kd, nr, r, j + ow - ow0)] =
+                                    src[ow * g.stride_w + base - g.pad_l];
                             }
                         }
                     }
@@ -214,11 +249,29 @@ fn col2im_tile(g: &Conv2dGeom, col: &[f32], p0: usize, p1: usize, dx: &mut [f32]
 /// x: `(n, c_in, h, w)`, w: `(c_out, c_in / groups, k_h, k_w)`, bias: `(c_out)`,
 /// y: `(n, c_out, out_h, out_w)`, fully overwritten.
 pub fn conv2d_forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    conv2d_forward_with(Micro::best(), g, x, w, bias, y)
+}
+
+/// [`conv2d_forward`] through the given micro-kernel, or through `matrixmultiply` with `None`.
+pub(crate) fn conv2d_forward_with(
+    micro: Option<Micro>,
+    g: &Conv2dGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     debug_assert_eq!(x.len(), g.n * g.c_in * g.h * g.w);
     debug_assert_eq!(w.len(), g.c_out * g.kdim());
     debug_assert_eq!(y.len(), g.n * g.c_out * g.positions());
     if g.is_depthwise() {
         return super::depthwise::forward(g, x, w, bias, y);
+    }
+    if let Some(mk) = micro {
+        return match Implicit::of(g) {
+            Some(im) => forward_implicit(mk, g, &im, x, w, bias, y),
+            None => forward_packed(mk, g, x, w, bias, y),
+        };
     }
     let p_all = g.positions();
     let tile = g.tile();
@@ -256,8 +309,257 @@ pub fn conv2d_forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>
                 sgemm(cog, kd, t, wg, xm, 1.0, yt, p_all);
             } else {
                 col.resize(kd * t, 0.0);
-                im2col_tile(g, xg, p0, p1, col);
+                im2col_tile(g, xg, p0, p1, t, col);
                 sgemm(cog, kd, t, wg, MatRef::rm(col, t), 1.0, yt, p_all);
+            }
+        },
+    );
+}
+
+/// The weights of each group packed once for `mk` (group `grp` at `grp * packed_a_len`).
+fn pack_weights(mk: Micro, g: &Conv2dGeom, w: &[f32]) -> Vec<f32> {
+    let (cog, kd) = (g.cout_g(), g.kdim());
+    let alen = mk.packed_a_len(cog, kd);
+    let mut packed = Vec::with_capacity(alen * g.groups);
+    let mut one = Vec::new();
+    for grp in 0..g.groups {
+        mk.pack_a(
+            cog,
+            kd,
+            MatRef::rm(&w[grp * cog * kd..(grp + 1) * cog * kd], kd),
+            &mut one,
+        );
+        packed.extend_from_slice(&one);
+    }
+    packed
+}
+
+/// The layout of a stride-1 convolution lowered implicitly. With the input zero-padded to
+/// `hp x wp` per channel, output `(oh, ow)` reads tap `(c, ki, kj)` at
+/// `c * hp * wp + (oh + ki * dil_h) * wp + ow + kj * dil_w`: a fixed offset per tap plus
+/// `oh * wp + ow`. So over "wide" positions `q = oh * wq + ow` (`wq = wp`, the columns
+/// `ow >= out_w` computed and dropped) every row of the lowered matrix is a contiguous run of
+/// the padded input, and the micro-kernel reads it in place. A single output row needs no
+/// wide columns (`wq = out_w`).
+struct Implicit {
+    hp: usize,
+    wp: usize,
+    wq: usize,
+    /// Wide positions: `(out_h - 1) * wq + out_w`.
+    q_all: usize,
+}
+
+impl Implicit {
+    fn of(g: &Conv2dGeom) -> Option<Implicit> {
+        if g.stride_h != 1 || g.stride_w != 1 || g.positions() == 0 {
+            return None;
+        }
+        let hp = g.out_h + (g.k_h - 1) * g.dil_h;
+        let wp = g.out_w + (g.k_w - 1) * g.dil_w;
+        if hp < g.h + g.pad_t || wp < g.w + g.pad_l {
+            return None;
+        }
+        let wq = if g.out_h == 1 { g.out_w } else { wp };
+        Some(Implicit {
+            hp,
+            wp,
+            wq,
+            q_all: (g.out_h - 1) * wq + g.out_w,
+        })
+    }
+
+    fn plane(&self) -> usize {
+        self.hp * self.wp
+    }
+
+    /// Offset of each tap `(c, ki, kj)` (in lowered-row order) from a group's first plane.
+    fn offsets(&self, g: &Conv2dGeom) -> Vec<usize> {
+        let mut offs = Vec::with_capacity(g.kdim());
+        for c in 0..g.cin_g() {
+            for ki in 0..g.k_h {
+                for kj in 0..g.k_w {
+                    offs.push(c * self.plane() + ki * g.dil_h * self.wp + kj * g.dil_w);
+                }
+            }
+        }
+        offs
+    }
+
+    /// The input needs no padding: it is read in place.
+    fn in_place(&self, g: &Conv2dGeom) -> bool {
+        self.hp == g.h && self.wp == g.w && g.pad_t == 0 && g.pad_l == 0
+    }
+
+    /// The input of every image zero-padded to `hp x wp` planes, with `slack` zeros after the
+    /// last plane for the reads of the last panel past the end.
+    fn pad(&self, g: &Conv2dGeom, x: &[f32], slack: usize) -> Vec<f32> {
+        let (hw, plane) = (g.h * g.w, self.plane());
+        let planes = g.n * g.c_in;
+        let mut xp = vec![0f32; planes * plane + slack];
+        xp[..planes * plane]
+            .par_chunks_mut(plane)
+            .zip(x.par_chunks(hw))
+            .for_each(|(dst, src)| {
+                for (ih, row) in src.chunks_exact(g.w).enumerate() {
+                    let at = (ih + g.pad_t) * self.wp + g.pad_l;
+                    dst[at..at + g.w].copy_from_slice(row);
+                }
+            });
+        xp
+    }
+}
+
+/// Forward of a stride-1 convolution through the micro-kernel reading the padded input in
+/// place (see [`Implicit`]); tiles of wide positions, parallel over images, groups and tiles.
+fn forward_implicit(
+    mk: Micro,
+    g: &Conv2dGeom,
+    im: &Implicit,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let p_all = g.positions();
+    let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
+    let alen = mk.packed_a_len(cog, kd);
+    let wp = pack_weights(mk, g, w);
+    let offs = im.offsets(g);
+    let padded;
+    let xp: &[f32] = if im.in_place(g) {
+        x
+    } else {
+        padded = im.pad(g, x, mk.nr + (g.k_w - 1) * g.dil_w);
+        &padded
+    };
+    let reach = offs.iter().max().map_or(0, |&o| o + mk.nr);
+    let packed = mk.packed_offsets(kd);
+    // a tile's output block (cog x tile) stays within 128 KiB
+    let tile = ((32_768 / cog.max(1)) / mk.nr).max(1) * mk.nr;
+    let tile = tile.min(im.q_all.next_multiple_of(mk.nr));
+    let ntiles = im.q_all.div_ceil(tile);
+    let direct = im.wq == g.out_w;
+    let ylen = y.len();
+    let yp = SendPtr(y.as_mut_ptr());
+    (0..g.n * g.groups * ntiles).into_par_iter().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(cbuf, tail): &mut (Vec<f32>, Vec<f32>), item| {
+            let tix = item % ntiles;
+            let grp = (item / ntiles) % g.groups;
+            let img = item / (ntiles * g.groups);
+            let (q0, q1) = (tix * tile, ((tix + 1) * tile).min(im.q_all));
+            let t = q1 - q0;
+            let xb = &xp[(img * g.c_in + grp * cig) * im.plane() + q0..];
+            let wg = &wp[grp * alen..(grp + 1) * alen];
+            // output positions of wide positions q0..q1: a contiguous range
+            let pos = |q: usize| (q / im.wq) * g.out_w + (q % im.wq).min(g.out_w);
+            let (o0, o1) = (pos(q0), pos(q1));
+            let off = (img * g.c_out + grp * cog) * p_all + o0;
+            let base = yp;
+            // SAFETY: item (img, grp, tile) writes rows grp*cog..(grp+1)*cog of image img,
+            // output positions o0..o1 only; tiles cover disjoint position ranges, so distinct
+            // items never share an element, and off + span <= y.len().
+            let yt = unsafe { std::slice::from_raw_parts_mut(base.0.add(off), ylen - off) };
+            let panels = t.div_ceil(mk.nr);
+            // One panel of B: in place, or (where its rows would read past the input's end, an
+            // unpadded input's last panel) gathered into `tail` with packed offsets.
+            let store = bias.map_or(Store::Replace, |b| Store::Bias(&b[grp * cog..]));
+            let mut panel = |q: usize, c: &mut [f32], ldc: usize| {
+                let cols = mk.nr.min(t - q * mk.nr);
+                let bq = &xb[q * mk.nr..];
+                if bq.len() >= reach {
+                    mk.panel(cog, kd, wg, bq, &offs, c, ldc, cols, store);
+                } else {
+                    tail.clear();
+                    tail.resize(kd * mk.nr, 0.0);
+                    for (p, &o) in offs.iter().enumerate() {
+                        tail[p * mk.nr..p * mk.nr + cols].copy_from_slice(&bq[o..o + cols]);
+                    }
+                    mk.panel(cog, kd, wg, tail, &packed, c, ldc, cols, store);
+                }
+            };
+            if direct {
+                for q in 0..panels {
+                    panel(q, &mut yt[q * mk.nr..], p_all);
+                }
+                return;
+            }
+            cbuf.resize(cog * t, 0.0);
+            for q in 0..panels {
+                panel(q, &mut cbuf[q * mk.nr..], t);
+            }
+            // drop the wide columns
+            for o in 0..cog {
+                let (src, dst) = (&cbuf[o * t..(o + 1) * t], &mut yt[o * p_all..]);
+                let mut q = q0;
+                while q < q1 {
+                    let ow = q % im.wq;
+                    let run_end = (q - ow + g.out_w).min(q1);
+                    if run_end > q {
+                        let d = pos(q) - o0;
+                        dst[d..d + run_end - q].copy_from_slice(&src[q - q0..run_end - q0]);
+                    }
+                    q = q - ow + im.wq;
+                }
+            }
+        },
+    );
+}
+
+/// Forward through the packed micro-kernel: weights packed once, each tile of output positions
+/// lowered by im2col straight into B panels, one kernel call per (row block, panel).
+fn forward_packed(
+    mk: Micro,
+    g: &Conv2dGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let p_all = g.positions();
+    let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
+    let hw = g.h * g.w;
+    let alen = mk.packed_a_len(cog, kd);
+    let wp = pack_weights(mk, g, w);
+    let offs = mk.packed_offsets(kd);
+    let tile = (g.tile() / mk.nr).max(1) * mk.nr;
+    let ntiles = p_all.div_ceil(tile).max(1);
+    let ylen = y.len();
+    let yp = SendPtr(y.as_mut_ptr());
+    (0..g.n * g.groups * ntiles).into_par_iter().for_each_init(
+        Vec::new,
+        |col: &mut Vec<f32>, item| {
+            let tix = item % ntiles;
+            let grp = (item / ntiles) % g.groups;
+            let img = item / (ntiles * g.groups);
+            let p0 = tix * tile;
+            let p1 = (p0 + tile).min(p_all);
+            let t = p1 - p0;
+            let xg = &x[(img * g.c_in + grp * cig) * hw..(img * g.c_in + (grp + 1) * cig) * hw];
+            let off = (img * g.c_out + grp * cog) * p_all + p0;
+            let base = yp;
+            // SAFETY: item (img, grp, tile) writes rows grp*cog..(grp+1)*cog of image img, columns
+            // p0..p1 only; distinct items never share an element, and off + span <= y.len().
+            let yt = unsafe { std::slice::from_raw_parts_mut(base.0.add(off), ylen - off) };
+            let store = bias.map_or(Store::Replace, |b| Store::Bias(&b[grp * cog..]));
+            let panels = t.div_ceil(mk.nr);
+            col.resize(panels * kd * mk.nr, 0.0);
+            im2col_tile(g, xg, p0, p1, mk.nr, col);
+            let wg = &wp[grp * alen..(grp + 1) * alen];
+            for q in 0..panels {
+                let cols = mk.nr.min(t - q * mk.nr);
+                let bq = &col[q * kd * mk.nr..(q + 1) * kd * mk.nr];
+                mk.panel(
+                    cog,
+                    kd,
+                    wg,
+                    bq,
+                    &offs,
+                    &mut yt[q * mk.nr..],
+                    p_all,
+                    cols,
+                    store,
+                );
             }
         },
     );
@@ -372,7 +674,7 @@ pub fn conv2d_backward_weight(
                             sgemm(cog, t, kd, dym, xt, 1.0, accg, kd);
                         } else {
                             col.resize(kd * t, 0.0);
-                            im2col_tile(g, xg, p0, p1, &mut col);
+                            im2col_tile(g, xg, p0, p1, t, &mut col);
                             sgemm(cog, t, kd, dym, MatRef::rm_t(&col, t), 1.0, accg, kd);
                         }
                         p0 = p1;
@@ -473,6 +775,13 @@ mod tests {
         }
     }
 
+    /// `matrixmultiply` (None) and every micro-kernel this CPU has.
+    fn micros() -> Vec<Option<Micro>> {
+        std::iter::once(None)
+            .chain(Micro::available().into_iter().map(Some))
+            .collect()
+    }
+
     fn random_geom(r: &mut Rng) -> Conv2dGeom {
         loop {
             let groups = [1, 1, 2, 3][r.below(4)];
@@ -527,9 +836,12 @@ mod tests {
             let dy: Vec<f32> = (0..g.n * g.c_out * g.positions())
                 .map(|_| r.normal())
                 .collect();
-            let mut y = vec![f32::NAN; dy.len()];
-            conv2d_forward(&g, &x, &w, Some(&b), &mut y);
-            close(&y, &reference::forward(&g, &x, &w, Some(&b)), "forward", &g);
+            let want = reference::forward(&g, &x, &w, Some(&b));
+            for micro in micros() {
+                let mut y = vec![f32::NAN; dy.len()];
+                conv2d_forward_with(micro, &g, &x, &w, Some(&b), &mut y);
+                close(&y, &want, &format!("forward {micro:?}"), &g);
+            }
             let (rdx, rdw) = reference::backward(&g, &x, &w, &dy);
             let mut dx = vec![f32::NAN; x.len()];
             conv2d_backward_input(&g, &dy, &w, &mut dx);
@@ -575,9 +887,12 @@ mod tests {
         let dy: Vec<f32> = (0..g.n * g.c_out * g.positions())
             .map(|_| r.normal())
             .collect();
-        let mut y = vec![0f32; dy.len()];
-        conv2d_forward(&g, &x, &w, None, &mut y);
-        close(&y, &reference::forward(&g, &x, &w, None), "forward", &g);
+        let want = reference::forward(&g, &x, &w, None);
+        for micro in micros() {
+            let mut y = vec![0f32; dy.len()];
+            conv2d_forward_with(micro, &g, &x, &w, None, &mut y);
+            close(&y, &want, &format!("forward {micro:?}"), &g);
+        }
         let (rdx, rdw) = reference::backward(&g, &x, &w, &dy);
         let mut dx = vec![0f32; x.len()];
         conv2d_backward_input(&g, &dy, &w, &mut dx);
@@ -585,6 +900,53 @@ mod tests {
         let mut dw = vec![0f32; w.len()];
         conv2d_backward_weight(&g, &x, &dy, &mut dw, None);
         close(&dw, &rdw, "grad_w", &g);
+    }
+
+    /// Stride-1 geometries of the implicit lowering: in place (no padding, the last panel
+    /// gathered), padded with wide columns, a single output row, tiles that split rows.
+    #[test]
+    fn implicit_lowering_matches_reference() {
+        let mut r = Rng::new(3);
+        let cases = [
+            // (n, c_in, h, w, c_out, k_h, k_w, pad_t, pad_b, pad_l, pad_r, dil_h, dil_w, groups)
+            (2, 5, 7, 9, 3, 1, 1, 0, 0, 0, 0, 1, 1, 1),
+            (3, 4, 6, 11, 10, 3, 3, 0, 0, 0, 0, 1, 1, 1),
+            (2, 3, 1, 50, 9, 1, 3, 0, 0, 4, 0, 1, 2, 1),
+            (2, 6, 1, 40, 4, 1, 2, 0, 0, 0, 0, 1, 5, 2),
+            (1, 3, 9, 8, 70, 3, 2, 1, 2, 0, 1, 2, 1, 1),
+            (2, 8, 30, 33, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+            (1, 2, 5, 5, 2, 5, 5, 4, 4, 4, 4, 1, 1, 1),
+        ];
+        for (n, c_in, h, w, c_out, k_h, k_w, pt, pb, pl, pr, dh, dw, groups) in cases {
+            let g = Conv2dGeom {
+                n,
+                c_in,
+                h,
+                w,
+                c_out,
+                k_h,
+                k_w,
+                stride_h: 1,
+                stride_w: 1,
+                pad_t: pt,
+                pad_l: pl,
+                dil_h: dh,
+                dil_w: dw,
+                groups,
+                out_h: conv_out_len(h, pt + pb, k_h, 1, dh).unwrap(),
+                out_w: conv_out_len(w, pl + pr, k_w, 1, dw).unwrap(),
+            };
+            assert!(Implicit::of(&g).is_some(), "{g:?}");
+            let x: Vec<f32> = (0..g.n * g.c_in * g.h * g.w).map(|_| r.normal()).collect();
+            let wt: Vec<f32> = (0..g.c_out * g.kdim()).map(|_| r.normal()).collect();
+            let b: Vec<f32> = (0..g.c_out).map(|_| r.normal()).collect();
+            let want = reference::forward(&g, &x, &wt, Some(&b));
+            for micro in micros() {
+                let mut y = vec![f32::NAN; want.len()];
+                conv2d_forward_with(micro, &g, &x, &wt, Some(&b), &mut y);
+                close(&y, &want, &format!("forward {micro:?}"), &g);
+            }
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod conv;
 pub mod depthwise;
 pub mod gemm;
+pub mod micro;
 pub mod pool;
 
 /// Sum in f64 with eight independent accumulators (so the loop vectorises), in a fixed order.
