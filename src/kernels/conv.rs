@@ -453,7 +453,7 @@ fn forward_implicit(
             let wg = &wp[grp * alen..(grp + 1) * alen];
             // output positions of wide positions q0..q1: a contiguous range
             let pos = |q: usize| (q / im.wq) * g.out_w + (q % im.wq).min(g.out_w);
-            let (o0, o1) = (pos(q0), pos(q1));
+            let o0 = pos(q0);
             let off = (img * g.c_out + grp * cog) * p_all + o0;
             let base = yp;
             // SAFETY: item (img, grp, tile) writes rows grp*cog..(grp+1)*cog of image img,
@@ -565,14 +565,81 @@ fn forward_packed(
     );
 }
 
+/// For stride 1, the input gradient is itself a stride-1 convolution: of dY, padded by
+/// `dil * (k - 1) - pad` (per side), with the kernel flipped and its channel axes swapped.
+/// Returns that convolution's geometry when its padding is non-negative on every side.
+fn transposed_as_conv(g: &Conv2dGeom) -> Option<(Conv2dGeom, Implicit)> {
+    if g.stride_h != 1 || g.stride_w != 1 {
+        return None;
+    }
+    let gt = Conv2dGeom {
+        n: g.n,
+        c_in: g.c_out,
+        h: g.out_h,
+        w: g.out_w,
+        c_out: g.c_in,
+        k_h: g.k_h,
+        k_w: g.k_w,
+        stride_h: 1,
+        stride_w: 1,
+        pad_t: (g.dil_h * (g.k_h - 1)).checked_sub(g.pad_t)?,
+        pad_l: (g.dil_w * (g.k_w - 1)).checked_sub(g.pad_l)?,
+        dil_h: g.dil_h,
+        dil_w: g.dil_w,
+        groups: g.groups,
+        out_h: g.h,
+        out_w: g.w,
+    };
+    // `Implicit::of` also refuses a negative bottom or right padding
+    let im = Implicit::of(&gt)?;
+    Some((gt, im))
+}
+
+/// `(c_out, c_in/g, kh, kw)` weights as the `(c_in, c_out/g, kh, kw)` weights of the transposed
+/// convolution: channel axes swapped within each group, taps flipped.
+fn flip_weights(g: &Conv2dGeom, w: &[f32]) -> Vec<f32> {
+    let (cig, cog, kk) = (g.cin_g(), g.cout_g(), g.k_h * g.k_w);
+    let mut out = vec![0f32; w.len()];
+    for grp in 0..g.groups {
+        for o in 0..cog {
+            for i in 0..cig {
+                let src = &w[((grp * cog + o) * cig + i) * kk..][..kk];
+                let dst = &mut out[((grp * cig + i) * cog + o) * kk..][..kk];
+                for (d, v) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *v;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Gradient of the convolution with respect to its input.
 ///
 /// # Shapes
 /// dy: `(n, c_out, out_h, out_w)`, w: `(c_out, c_in / groups, k_h, k_w)`, dx: `(n, c_in, h, w)`,
 /// fully overwritten.
 pub fn conv2d_backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    conv2d_backward_input_with(Micro::best(), g, dy, w, dx)
+}
+
+/// [`conv2d_backward_input`] through the given micro-kernel, or `matrixmultiply` with `None`.
+pub(crate) fn conv2d_backward_input_with(
+    micro: Option<Micro>,
+    g: &Conv2dGeom,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+) {
     if g.is_depthwise() {
         return super::depthwise::backward_input(g, dy, w, dx);
+    }
+    // (with fewer input channels per group than a register block has rows, most of each
+    // block would be wasted: the GEMM over the lowered dY is faster there)
+    if let Some(mk) = micro.filter(|mk| g.cin_g() >= mk.mr)
+        && let Some((gt, im)) = transposed_as_conv(g)
+    {
+        return forward_implicit(mk, &gt, &im, dy, &flip_weights(g, w), None, dx);
     }
     let p_all = g.positions();
     let tile = g.tile();
@@ -626,6 +693,18 @@ pub fn conv2d_backward_weight(
     dw: &mut [f32],
     db: Option<&mut [f32]>,
 ) {
+    conv2d_backward_weight_with(Micro::best(), g, x, dy, dw, db)
+}
+
+/// [`conv2d_backward_weight`] through the given micro-kernel, or `matrixmultiply` with `None`.
+pub(crate) fn conv2d_backward_weight_with(
+    micro: Option<Micro>,
+    g: &Conv2dGeom,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) {
     let p_all = g.positions();
     if let Some(db) = db {
         db.par_iter_mut().enumerate().for_each(|(o, d)| {
@@ -639,6 +718,11 @@ pub fn conv2d_backward_weight(
     }
     if g.is_depthwise() {
         return super::depthwise::backward_weight(g, x, dy, dw);
+    }
+    // (a pointwise convolution's GEMM needs no lowering, and its dot products would stream
+    // the whole input once per block of output channels)
+    if let (Some(mk), Some(im), false) = (micro, Implicit::of(g), g.is_pointwise()) {
+        return backward_weight_implicit(mk, g, &im, x, dy, dw);
     }
     let tile = g.tile();
     let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
@@ -688,6 +772,79 @@ pub fn conv2d_backward_weight(
     for p in &partials[1..] {
         for (a, b) in dw.iter_mut().zip(p) {
             *a += *b;
+        }
+    }
+}
+
+/// Weight gradient of a stride-1 convolution as blocks of dot products over wide positions
+/// (see [`Implicit`]): `dW[o][tap] = sum(img, q) dY_wide[o][q] * x_padded[offset(tap) + q]`,
+/// with dY zero on the dropped columns. Images are taken in chunks whose dY and input fit in
+/// L2; each chunk's sums go to their own buffer, added in chunk order, so the result does not
+/// depend on the thread count.
+fn backward_weight_implicit(
+    mk: Micro,
+    g: &Conv2dGeom,
+    im: &Implicit,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) {
+    let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
+    let (rb, cb, lanes) = mk.dots_block();
+    let (p_all, qr) = (g.positions(), im.q_all.next_multiple_of(lanes));
+    let mut dyw = vec![0f32; g.n * g.c_out * qr];
+    dyw.par_chunks_mut(qr)
+        .zip(dy.par_chunks(p_all))
+        .for_each(|(d, s)| {
+            for (oh, row) in s.chunks_exact(g.out_w).enumerate() {
+                d[oh * im.wq..oh * im.wq + g.out_w].copy_from_slice(row);
+            }
+        });
+    let xp = im.pad(g, x, lanes + (g.k_w - 1) * g.dil_w);
+    let offs = im.offsets(g);
+    let img_bytes = 4 * (g.c_out * qr + g.c_in * im.plane());
+    let chunk = (524_288 / img_bytes.max(1)).clamp(1, g.n);
+    let nchunks = g.n.div_ceil(chunk);
+    let row_blocks = cog.div_ceil(rb);
+    // one task per (chunk, group, block of output channels): that block's rows of dW
+    let blocks: Vec<Vec<f32>> = (0..nchunks * g.groups * row_blocks)
+        .into_par_iter()
+        .map(|task| {
+            let ch = task / (g.groups * row_blocks);
+            let grp = (task / row_blocks) % g.groups;
+            let o0 = (task % row_blocks) * rb;
+            let rows = rb.min(cog - o0);
+            let (i0, imgs) = (ch * chunk, chunk.min(g.n - ch * chunk));
+            let a_rows: Vec<usize> = (0..rows)
+                .map(|i| (i0 * g.c_out + grp * cog + o0 + i) * qr)
+                .collect();
+            let xbase = (i0 * g.c_in + grp * cig) * im.plane();
+            let mut out = vec![0f32; rows * kd];
+            for t0 in (0..kd).step_by(cb) {
+                let b_rows: Vec<usize> = offs[t0..(t0 + cb).min(kd)]
+                    .iter()
+                    .map(|o| xbase + o)
+                    .collect();
+                mk.dots(
+                    qr,
+                    imgs,
+                    (&dyw, &a_rows, g.c_out * qr),
+                    (&xp, &b_rows, g.c_in * im.plane()),
+                    &mut out[t0..],
+                    kd,
+                );
+            }
+            out
+        })
+        .collect();
+    // blocks of chunk ch come before those of ch + 1: add them in that order
+    dw.fill(0.0);
+    for (task, block) in blocks.iter().enumerate() {
+        let grp = (task / row_blocks) % g.groups;
+        let o0 = (task % row_blocks) * rb;
+        let dst = &mut dw[(grp * cog + o0) * kd..][..block.len()];
+        for (d, v) in dst.iter_mut().zip(block) {
+            *d += v;
         }
     }
 }
@@ -843,9 +1000,16 @@ mod tests {
                 close(&y, &want, &format!("forward {micro:?}"), &g);
             }
             let (rdx, rdw) = reference::backward(&g, &x, &w, &dy);
-            let mut dx = vec![f32::NAN; x.len()];
-            conv2d_backward_input(&g, &dy, &w, &mut dx);
-            close(&dx, &rdx, "grad_x", &g);
+            for micro in micros() {
+                let mut dx = vec![f32::NAN; x.len()];
+                conv2d_backward_input_with(micro, &g, &dy, &w, &mut dx);
+                close(&dx, &rdx, &format!("grad_x {micro:?}"), &g);
+            }
+            for micro in micros() {
+                let mut dw = vec![f32::NAN; w.len()];
+                conv2d_backward_weight_with(micro, &g, &x, &dy, &mut dw, None);
+                close(&dw, &rdw, &format!("grad_w {micro:?}"), &g);
+            }
             let mut dw = vec![f32::NAN; w.len()];
             let mut db = vec![f32::NAN; b.len()];
             conv2d_backward_weight(&g, &x, &dy, &mut dw, Some(&mut db));
@@ -941,10 +1105,18 @@ mod tests {
             let wt: Vec<f32> = (0..g.c_out * g.kdim()).map(|_| r.normal()).collect();
             let b: Vec<f32> = (0..g.c_out).map(|_| r.normal()).collect();
             let want = reference::forward(&g, &x, &wt, Some(&b));
+            let dy: Vec<f32> = (0..want.len()).map(|_| r.normal()).collect();
+            let (rdx, rdw) = reference::backward(&g, &x, &wt, &dy);
             for micro in micros() {
                 let mut y = vec![f32::NAN; want.len()];
                 conv2d_forward_with(micro, &g, &x, &wt, Some(&b), &mut y);
                 close(&y, &want, &format!("forward {micro:?}"), &g);
+                let mut dx = vec![f32::NAN; x.len()];
+                conv2d_backward_input_with(micro, &g, &dy, &wt, &mut dx);
+                close(&dx, &rdx, &format!("grad_x {micro:?}"), &g);
+                let mut dw = vec![f32::NAN; wt.len()];
+                conv2d_backward_weight_with(micro, &g, &x, &dy, &mut dw, None);
+                close(&dw, &rdw, &format!("grad_w {micro:?}"), &g);
             }
         }
     }

@@ -177,6 +177,71 @@ impl Micro {
         }
     }
 
+    /// The block of [`Self::dots`]: rows of A, rows of B, and the vector width.
+    pub fn dots_block(&self) -> (usize, usize, usize) {
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => (4, 4, 16),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => (3, 4, 8),
+        }
+    }
+
+    /// A block of dot products summed over images: for `i < rows`, `j < cols`,
+    /// `out[i * ldo + j] += sum(img < imgs, q < len) A_i[q] * B_j[q]`, where row `i` of A for
+    /// image `img` starts at `a[a_rows[i] + img * a_stride]` (B likewise). `rows` and `cols`
+    /// are at most [`Self::dots_block`]'s, and `len` is a multiple of its vector width. The
+    /// sums run in a fixed order: the result does not depend on the thread count.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dots(
+        &self,
+        len: usize,
+        imgs: usize,
+        a: (&[f32], &[usize], usize),
+        b: (&[f32], &[usize], usize),
+        out: &mut [f32],
+        ldo: usize,
+    ) {
+        let (rb, cb, lanes) = self.dots_block();
+        let ((ad, ar, ast), (bd, br, bst)) = (a, b);
+        let (rows, cols) = (ar.len(), br.len());
+        assert!(rows <= rb && cols <= cb, "dots: {rows} x {cols} block");
+        assert!(
+            len % lanes == 0,
+            "dots: length {len} not a multiple of {lanes}"
+        );
+        if rows == 0 || cols == 0 || len == 0 || imgs == 0 {
+            return;
+        }
+        let reach = |rows: &[usize], stride: usize| {
+            rows.iter()
+                .max()
+                .map_or(0, |&r| r + (imgs - 1) * stride + len)
+        };
+        assert!(ad.len() >= reach(ar, ast), "dots: A too short");
+        assert!(bd.len() >= reach(br, bst), "dots: B too short");
+        assert!(out.len() >= (rows - 1) * ldo + cols, "dots: out too short");
+        // rows past `rows` / `cols` repeat the first; their sums are computed and dropped
+        let ap: [*const f32; 4] = std::array::from_fn(|i| ad[ar[i.min(rows - 1)]..].as_ptr());
+        let bp: [*const f32; 6] = std::array::from_fn(|j| bd[br[j.min(cols - 1)]..].as_ptr());
+        let mut acc = [[0f32; 6]; 4];
+        // SAFETY: every pointer reads `len` values at each of `imgs` strides, bounded by the
+        // asserts above; `available` checked the CPU features.
+        unsafe {
+            match self.isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => x86::dots_avx512(len, imgs, &ap, ast, &bp, bst, &mut acc),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => x86::dots_avx2(len, imgs, &ap, ast, &bp, bst, &mut acc),
+            }
+        }
+        for i in 0..rows {
+            for j in 0..cols {
+                out[i * ldo + j] += acc[i][j];
+            }
+        }
+    }
+
     /// Row offsets of a packed B panel: row `p` at `p * nr`.
     pub fn packed_offsets(&self, k: usize) -> Vec<usize> {
         (0..k).map(|p| p * self.nr).collect()
@@ -249,6 +314,177 @@ mod x86 {
         }
     }
 
+    /// 4 x 4 dot products, 16 lanes each (16 accumulators), reduced once at the end.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dots_avx512(
+        len: usize,
+        imgs: usize,
+        a: &[*const f32; 4],
+        a_stride: usize,
+        b: &[*const f32; 6],
+        b_stride: usize,
+        out: &mut [[f32; 6]; 4],
+    ) {
+        // (explicit locals: with arrays of accumulators the compiler spills some to the stack)
+        let mut s00 = _mm512_setzero_ps();
+        let mut s01 = _mm512_setzero_ps();
+        let mut s02 = _mm512_setzero_ps();
+        let mut s03 = _mm512_setzero_ps();
+        let mut s10 = _mm512_setzero_ps();
+        let mut s11 = _mm512_setzero_ps();
+        let mut s12 = _mm512_setzero_ps();
+        let mut s13 = _mm512_setzero_ps();
+        let mut s20 = _mm512_setzero_ps();
+        let mut s21 = _mm512_setzero_ps();
+        let mut s22 = _mm512_setzero_ps();
+        let mut s23 = _mm512_setzero_ps();
+        let mut s30 = _mm512_setzero_ps();
+        let mut s31 = _mm512_setzero_ps();
+        let mut s32 = _mm512_setzero_ps();
+        let mut s33 = _mm512_setzero_ps();
+        // SAFETY (whole body): the caller guarantees `len` values at every row pointer plus
+        // img * stride, for img < imgs.
+        unsafe {
+            for img in 0..imgs {
+                let a0 = a[0].add(img * a_stride);
+                let a1 = a[1].add(img * a_stride);
+                let a2 = a[2].add(img * a_stride);
+                let a3 = a[3].add(img * a_stride);
+                let b0 = b[0].add(img * b_stride);
+                let b1 = b[1].add(img * b_stride);
+                let b2 = b[2].add(img * b_stride);
+                let b3 = b[3].add(img * b_stride);
+                let mut q = 0;
+                while q < len {
+                    let v0 = _mm512_loadu_ps(a0.add(q));
+                    let v1 = _mm512_loadu_ps(a1.add(q));
+                    let v2 = _mm512_loadu_ps(a2.add(q));
+                    let v3 = _mm512_loadu_ps(a3.add(q));
+                    let w = _mm512_loadu_ps(b0.add(q));
+                    s00 = _mm512_fmadd_ps(v0, w, s00);
+                    s10 = _mm512_fmadd_ps(v1, w, s10);
+                    s20 = _mm512_fmadd_ps(v2, w, s20);
+                    s30 = _mm512_fmadd_ps(v3, w, s30);
+                    let w = _mm512_loadu_ps(b1.add(q));
+                    s01 = _mm512_fmadd_ps(v0, w, s01);
+                    s11 = _mm512_fmadd_ps(v1, w, s11);
+                    s21 = _mm512_fmadd_ps(v2, w, s21);
+                    s31 = _mm512_fmadd_ps(v3, w, s31);
+                    let w = _mm512_loadu_ps(b2.add(q));
+                    s02 = _mm512_fmadd_ps(v0, w, s02);
+                    s12 = _mm512_fmadd_ps(v1, w, s12);
+                    s22 = _mm512_fmadd_ps(v2, w, s22);
+                    s32 = _mm512_fmadd_ps(v3, w, s32);
+                    let w = _mm512_loadu_ps(b3.add(q));
+                    s03 = _mm512_fmadd_ps(v0, w, s03);
+                    s13 = _mm512_fmadd_ps(v1, w, s13);
+                    s23 = _mm512_fmadd_ps(v2, w, s23);
+                    s33 = _mm512_fmadd_ps(v3, w, s33);
+                    q += 16;
+                }
+            }
+            out[0][0] = _mm512_reduce_add_ps(s00);
+            out[0][1] = _mm512_reduce_add_ps(s01);
+            out[0][2] = _mm512_reduce_add_ps(s02);
+            out[0][3] = _mm512_reduce_add_ps(s03);
+            out[1][0] = _mm512_reduce_add_ps(s10);
+            out[1][1] = _mm512_reduce_add_ps(s11);
+            out[1][2] = _mm512_reduce_add_ps(s12);
+            out[1][3] = _mm512_reduce_add_ps(s13);
+            out[2][0] = _mm512_reduce_add_ps(s20);
+            out[2][1] = _mm512_reduce_add_ps(s21);
+            out[2][2] = _mm512_reduce_add_ps(s22);
+            out[2][3] = _mm512_reduce_add_ps(s23);
+            out[3][0] = _mm512_reduce_add_ps(s30);
+            out[3][1] = _mm512_reduce_add_ps(s31);
+            out[3][2] = _mm512_reduce_add_ps(s32);
+            out[3][3] = _mm512_reduce_add_ps(s33);
+        }
+    }
+
+    /// 3 x 4 dot products, 8 lanes each (12 accumulators), reduced once at the end.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dots_avx2(
+        len: usize,
+        imgs: usize,
+        a: &[*const f32; 4],
+        a_stride: usize,
+        b: &[*const f32; 6],
+        b_stride: usize,
+        out: &mut [[f32; 6]; 4],
+    ) {
+        // (explicit locals: with arrays of accumulators the compiler spills some to the stack)
+        let mut s00 = _mm256_setzero_ps();
+        let mut s01 = _mm256_setzero_ps();
+        let mut s02 = _mm256_setzero_ps();
+        let mut s03 = _mm256_setzero_ps();
+        let mut s10 = _mm256_setzero_ps();
+        let mut s11 = _mm256_setzero_ps();
+        let mut s12 = _mm256_setzero_ps();
+        let mut s13 = _mm256_setzero_ps();
+        let mut s20 = _mm256_setzero_ps();
+        let mut s21 = _mm256_setzero_ps();
+        let mut s22 = _mm256_setzero_ps();
+        let mut s23 = _mm256_setzero_ps();
+        // SAFETY (whole body): the caller guarantees `len` values at every row pointer plus
+        // img * stride, for img < imgs.
+        unsafe {
+            for img in 0..imgs {
+                let a0 = a[0].add(img * a_stride);
+                let a1 = a[1].add(img * a_stride);
+                let a2 = a[2].add(img * a_stride);
+                let b0 = b[0].add(img * b_stride);
+                let b1 = b[1].add(img * b_stride);
+                let b2 = b[2].add(img * b_stride);
+                let b3 = b[3].add(img * b_stride);
+                let mut q = 0;
+                while q < len {
+                    let v0 = _mm256_loadu_ps(a0.add(q));
+                    let v1 = _mm256_loadu_ps(a1.add(q));
+                    let v2 = _mm256_loadu_ps(a2.add(q));
+                    let w = _mm256_loadu_ps(b0.add(q));
+                    s00 = _mm256_fmadd_ps(v0, w, s00);
+                    s10 = _mm256_fmadd_ps(v1, w, s10);
+                    s20 = _mm256_fmadd_ps(v2, w, s20);
+                    let w = _mm256_loadu_ps(b1.add(q));
+                    s01 = _mm256_fmadd_ps(v0, w, s01);
+                    s11 = _mm256_fmadd_ps(v1, w, s11);
+                    s21 = _mm256_fmadd_ps(v2, w, s21);
+                    let w = _mm256_loadu_ps(b2.add(q));
+                    s02 = _mm256_fmadd_ps(v0, w, s02);
+                    s12 = _mm256_fmadd_ps(v1, w, s12);
+                    s22 = _mm256_fmadd_ps(v2, w, s22);
+                    let w = _mm256_loadu_ps(b3.add(q));
+                    s03 = _mm256_fmadd_ps(v0, w, s03);
+                    s13 = _mm256_fmadd_ps(v1, w, s13);
+                    s23 = _mm256_fmadd_ps(v2, w, s23);
+                    q += 8;
+                }
+            }
+            out[0][0] = hsum256(s00);
+            out[0][1] = hsum256(s01);
+            out[0][2] = hsum256(s02);
+            out[0][3] = hsum256(s03);
+            out[1][0] = hsum256(s10);
+            out[1][1] = hsum256(s11);
+            out[1][2] = hsum256(s12);
+            out[1][3] = hsum256(s13);
+            out[2][0] = hsum256(s20);
+            out[2][1] = hsum256(s21);
+            out[2][2] = hsum256(s22);
+            out[2][3] = hsum256(s23);
+        }
+    }
+
+    /// Sum of the eight lanes.
+    #[target_feature(enable = "avx2")]
+    fn hsum256(v: __m256) -> f32 {
+        let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+        _mm_cvtss_f32(h)
+    }
+
     /// 6 x 16 block: 12 accumulators of 8 lanes (16 registers in all on AVX2).
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
@@ -313,6 +549,46 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::rng::Rng;
+
+    #[test]
+    fn dot_blocks_match_plain_sums() {
+        let mut r = Rng::new(6);
+        for mk in Micro::available() {
+            let (rb, cb, lanes) = mk.dots_block();
+            for &(rows, cols, len, imgs) in
+                &[(1, 1, lanes, 1), (rb, cb, 5 * lanes, 3), (2, 3, 0, 2)]
+            {
+                let (ast, bst) = (7 * lanes + 3, 5 * lanes + 1);
+                let a: Vec<f32> = (0..imgs * ast + 9 * lanes).map(|_| r.normal()).collect();
+                let b: Vec<f32> = (0..imgs * bst + 9 * lanes).map(|_| r.normal()).collect();
+                let ar: Vec<usize> = (0..rows).map(|i| 2 * i + 1).collect();
+                let br: Vec<usize> = (0..cols).map(|j| 3 * j).collect();
+                let ldo = cb + 2;
+                let mut out: Vec<f32> = (0..rb * ldo).map(|i| i as f32).collect();
+                mk.dots(len, imgs, (&a, &ar, ast), (&b, &br, bst), &mut out, ldo);
+                for i in 0..rb {
+                    for j in 0..ldo {
+                        let old = (i * ldo + j) as f64;
+                        let want = if i < rows && j < cols {
+                            old + (0..imgs)
+                                .flat_map(|m| (0..len).map(move |q| (m, q)))
+                                .map(|(m, q)| {
+                                    a[ar[i] + m * ast + q] as f64 * b[br[j] + m * bst + q] as f64
+                                })
+                                .sum::<f64>()
+                        } else {
+                            old
+                        };
+                        let got = out[i * ldo + j] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-3 * (1.0 + want.abs()),
+                            "{mk:?} {i},{j}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_kernel_matches_a_plain_product_on_ragged_blocks() {
