@@ -183,6 +183,53 @@ pub fn max_argmax(g: &Pool2dGeom, x: &[f32], y: &[f32], idx: &mut [u32]) {
     });
 }
 
+/// Max pooling backward from the saved input and output, without an index buffer: each
+/// output's gradient goes to the element [`max_argmax`] picks. For the 2x2 tiling this is one
+/// pass that writes every element of dx once. dx: `(n, c, h, w)`, fully overwritten.
+pub fn max_backward_saved(g: &Pool2dGeom, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    if !g.is_2x2_tiling() {
+        let mut idx = vec![0u32; dy.len()];
+        max_argmax(g, x, y, &mut idx);
+        return max_backward(g, dy, &idx, dx);
+    }
+    let (hw, p, w) = (g.h * g.w, g.out_h * g.out_w, g.w);
+    let same = |v: f32, t: f32| (v == t) | (v.is_nan() & t.is_nan());
+    dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxp)| {
+        let xp = &x[plane * hw..(plane + 1) * hw];
+        let (yp, dyp) = (
+            &y[plane * p..(plane + 1) * p],
+            &dy[plane * p..(plane + 1) * p],
+        );
+        for oh in 0..g.out_h {
+            let (top, bottom) = dxp[2 * oh * w..(2 * oh + 2) * w].split_at_mut(w);
+            let (x0, x1) = (&xp[2 * oh * w..], &xp[(2 * oh + 1) * w..]);
+            let (ty, td) = (
+                &yp[oh * g.out_w..][..g.out_w],
+                &dyp[oh * g.out_w..][..g.out_w],
+            );
+            let (top, bottom) = (&mut top[..2 * g.out_w], &mut bottom[..2 * g.out_w]);
+            let (x0, x1) = (&x0[..2 * g.out_w], &x1[..2 * g.out_w]);
+            // branch-free, so the loop vectorises; scan order (0, 0), (0, 1), (1, 0), (1, 1):
+            // the first match takes d
+            for ow in 0..g.out_w {
+                let (t, d, c) = (ty[ow], td[ow], 2 * ow);
+                let m0 = same(x0[c], t);
+                let m1 = same(x0[c + 1], t) & !m0;
+                let m2 = same(x1[c], t) & !(m0 | m1);
+                let m3 = same(x1[c + 1], t) & !(m0 | m1 | m2);
+                top[c] = if m0 { d } else { 0.0 };
+                top[c + 1] = if m1 { d } else { 0.0 };
+                bottom[c] = if m2 { d } else { 0.0 };
+                bottom[c + 1] = if m3 { d } else { 0.0 };
+            }
+        }
+        for r in 0..2 * g.out_h {
+            dxp[r * w + 2 * g.out_w..(r + 1) * w].fill(0.0);
+        }
+        dxp[2 * g.out_h * w..].fill(0.0);
+    });
+}
+
 /// Max pooling backward: each output's gradient goes to its argmax.
 pub fn max_backward(g: &Pool2dGeom, dy: &[f32], idx: &[u32], dx: &mut [f32]) {
     let (hw, p) = (g.h * g.w, g.out_h * g.out_w);
@@ -396,6 +443,12 @@ mod tests {
                     "argmax holds the max"
                 );
             }
+            let dy: Vec<f32> = (0..n_out).map(|_| r.normal()).collect();
+            let mut want = vec![f32::NAN; x.len()];
+            max_backward(&g, &dy, &idx, &mut want);
+            let mut got = vec![f32::NAN; x.len()];
+            max_backward_saved(&g, &x, &y, &dy, &mut got);
+            assert_eq!(got, want, "saved backward {g:?}");
             let include = r.below(2) == 1;
             let (rm, ra) = reference(&g, &x, include);
             assert_eq!(y, rm, "{g:?}");
@@ -449,6 +502,15 @@ mod tests {
             }
         }
         assert!(y[0].is_nan(), "the window holding the NaN outputs NaN");
+        let dy: Vec<f32> = (0..24).map(|_| r.normal()).collect();
+        let mut want = vec![f32::NAN; x.len()];
+        max_backward(&g, &dy, &idx, &mut want);
+        let mut got = vec![f32::NAN; x.len()];
+        max_backward_saved(&g, &x, &y, &dy, &mut got);
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -146,10 +146,8 @@ fn max_pool_core(op: &'static str, x: &Tensor, g: Pool2dGeom) -> Tensor {
     // Backward finds each maximum again from the saved input and output (no index buffer).
     let (xs, ys) = (x.clone(), y.clone());
     let node = make_node(op, &[x], move |gy| {
-        let mut idx = vec![0u32; n_out];
-        pool::max_argmax(&g, &xs.data(), &ys.data(), &mut idx);
         let mut dx = vec![0f32; g.planes() * g.h * g.w];
-        pool::max_backward(&g, &gy.data(), &idx, &mut dx);
+        pool::max_backward_saved(&g, &xs.data(), &ys.data(), &gy.data(), &mut dx);
         Ok(vec![Some(Tensor::make(
             dx,
             xs.shape().to_vec(),
