@@ -209,18 +209,18 @@ pub fn max_backward_saved(g: &Pool2dGeom, x: &[f32], y: &[f32], dy: &[f32], dx: 
             );
             let (top, bottom) = (&mut top[..2 * g.out_w], &mut bottom[..2 * g.out_w]);
             let (x0, x1) = (&x0[..2 * g.out_w], &x1[..2 * g.out_w]);
-            // branch-free, so the loop vectorises; scan order (0, 0), (0, 1), (1, 0), (1, 1):
-            // the first match takes d
-            for ow in 0..g.out_w {
-                let (t, d, c) = (ty[ow], td[ow], 2 * ow);
-                let m0 = same(x0[c], t);
-                let m1 = same(x0[c + 1], t) & !m0;
-                let m2 = same(x1[c], t) & !(m0 | m1);
-                let m3 = same(x1[c + 1], t) & !(m0 | m1 | m2);
-                top[c] = if m0 { d } else { 0.0 };
-                top[c + 1] = if m1 { d } else { 0.0 };
-                bottom[c] = if m2 { d } else { 0.0 };
-                bottom[c + 1] = if m3 { d } else { 0.0 };
+            // branch-free; scan order (0, 0), (0, 1), (1, 0), (1, 1): the first match takes d
+            let outs = top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2));
+            let ins = x0.chunks_exact(2).zip(x1.chunks_exact(2));
+            for (((&t, &d), (a, b)), (ot, ob)) in ty.iter().zip(td).zip(ins).zip(outs) {
+                let m0 = same(a[0], t);
+                let m1 = same(a[1], t) & !m0;
+                let m2 = same(b[0], t) & !(m0 | m1);
+                let m3 = same(b[1], t) & !(m0 | m1 | m2);
+                ot[0] = if m0 { d } else { 0.0 };
+                ot[1] = if m1 { d } else { 0.0 };
+                ob[0] = if m2 { d } else { 0.0 };
+                ob[1] = if m3 { d } else { 0.0 };
             }
         }
         for r in 0..2 * g.out_h {
