@@ -152,8 +152,8 @@ fn put_run(
 }
 
 /// Fill `col` with the input patches of output positions `p0..p1`, stored in panels of `nr`
-/// columns: row `r` of the lowered matrix, tile column `j`, is at [`panel_at`]. With `nr`
-/// >= `p1 - p0` this is the plain row-major `kdim x (p1 - p0)` matrix. Columns of the last
+/// columns: row `r` of the lowered matrix, tile column `j`, is at [`panel_at`]. With `nr` no
+/// less than `p1 - p0` this is the plain row-major `kdim x (p1 - p0)` matrix. Columns of the last
 /// panel past the tile are left as they were. `x`: one image's channels of one group,
 /// `(cin_g, h, w)`.
 fn im2col_tile(g: &Conv2dGeom, x: &[f32], p0: usize, p1: usize, nr: usize, col: &mut [f32]) {

@@ -207,7 +207,7 @@ impl Micro {
         let (rows, cols) = (ar.len(), br.len());
         assert!(rows <= rb && cols <= cb, "dots: {rows} x {cols} block");
         assert!(
-            len % lanes == 0,
+            len.is_multiple_of(lanes),
             "dots: length {len} not a multiple of {lanes}"
         );
         if rows == 0 || cols == 0 || len == 0 || imgs == 0 {
