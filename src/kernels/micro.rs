@@ -12,6 +12,9 @@
 //!   panel has `offs[p] = p * nr`; a stride-1 convolution points the rows straight into its
 //!   zero-padded input, so its lowered matrix is never written at all. Columns past the
 //!   caller's `cols` are never stored to C, whatever they hold.
+//!
+//! [`Micro::dots`] is the other kernel: blocks of dot products between rows of two operands
+//! read in place (a convolution's weight gradient: dY rows against shifted input rows).
 
 use super::gemm::MatRef;
 
