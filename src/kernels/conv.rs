@@ -243,6 +243,37 @@ fn col2im_tile(g: &Conv2dGeom, col: &[f32], p0: usize, p1: usize, dx: &mut [f32]
     }
 }
 
+/// Run `f(scratch, img, grp, tix, y_block)` for every (image, group, tile) in parallel, with
+/// per-thread scratch from `init`. Tile `tix` owns output positions `start(tix)..start(tix + 1)`
+/// (`start` must be non-decreasing); `y_block` begins at output channel `grp * cout_g` of image
+/// `img`, position `start(tix)`, with the row stride `positions()`, and `f` may write only that
+/// group's rows within the tile's positions.
+fn for_each_block<S>(
+    g: &Conv2dGeom,
+    ntiles: usize,
+    start: impl Fn(usize) -> usize + Sync,
+    y: &mut [f32],
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, usize, usize, &mut [f32]) + Sync + Send,
+) {
+    let (p_all, cog, ylen) = (g.positions(), g.cout_g(), y.len());
+    let yp = SendPtr(y.as_mut_ptr());
+    (0..g.n * g.groups * ntiles)
+        .into_par_iter()
+        .for_each_init(init, |scratch, item| {
+            let tix = item % ntiles;
+            let grp = (item / ntiles) % g.groups;
+            let img = item / (ntiles * g.groups);
+            let off = (img * g.c_out + grp * cog) * p_all + start(tix);
+            let base = yp;
+            // SAFETY: item (img, grp, tix) writes rows grp*cog..(grp+1)*cog of image img at the
+            // tile's positions only (the contract of `f`); tiles own disjoint position ranges, so
+            // distinct items never share an element, and off <= y.len().
+            let yt = unsafe { std::slice::from_raw_parts_mut(base.0.add(off), ylen - off) };
+            f(scratch, img, grp, tix, yt);
+        });
+}
+
 /// Forward convolution.
 ///
 /// # Shapes
@@ -278,23 +309,17 @@ pub(crate) fn conv2d_forward_with(
     let ntiles = p_all.div_ceil(tile).max(1);
     let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
     let hw = g.h * g.w;
-    let ylen = y.len();
-    let yp = SendPtr(y.as_mut_ptr());
-    (0..g.n * g.groups * ntiles).into_par_iter().for_each_init(
+    let start = |tix: usize| (tix * tile).min(p_all);
+    for_each_block(
+        g,
+        ntiles,
+        start,
+        y,
         Vec::new,
-        |col: &mut Vec<f32>, item| {
-            let tix = item % ntiles;
-            let grp = (item / ntiles) % g.groups;
-            let img = item / (ntiles * g.groups);
-            let p0 = tix * tile;
-            let p1 = (p0 + tile).min(p_all);
+        |col: &mut Vec<f32>, img, grp, tix, yt| {
+            let (p0, p1) = (start(tix), start(tix + 1));
             let t = p1 - p0;
             let xg = &x[(img * g.c_in + grp * cig) * hw..(img * g.c_in + (grp + 1) * cig) * hw];
-            let off = (img * g.c_out + grp * cog) * p_all + p0;
-            let base = yp;
-            // SAFETY: item (img, grp, tile) writes rows grp*cog..(grp+1)*cog of image img, columns
-            // p0..p1 only; distinct items never share an element, and off + span <= y.len().
-            let yt = unsafe { std::slice::from_raw_parts_mut(base.0.add(off), ylen - off) };
             for o in 0..cog {
                 let b = bias.map_or(0.0, |b| b[grp * cog + o]);
                 yt[o * p_all..o * p_all + t].fill(b);
@@ -439,27 +464,21 @@ fn forward_implicit(
     let tile = tile.min(im.q_all.next_multiple_of(mk.nr));
     let ntiles = im.q_all.div_ceil(tile);
     let direct = im.wq == g.out_w;
-    let ylen = y.len();
-    let yp = SendPtr(y.as_mut_ptr());
-    (0..g.n * g.groups * ntiles).into_par_iter().for_each_init(
+    // output positions of wide positions: tile tix's q0..q1 map to a contiguous range
+    let pos = |q: usize| (q / im.wq) * g.out_w + (q % im.wq).min(g.out_w);
+    let wide = |tix: usize| (tix * tile).min(im.q_all);
+    for_each_block(
+        g,
+        ntiles,
+        |tix| pos(wide(tix)),
+        y,
         || (Vec::new(), Vec::new()),
-        |(cbuf, tail): &mut (Vec<f32>, Vec<f32>), item| {
-            let tix = item % ntiles;
-            let grp = (item / ntiles) % g.groups;
-            let img = item / (ntiles * g.groups);
-            let (q0, q1) = (tix * tile, ((tix + 1) * tile).min(im.q_all));
+        |(cbuf, tail): &mut (Vec<f32>, Vec<f32>), img, grp, tix, yt| {
+            let (q0, q1) = (wide(tix), wide(tix + 1));
             let t = q1 - q0;
             let xb = &xp[(img * g.c_in + grp * cig) * im.plane() + q0..];
             let wg = &wp[grp * alen..(grp + 1) * alen];
-            // output positions of wide positions q0..q1: a contiguous range
-            let pos = |q: usize| (q / im.wq) * g.out_w + (q % im.wq).min(g.out_w);
             let o0 = pos(q0);
-            let off = (img * g.c_out + grp * cog) * p_all + o0;
-            let base = yp;
-            // SAFETY: item (img, grp, tile) writes rows grp*cog..(grp+1)*cog of image img,
-            // output positions o0..o1 only; tiles cover disjoint position ranges, so distinct
-            // items never share an element, and off + span <= y.len().
-            let yt = unsafe { std::slice::from_raw_parts_mut(base.0.add(off), ylen - off) };
             let panels = t.div_ceil(mk.nr);
             // One panel of B: in place, or (where its rows would read past the input's end, an
             // unpadded input's last panel) gathered into `tail` with packed offsets.
@@ -524,23 +543,17 @@ fn forward_packed(
     let offs = mk.packed_offsets(kd);
     let tile = (g.tile() / mk.nr).max(1) * mk.nr;
     let ntiles = p_all.div_ceil(tile).max(1);
-    let ylen = y.len();
-    let yp = SendPtr(y.as_mut_ptr());
-    (0..g.n * g.groups * ntiles).into_par_iter().for_each_init(
+    let start = |tix: usize| (tix * tile).min(p_all);
+    for_each_block(
+        g,
+        ntiles,
+        start,
+        y,
         Vec::new,
-        |col: &mut Vec<f32>, item| {
-            let tix = item % ntiles;
-            let grp = (item / ntiles) % g.groups;
-            let img = item / (ntiles * g.groups);
-            let p0 = tix * tile;
-            let p1 = (p0 + tile).min(p_all);
+        |col: &mut Vec<f32>, img, grp, tix, yt| {
+            let (p0, p1) = (start(tix), start(tix + 1));
             let t = p1 - p0;
             let xg = &x[(img * g.c_in + grp * cig) * hw..(img * g.c_in + (grp + 1) * cig) * hw];
-            let off = (img * g.c_out + grp * cog) * p_all + p0;
-            let base = yp;
-            // SAFETY: item (img, grp, tile) writes rows grp*cog..(grp+1)*cog of image img, columns
-            // p0..p1 only; distinct items never share an element, and off + span <= y.len().
-            let yt = unsafe { std::slice::from_raw_parts_mut(base.0.add(off), ylen - off) };
             let store = bias.map_or(Store::Replace, |b| Store::Bias(&b[grp * cog..]));
             let panels = t.div_ceil(mk.nr);
             col.resize(panels * kd * mk.nr, 0.0);
