@@ -34,6 +34,10 @@ pub enum Error {
     /// A file was read but its content is not what was expected.
     #[error("{path}: {msg}")]
     Format { path: String, msg: String },
+    /// An action that could lose or change the user's work is refused (clearing a folder
+    /// convnet did not write, resuming with another seed, a second writer on one run).
+    #[error("{path}: {msg}")]
+    Refused { path: String, msg: String },
 }
 
 /// The library's result type.

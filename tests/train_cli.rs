@@ -217,8 +217,12 @@ impl convnet::train::Observer for StopAt {
 fn an_interrupted_run_resumed_matches_an_uninterrupted_one() {
     let (dir, spec_path) = setup("");
     let d = dir.path();
-    // uninterrupted, through the CLI
-    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "full"]);
+    // uninterrupted, through the CLI, with a seed and epoch count other than the spec's
+    let flags = ["--seed", "7", "--epochs", "2"];
+    let (ok, _, err) = convnet(
+        d,
+        &[&["train", "bars.toml", "--out", "full"][..], &flags].concat(),
+    );
     assert!(ok, "{err}");
     // interrupted mid-epoch 2 (15 steps per epoch), through the library, as Ctrl-C would
     // The library resolves data paths against the current folder, which a test must not
@@ -226,7 +230,9 @@ fn an_interrupted_run_resumed_matches_an_uninterrupted_one() {
     let text = std::fs::read_to_string(&spec_path).unwrap();
     let text = text.replace("= \"t", &format!("= \"{}/t", d.display()));
     std::fs::write(d.join("abs.toml"), text).unwrap();
-    let spec = convnet::spec::Spec::load(&d.join("abs.toml")).unwrap();
+    let mut spec = convnet::spec::Spec::load(&d.join("abs.toml")).unwrap();
+    assert_eq!((spec.train.seed, spec.train.epochs), (5, 3));
+    (spec.train.seed, spec.train.epochs) = (7, 2); // what --seed 7 --epochs 2 do
     std::fs::create_dir_all(d.join("part")).unwrap();
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut obs = StopAt {
@@ -244,7 +250,13 @@ fn an_interrupted_run_resumed_matches_an_uninterrupted_one() {
         res.outcome,
         convnet::train::Outcome::Interrupted { epoch: 2, step: 5 }
     );
-    // resumed through the CLI
+    // another seed on resume would change the validation split mid-run: refused
+    let (ok, _, err) = convnet(d, &["train", "--resume", "part", "--seed", "8"]);
+    assert!(
+        !ok && err.contains("seed 7") && err.contains("--seed"),
+        "{err}"
+    );
+    // resumed through the CLI with no flags: the run's own seed and epochs
     let (ok, out, err) = convnet(d, &["train", "--resume", "part"]);
     assert!(ok, "{out}{err}");
     assert!(err.contains("resuming at epoch 2, step 5"), "{err}");
@@ -259,6 +271,133 @@ fn an_interrupted_run_resumed_matches_an_uninterrupted_one() {
             .collect::<Vec<_>>()
     };
     assert_eq!(strip(&ma), strip(&mb));
+    let info = std::fs::read_to_string(d.join("part/run.json")).unwrap();
+    assert!(
+        info.contains("\"seed\": 7") && info.contains("\"epochs\": 2"),
+        "run.json must keep the run's seed and epochs: {info}"
+    );
+}
+
+/// Every file below `d`, with its content, to show that a refused command touched nothing.
+fn snapshot(d: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            v.extend(snapshot(&p));
+        } else {
+            v.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn overwrite_never_removes_what_convnet_did_not_write() {
+    let (dir, _) = setup("");
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("mydocs")).unwrap();
+    std::fs::write(d.join("mydocs/thesis.txt"), "years of work").unwrap();
+    std::fs::create_dir_all(d.join("specs")).unwrap();
+    std::fs::copy(d.join("bars.toml"), d.join("specs/bars.toml")).unwrap();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    for f in ["train-images", "train-labels", "test-images", "test-labels"] {
+        std::fs::copy(d.join(f), d.join("data").join(f)).unwrap();
+    }
+    let in_data = std::fs::read_to_string(d.join("bars.toml"))
+        .unwrap()
+        .replace("= \"t", "= \"data/t");
+    std::fs::write(d.join("data.toml"), in_data).unwrap();
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "run", "--epochs", "1"]);
+    assert!(ok, "{err}");
+    std::fs::write(d.join("run/notes.md"), "mine").unwrap();
+    let before = snapshot(d);
+    for (args, says) in [
+        (vec!["train", "bars.toml", "--out", "."], "current folder"),
+        (vec!["train", "bars.toml", "--out", ".."], "current folder"),
+        (vec!["train", "data.toml", "--out", "data"], "data"),
+        (
+            vec!["train", "specs/bars.toml", "--out", "specs"],
+            "the spec",
+        ),
+        (
+            vec!["train", "bars.toml", "--out", "mydocs"],
+            "no convnet run",
+        ),
+        (
+            vec!["train", "bars.toml", "--out", "mydocs/thesis.txt"],
+            "not a folder",
+        ),
+        (vec!["train", "bars.toml", "--out", "run"], "notes.md"),
+    ] {
+        let args = [&args[..], &["--overwrite", "--epochs", "1"]].concat();
+        let (ok, out, err) = convnet(d, &args);
+        assert!(!ok, "{args:?} succeeded: {out}");
+        assert!(
+            err.contains(says) && err.contains("--out"),
+            "{args:?}: {err}"
+        );
+        assert!(before == snapshot(d), "{args:?} changed files");
+    }
+    // a run folder holding only what convnet wrote is replaced
+    std::fs::remove_file(d.join("run/notes.md")).unwrap();
+    let (ok, _, err) = convnet(d, &["eval", "run"]);
+    assert!(ok, "{err}");
+    let args = [
+        "train",
+        "bars.toml",
+        "--out",
+        "run",
+        "--overwrite",
+        "--seed",
+        "9",
+        "--epochs",
+        "1",
+    ];
+    let (ok, _, err) = convnet(d, &args);
+    assert!(ok, "{err}");
+    assert!(!d.join("run/confusion_test.png").exists());
+    assert!(!d.join("run/train.lock").exists());
+    let info = std::fs::read_to_string(d.join("run/run.json")).unwrap();
+    assert!(info.contains("\"seed\": 9"), "{info}");
+}
+
+#[test]
+fn a_second_training_into_a_folder_being_written_is_refused() {
+    let (dir, _) = setup("");
+    let d = dir.path();
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "run", "--epochs", "1"]);
+    assert!(ok, "{err}");
+    // a live owner: this test's own process
+    std::fs::write(d.join("run/train.lock"), std::process::id().to_string()).unwrap();
+    let before = snapshot(d);
+    let overwrite = [
+        "train",
+        "bars.toml",
+        "--out",
+        "run",
+        "--overwrite",
+        "--epochs",
+        "1",
+    ];
+    let resume = ["train", "--resume", "run", "--epochs", "2"];
+    for args in [&overwrite[..], &resume[..]] {
+        let (ok, _, err) = convnet(d, args);
+        assert!(
+            !ok && err.contains("another training")
+                && err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        assert!(before == snapshot(d), "{args:?} changed files");
+    }
+    // the owner is gone (killed): the lock is stale and taken over
+    let mut gone = Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    std::fs::write(d.join("run/train.lock"), gone.id().to_string()).unwrap();
+    let (ok, _, err) = convnet(d, &resume);
+    assert!(ok, "{err}");
+    assert!(!d.join("run/train.lock").exists());
 }
 
 #[test]

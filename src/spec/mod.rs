@@ -81,6 +81,32 @@ pub struct SeriesSource {
     pub relative: bool,
 }
 
+impl DataSource {
+    /// Every file or folder the data is read from.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        match self {
+            DataSource::Idx {
+                train_images,
+                train_labels,
+                test_images,
+                test_labels,
+            } => {
+                v.extend([train_images.clone(), train_labels.clone()]);
+                v.extend(test_images.iter().chain(test_labels).cloned());
+            }
+            DataSource::Csv { train, test, .. }
+            | DataSource::Folder { train, test }
+            | DataSource::Labeled { train, test, .. } => {
+                v.push(train.clone());
+                v.extend(test.iter().cloned());
+            }
+            DataSource::Series(s) => v.push(s.path.clone()),
+        }
+        v
+    }
+}
+
 impl SeriesSource {
     /// The first validation step of a series of `len` steps.
     pub fn split_at(&self, len: usize) -> usize {

@@ -159,6 +159,7 @@ pub fn train_gan(
     obs: &mut dyn Observer,
 ) -> Result<Vec<GanRow>> {
     let t = &spec.train;
+    let _lock = super::rundir::Lock::acquire(dir)?;
     let (g, d) = build_gan(spec, t.seed)?;
     let prepared = prepare_samples(spec, usize::MAX, split_seed(t.seed))?;
     let shape = d.input.clone();
@@ -173,6 +174,7 @@ pub fn train_gan(
         finished: false,
         seed: t.seed,
         epochs: t.epochs,
+        threads: Some(rayon::current_num_threads()),
         target_names: Vec::new(),
         target_mean: Vec::new(),
         target_std: Vec::new(),

@@ -13,6 +13,7 @@ pub mod forecast;
 pub mod gan;
 mod metrics;
 pub mod plot;
+pub mod rundir;
 mod task;
 
 pub use data::{Prepared, prepare, prepare_samples, read_split, series_columns};
@@ -103,6 +104,8 @@ pub mod files {
     pub const METRICS: &str = "metrics.csv";
     pub const CURVES: &str = "curves";
     pub const RUN: &str = "run.json";
+    /// Held by the training writing into the folder (its pid); see [`super::rundir::Lock`].
+    pub const LOCK: &str = "train.lock";
 }
 
 /// What run.json holds: what evaluation and prediction need beside the weights.
@@ -118,6 +121,9 @@ pub struct RunInfo {
     /// The seed the run used (the spec's, or `--seed`): it fixes the validation split.
     pub seed: u64,
     pub epochs: usize,
+    /// The worker threads of the run (results do not depend on it; a resume reuses it).
+    #[serde(default)]
+    pub threads: Option<usize>,
     /// A forecaster's target columns, and their normalisation (fitted on the training part).
     #[serde(default)]
     pub target_names: Vec<String>,
@@ -327,6 +333,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
             "a GAN trains with train::gan::train_gan".into(),
         ));
     }
+    let _lock = rundir::Lock::acquire(dir)?;
     let model = spec.build_model(&mut Rng::new(mix(t.seed, 0x1417)))?;
     let task = Task::of(spec, &model)?;
     let prepared = prepare(spec, &task, split_seed(t.seed))?;
@@ -391,6 +398,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         finished,
         seed: t.seed,
         epochs: t.epochs,
+        threads: Some(rayon::current_num_threads()),
     };
     info(st.best_epoch, false).save(dir)?;
 

@@ -233,6 +233,7 @@ fn main() -> ExitCode {
             seed,
             resume,
             overwrite,
+            threads_given: cli.threads.is_some(),
         }),
         Command::Eval {
             dir,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use convnet::spec::Spec;
-use convnet::train::{self, EpochRow, Metric, Observer, Outcome, TrainOptions, files};
+use convnet::train::{self, EpochRow, Metric, Observer, Outcome, TrainOptions, files, rundir};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Args {
@@ -19,6 +19,8 @@ pub struct Args {
     pub seed: Option<u64>,
     pub resume: Option<PathBuf>,
     pub overwrite: bool,
+    /// `--threads` was given (else a resumed run takes the thread count it was started with).
+    pub threads_given: bool,
 }
 
 struct Bar {
@@ -158,29 +160,51 @@ pub fn run(a: Args) -> Result<()> {
             files::CHECKPOINT
         );
     }
-    let mut spec = Spec::load(&spec_path)?;
-    if let Some(e) = a.epochs {
-        if e == 0 {
-            bail!("--epochs must be at least 1");
+    if a.epochs == Some(0) {
+        bail!("--epochs must be at least 1");
+    }
+    let (spec, _lock) = if resume {
+        let (spec, info) = rundir::resumed_spec(&out, a.seed, a.epochs)?;
+        if a.epochs.is_some_and(|e| e != info.epochs) {
+            eprintln!(
+                "epochs: {} as asked (the run was started with {})",
+                spec.train.epochs, info.epochs
+            );
         }
-        spec.train.epochs = e;
-    }
-    if let Some(s) = a.seed {
-        spec.train.seed = s;
-    }
-    if !resume {
-        if out.exists() && !is_empty_dir(&out) {
-            if !a.overwrite {
-                bail!(
-                    "{} already exists and is not empty: pass --resume {} to continue that run, --overwrite to replace it, or another --out",
-                    out.display(),
-                    out.display()
-                );
-            }
-            std::fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
+        if let Some(t) = info.threads.filter(|_| !a.threads_given) {
+            // The pool is not built yet when --threads was not given; results do not depend on it.
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build_global();
+        }
+        (spec, rundir::Lock::acquire(&out)?)
+    } else {
+        let mut spec = Spec::load(&spec_path)?;
+        if let Some(e) = a.epochs {
+            spec.train.epochs = e;
+        }
+        if let Some(s) = a.seed {
+            spec.train.seed = s;
+        }
+        let taken = out.exists() && !is_empty_dir(&out);
+        if taken && !a.overwrite {
+            bail!(
+                "{} already exists and is not empty: pass --resume {} to continue that run, --overwrite to replace it, or another --out",
+                out.display(),
+                out.display()
+            );
+        }
+        if taken {
+            rundir::replaceable(&out, &spec)?; // refused before anything is written there
         }
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    }
+        // Held before anything is cleared, so a training writing here now is never touched.
+        let lock = rundir::Lock::acquire(&out)?;
+        if taken {
+            rundir::clear_for_overwrite(&out, &spec)?;
+        }
+        (spec, lock)
+    };
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
