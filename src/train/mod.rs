@@ -219,16 +219,9 @@ pub fn loss_options(spec: &Spec) -> CrossEntropyOptions {
     }
 }
 
-/// Write a file of a run directory; a failure names the file.
+/// Write a file of a run directory (atomically, see [`io::write_atomic`]); a failure names it.
 pub(crate) fn write_file(p: &Path, data: impl AsRef<[u8]>) -> Result<()> {
-    std::fs::write(p, data).map_err(io_err(p))
-}
-
-fn io_err(p: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Io {
-        path: p.display().to_string(),
-        source: e,
-    }
+    io::write_atomic(p, data.as_ref())
 }
 
 fn write_metrics(dir: &Path, history: &[EpochRow], metric: Metric) -> Result<()> {

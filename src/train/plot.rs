@@ -114,10 +114,28 @@ pub fn learning_curves(stem: &Path, title: &str, panels: &[(&str, Vec<Series>)])
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         draw_curves(root, title, panels).map_err(perr(&png))?;
     }
-    image::save_buffer(&png, &buf, w, h, image::ExtendedColorType::Rgb8).map_err(perr(&png))?;
-    let root = SVGBackend::new(&svg, (w, h)).into_drawing_area();
-    draw_curves(root, title, panels).map_err(perr(&svg))?;
-    Ok(())
+    save_rgb_png(&png, &buf, w, h)?;
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, (w, h)).into_drawing_area();
+        draw_curves(root, title, panels).map_err(perr(&svg))?;
+    }
+    crate::io::write_atomic(&svg, text.as_bytes())
+}
+
+/// Encode an RGB buffer as PNG and write it atomically.
+fn save_rgb_png(path: &Path, buf: &[u8], w: u32, h: u32) -> Result<()> {
+    let mut bytes = Vec::new();
+    image::write_buffer_with_format(
+        &mut std::io::Cursor::new(&mut bytes),
+        buf,
+        w,
+        h,
+        image::ExtendedColorType::Rgb8,
+        image::ImageFormat::Png,
+    )
+    .map_err(perr(path))?;
+    crate::io::write_atomic(path, &bytes)
 }
 
 /// A confusion matrix as a PNG heat map with counts (rows: true class, columns: predicted).
@@ -189,7 +207,7 @@ pub fn confusion_png(path: &Path, matrix: &[Vec<usize>], names: &[String]) -> Re
         root.present().map_err(|e| e.to_string())
     };
     draw(&mut buf).map_err(perr(path))?;
-    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8).map_err(perr(path))?;
+    save_rgb_png(path, &buf, w, h)?;
     Ok(())
 }
 
@@ -267,7 +285,7 @@ pub fn series_png(path: &Path, title: &str, ylabel: &str, lines: &[Line]) -> Res
         root.present().map_err(|e| e.to_string())
     };
     draw(&mut buf).map_err(perr(path))?;
-    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8).map_err(perr(path))?;
+    save_rgb_png(path, &buf, w, h)?;
     Ok(())
 }
 
@@ -308,12 +326,5 @@ pub fn image_grid(path: &Path, rows: &[Vec<&[f32]>], shape: &[usize]) -> Result<
             }
         }
     }
-    image::save_buffer(
-        path,
-        &buf,
-        gw as u32,
-        gh as u32,
-        image::ExtendedColorType::Rgb8,
-    )
-    .map_err(perr(path))
+    save_rgb_png(path, &buf, gw as u32, gh as u32)
 }

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use convnet::data::{load_image, read_series_csv, read_ts, read_ucr_tsv};
 use convnet::explain::report::{ExplainInput, explain};
 use convnet::spec::DataSource;
@@ -125,7 +125,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     let e = explain(&spec, &model, &input)?;
-    std::fs::write(&a.out, &e.html).with_context(|| format!("writing {}", a.out.display()))?;
+    convnet::io::write_atomic(&a.out, e.html.as_bytes())?;
     match e.predicted {
         Some((k, p)) => println!(
             "wrote {} (prediction: {}, {:.2}%)",

@@ -82,7 +82,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         text.push('\n');
     }
-    std::fs::write(&csv, text)?;
+    convnet::io::write_atomic(&csv, text.as_bytes())?;
     // PNG: the first target's recent history, truth and forecast
     let j = f.targets[0];
     let v = &series.values[j];

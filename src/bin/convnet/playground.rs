@@ -9,7 +9,10 @@ pub fn run(out: &Path, overwrite: bool) -> Result<()> {
     if out.exists() && !overwrite {
         bail!("{} exists: pass --overwrite to replace it", out.display());
     }
-    std::fs::write(out, convnet::explain::playground::playground_html()?)?;
+    convnet::io::write_atomic(
+        out,
+        convnet::explain::playground::playground_html()?.as_bytes(),
+    )?;
     println!("wrote {}", out.display());
     Ok(())
 }
