@@ -3,7 +3,6 @@
 //! against a direct reference loop. A second backend would replace this module.
 
 pub mod conv;
-pub mod depthwise;
 pub mod gemm;
 pub mod micro;
 pub mod pool;

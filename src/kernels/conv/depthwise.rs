@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::Conv2dGeom;
+use super::Conv2dGeom;
 
 fn cols(g: &Conv2dGeom, kj: usize) -> (usize, usize) {
     g.valid_cols(kj)

@@ -1,0 +1,297 @@
+//! Stride-1 convolutions without lowering: the zero-padded input read in place through
+//! per-tap row offsets (forward, and the input gradient as a convolution of dY with flipped
+//! weights), and the weight gradient as blocks of dot products over the same layout.
+
+use rayon::prelude::*;
+
+use super::Conv2dGeom;
+use super::block::{for_each_block, pack_weights};
+use crate::kernels::micro::{Micro, Store};
+
+/// The layout of a stride-1 convolution lowered implicitly. With the input zero-padded to
+/// `hp x wp` per channel, output `(oh, ow)` reads tap `(c, ki, kj)` at
+/// `c * hp * wp + (oh + ki * dil_h) * wp + ow + kj * dil_w`: a fixed offset per tap plus
+/// `oh * wp + ow`. So over "wide" positions `q = oh * wq + ow` (`wq = wp`, the columns
+/// `ow >= out_w` computed and dropped) every row of the lowered matrix is a contiguous run of
+/// the padded input, and the micro-kernel reads it in place. A single output row needs no
+/// wide columns (`wq = out_w`).
+pub(crate) struct Implicit {
+    hp: usize,
+    wp: usize,
+    wq: usize,
+    /// Wide positions: `(out_h - 1) * wq + out_w`.
+    q_all: usize,
+}
+
+impl Implicit {
+    pub(crate) fn of(g: &Conv2dGeom) -> Option<Implicit> {
+        if g.stride_h != 1 || g.stride_w != 1 || g.positions() == 0 {
+            return None;
+        }
+        let hp = g.out_h + (g.k_h - 1) * g.dil_h;
+        let wp = g.out_w + (g.k_w - 1) * g.dil_w;
+        if hp < g.h + g.pad_t || wp < g.w + g.pad_l {
+            return None;
+        }
+        let wq = if g.out_h == 1 { g.out_w } else { wp };
+        Some(Implicit {
+            hp,
+            wp,
+            wq,
+            q_all: (g.out_h - 1) * wq + g.out_w,
+        })
+    }
+
+    fn plane(&self) -> usize {
+        self.hp * self.wp
+    }
+
+    /// Offset of each tap `(c, ki, kj)` (in lowered-row order) from a group's first plane.
+    fn offsets(&self, g: &Conv2dGeom) -> Vec<usize> {
+        let mut offs = Vec::with_capacity(g.kdim());
+        for c in 0..g.cin_g() {
+            for ki in 0..g.k_h {
+                for kj in 0..g.k_w {
+                    offs.push(c * self.plane() + ki * g.dil_h * self.wp + kj * g.dil_w);
+                }
+            }
+        }
+        offs
+    }
+
+    /// The input needs no padding: it is read in place.
+    fn in_place(&self, g: &Conv2dGeom) -> bool {
+        self.hp == g.h && self.wp == g.w && g.pad_t == 0 && g.pad_l == 0
+    }
+
+    /// The input of every image zero-padded to `hp x wp` planes, with `slack` zeros after the
+    /// last plane for the reads of the last panel past the end.
+    fn pad(&self, g: &Conv2dGeom, x: &[f32], slack: usize) -> Vec<f32> {
+        let (hw, plane) = (g.h * g.w, self.plane());
+        let planes = g.n * g.c_in;
+        let mut xp = vec![0f32; planes * plane + slack];
+        xp[..planes * plane]
+            .par_chunks_mut(plane)
+            .zip(x.par_chunks(hw))
+            .for_each(|(dst, src)| {
+                for (ih, row) in src.chunks_exact(g.w).enumerate() {
+                    let at = (ih + g.pad_t) * self.wp + g.pad_l;
+                    dst[at..at + g.w].copy_from_slice(row);
+                }
+            });
+        xp
+    }
+}
+
+/// Forward of a stride-1 convolution through the micro-kernel reading the padded input in
+/// place (see [`Implicit`]); tiles of wide positions, parallel over images, groups and tiles.
+pub(crate) fn forward(
+    mk: Micro,
+    g: &Conv2dGeom,
+    im: &Implicit,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let p_all = g.positions();
+    let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
+    let alen = mk.packed_a_len(cog, kd);
+    let wp = pack_weights(mk, g, w);
+    let offs = im.offsets(g);
+    let padded;
+    let xp: &[f32] = if im.in_place(g) {
+        x
+    } else {
+        padded = im.pad(g, x, mk.nr + (g.k_w - 1) * g.dil_w);
+        &padded
+    };
+    let reach = offs.iter().max().map_or(0, |&o| o + mk.nr);
+    let packed = mk.packed_offsets(kd);
+    // a tile's output block (cog x tile) stays within 128 KiB
+    let tile = ((32_768 / cog.max(1)) / mk.nr).max(1) * mk.nr;
+    let tile = tile.min(im.q_all.next_multiple_of(mk.nr));
+    let ntiles = im.q_all.div_ceil(tile);
+    let direct = im.wq == g.out_w;
+    // output positions of wide positions: tile tix's q0..q1 map to a contiguous range
+    let pos = |q: usize| (q / im.wq) * g.out_w + (q % im.wq).min(g.out_w);
+    let wide = |tix: usize| (tix * tile).min(im.q_all);
+    for_each_block(
+        g,
+        ntiles,
+        |tix| pos(wide(tix)),
+        y,
+        || (Vec::new(), Vec::new()),
+        |(cbuf, tail): &mut (Vec<f32>, Vec<f32>), img, grp, tix, yt| {
+            let (q0, q1) = (wide(tix), wide(tix + 1));
+            let t = q1 - q0;
+            let xb = &xp[(img * g.c_in + grp * cig) * im.plane() + q0..];
+            let wg = &wp[grp * alen..(grp + 1) * alen];
+            let o0 = pos(q0);
+            let panels = t.div_ceil(mk.nr);
+            // One panel of B: in place, or (where its rows would read past the input's end, an
+            // unpadded input's last panel) gathered into `tail` with packed offsets.
+            let store = bias.map_or(Store::Replace, |b| Store::Bias(&b[grp * cog..]));
+            let mut panel = |q: usize, c: &mut [f32], ldc: usize| {
+                let cols = mk.nr.min(t - q * mk.nr);
+                let bq = &xb[q * mk.nr..];
+                if bq.len() >= reach {
+                    mk.panel(cog, kd, wg, bq, &offs, c, ldc, cols, store);
+                } else {
+                    tail.clear();
+                    tail.resize(kd * mk.nr, 0.0);
+                    for (p, &o) in offs.iter().enumerate() {
+                        tail[p * mk.nr..p * mk.nr + cols].copy_from_slice(&bq[o..o + cols]);
+                    }
+                    mk.panel(cog, kd, wg, tail, &packed, c, ldc, cols, store);
+                }
+            };
+            if direct {
+                for q in 0..panels {
+                    panel(q, &mut yt[q * mk.nr..], p_all);
+                }
+                return;
+            }
+            cbuf.resize(cog * t, 0.0);
+            for q in 0..panels {
+                panel(q, &mut cbuf[q * mk.nr..], t);
+            }
+            // drop the wide columns
+            for o in 0..cog {
+                let (src, dst) = (&cbuf[o * t..(o + 1) * t], &mut yt[o * p_all..]);
+                let mut q = q0;
+                while q < q1 {
+                    let ow = q % im.wq;
+                    let run_end = (q - ow + g.out_w).min(q1);
+                    if run_end > q {
+                        let d = pos(q) - o0;
+                        dst[d..d + run_end - q].copy_from_slice(&src[q - q0..run_end - q0]);
+                    }
+                    q = q - ow + im.wq;
+                }
+            }
+        },
+    );
+}
+
+/// For stride 1, the input gradient is itself a stride-1 convolution: of dY, padded by
+/// `dil * (k - 1) - pad` (per side), with the kernel flipped and its channel axes swapped.
+/// Returns that convolution's geometry when its padding is non-negative on every side.
+pub(crate) fn transposed_as_conv(g: &Conv2dGeom) -> Option<(Conv2dGeom, Implicit)> {
+    if g.stride_h != 1 || g.stride_w != 1 {
+        return None;
+    }
+    let gt = Conv2dGeom {
+        n: g.n,
+        c_in: g.c_out,
+        h: g.out_h,
+        w: g.out_w,
+        c_out: g.c_in,
+        k_h: g.k_h,
+        k_w: g.k_w,
+        stride_h: 1,
+        stride_w: 1,
+        pad_t: (g.dil_h * (g.k_h - 1)).checked_sub(g.pad_t)?,
+        pad_l: (g.dil_w * (g.k_w - 1)).checked_sub(g.pad_l)?,
+        dil_h: g.dil_h,
+        dil_w: g.dil_w,
+        groups: g.groups,
+        out_h: g.h,
+        out_w: g.w,
+    };
+    // `Implicit::of` also refuses a negative bottom or right padding
+    let im = Implicit::of(&gt)?;
+    Some((gt, im))
+}
+
+/// `(c_out, c_in/g, kh, kw)` weights as the `(c_in, c_out/g, kh, kw)` weights of the transposed
+/// convolution: channel axes swapped within each group, taps flipped.
+pub(crate) fn flip_weights(g: &Conv2dGeom, w: &[f32]) -> Vec<f32> {
+    let (cig, cog, kk) = (g.cin_g(), g.cout_g(), g.k_h * g.k_w);
+    let mut out = vec![0f32; w.len()];
+    for grp in 0..g.groups {
+        for o in 0..cog {
+            for i in 0..cig {
+                let src = &w[((grp * cog + o) * cig + i) * kk..][..kk];
+                let dst = &mut out[((grp * cig + i) * cog + o) * kk..][..kk];
+                for (d, v) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *v;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Weight gradient of a stride-1 convolution as blocks of dot products over wide positions
+/// (see [`Implicit`]): `dW[o][tap] = sum(img, q) dY_wide[o][q] * x_padded[offset(tap) + q]`,
+/// with dY zero on the dropped columns. Images are taken in chunks whose dY and input fit in
+/// L2; each chunk's sums go to their own buffer, added in chunk order, so the result does not
+/// depend on the thread count.
+pub(crate) fn backward_weight(
+    mk: Micro,
+    g: &Conv2dGeom,
+    im: &Implicit,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) {
+    let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
+    let (rb, cb, lanes) = mk.dots_block();
+    let (p_all, qr) = (g.positions(), im.q_all.next_multiple_of(lanes));
+    let mut dyw = vec![0f32; g.n * g.c_out * qr];
+    dyw.par_chunks_mut(qr)
+        .zip(dy.par_chunks(p_all))
+        .for_each(|(d, s)| {
+            for (oh, row) in s.chunks_exact(g.out_w).enumerate() {
+                d[oh * im.wq..oh * im.wq + g.out_w].copy_from_slice(row);
+            }
+        });
+    let xp = im.pad(g, x, lanes + (g.k_w - 1) * g.dil_w);
+    let offs = im.offsets(g);
+    let img_bytes = 4 * (g.c_out * qr + g.c_in * im.plane());
+    let chunk = (524_288 / img_bytes.max(1)).clamp(1, g.n);
+    let nchunks = g.n.div_ceil(chunk);
+    let row_blocks = cog.div_ceil(rb);
+    // one task per (chunk, group, block of output channels): that block's rows of dW
+    let blocks: Vec<Vec<f32>> = (0..nchunks * g.groups * row_blocks)
+        .into_par_iter()
+        .map(|task| {
+            let ch = task / (g.groups * row_blocks);
+            let grp = (task / row_blocks) % g.groups;
+            let o0 = (task % row_blocks) * rb;
+            let rows = rb.min(cog - o0);
+            let (i0, imgs) = (ch * chunk, chunk.min(g.n - ch * chunk));
+            let a_rows: Vec<usize> = (0..rows)
+                .map(|i| (i0 * g.c_out + grp * cog + o0 + i) * qr)
+                .collect();
+            let xbase = (i0 * g.c_in + grp * cig) * im.plane();
+            let mut out = vec![0f32; rows * kd];
+            for t0 in (0..kd).step_by(cb) {
+                let b_rows: Vec<usize> = offs[t0..(t0 + cb).min(kd)]
+                    .iter()
+                    .map(|o| xbase + o)
+                    .collect();
+                mk.dots(
+                    qr,
+                    imgs,
+                    (&dyw, &a_rows, g.c_out * qr),
+                    (&xp, &b_rows, g.c_in * im.plane()),
+                    &mut out[t0..],
+                    kd,
+                );
+            }
+            out
+        })
+        .collect();
+    // blocks of chunk ch come before those of ch + 1: add them in that order
+    dw.fill(0.0);
+    for (task, block) in blocks.iter().enumerate() {
+        let grp = (task / row_blocks) % g.groups;
+        let o0 = (task % row_blocks) * rb;
+        let dst = &mut dw[(grp * cog + o0) * kd..][..block.len()];
+        for (d, v) in dst.iter_mut().zip(block) {
+            *d += v;
+        }
+    }
+}

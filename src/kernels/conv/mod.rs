@@ -1,0 +1,144 @@
+//! Convolution kernels on slices. This file only picks the path for a geometry and a CPU:
+//!
+//! - `implicit`: stride-1 convolutions read in place from the zero-padded input through the
+//!   micro-kernel (forward and input gradient), weight gradient as dot-product blocks;
+//! - `packed`: other strides, lowered by im2col straight into the micro-kernel's panels;
+//! - `tiled`: tiled im2col + `matrixmultiply`, where no micro-kernel applies;
+//! - `depthwise`: direct loops for `groups == c_in`.
+//!
+//! 1-D convolutions run here as 2-D ones with `h = 1`; transposed convolutions reuse these
+//! kernels with the roles of input and output swapped (see `ops::conv_transpose`).
+
+mod block;
+mod depthwise;
+mod geom;
+mod im2col;
+mod implicit;
+mod packed;
+#[cfg(test)]
+pub(crate) mod reference;
+#[cfg(test)]
+mod tests;
+mod tiled;
+
+use rayon::prelude::*;
+
+pub use geom::{Conv2dGeom, conv_out_len};
+use implicit::Implicit;
+
+use super::micro::Micro;
+
+/// Forward convolution.
+///
+/// # Shapes
+/// x: `(n, c_in, h, w)`, w: `(c_out, c_in / groups, k_h, k_w)`, bias: `(c_out)`,
+/// y: `(n, c_out, out_h, out_w)`, fully overwritten.
+pub fn conv2d_forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    conv2d_forward_with(Micro::best(), g, x, w, bias, y)
+}
+
+/// [`conv2d_forward`] through the given micro-kernel, or through `matrixmultiply` with `None`.
+pub(crate) fn conv2d_forward_with(
+    micro: Option<Micro>,
+    g: &Conv2dGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    debug_assert_eq!(x.len(), g.n * g.c_in * g.h * g.w);
+    debug_assert_eq!(w.len(), g.c_out * g.kdim());
+    debug_assert_eq!(y.len(), g.n * g.c_out * g.positions());
+    if g.is_depthwise() {
+        return depthwise::forward(g, x, w, bias, y);
+    }
+    match micro {
+        Some(mk) => match Implicit::of(g) {
+            Some(im) => implicit::forward(mk, g, &im, x, w, bias, y),
+            None => packed::forward(mk, g, x, w, bias, y),
+        },
+        None => tiled::forward(g, x, w, bias, y),
+    }
+}
+
+/// Gradient of the convolution with respect to its input.
+///
+/// # Shapes
+/// dy: `(n, c_out, out_h, out_w)`, w: `(c_out, c_in / groups, k_h, k_w)`, dx: `(n, c_in, h, w)`,
+/// fully overwritten.
+pub fn conv2d_backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    conv2d_backward_input_with(Micro::best(), g, dy, w, dx)
+}
+
+/// [`conv2d_backward_input`] through the given micro-kernel, or `matrixmultiply` with `None`.
+pub(crate) fn conv2d_backward_input_with(
+    micro: Option<Micro>,
+    g: &Conv2dGeom,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+) {
+    if g.is_depthwise() {
+        return depthwise::backward_input(g, dy, w, dx);
+    }
+    // (with fewer input channels per group than a register block has rows, most of each
+    // block would be wasted: the GEMM over the lowered dY is faster there)
+    if let Some(mk) = micro.filter(|mk| g.cin_g() >= mk.mr)
+        && let Some((gt, im)) = implicit::transposed_as_conv(g)
+    {
+        let flipped = implicit::flip_weights(g, w);
+        return implicit::forward(mk, &gt, &im, dy, &flipped, None, dx);
+    }
+    tiled::backward_input(g, dy, w, dx)
+}
+
+/// Gradients of the convolution with respect to its weight and bias.
+///
+/// # Shapes
+/// x: `(n, c_in, h, w)`, dy: `(n, c_out, out_h, out_w)`, dw: `(c_out, c_in / groups, k_h, k_w)`,
+/// db: `(c_out)`; both fully overwritten.
+pub fn conv2d_backward_weight(
+    g: &Conv2dGeom,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) {
+    conv2d_backward_weight_with(Micro::best(), g, x, dy, dw, db)
+}
+
+/// [`conv2d_backward_weight`] through the given micro-kernel, or `matrixmultiply` with `None`.
+pub(crate) fn conv2d_backward_weight_with(
+    micro: Option<Micro>,
+    g: &Conv2dGeom,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) {
+    if let Some(db) = db {
+        bias_grad(g, dy, db);
+    }
+    if g.is_depthwise() {
+        return depthwise::backward_weight(g, x, dy, dw);
+    }
+    // (a pointwise convolution's GEMM needs no lowering, and its dot products would stream
+    // the whole input once per block of output channels)
+    if let (Some(mk), Some(im), false) = (micro, Implicit::of(g), g.is_pointwise()) {
+        return implicit::backward_weight(mk, g, &im, x, dy, dw);
+    }
+    tiled::backward_weight(g, x, dy, dw)
+}
+
+/// `db[o]`: the sum of dY over images and positions of channel `o`, in f64.
+fn bias_grad(g: &Conv2dGeom, dy: &[f32], db: &mut [f32]) {
+    let p_all = g.positions();
+    db.par_iter_mut().enumerate().for_each(|(o, d)| {
+        let mut s = 0f64;
+        for img in 0..g.n {
+            let row = &dy[(img * g.c_out + o) * p_all..(img * g.c_out + o + 1) * p_all];
+            s += super::sum_f64(row);
+        }
+        *d = s as f32;
+    });
+}

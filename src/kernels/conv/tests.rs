@@ -1,0 +1,228 @@
+//! Every path against the reference loops.
+
+use super::geom::valid_range;
+use super::*;
+use crate::rng::Rng;
+
+fn close(a: &[f32], b: &[f32], what: &str, g: &Conv2dGeom) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+            "{what} [{i}]: {x} vs {y}, {g:?}"
+        );
+    }
+}
+
+/// `matrixmultiply` (None) and every micro-kernel this CPU has.
+fn micros() -> Vec<Option<Micro>> {
+    std::iter::once(None)
+        .chain(Micro::available().into_iter().map(Some))
+        .collect()
+}
+
+fn random_geom(r: &mut Rng) -> Conv2dGeom {
+    loop {
+        let groups = [1, 1, 2, 3][r.below(4)];
+        let depthwise = r.below(4) == 0;
+        let c_in = if depthwise {
+            groups * 2
+        } else {
+            groups * (1 + r.below(3))
+        };
+        let groups = if depthwise { c_in } else { groups };
+        let c_out = groups * (1 + r.below(3));
+        let (k_h, k_w) = (1 + r.below(4), 1 + r.below(4));
+        let (h, w) = (1 + r.below(9), 1 + r.below(9));
+        let (sh, sw) = (1 + r.below(3), 1 + r.below(3));
+        let (dh, dw) = (1 + r.below(2), 1 + r.below(3));
+        let (pt, pb, pl, pr) = (r.below(3), r.below(3), r.below(3), r.below(3));
+        let (Some(out_h), Some(out_w)) = (
+            conv_out_len(h, pt + pb, k_h, sh, dh),
+            conv_out_len(w, pl + pr, k_w, sw, dw),
+        ) else {
+            continue;
+        };
+        return Conv2dGeom {
+            n: 1 + r.below(3),
+            c_in,
+            h,
+            w,
+            c_out,
+            k_h,
+            k_w,
+            stride_h: sh,
+            stride_w: sw,
+            pad_t: pt,
+            pad_l: pl,
+            dil_h: dh,
+            dil_w: dw,
+            groups,
+            out_h,
+            out_w,
+        };
+    }
+}
+
+#[test]
+fn fast_conv_matches_reference_on_random_geometries() {
+    let mut r = Rng::new(11);
+    for _ in 0..300 {
+        let g = random_geom(&mut r);
+        let x: Vec<f32> = (0..g.n * g.c_in * g.h * g.w).map(|_| r.normal()).collect();
+        let w: Vec<f32> = (0..g.c_out * g.kdim()).map(|_| r.normal()).collect();
+        let b: Vec<f32> = (0..g.c_out).map(|_| r.normal()).collect();
+        let dy: Vec<f32> = (0..g.n * g.c_out * g.positions())
+            .map(|_| r.normal())
+            .collect();
+        let want = reference::forward(&g, &x, &w, Some(&b));
+        for micro in micros() {
+            let mut y = vec![f32::NAN; dy.len()];
+            conv2d_forward_with(micro, &g, &x, &w, Some(&b), &mut y);
+            close(&y, &want, &format!("forward {micro:?}"), &g);
+        }
+        let (rdx, rdw) = reference::backward(&g, &x, &w, &dy);
+        for micro in micros() {
+            let mut dx = vec![f32::NAN; x.len()];
+            conv2d_backward_input_with(micro, &g, &dy, &w, &mut dx);
+            close(&dx, &rdx, &format!("grad_x {micro:?}"), &g);
+        }
+        for micro in micros() {
+            let mut dw = vec![f32::NAN; w.len()];
+            conv2d_backward_weight_with(micro, &g, &x, &dy, &mut dw, None);
+            close(&dw, &rdw, &format!("grad_w {micro:?}"), &g);
+        }
+        let mut dw = vec![f32::NAN; w.len()];
+        let mut db = vec![f32::NAN; b.len()];
+        conv2d_backward_weight(&g, &x, &dy, &mut dw, Some(&mut db));
+        close(&dw, &rdw, "grad_w", &g);
+        for o in 0..g.c_out {
+            let s: f32 = (0..g.n)
+                .flat_map(|n| dy[(n * g.c_out + o) * g.positions()..][..g.positions()].iter())
+                .sum();
+            assert!((db[o] - s).abs() < 1e-4 * (1.0 + s.abs()));
+        }
+    }
+}
+
+#[test]
+fn tiled_lowering_matches_reference_when_tiles_split_rows() {
+    // kdim large enough that a tile holds fewer positions than the image.
+    let g = Conv2dGeom {
+        n: 2,
+        c_in: 128,
+        h: 30,
+        w: 29,
+        c_out: 5,
+        k_h: 3,
+        k_w: 3,
+        stride_h: 1,
+        stride_w: 2,
+        pad_t: 1,
+        pad_l: 2,
+        dil_h: 2,
+        dil_w: 1,
+        groups: 1,
+        out_h: conv_out_len(30, 2, 3, 1, 2).unwrap(),
+        out_w: conv_out_len(29, 3, 3, 2, 1).unwrap(),
+    };
+    assert!(g.tile() < g.positions());
+    let mut r = Rng::new(2);
+    let x: Vec<f32> = (0..g.n * g.c_in * g.h * g.w).map(|_| r.normal()).collect();
+    let w: Vec<f32> = (0..g.c_out * g.kdim()).map(|_| r.normal()).collect();
+    let dy: Vec<f32> = (0..g.n * g.c_out * g.positions())
+        .map(|_| r.normal())
+        .collect();
+    let want = reference::forward(&g, &x, &w, None);
+    for micro in micros() {
+        let mut y = vec![0f32; dy.len()];
+        conv2d_forward_with(micro, &g, &x, &w, None, &mut y);
+        close(&y, &want, &format!("forward {micro:?}"), &g);
+    }
+    let (rdx, rdw) = reference::backward(&g, &x, &w, &dy);
+    let mut dx = vec![0f32; x.len()];
+    conv2d_backward_input(&g, &dy, &w, &mut dx);
+    close(&dx, &rdx, "grad_x", &g);
+    let mut dw = vec![0f32; w.len()];
+    conv2d_backward_weight(&g, &x, &dy, &mut dw, None);
+    close(&dw, &rdw, "grad_w", &g);
+}
+
+/// Stride-1 geometries of the implicit lowering: in place (no padding, the last panel
+/// gathered), padded with wide columns, a single output row, tiles that split rows.
+#[test]
+fn implicit_lowering_matches_reference() {
+    let mut r = Rng::new(3);
+    let cases = [
+        // (n, c_in, h, w, c_out, k_h, k_w, pad_t, pad_b, pad_l, pad_r, dil_h, dil_w, groups)
+        (2, 5, 7, 9, 3, 1, 1, 0, 0, 0, 0, 1, 1, 1),
+        (3, 4, 6, 11, 10, 3, 3, 0, 0, 0, 0, 1, 1, 1),
+        (2, 3, 1, 50, 9, 1, 3, 0, 0, 4, 0, 1, 2, 1),
+        (2, 6, 1, 40, 4, 1, 2, 0, 0, 0, 0, 1, 5, 2),
+        (1, 3, 9, 8, 70, 3, 2, 1, 2, 0, 1, 2, 1, 1),
+        (2, 8, 30, 33, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+        (1, 2, 5, 5, 2, 5, 5, 4, 4, 4, 4, 1, 1, 1),
+    ];
+    for (n, c_in, h, w, c_out, k_h, k_w, pt, pb, pl, pr, dh, dw, groups) in cases {
+        let g = Conv2dGeom {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            k_h,
+            k_w,
+            stride_h: 1,
+            stride_w: 1,
+            pad_t: pt,
+            pad_l: pl,
+            dil_h: dh,
+            dil_w: dw,
+            groups,
+            out_h: conv_out_len(h, pt + pb, k_h, 1, dh).unwrap(),
+            out_w: conv_out_len(w, pl + pr, k_w, 1, dw).unwrap(),
+        };
+        assert!(Implicit::of(&g).is_some(), "{g:?}");
+        let x: Vec<f32> = (0..g.n * g.c_in * g.h * g.w).map(|_| r.normal()).collect();
+        let wt: Vec<f32> = (0..g.c_out * g.kdim()).map(|_| r.normal()).collect();
+        let b: Vec<f32> = (0..g.c_out).map(|_| r.normal()).collect();
+        let want = reference::forward(&g, &x, &wt, Some(&b));
+        let dy: Vec<f32> = (0..want.len()).map(|_| r.normal()).collect();
+        let (rdx, rdw) = reference::backward(&g, &x, &wt, &dy);
+        for micro in micros() {
+            let mut y = vec![f32::NAN; want.len()];
+            conv2d_forward_with(micro, &g, &x, &wt, Some(&b), &mut y);
+            close(&y, &want, &format!("forward {micro:?}"), &g);
+            let mut dx = vec![f32::NAN; x.len()];
+            conv2d_backward_input_with(micro, &g, &dy, &wt, &mut dx);
+            close(&dx, &rdx, &format!("grad_x {micro:?}"), &g);
+            let mut dw = vec![f32::NAN; wt.len()];
+            conv2d_backward_weight_with(micro, &g, &x, &dy, &mut dw, None);
+            close(&dw, &rdw, &format!("grad_w {micro:?}"), &g);
+        }
+    }
+}
+
+#[test]
+fn valid_range_is_exact() {
+    for out in 0..6 {
+        for stride in 1..4 {
+            for offset in 0..5 {
+                for pad in 0..4 {
+                    for n in 1..6 {
+                        let (lo, hi) = valid_range(out, stride, offset, pad, n);
+                        for o in 0..out {
+                            let i = (o * stride + offset) as isize - pad as isize;
+                            let ok = i >= 0 && (i as usize) < n;
+                            assert_eq!(
+                                ok,
+                                o >= lo && o < hi,
+                                "{out} {stride} {offset} {pad} {n} {o}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
