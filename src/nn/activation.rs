@@ -1,7 +1,7 @@
 //! Activations usable as a layer or as a layer option (`activation = "relu"`).
 
 use crate::error::{Result, param_err};
-use crate::ops;
+use crate::ops::{self, Pointwise};
 use crate::tensor::Tensor;
 
 /// An elementwise (or, for softmax, per-row) activation.
@@ -76,40 +76,44 @@ impl Activation {
     /// Apply to a batch.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let axis = if x.rank() >= 2 { 1 } else { 0 };
-        match *self {
-            Activation::Linear => Ok(x.clone()),
-            Activation::Relu => ops::relu(x),
-            Activation::LeakyRelu(a) => ops::leaky_relu(x, a),
-            Activation::Elu(a) => ops::elu(x, a),
-            Activation::Gelu => ops::gelu(x),
-            Activation::Sigmoid => ops::sigmoid(x),
-            Activation::Tanh => ops::tanh(x),
-            Activation::Softmax => ops::softmax(x, axis),
-            Activation::LogSoftmax => ops::log_softmax(x, axis),
+        match (self, self.pointwise()) {
+            (_, Some(p)) => ops::pointwise(x, p),
+            (Activation::Softmax, _) => ops::softmax(x, axis),
+            (Activation::LogSoftmax, _) => ops::log_softmax(x, axis),
+            _ => Ok(x.clone()),
         }
+    }
+
+    /// The elementwise function of this activation, or `None` (linear, and the softmaxes,
+    /// which mix a sample's channels).
+    pub fn pointwise(&self) -> Option<Pointwise> {
+        Some(match *self {
+            Activation::Relu => Pointwise::Relu,
+            Activation::LeakyRelu(a) => Pointwise::LeakyRelu(a),
+            Activation::Elu(a) => Pointwise::Elu(a),
+            Activation::Gelu => Pointwise::Gelu,
+            Activation::Sigmoid => Pointwise::Sigmoid,
+            Activation::Tanh => Pointwise::Tanh,
+            Activation::Linear | Activation::Softmax | Activation::LogSoftmax => return None,
+        })
     }
 
     /// Apply to a layer's own output: when nothing is recorded (inference) and the buffer is
     /// not shared, elementwise activations run in place, saving a pass and an allocation.
     pub fn apply_owned(&self, y: Tensor) -> Result<Tensor> {
-        if y.requires_grad() || !y.is_unique() {
-            return self.apply(&y);
+        if *self == Activation::Linear {
+            return Ok(y);
         }
-        fn inplace(y: &Tensor, f: impl Fn(f32) -> f32 + Sync) {
-            use rayon::prelude::*;
-            y.data_mut()
-                .par_chunks_mut(1 << 15)
-                .for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
+        match self.pointwise() {
+            Some(p) if !y.requires_grad() && y.is_unique() => {
+                use rayon::prelude::*;
+                y.data_mut()
+                    .par_chunks_mut(1 << 15)
+                    .for_each(|c| c.iter_mut().for_each(|v| *v = p.f(*v)));
+                Ok(y)
+            }
+            _ => self.apply(&y),
         }
-        match *self {
-            Activation::Linear => {}
-            Activation::Relu => inplace(&y, |v| if v > 0.0 { v } else { 0.0 }),
-            Activation::LeakyRelu(a) => inplace(&y, move |v| if v > 0.0 { v } else { a * v }),
-            Activation::Sigmoid => inplace(&y, crate::ops::activation::sigmoid_f),
-            Activation::Tanh => inplace(&y, f32::tanh),
-            _ => return self.apply(&y),
-        }
-        Ok(y)
     }
 
     /// FLOPs per element, roughly (0 for linear).

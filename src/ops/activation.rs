@@ -40,58 +40,149 @@ fn unary(
     Ok(y.with_shape(shape, node))
 }
 
+/// An elementwise activation as plain functions: its value `f(x)` and its derivative
+/// `d(x, y)` with `y = f(x)`, each written beside the other. The ops below and the compiled
+/// plan's fused epilogues (`plan`) both use them, so the formulas exist once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pointwise {
+    /// max(x, 0); the derivative at 0 is 0, as in PyTorch.
+    Relu,
+    /// x for x > 0, else slope * x.
+    LeakyRelu(f32),
+    /// x for x > 0, else alpha * (exp(x) - 1).
+    Elu(f32),
+    /// The exact GELU, x * Phi(x) with the normal CDF through erf (PyTorch's default).
+    Gelu,
+    /// 1 / (1 + exp(-x)), computed without overflow.
+    Sigmoid,
+    Tanh,
+}
+
+const INV_SQRT2: f64 = std::f64::consts::FRAC_1_SQRT_2;
+const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+
+impl Pointwise {
+    /// The name of the op.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pointwise::Relu => "relu",
+            Pointwise::LeakyRelu(_) => "leaky_relu",
+            Pointwise::Elu(_) => "elu",
+            Pointwise::Gelu => "gelu",
+            Pointwise::Sigmoid => "sigmoid",
+            Pointwise::Tanh => "tanh",
+        }
+    }
+
+    /// `f(x)`.
+    #[inline]
+    pub fn f(self, v: f32) -> f32 {
+        match self {
+            Pointwise::Relu => {
+                if v > 0.0 {
+                    v
+                } else {
+                    0.0
+                }
+            }
+            Pointwise::LeakyRelu(slope) => {
+                if v > 0.0 {
+                    v
+                } else {
+                    slope * v
+                }
+            }
+            Pointwise::Elu(alpha) => {
+                if v > 0.0 {
+                    v
+                } else {
+                    alpha * v.exp_m1()
+                }
+            }
+            Pointwise::Gelu => {
+                let v = v as f64;
+                (0.5 * v * (1.0 + libm::erf(v * INV_SQRT2))) as f32
+            }
+            Pointwise::Sigmoid => sigmoid_f(v),
+            Pointwise::Tanh => v.tanh(),
+        }
+    }
+
+    /// `f'(x)`, given `x` and `y = f(x)`.
+    #[inline]
+    pub fn d(self, v: f32, y: f32) -> f32 {
+        match self {
+            Pointwise::Relu => {
+                if v > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Pointwise::LeakyRelu(slope) => {
+                if v > 0.0 {
+                    1.0
+                } else {
+                    slope
+                }
+            }
+            Pointwise::Elu(alpha) => {
+                if v > 0.0 {
+                    1.0
+                } else {
+                    y + alpha
+                }
+            }
+            Pointwise::Gelu => {
+                let v = v as f64;
+                let cdf = 0.5 * (1.0 + libm::erf(v * INV_SQRT2));
+                (cdf + v * INV_SQRT_2PI * (-0.5 * v * v).exp()) as f32
+            }
+            Pointwise::Sigmoid => y * (1.0 - y),
+            Pointwise::Tanh => 1.0 - y * y,
+        }
+    }
+
+    /// Whether `d` can be computed from `y` alone (`d(y, y)` gives the same value), so that a
+    /// fused epilogue need not keep `x`: `x > 0` exactly when `y > 0` for these.
+    pub fn derivative_from_output(self) -> bool {
+        match self {
+            Pointwise::Relu | Pointwise::Sigmoid | Pointwise::Tanh => true,
+            Pointwise::LeakyRelu(slope) => slope >= 0.0,
+            Pointwise::Elu(alpha) => alpha >= 0.0,
+            Pointwise::Gelu => false,
+        }
+    }
+}
+
+/// Apply a pointwise activation as an op.
+pub fn pointwise(x: &Tensor, p: Pointwise) -> Result<Tensor> {
+    unary(p.name(), x, move |v| p.f(v), move |v, y| p.d(v, y))
+}
+
 /// max(x, 0). The derivative at 0 is 0, as in PyTorch.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    unary(
-        "relu",
-        x,
-        |v| if v > 0.0 { v } else { 0.0 },
-        |v, _| if v > 0.0 { 1.0 } else { 0.0 },
-    )
+    pointwise(x, Pointwise::Relu)
 }
 
 /// x for x > 0, else slope * x.
 pub fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
-    unary(
-        "leaky_relu",
-        x,
-        move |v| if v > 0.0 { v } else { slope * v },
-        move |v, _| if v > 0.0 { 1.0 } else { slope },
-    )
+    pointwise(x, Pointwise::LeakyRelu(slope))
 }
 
 /// x for x > 0, else alpha * (exp(x) - 1).
 pub fn elu(x: &Tensor, alpha: f32) -> Result<Tensor> {
-    unary(
-        "elu",
-        x,
-        move |v| if v > 0.0 { v } else { alpha * v.exp_m1() },
-        move |v, y| if v > 0.0 { 1.0 } else { y + alpha },
-    )
+    pointwise(x, Pointwise::Elu(alpha))
 }
 
 /// The exact GELU, x * Phi(x) with the normal CDF through erf (PyTorch's default).
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    const INV_SQRT2: f64 = std::f64::consts::FRAC_1_SQRT_2;
-    const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
-    unary(
-        "gelu",
-        x,
-        |v| {
-            let v = v as f64;
-            (0.5 * v * (1.0 + libm::erf(v * INV_SQRT2))) as f32
-        },
-        |v, _| {
-            let v = v as f64;
-            let cdf = 0.5 * (1.0 + libm::erf(v * INV_SQRT2));
-            (cdf + v * INV_SQRT_2PI * (-0.5 * v * v).exp()) as f32
-        },
-    )
+    pointwise(x, Pointwise::Gelu)
 }
 
 /// 1 / (1 + exp(-x)), computed without overflow.
 pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
-    unary("sigmoid", x, sigmoid_f, |_, y| y * (1.0 - y))
+    pointwise(x, Pointwise::Sigmoid)
 }
 
 pub(crate) fn sigmoid_f(v: f32) -> f32 {
@@ -105,7 +196,7 @@ pub(crate) fn sigmoid_f(v: f32) -> f32 {
 
 /// Hyperbolic tangent.
 pub fn tanh(x: &Tensor) -> Result<Tensor> {
-    unary("tanh", x, f32::tanh, |_, y| 1.0 - y * y)
+    pointwise(x, Pointwise::Tanh)
 }
 
 /// e^x.

@@ -63,7 +63,8 @@ impl<'a> LayerInputs<'a> {
 }
 
 pub use activation::{
-    abs, elu, exp, gelu, leaky_relu, log, log_softmax, neg, relu, sigmoid, softmax, sqrt, tanh,
+    Pointwise, abs, elu, exp, gelu, leaky_relu, log, log_softmax, neg, pointwise, relu, sigmoid,
+    softmax, sqrt, tanh,
 };
 pub use conv::{Conv1dConfig, Conv2dConfig, Padding, conv1d, conv2d, same_padding};
 pub use conv_transpose::{
