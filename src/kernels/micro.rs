@@ -95,9 +95,15 @@ impl Micro {
 
     /// Pack the `m x k` matrix `a` (any strides) into `dst` (resized to [`Self::packed_a_len`]).
     pub fn pack_a(&self, m: usize, k: usize, a: MatRef, dst: &mut Vec<f32>) {
-        let mr = self.mr;
         dst.clear();
         dst.resize(self.packed_a_len(m, k), 0.0);
+        self.pack_a_into(m, k, a, dst);
+    }
+
+    /// [`Self::pack_a`] into a slice of exactly [`Self::packed_a_len`] zeros.
+    pub fn pack_a_into(&self, m: usize, k: usize, a: MatRef, dst: &mut [f32]) {
+        let mr = self.mr;
+        debug_assert_eq!(dst.len(), self.packed_a_len(m, k));
         if k == 0 {
             return;
         }

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::Conv2dGeom;
-use super::block::{for_each_block, pack_weights};
+use super::block::{Epilogue, Scratch, for_each_block, pack_weights};
 use crate::kernels::micro::{Micro, Store};
 
 /// The layout of a stride-1 convolution lowered implicitly. With the input zero-padded to
@@ -15,6 +15,7 @@ use crate::kernels::micro::{Micro, Store};
 /// `ow >= out_w` computed and dropped) every row of the lowered matrix is a contiguous run of
 /// the padded input, and the micro-kernel reads it in place. A single output row needs no
 /// wide columns (`wq = out_w`).
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Implicit {
     hp: usize,
     wp: usize,
@@ -60,26 +61,155 @@ impl Implicit {
     }
 
     /// The input needs no padding: it is read in place.
-    fn in_place(&self, g: &Conv2dGeom) -> bool {
+    pub(crate) fn in_place(&self, g: &Conv2dGeom) -> bool {
         self.hp == g.h && self.wp == g.w && g.pad_t == 0 && g.pad_l == 0
+    }
+
+    /// Length of the padded input of `g` with `slack` values after the last plane.
+    pub(crate) fn padded_len(&self, g: &Conv2dGeom, slack: usize) -> usize {
+        g.n * g.c_in * self.plane() + slack
     }
 
     /// The input of every image zero-padded to `hp x wp` planes, with `slack` zeros after the
     /// last plane for the reads of the last panel past the end.
     fn pad(&self, g: &Conv2dGeom, x: &[f32], slack: usize) -> Vec<f32> {
+        let mut xp = vec![0f32; self.padded_len(g, slack)];
+        self.pad_into(g, x, &mut xp);
+        xp
+    }
+
+    /// Copy the `g.n` images of `x` into the interiors of the padded planes of `xp`. The
+    /// borders are not written: `xp` must hold zeros there (a buffer zeroed once and reused
+    /// for the same geometry keeps them).
+    pub(crate) fn pad_into(&self, g: &Conv2dGeom, x: &[f32], xp: &mut [f32]) {
         let (hw, plane) = (g.h * g.w, self.plane());
         let planes = g.n * g.c_in;
-        let mut xp = vec![0f32; planes * plane + slack];
         xp[..planes * plane]
             .par_chunks_mut(plane)
-            .zip(x.par_chunks(hw))
+            .zip(x[..planes * hw].par_chunks(hw))
             .for_each(|(dst, src)| {
                 for (ih, row) in src.chunks_exact(g.w).enumerate() {
                     let at = (ih + g.pad_t) * self.wp + g.pad_l;
                     dst[at..at + g.w].copy_from_slice(row);
                 }
             });
-        xp
+    }
+}
+
+/// A stride-1 forward prepared once for a geometry and a micro-kernel: the tap offsets, the
+/// tile size and (after [`ImplicitForward::set_weights`]) the packed weights, so that running
+/// it on a batch allocates nothing.
+pub(crate) struct ImplicitForward {
+    mk: Micro,
+    im: Implicit,
+    offs: Vec<usize>,
+    packed_offs: Vec<usize>,
+    wp: Vec<f32>,
+    tile: usize,
+}
+
+impl ImplicitForward {
+    pub(crate) fn new(mk: Micro, g: &Conv2dGeom, im: Implicit) -> ImplicitForward {
+        let cog = g.cout_g();
+        // a tile's output block (cog x tile) stays within 128 KiB
+        let tile = ((32_768 / cog.max(1)) / mk.nr).max(1) * mk.nr;
+        ImplicitForward {
+            mk,
+            im,
+            offs: im.offsets(g),
+            packed_offs: mk.packed_offsets(g.kdim()),
+            wp: Vec::new(),
+            tile: tile.min(im.q_all.next_multiple_of(mk.nr)),
+        }
+    }
+
+    pub(crate) fn set_weights(&mut self, g: &Conv2dGeom, w: &[f32]) {
+        pack_weights(self.mk, g, w, &mut self.wp);
+    }
+
+    /// Zeros the padded input needs after its last plane.
+    pub(crate) fn slack(&self, g: &Conv2dGeom) -> usize {
+        self.mk.nr + (g.k_w - 1) * g.dil_w
+    }
+
+    /// `y = conv(x) + bias`, then `epi` on each finished block; `xp` is the input padded by
+    /// [`Implicit::pad_into`] (or the input itself when [`Implicit::in_place`]).
+    pub(crate) fn run(
+        &self,
+        g: &Conv2dGeom,
+        xp: &[f32],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        epi: Option<Epilogue>,
+    ) {
+        let (mk, im, tile) = (self.mk, &self.im, self.tile);
+        let p_all = g.positions();
+        let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
+        let alen = mk.packed_a_len(cog, kd);
+        let (offs, packed) = (&self.offs, &self.packed_offs);
+        let reach = offs.iter().max().map_or(0, |&o| o + mk.nr);
+        let ntiles = im.q_all.div_ceil(tile);
+        let direct = im.wq == g.out_w;
+        // output positions of wide positions: tile tix's q0..q1 map to a contiguous range
+        let pos = |q: usize| (q / im.wq) * g.out_w + (q % im.wq).min(g.out_w);
+        let wide = |tix: usize| (tix * tile).min(im.q_all);
+        for_each_block(
+            g,
+            ntiles,
+            |tix| pos(wide(tix)),
+            y,
+            epi,
+            |s: &mut Scratch, img, grp, tix, yt| {
+                let (cbuf, tail) = (&mut s.a, &mut s.b);
+                let (q0, q1) = (wide(tix), wide(tix + 1));
+                let t = q1 - q0;
+                let xb = &xp[(img * g.c_in + grp * cig) * im.plane() + q0..];
+                let wg = &self.wp[grp * alen..(grp + 1) * alen];
+                let o0 = pos(q0);
+                let panels = t.div_ceil(mk.nr);
+                // One panel of B: in place, or (where its rows would read past the input's
+                // end, an unpadded input's last panel) gathered into `tail` with packed offsets.
+                let store = bias.map_or(Store::Replace, |b| Store::Bias(&b[grp * cog..]));
+                let mut panel = |q: usize, c: &mut [f32], ldc: usize| {
+                    let cols = mk.nr.min(t - q * mk.nr);
+                    let bq = &xb[q * mk.nr..];
+                    if bq.len() >= reach {
+                        mk.panel(cog, kd, wg, bq, offs, c, ldc, cols, store);
+                    } else {
+                        tail.clear();
+                        tail.resize(kd * mk.nr, 0.0);
+                        for (p, &o) in offs.iter().enumerate() {
+                            tail[p * mk.nr..p * mk.nr + cols].copy_from_slice(&bq[o..o + cols]);
+                        }
+                        mk.panel(cog, kd, wg, tail, packed, c, ldc, cols, store);
+                    }
+                };
+                if direct {
+                    for q in 0..panels {
+                        panel(q, &mut yt[q * mk.nr..], p_all);
+                    }
+                    return;
+                }
+                cbuf.resize(cog * t, 0.0);
+                for q in 0..panels {
+                    panel(q, &mut cbuf[q * mk.nr..], t);
+                }
+                // drop the wide columns
+                for o in 0..cog {
+                    let (src, dst) = (&cbuf[o * t..(o + 1) * t], &mut yt[o * p_all..]);
+                    let mut q = q0;
+                    while q < q1 {
+                        let ow = q % im.wq;
+                        let run_end = (q - ow + g.out_w).min(q1);
+                        if run_end > q {
+                            let d = pos(q) - o0;
+                            dst[d..d + run_end - q].copy_from_slice(&src[q - q0..run_end - q0]);
+                        }
+                        q = q - ow + im.wq;
+                    }
+                }
+            },
+        );
     }
 }
 
@@ -94,84 +224,16 @@ pub(crate) fn forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    let p_all = g.positions();
-    let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
-    let alen = mk.packed_a_len(cog, kd);
-    let wp = pack_weights(mk, g, w);
-    let offs = im.offsets(g);
+    let mut f = ImplicitForward::new(mk, g, *im);
+    f.set_weights(g, w);
     let padded;
     let xp: &[f32] = if im.in_place(g) {
         x
     } else {
-        padded = im.pad(g, x, mk.nr + (g.k_w - 1) * g.dil_w);
+        padded = im.pad(g, x, f.slack(g));
         &padded
     };
-    let reach = offs.iter().max().map_or(0, |&o| o + mk.nr);
-    let packed = mk.packed_offsets(kd);
-    // a tile's output block (cog x tile) stays within 128 KiB
-    let tile = ((32_768 / cog.max(1)) / mk.nr).max(1) * mk.nr;
-    let tile = tile.min(im.q_all.next_multiple_of(mk.nr));
-    let ntiles = im.q_all.div_ceil(tile);
-    let direct = im.wq == g.out_w;
-    // output positions of wide positions: tile tix's q0..q1 map to a contiguous range
-    let pos = |q: usize| (q / im.wq) * g.out_w + (q % im.wq).min(g.out_w);
-    let wide = |tix: usize| (tix * tile).min(im.q_all);
-    for_each_block(
-        g,
-        ntiles,
-        |tix| pos(wide(tix)),
-        y,
-        || (Vec::new(), Vec::new()),
-        |(cbuf, tail): &mut (Vec<f32>, Vec<f32>), img, grp, tix, yt| {
-            let (q0, q1) = (wide(tix), wide(tix + 1));
-            let t = q1 - q0;
-            let xb = &xp[(img * g.c_in + grp * cig) * im.plane() + q0..];
-            let wg = &wp[grp * alen..(grp + 1) * alen];
-            let o0 = pos(q0);
-            let panels = t.div_ceil(mk.nr);
-            // One panel of B: in place, or (where its rows would read past the input's end, an
-            // unpadded input's last panel) gathered into `tail` with packed offsets.
-            let store = bias.map_or(Store::Replace, |b| Store::Bias(&b[grp * cog..]));
-            let mut panel = |q: usize, c: &mut [f32], ldc: usize| {
-                let cols = mk.nr.min(t - q * mk.nr);
-                let bq = &xb[q * mk.nr..];
-                if bq.len() >= reach {
-                    mk.panel(cog, kd, wg, bq, &offs, c, ldc, cols, store);
-                } else {
-                    tail.clear();
-                    tail.resize(kd * mk.nr, 0.0);
-                    for (p, &o) in offs.iter().enumerate() {
-                        tail[p * mk.nr..p * mk.nr + cols].copy_from_slice(&bq[o..o + cols]);
-                    }
-                    mk.panel(cog, kd, wg, tail, &packed, c, ldc, cols, store);
-                }
-            };
-            if direct {
-                for q in 0..panels {
-                    panel(q, &mut yt[q * mk.nr..], p_all);
-                }
-                return;
-            }
-            cbuf.resize(cog * t, 0.0);
-            for q in 0..panels {
-                panel(q, &mut cbuf[q * mk.nr..], t);
-            }
-            // drop the wide columns
-            for o in 0..cog {
-                let (src, dst) = (&cbuf[o * t..(o + 1) * t], &mut yt[o * p_all..]);
-                let mut q = q0;
-                while q < q1 {
-                    let ow = q % im.wq;
-                    let run_end = (q - ow + g.out_w).min(q1);
-                    if run_end > q {
-                        let d = pos(q) - o0;
-                        dst[d..d + run_end - q].copy_from_slice(&src[q - q0..run_end - q0]);
-                    }
-                    q = q - ow + im.wq;
-                }
-            }
-        },
-    );
+    f.run(g, xp, bias, y, None);
 }
 
 /// For stride 1, the input gradient is itself a stride-1 convolution: of dY, padded by

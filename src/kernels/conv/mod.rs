@@ -23,8 +23,10 @@ mod tiled;
 
 use rayon::prelude::*;
 
+pub use block::Epilogue;
 pub use geom::{Conv2dGeom, conv_out_len};
-use implicit::Implicit;
+use implicit::{Implicit, ImplicitForward};
+use packed::PackedForward;
 
 use super::micro::Micro;
 
@@ -57,7 +59,7 @@ pub(crate) fn conv2d_forward_with(
             Some(im) => implicit::forward(mk, g, &im, x, w, bias, y),
             None => packed::forward(mk, g, x, w, bias, y),
         },
-        None => tiled::forward(g, x, w, bias, y),
+        None => tiled::forward(g, x, w, bias, y, None),
     }
 }
 
@@ -68,6 +70,110 @@ pub(crate) fn conv2d_forward_with(
 /// fully overwritten.
 pub fn conv2d_backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     conv2d_backward_input_with(Micro::best(), g, dy, w, dx)
+}
+
+/// A convolution's forward prepared once for its geometry (`g.n` the largest batch): the path
+/// chosen, the weights packed, the padded input's buffer allocated. A compiled plan keeps one
+/// per convolution and runs it on every batch without allocating.
+pub struct ConvForward {
+    g: Conv2dGeom,
+    path: ForwardPath,
+    /// The implicit path's zero-padded input (zeroed once; only interiors are written).
+    padded: Vec<f32>,
+}
+
+enum ForwardPath {
+    Implicit(ImplicitForward, Implicit),
+    Packed(PackedForward),
+    /// Without a micro-kernel, or depthwise: the weights as given.
+    Plain(Vec<f32>),
+}
+
+impl ConvForward {
+    /// Prepared for the fastest micro-kernel of this CPU.
+    pub fn new(g: Conv2dGeom) -> ConvForward {
+        ConvForward::with(Micro::best(), g)
+    }
+
+    pub(crate) fn with(micro: Option<Micro>, g: Conv2dGeom) -> ConvForward {
+        let (path, padded) = match (micro, Implicit::of(&g)) {
+            (Some(mk), Some(im)) if !g.is_depthwise() => {
+                let f = ImplicitForward::new(mk, &g, im);
+                let len = if im.in_place(&g) {
+                    0
+                } else {
+                    im.padded_len(&g, f.slack(&g))
+                };
+                (ForwardPath::Implicit(f, im), vec![0.0; len])
+            }
+            (Some(mk), None) if !g.is_depthwise() => {
+                (ForwardPath::Packed(PackedForward::new(mk, &g)), Vec::new())
+            }
+            _ => (ForwardPath::Plain(Vec::new()), Vec::new()),
+        };
+        ConvForward { g, path, padded }
+    }
+
+    /// The geometry at the largest batch.
+    pub fn geom(&self) -> &Conv2dGeom {
+        &self.g
+    }
+
+    /// Take (pack) the weights, `(c_out, c_in / groups, k_h, k_w)`.
+    pub fn set_weights(&mut self, w: &[f32]) {
+        debug_assert_eq!(w.len(), self.g.c_out * self.g.kdim());
+        match &mut self.path {
+            ForwardPath::Implicit(f, _) => f.set_weights(&self.g, w),
+            ForwardPath::Packed(f) => f.set_weights(&self.g, w),
+            ForwardPath::Plain(v) => {
+                v.clear();
+                v.extend_from_slice(w);
+            }
+        }
+    }
+
+    /// `y = conv(x) + bias` for the first `n` images, then `epi` on each output channel's
+    /// positions of each finished block (while it is still in cache).
+    ///
+    /// # Shapes
+    /// x: `(n, c_in, h, w)`, bias: `(c_out)`, y: `(n, c_out, out_h, out_w)`, `n <= g.n`.
+    pub fn run(
+        &mut self,
+        n: usize,
+        x: &[f32],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        epi: Option<Epilogue>,
+    ) {
+        assert!(
+            n <= self.g.n,
+            "ConvForward: {n} images for a plan of {}",
+            self.g.n
+        );
+        let g = Conv2dGeom { n, ..self.g };
+        let (x, y) = (
+            &x[..n * g.c_in * g.h * g.w],
+            &mut y[..n * g.c_out * g.positions()],
+        );
+        match &self.path {
+            ForwardPath::Implicit(f, im) => {
+                if im.in_place(&g) {
+                    f.run(&g, x, bias, y, epi);
+                } else {
+                    im.pad_into(&g, x, &mut self.padded);
+                    f.run(&g, &self.padded, bias, y, epi);
+                }
+            }
+            ForwardPath::Packed(f) => f.run(&g, x, bias, y, epi),
+            ForwardPath::Plain(w) if g.is_depthwise() => {
+                depthwise::forward(&g, x, w, bias, y);
+                if let Some(epi) = epi {
+                    y.par_chunks_mut(g.positions().max(1)).for_each(epi);
+                }
+            }
+            ForwardPath::Plain(w) => tiled::forward(&g, x, w, bias, y, epi),
+        }
+    }
 }
 
 /// [`conv2d_backward_input`] through the given micro-kernel, or `matrixmultiply` with `None`.

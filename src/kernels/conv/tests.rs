@@ -226,3 +226,28 @@ fn valid_range_is_exact() {
         }
     }
 }
+
+#[test]
+fn prepared_forward_with_epilogue_matches_reference_on_smaller_batches() {
+    let mut r = Rng::new(12);
+    let relu = |v: &mut [f32]| v.iter_mut().for_each(|x| *x = x.max(0.0));
+    for _ in 0..200 {
+        let g = random_geom(&mut r);
+        let w: Vec<f32> = (0..g.c_out * g.kdim()).map(|_| r.normal()).collect();
+        let b: Vec<f32> = (0..g.c_out).map(|_| r.normal()).collect();
+        for micro in micros() {
+            let mut f = ConvForward::with(micro, Conv2dGeom { n: g.n + 2, ..g });
+            f.set_weights(&w);
+            // the same prepared forward on two batches, the second smaller than the first
+            for n in [g.n + 2, g.n] {
+                let gn = Conv2dGeom { n, ..g };
+                let x: Vec<f32> = (0..n * g.c_in * g.h * g.w).map(|_| r.normal()).collect();
+                let mut want = reference::forward(&gn, &x, &w, Some(&b));
+                relu(&mut want);
+                let mut y = vec![f32::NAN; n * g.c_out * g.positions()];
+                f.run(n, &x, Some(&b), &mut y, Some(&relu));
+                close(&y, &want, &format!("prepared {micro:?} n={n}"), &gn);
+            }
+        }
+    }
+}

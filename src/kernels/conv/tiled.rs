@@ -5,12 +5,19 @@
 use rayon::prelude::*;
 
 use super::Conv2dGeom;
-use super::block::for_each_block;
+use super::block::{Epilogue, Scratch, for_each_block};
 use super::im2col::{col2im_tile, im2col_tile};
 use crate::kernels::gemm::{MatRef, sgemm};
 
-/// Forward convolution (see [`super::conv2d_forward`]).
-pub(crate) fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+/// Forward convolution (see [`super::conv2d_forward`]), then `epi` on each finished block.
+pub(crate) fn forward(
+    g: &Conv2dGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    epi: Option<Epilogue>,
+) {
     let p_all = g.positions();
     let tile = g.tile();
     let ntiles = p_all.div_ceil(tile).max(1);
@@ -22,8 +29,9 @@ pub(crate) fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>
         ntiles,
         start,
         y,
-        Vec::new,
-        |col: &mut Vec<f32>, img, grp, tix, yt| {
+        epi,
+        |s: &mut Scratch, img, grp, tix, yt| {
+            let col = &mut s.a;
             let (p0, p1) = (start(tix), start(tix + 1));
             let t = p1 - p0;
             let xg = &x[(img * g.c_in + grp * cig) * hw..(img * g.c_in + (grp + 1) * cig) * hw];
