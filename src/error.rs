@@ -34,6 +34,9 @@ pub enum Error {
     /// A file was read but its content is not what was expected.
     #[error("{path}: {msg}")]
     Format { path: String, msg: String },
+    /// A model the compiled plan cannot run (it then runs eagerly): names the layer and why.
+    #[error("{layer}: not compiled: {why}")]
+    NotCompiled { layer: String, why: String },
     /// An action that could lose or change the user's work is refused (clearing a folder
     /// convnet did not write, resuming with another seed, a second writer on one run).
     #[error("{path}: {msg}")]

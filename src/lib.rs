@@ -25,6 +25,7 @@ pub mod kernels;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod plan;
 pub mod rng;
 pub mod spec;
 pub mod tensor;

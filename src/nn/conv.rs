@@ -4,7 +4,7 @@
 use super::{Activation, Ctx, Layer, ReceptiveField, ShapeInfo, fmt_shape};
 use crate::error::{Error, Result, param_err, shape_err};
 use crate::init;
-use crate::kernels::conv::conv_out_len;
+use crate::kernels::conv::{Conv2dGeom, conv_out_len};
 use crate::ops::{self, PadMode, Padding, conv::resolve_padding};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -247,6 +247,79 @@ impl Conv {
                 "transposed convolutions take `valid` or explicit padding",
             ),
         }
+    }
+}
+
+impl Conv {
+    /// The zero-padded convolution this layer computes on a batch of `n` samples shaped
+    /// `input` (1-D as 2-D with `h = 1`), or why it is not one (a compiled plan runs only
+    /// those): transposed convolutions, weight normalisation and padding modes other than
+    /// zeros go through other ops.
+    pub fn zero_padded_geom(
+        &self,
+        n: usize,
+        input: &[usize],
+    ) -> std::result::Result<Conv2dGeom, &'static str> {
+        if self.kind.transposed() {
+            return Err("a transposed convolution");
+        }
+        if self.weight_g.is_some() {
+            return Err("a weight-normalised convolution");
+        }
+        let spatial = &input[1..];
+        let pads = resolve_padding(
+            self.kind.name(),
+            &self.padding,
+            spatial,
+            &self.kernel,
+            &self.stride,
+            &self.dilation,
+        )
+        .map_err(|_| "a padding the plan cannot resolve")?;
+        if self.pad_mode != PadMode::Zeros && pads.iter().any(|&(a, b)| a + b > 0) {
+            return Err("a convolution padding with reflect, replicate or circular values");
+        }
+        // 1-D runs as 2-D: (n, c, 1, l), kernel (1, k)
+        let one = |v: &[usize], fill: usize| -> [usize; 2] {
+            if v.len() == 1 {
+                [fill, v[0]]
+            } else {
+                [v[0], v[1]]
+            }
+        };
+        let (hw, k, st, dl) = (
+            one(spatial, 1),
+            one(&self.kernel, 1),
+            one(&self.stride, 1),
+            one(&self.dilation, 1),
+        );
+        let pd = if pads.len() == 1 {
+            [(0, 0), pads[0]]
+        } else {
+            [pads[0], pads[1]]
+        };
+        let out = |i: usize| conv_out_len(hw[i], pd[i].0 + pd[i].1, k[i], st[i], dl[i]);
+        let (Some(out_h), Some(out_w)) = (out(0), out(1)) else {
+            return Err("a kernel larger than its padded input");
+        };
+        Ok(Conv2dGeom {
+            n,
+            c_in: self.in_channels,
+            h: hw[0],
+            w: hw[1],
+            c_out: self.filters,
+            k_h: k[0],
+            k_w: k[1],
+            stride_h: st[0],
+            stride_w: st[1],
+            pad_t: pd[0].0,
+            pad_l: pd[1].0,
+            dil_h: dl[0],
+            dil_w: dl[1],
+            groups: self.groups,
+            out_h,
+            out_w,
+        })
     }
 }
 
@@ -527,5 +600,8 @@ impl Layer for Conv {
             v.push(("bias".into(), b.clone()));
         }
         v
+    }
+    fn lowered(&self) -> super::Lowered<'_> {
+        super::Lowered::Conv(self)
     }
 }

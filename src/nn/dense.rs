@@ -108,4 +108,7 @@ impl Layer for Dense {
         }
         v
     }
+    fn lowered(&self) -> super::Lowered<'_> {
+        super::Lowered::Dense(self)
+    }
 }

@@ -61,6 +61,9 @@ impl Layer for Dropout {
             flops: 0,
         })
     }
+    fn lowered(&self) -> super::Lowered<'_> {
+        super::Lowered::Dropout(self)
+    }
 }
 
 /// Flattens each sample to one axis.
@@ -88,6 +91,9 @@ impl Layer for Flatten {
             flops: 0,
         })
     }
+    fn lowered(&self) -> super::Lowered<'_> {
+        super::Lowered::View
+    }
 }
 
 impl Layer for Activation {
@@ -104,6 +110,9 @@ impl Layer for Activation {
             arithmetic: vec![],
             flops: n as u64 * self.flops_per_element(),
         })
+    }
+    fn lowered(&self) -> super::Lowered<'_> {
+        super::Lowered::Activation(*self)
     }
 }
 
@@ -158,6 +167,9 @@ impl Layer for Reshape {
             output: out,
             flops: 0,
         })
+    }
+    fn lowered(&self) -> super::Lowered<'_> {
+        super::Lowered::View
     }
 }
 

@@ -140,6 +140,26 @@ pub trait Layer: Send + Sync {
     fn parts(&self) -> Vec<(String, &dyn Layer)> {
         Vec::new()
     }
+    /// What a compiled plan ([`crate::plan`]) sees of this layer; `Opaque` (the default):
+    /// the plan does not compile it, and the model runs eagerly.
+    fn lowered(&self) -> Lowered<'_> {
+        Lowered::Opaque
+    }
+}
+
+/// A layer as a compiled plan sees it: the layer kinds the plan runs itself.
+pub enum Lowered<'a> {
+    Conv(&'a Conv),
+    Dense(&'a Dense),
+    BatchNorm(&'a BatchNorm),
+    Activation(Activation),
+    Pool(&'a Pool),
+    GlobalPool(&'a GlobalPool),
+    Dropout(&'a Dropout),
+    /// The same values under another per-sample shape (flatten, reshape).
+    View,
+    /// Not compiled: blocks, upsampling, layer norm, ...
+    Opaque,
 }
 
 /// Checks that a per-sample input has one channel axis and `dims` spatial axes.

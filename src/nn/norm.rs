@@ -7,6 +7,8 @@ use crate::ops;
 use crate::tensor::Tensor;
 
 /// Batch normalisation over the channel axis.
+/// (Cloning shares the tensors.)
+#[derive(Clone)]
 pub struct BatchNorm {
     pub channels: usize,
     /// PyTorch's meaning: `running = (1 - momentum) * running + momentum * batch`.
@@ -96,6 +98,9 @@ impl Layer for BatchNorm {
             ("running_mean".into(), self.running_mean.clone()),
             ("running_var".into(), self.running_var.clone()),
         ]
+    }
+    fn lowered(&self) -> super::Lowered<'_> {
+        super::Lowered::BatchNorm(self)
     }
 }
 

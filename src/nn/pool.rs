@@ -139,6 +139,9 @@ impl Layer for Pool {
     fn receptive_field(&self, rf: &ReceptiveField) -> ReceptiveField {
         rf.window(&self.pool_size, &self.stride, &vec![1; self.dims()])
     }
+    fn lowered(&self) -> super::Lowered<'_> {
+        super::Lowered::Pool(self)
+    }
 }
 
 /// Global average or max pooling: `(channels, *spatial)` -> `(channels)`.
@@ -190,5 +193,8 @@ impl Layer for GlobalPool {
             global: true,
             ..rf.clone()
         }
+    }
+    fn lowered(&self) -> super::Lowered<'_> {
+        super::Lowered::GlobalPool(self)
     }
 }

@@ -256,17 +256,14 @@ pub(crate) fn axis_split(
     ))
 }
 
-fn softmax_impl(x: &Tensor, axis: isize, log: bool) -> Result<Tensor> {
-    let name = if log { "log_softmax" } else { "softmax" };
-    let (_, outer, len, inner) = axis_split(name, x.shape(), axis)?;
-    if len == 0 {
-        return shape_err(
-            name,
-            format!("axis {axis} of shape {:?} is empty", x.shape()),
-        );
-    }
-    let xd = x.data();
-    let mut y = vec![0f32; xd.len()];
+/// Softmax (or log-softmax) of `x` along the middle axis of `(outer, len, inner)` into `y`,
+/// with the maximum subtracted and the sum taken in f64.
+pub(crate) fn softmax_forward(
+    xd: &[f32],
+    y: &mut [f32],
+    (outer, len, inner): (usize, usize, usize),
+    log: bool,
+) {
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| (o * len + k) * inner + i;
@@ -284,6 +281,20 @@ fn softmax_impl(x: &Tensor, axis: isize, log: bool) -> Result<Tensor> {
             }
         }
     }
+}
+
+fn softmax_impl(x: &Tensor, axis: isize, log: bool) -> Result<Tensor> {
+    let name = if log { "log_softmax" } else { "softmax" };
+    let (_, outer, len, inner) = axis_split(name, x.shape(), axis)?;
+    if len == 0 {
+        return shape_err(
+            name,
+            format!("axis {axis} of shape {:?} is empty", x.shape()),
+        );
+    }
+    let xd = x.data();
+    let mut y = vec![0f32; xd.len()];
+    softmax_forward(&xd, &mut y, (outer, len, inner), log);
     drop(xd);
     let ys = y.clone();
     let shape = x.shape().to_vec();

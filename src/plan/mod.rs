@@ -1,0 +1,305 @@
+//! Compiled execution plans. A [`Sequential`] model is compiled, for one per-sample input
+//! shape and a largest batch, into a list of fused steps over buffers allocated once; running
+//! the plan on a batch then allocates no activations and repacks no weights.
+//!
+//! What compiling does (inference):
+//! - a convolution takes its bias, a following batch norm (folded into its weights and bias)
+//!   and a following elementwise activation into its store, so the activation runs on each
+//!   block of outputs while it is still in cache; its weights are packed once;
+//! - a dense layer takes its bias and activation;
+//! - dropout, flatten and reshape disappear (inference, and the same values in NCHW order);
+//! - batch norms and activations elsewhere run in place, pooling on its own kernels.
+//!
+//! Layers the plan does not run (blocks such as residual, TCN and WaveNet, upsampling, layer
+//! norm, transposed and weight-normalised convolutions, reflect/replicate/circular padding)
+//! make [`Plan::compile`] fail with [`Error::NotCompiled`] naming the layer; callers then use
+//! the eager engine, which stays the reference every plan is tested against.
+//!
+//! Weights are read when the plan is compiled; after they change (training), [`Plan::sync`]
+//! reads them again.
+
+mod step;
+
+use crate::error::{Error, Result};
+use crate::kernels::pool::Pool2dGeom;
+use crate::nn::{Activation, Layer, Lowered, Sequential};
+use step::Step;
+
+/// A model compiled for one per-sample input shape and a largest batch.
+pub struct Plan {
+    input: Vec<usize>,
+    output: Vec<usize>,
+    batch: usize,
+    /// Each step with its per-sample input and output lengths.
+    steps: Vec<(Step, usize, usize)>,
+    /// Two activation buffers of the largest activation, used in turn.
+    bufs: [Vec<f32>; 2],
+}
+
+fn not_compiled(i: usize, layer: &dyn Layer, why: impl Into<String>) -> Error {
+    Error::NotCompiled {
+        layer: format!("layers.{i} ({})", layer.kind()),
+        why: why.into(),
+    }
+}
+
+/// Per-sample `(channels, h, w)` of a 1-D `(c, l)` or 2-D `(c, h, w)` shape.
+fn chw(shape: &[usize]) -> (usize, usize, usize) {
+    match *shape {
+        [c, l] => (c, 1, l),
+        [c, h, w] => (c, h, w),
+        [c] => (c, 1, 1),
+        _ => (shape.iter().product(), 1, 1),
+    }
+}
+
+impl Plan {
+    /// Compile `model` for inference on batches of up to `batch` samples shaped `input`
+    /// (the model's own input shape, or any size along its open axes).
+    pub fn compile(model: &Sequential, input: &[usize], batch: usize) -> Result<Plan> {
+        let layers = model.layers();
+        let mut shapes = vec![input.to_vec()];
+        for l in layers {
+            let next = l.infer(shapes.last().expect("one shape per layer"))?.output;
+            shapes.push(next);
+        }
+        let numel = |s: &[usize]| s.iter().product::<usize>();
+        let mut steps: Vec<(Step, usize, usize)> = Vec::new();
+        let mut i = 0;
+        while i < layers.len() {
+            let (layer, shape) = (&*layers[i], &shapes[i]);
+            // the activation that follows layer `j`, if it is elementwise
+            let act_at = |j: usize| match layers.get(j).map(|l| l.lowered()) {
+                Some(Lowered::Activation(a)) => a.pointwise().map(|p| (a, p)),
+                _ => None,
+            };
+            let mut end = i + 1; // layers i..end become this step
+            let step = match layer.lowered() {
+                Lowered::Conv(conv) => {
+                    let g = conv
+                        .zero_padded_geom(batch, shape)
+                        .map_err(|why| not_compiled(i, layer, format!("it is {why}")))?;
+                    let mut bn = None;
+                    let mut act = conv.activation;
+                    if act == Activation::Linear {
+                        if let Some(Lowered::BatchNorm(b)) = layers.get(end).map(|l| l.lowered()) {
+                            bn = Some(b.clone());
+                            end += 1;
+                        }
+                        if let Some((a, _)) = act_at(end) {
+                            act = a;
+                            end += 1;
+                        }
+                    }
+                    let conv_step = Step::Conv {
+                        fwd: Box::new(crate::kernels::conv::ConvForward::new(g)),
+                        weight: conv.weight.clone(),
+                        bias: conv.bias.clone(),
+                        bn,
+                        act: act.pointwise(),
+                        folded_w: Vec::new(),
+                        folded_b: Vec::new(),
+                    };
+                    if let Some(sm) = softmax_step(act, &shapes[end]) {
+                        steps.push((conv_step, numel(shape), numel(&shapes[end])));
+                        sm
+                    } else {
+                        conv_step
+                    }
+                }
+                Lowered::Dense(d) => {
+                    if shape.len() != 1 {
+                        return Err(not_compiled(
+                            i,
+                            layer,
+                            "a dense layer over more than one axis",
+                        ));
+                    }
+                    let mut act = d.activation;
+                    if act == Activation::Linear
+                        && let Some((a, _)) = act_at(end)
+                    {
+                        act = a;
+                        end += 1;
+                    }
+                    let dense = Step::Dense {
+                        weight: d.weight.clone(),
+                        bias: d.bias.clone(),
+                        act: act.pointwise(),
+                        in_f: d.in_features,
+                        units: d.units,
+                    };
+                    if let Some(sm) = softmax_step(act, &shapes[end]) {
+                        steps.push((dense, numel(shape), numel(&shapes[end])));
+                        sm
+                    } else {
+                        dense
+                    }
+                }
+                Lowered::BatchNorm(b) => Step::Affine {
+                    bn: b.clone(),
+                    scale: Vec::new(),
+                    shift: Vec::new(),
+                    inner: numel(&shape[1..]),
+                },
+                Lowered::Activation(a) => match (a.pointwise(), softmax_step(a, shape)) {
+                    (Some(p), _) => Step::Act(p),
+                    (None, Some(sm)) => sm,
+                    (None, None) => {
+                        i = end;
+                        continue; // linear
+                    }
+                },
+                Lowered::Pool(p) => {
+                    let (c, h, w) = chw(shape);
+                    let (_, out_h, out_w) = chw(&shapes[end]);
+                    let two = |v: &[usize], fill: usize| {
+                        if v.len() == 1 {
+                            (fill, v[0])
+                        } else {
+                            (v[0], v[1])
+                        }
+                    };
+                    let ((k_h, k_w), (stride_h, stride_w), (pad_h, pad_w)) =
+                        (two(&p.pool_size, 1), two(&p.stride, 1), two(&p.padding, 0));
+                    let g = Pool2dGeom {
+                        n: batch,
+                        c,
+                        h,
+                        w,
+                        k_h,
+                        k_w,
+                        stride_h,
+                        stride_w,
+                        pad_h,
+                        pad_w,
+                        out_h,
+                        out_w,
+                    };
+                    match p.kind {
+                        crate::nn::PoolKind::Max => Step::MaxPool(g),
+                        crate::nn::PoolKind::Avg => Step::AvgPool {
+                            g,
+                            count_include_pad: p.count_include_pad,
+                        },
+                    }
+                }
+                Lowered::GlobalPool(gp) => {
+                    let (c, h, w) = chw(shape);
+                    match gp.kind {
+                        crate::nn::PoolKind::Avg => Step::GlobalAvg { c, inner: h * w },
+                        crate::nn::PoolKind::Max => Step::GlobalMax(Pool2dGeom {
+                            n: batch,
+                            c,
+                            h,
+                            w,
+                            k_h: h,
+                            k_w: w,
+                            stride_h: 1,
+                            stride_w: 1,
+                            pad_h: 0,
+                            pad_w: 0,
+                            out_h: 1,
+                            out_w: 1,
+                        }),
+                    }
+                }
+                Lowered::Dropout(_) | Lowered::View => {
+                    i = end;
+                    continue;
+                }
+                Lowered::Opaque => {
+                    return Err(not_compiled(
+                        i,
+                        layer,
+                        "the compiled plan does not run this layer",
+                    ));
+                }
+            };
+            steps.push((step, numel(shape), numel(&shapes[end])));
+            i = end;
+        }
+        let largest = shapes.iter().map(|s| numel(s)).max().unwrap_or(0);
+        let len = largest.checked_mul(batch).ok_or_else(|| Error::Shape {
+            op: "plan",
+            msg: format!("a batch of {batch} activations of {largest} values overflows"),
+        })?;
+        let mut plan = Plan {
+            input: input.to_vec(),
+            output: shapes.last().cloned().unwrap_or_default(),
+            batch,
+            steps,
+            bufs: [vec![0.0; len], vec![0.0; len]],
+        };
+        plan.sync();
+        Ok(plan)
+    }
+
+    /// Read the model's weights again (after an optimizer changed them).
+    pub fn sync(&mut self) {
+        for (s, _, _) in &mut self.steps {
+            s.sync();
+        }
+    }
+
+    /// Per-sample input shape.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input
+    }
+
+    /// Per-sample output shape.
+    pub fn output_shape(&self) -> &[usize] {
+        &self.output
+    }
+
+    /// The largest batch.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Inference on `x`, `n` samples of the input shape (`n <= batch`) laid out as the eager
+    /// engine's `(n, *input)`; returns the outputs `(n, *output)`, valid until the next run.
+    pub fn run(&mut self, x: &[f32]) -> Result<&[f32]> {
+        let per: usize = self.input.iter().product();
+        let n = x.len().checked_div(per).unwrap_or(0);
+        if n == 0 || n > self.batch || !x.len().is_multiple_of(per) {
+            return Err(Error::Shape {
+                op: "plan",
+                msg: format!(
+                    "{} values are not 1 to {} samples shaped {:?}",
+                    x.len(),
+                    self.batch,
+                    self.input
+                ),
+            });
+        }
+        let [a, b] = &mut self.bufs;
+        a[..x.len()].copy_from_slice(x);
+        let (mut cur, mut other) = (a, b);
+        let mut len = x.len();
+        for (step, inp, out) in &mut self.steps {
+            let (x, y) = (&mut cur[..n * *inp], &mut other[..n * *out]);
+            if step.in_place() {
+                step.run(n, x, &mut []);
+            } else {
+                step.run(n, x, y);
+                std::mem::swap(&mut cur, &mut other);
+            }
+            len = n * *out;
+        }
+        Ok(&cur[..len])
+    }
+}
+
+/// The step of a softmax over channels after a layer whose activation `a` is one.
+fn softmax_step(a: Activation, out: &[usize]) -> Option<Step> {
+    let (c, h, w) = chw(out);
+    match a {
+        Activation::Softmax | Activation::LogSoftmax => Some(Step::Softmax {
+            log: a == Activation::LogSoftmax,
+            c,
+            inner: h * w,
+        }),
+        _ => None,
+    }
+}

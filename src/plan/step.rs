@@ -1,0 +1,220 @@
+//! The steps of a compiled plan: each a layer or a fused run of layers, with what it reads
+//! from the model's tensors and the buffers it keeps, run on slices of the plan's arena.
+
+use rayon::prelude::*;
+
+use crate::kernels::conv::ConvForward;
+use crate::kernels::gemm::{MatRef, sgemm_par};
+use crate::kernels::pool::{self, Pool2dGeom};
+use crate::kernels::sum_f64;
+use crate::nn::BatchNorm;
+use crate::ops::Pointwise;
+use crate::ops::activation::softmax_forward;
+use crate::tensor::Tensor;
+
+/// Elements per parallel chunk of the elementwise steps.
+const CHUNK: usize = 1 << 14;
+
+/// Inference batch norm as a per-channel affine map: `scale = weight / sqrt(var + eps)`,
+/// `shift = bias - mean * scale` (the formula of `ops::batch_norm` in evaluation).
+pub(crate) fn bn_affine(bn: &BatchNorm, scale: &mut Vec<f32>, shift: &mut Vec<f32>) {
+    let (w, b) = (bn.weight.data(), bn.bias.data());
+    let (m, v) = (bn.running_mean.data(), bn.running_var.data());
+    scale.clear();
+    shift.clear();
+    for c in 0..bn.channels {
+        let invstd = (1.0 / (v[c] as f64 + bn.eps as f64).sqrt()) as f32;
+        let s = w[c] * invstd;
+        scale.push(s);
+        shift.push(b[c] - m[c] * s);
+    }
+}
+
+/// One step of a plan.
+pub(crate) enum Step {
+    /// A convolution with its bias, a folded inference batch norm and an activation fused
+    /// into its store.
+    Conv {
+        fwd: Box<ConvForward>,
+        weight: Tensor,
+        bias: Option<Tensor>,
+        bn: Option<BatchNorm>,
+        act: Option<Pointwise>,
+        /// The weights and bias the kernel runs with (folded with `bn`).
+        folded_w: Vec<f32>,
+        folded_b: Vec<f32>,
+    },
+    /// `y = x W^T + b`, then the activation.
+    Dense {
+        weight: Tensor,
+        bias: Option<Tensor>,
+        act: Option<Pointwise>,
+        in_f: usize,
+        units: usize,
+    },
+    /// A batch norm (its tensors shared with the model) not folded into a convolution: `y = x * scale[c] + shift[c]`, in place.
+    Affine {
+        bn: BatchNorm,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        inner: usize,
+    },
+    /// An elementwise activation, in place.
+    Act(Pointwise),
+    /// Softmax or log-softmax over the channel axis.
+    Softmax {
+        log: bool,
+        c: usize,
+        inner: usize,
+    },
+    MaxPool(Pool2dGeom),
+    AvgPool {
+        g: Pool2dGeom,
+        count_include_pad: bool,
+    },
+    GlobalAvg {
+        c: usize,
+        inner: usize,
+    },
+    GlobalMax(Pool2dGeom),
+}
+
+impl Step {
+    /// Whether the step writes its output over its input.
+    pub(crate) fn in_place(&self) -> bool {
+        matches!(self, Step::Affine { .. } | Step::Act(_))
+    }
+
+    /// Re-read the model's weights (after training changed them): fold and pack.
+    pub(crate) fn sync(&mut self) {
+        match self {
+            Step::Conv {
+                fwd,
+                weight,
+                bias,
+                bn,
+                folded_w,
+                folded_b,
+                ..
+            } => {
+                let c_out = fwd.geom().c_out;
+                folded_w.clear();
+                folded_w.extend_from_slice(&weight.data());
+                folded_b.clear();
+                match bias {
+                    Some(b) => folded_b.extend_from_slice(&b.data()),
+                    None => folded_b.resize(c_out, 0.0),
+                }
+                if let Some(bn) = bn {
+                    let (mut scale, mut shift) = (Vec::new(), Vec::new());
+                    bn_affine(bn, &mut scale, &mut shift);
+                    let per = folded_w.len() / c_out.max(1);
+                    for (o, row) in folded_w.chunks_mut(per.max(1)).enumerate() {
+                        row.iter_mut().for_each(|v| *v *= scale[o]);
+                        folded_b[o] = folded_b[o] * scale[o] + shift[o];
+                    }
+                }
+                fwd.set_weights(folded_w);
+            }
+            Step::Affine {
+                bn, scale, shift, ..
+            } => bn_affine(bn, scale, shift),
+            _ => {}
+        }
+    }
+
+    /// Run on `n` samples: `x` the input, `y` the output (ignored for in-place steps, which
+    /// work on `x`).
+    pub(crate) fn run(&mut self, n: usize, x: &mut [f32], y: &mut [f32]) {
+        match self {
+            Step::Conv {
+                fwd, act, folded_b, ..
+            } => {
+                let epi = act.map(|p| move |v: &mut [f32]| v.iter_mut().for_each(|e| *e = p.f(*e)));
+                let epi = epi.as_ref().map(|f| f as &(dyn Fn(&mut [f32]) + Sync));
+                fwd.run(n, x, Some(folded_b), y, epi);
+            }
+            Step::Dense {
+                weight,
+                bias,
+                act,
+                in_f,
+                units,
+            } => {
+                let (in_f, units) = (*in_f, *units);
+                let y = &mut y[..n * units];
+                match bias {
+                    Some(b) => {
+                        let bd = b.data();
+                        y.chunks_mut(units)
+                            .for_each(|r| r.copy_from_slice(&bd[..units]));
+                    }
+                    None => y.fill(0.0),
+                }
+                let wd = weight.data();
+                let (xm, wm) = (MatRef::rm(&x[..n * in_f], in_f), MatRef::rm_t(&wd, in_f));
+                sgemm_par(n, in_f, units, xm, wm, 1.0, y, units);
+                if let Some(p) = act {
+                    pointwise(*p, y);
+                }
+            }
+            Step::Affine {
+                scale,
+                shift,
+                inner,
+                ..
+            } => {
+                let (c, inner) = (scale.len(), (*inner).max(1));
+                x[..n * c * inner]
+                    .par_chunks_mut(inner)
+                    .enumerate()
+                    .for_each(|(plane, v)| {
+                        let ch = plane % c;
+                        v.iter_mut().for_each(|e| *e = *e * scale[ch] + shift[ch]);
+                    });
+            }
+            Step::Act(p) => pointwise(*p, x),
+            Step::Softmax { log, c, inner } => {
+                let len = n * *c * *inner;
+                softmax_forward(&x[..len], &mut y[..len], (n, *c, *inner), *log);
+            }
+            Step::MaxPool(g) | Step::GlobalMax(g) => {
+                let (g, x, y) = pool_slices(n, g, x, y);
+                pool::max_forward(&g, x, y);
+            }
+            Step::AvgPool {
+                g,
+                count_include_pad,
+            } => {
+                let (g, x, y) = pool_slices(n, g, x, y);
+                pool::avg_forward(&g, x, y, *count_include_pad);
+            }
+            Step::GlobalAvg { c, inner } => {
+                let (planes, inner) = (n * *c, (*inner).max(1));
+                let count = inner as f32;
+                y[..planes]
+                    .par_iter_mut()
+                    .zip(x[..planes * inner].par_chunks(inner))
+                    .for_each(|(o, row)| *o = sum_f64(row) as f32 / count);
+            }
+        }
+    }
+}
+
+/// A pooling's geometry at `n` samples, and its input and output within the buffers.
+fn pool_slices<'a>(
+    n: usize,
+    g: &Pool2dGeom,
+    x: &'a [f32],
+    y: &'a mut [f32],
+) -> (Pool2dGeom, &'a [f32], &'a mut [f32]) {
+    let g = Pool2dGeom { n, ..*g };
+    let (xl, yl) = (g.planes() * g.h * g.w, g.planes() * g.out_h * g.out_w);
+    (g, &x[..xl], &mut y[..yl])
+}
+
+/// `p` over every element of `v`, in parallel chunks.
+fn pointwise(p: Pointwise, v: &mut [f32]) {
+    v.par_chunks_mut(CHUNK)
+        .for_each(|c| c.iter_mut().for_each(|e| *e = p.f(*e)));
+}

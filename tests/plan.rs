@@ -1,0 +1,310 @@
+//! The compiled plan against the eager engine (the reference): every example spec and every
+//! layer type the plan runs, at the full batch and a smaller one, with batch-norm statistics
+//! that make the folding matter; layers it does not run are named in the error.
+
+use convnet::autograd::no_grad;
+use convnet::nn::{Ctx, Sequential};
+use convnet::plan::Plan;
+use convnet::rng::Rng;
+use convnet::spec::Spec;
+use convnet::tensor::Tensor;
+
+/// Running statistics and affine parameters away from their defaults, so that folding a batch
+/// norm into a convolution is exercised.
+fn randomize_norms(model: &Sequential, rng: &mut Rng) {
+    for (name, t) in model.state_dict() {
+        let stat = name.ends_with("running_mean") || name.ends_with("running_var");
+        let bn_affine = name.contains("running") || model_has_bn_param(model, &name);
+        if !(stat || bn_affine) {
+            continue;
+        }
+        let mut d = t.data_mut();
+        for v in d.iter_mut() {
+            *v = if name.ends_with("running_var") {
+                0.5 + rng.uniform()
+            } else {
+                rng.normal() * 0.5 + if name.ends_with("weight") { 1.0 } else { 0.0 }
+            };
+        }
+    }
+}
+
+/// Whether `name` is the weight or bias of a batch norm (a 1-D parameter beside running stats).
+fn model_has_bn_param(model: &Sequential, name: &str) -> bool {
+    let prefix = name.rsplit_once('.').map_or("", |(p, _)| p);
+    model
+        .state_dict()
+        .iter()
+        .any(|(n, _)| n == &format!("{prefix}.running_mean"))
+}
+
+fn eager(model: &Sequential, x: &Tensor) -> Vec<f32> {
+    let mut rng = Rng::new(0);
+    no_grad(|| {
+        model.forward(
+            x,
+            &mut Ctx {
+                training: false,
+                rng: &mut rng,
+            },
+        )
+    })
+    .unwrap()
+    .to_vec()
+}
+
+/// `got` equals `want` within 1e-5 of the larger of 1 and the output's largest magnitude.
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * scale,
+            "{what}: [{i}] plan {a} vs eager {b} (scale {scale})"
+        );
+    }
+}
+
+/// Compile `model` for batch 5 and compare with the eager engine at batches 5 and 2.
+fn check(model: &Sequential, input: &[usize], what: &str) {
+    let mut rng = Rng::new(3);
+    randomize_norms(model, &mut rng);
+    let mut plan = Plan::compile(model, input, 5).unwrap_or_else(|e| panic!("{what}: {e}"));
+    for n in [5, 2] {
+        let mut shape = vec![n];
+        shape.extend(input);
+        let x = Tensor::randn(&shape, &mut rng).unwrap();
+        let want = eager(model, &x);
+        let got = plan.run(&x.to_vec()).unwrap().to_vec();
+        assert_close(&got, &want, &format!("{what}, batch {n}"));
+    }
+}
+
+fn model_of(text: &str) -> Sequential {
+    Spec::parse(text, std::path::Path::new("t.toml"))
+        .unwrap()
+        .build_model(&mut Rng::new(1))
+        .unwrap()
+}
+
+#[test]
+fn every_example_spec_runs_on_the_plan_or_names_the_layer_it_cannot() {
+    let mut compiled = Vec::new();
+    let mut dir: Vec<_> = std::fs::read_dir("examples")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    dir.sort();
+    for path in dir {
+        let spec = Spec::load(&path).unwrap();
+        let model = spec.build_model(&mut Rng::new(2)).unwrap();
+        let what = path.display().to_string();
+        match Plan::compile(&model, &model.input, 5) {
+            Ok(_) => {
+                check(&model, &model.input.clone(), &what);
+                compiled.push(what);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let opaque = ["residual", "tcn", "wavenet", "conv2d_transpose", "upsample"];
+                assert!(
+                    msg.contains("not compiled") && opaque.iter().any(|k| msg.contains(k)),
+                    "{what}: {msg}"
+                );
+            }
+        }
+    }
+    for must in [
+        "fashion_mnist.toml",
+        "classic_cnn.toml",
+        "italypower_fcn.toml",
+        "sunspots_conv1d.toml",
+    ] {
+        assert!(
+            compiled.iter().any(|p| p.ends_with(must)),
+            "{must} must compile: {compiled:?}"
+        );
+    }
+}
+
+#[test]
+fn every_layer_type_the_plan_runs_matches_the_eager_engine() {
+    // 2-D: strided, dilated, grouped, depthwise and 1x1 convolutions, every elementwise
+    // activation (own and as a layer), batch norm folded and standalone, both poolings with
+    // padding and ceil mode, global pools, reshape, dropout, dense with an activation, softmax.
+    let two_d = r#"
+[model]
+input = [3, 13, 11]
+[[model.layers]]
+type = "conv2d"
+filters = 6
+kernel_size = [3, 2]
+strides = [2, 1]
+padding = "same"
+[[model.layers]]
+type = "batch_norm"
+[[model.layers]]
+type = "activation"
+activation = "elu"
+[[model.layers]]
+type = "conv2d"
+filters = 6
+kernel_size = 3
+dilation_rate = 2
+padding = 2
+groups = 3
+activation = "leaky_relu"
+[[model.layers]]
+type = "batch_norm"
+[[model.layers]]
+type = "conv2d"
+filters = 6
+kernel_size = 3
+groups = 6
+padding = "valid"
+activation = "gelu"
+[[model.layers]]
+type = "avg_pool2d"
+pool_size = 3
+strides = 2
+padding = 1
+ceil_mode = true
+[[model.layers]]
+type = "conv2d"
+filters = 8
+kernel_size = 1
+activation = "tanh"
+[[model.layers]]
+type = "max_pool2d"
+pool_size = 2
+padding = 1
+[[model.layers]]
+type = "spatial_dropout"
+rate = 0.3
+[[model.layers]]
+type = "flatten"
+[[model.layers]]
+type = "dense"
+units = 7
+activation = "sigmoid"
+[[model.layers]]
+type = "dropout"
+rate = 0.5
+[[model.layers]]
+type = "dense"
+units = 4
+activation = "softmax"
+"#;
+    check(&model_of(two_d), &[3, 13, 11], "2-D layers");
+
+    // 1-D: causal and dilated convolutions, batch norm over (c, l), global pools, reshape,
+    // log-softmax as its own layer.
+    let one_d = r#"
+[model]
+input = [2, "any"]
+[[model.layers]]
+type = "conv1d"
+filters = 5
+kernel_size = 3
+padding = "causal"
+dilation_rate = 2
+[[model.layers]]
+type = "batch_norm"
+[[model.layers]]
+type = "activation"
+activation = "relu"
+[[model.layers]]
+type = "max_pool1d"
+pool_size = 2
+[[model.layers]]
+type = "conv1d"
+filters = 4
+kernel_size = 2
+strides = 2
+activation = "relu"
+[[model.layers]]
+type = "global_avg_pool"
+[[model.layers]]
+type = "reshape"
+target_shape = [4]
+[[model.layers]]
+type = "dense"
+units = 3
+[[model.layers]]
+type = "activation"
+activation = "log_softmax"
+"#;
+    let m = model_of(one_d);
+    check(&m, &[2, 40], "1-D layers at length 40");
+    check(&m, &[2, 17], "1-D layers at length 17");
+
+    let global_max = r#"
+[model]
+input = [3, 9, 9]
+[[model.layers]]
+type = "batch_norm"
+[[model.layers]]
+type = "conv2d"
+filters = 4
+kernel_size = 3
+activation = "softmax"
+[[model.layers]]
+type = "global_max_pool"
+"#;
+    check(
+        &model_of(global_max),
+        &[3, 9, 9],
+        "softmax conv, global max",
+    );
+}
+
+#[test]
+fn layers_the_plan_does_not_run_are_named() {
+    let m = model_of(
+        r#"
+[model]
+input = [2, 8, 8]
+[[model.layers]]
+type = "conv2d"
+filters = 4
+kernel_size = 3
+[[model.layers]]
+type = "upsample"
+size = 2
+"#,
+    );
+    let e = Plan::compile(&m, &[2, 8, 8], 4).err().unwrap().to_string();
+    assert!(
+        e.contains("layers.1 (upsample)") && e.contains("not compiled"),
+        "{e}"
+    );
+    let m = model_of(
+        r#"
+[model]
+input = [2, 8, 8]
+[[model.layers]]
+type = "conv2d"
+filters = 4
+kernel_size = 3
+padding = "same"
+padding_mode = "reflect"
+"#,
+    );
+    let e = Plan::compile(&m, &[2, 8, 8], 4).err().unwrap().to_string();
+    assert!(
+        e.contains("layers.0 (conv2d)") && e.contains("reflect"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_run_checks_its_batch() {
+    let m = model_of("[model]\ninput = [4]\n[[model.layers]]\ntype = \"dense\"\nunits = 2\n");
+    let mut plan = Plan::compile(&m, &[4], 3).unwrap();
+    for bad in [0, 3, 16] {
+        let e = plan.run(&vec![0.0; bad]).err().unwrap().to_string();
+        assert!(e.contains("samples shaped [4]"), "{bad}: {e}");
+    }
+    assert_eq!(plan.run(&[1.0; 12]).unwrap().len(), 6);
+}
