@@ -308,3 +308,41 @@ fn a_run_checks_its_batch() {
     }
     assert_eq!(plan.run(&[1.0; 12]).unwrap().len(), 6);
 }
+
+#[test]
+fn inference_compiles_one_plan_per_shape_and_falls_back_to_eager_naming_why() {
+    let m = model_of(
+        r#"
+[model]
+input = [1, "any"]
+[[model.layers]]
+type = "conv1d"
+filters = 3
+kernel_size = 3
+padding = "same"
+activation = "relu"
+[[model.layers]]
+type = "global_max_pool"
+"#,
+    );
+    let mut infer = convnet::plan::Inference::new(&m, 4);
+    let mut rng = Rng::new(9);
+    for len in [12, 7, 12] {
+        let x = Tensor::randn(&[3, 1, len], &mut rng).unwrap();
+        let got = infer.forward(&x).unwrap();
+        assert_eq!(got.shape(), &[3, 3]);
+        assert_close(&got.to_vec(), &eager(&m, &x), &format!("length {len}"));
+    }
+    assert!(infer.eager_because().is_none());
+    let up =
+        model_of("[model]\ninput = [1, 4, 4]\n[[model.layers]]\ntype = \"upsample\"\nsize = 2\n");
+    let mut infer = convnet::plan::Inference::new(&up, 4);
+    let x = Tensor::randn(&[2, 1, 4, 4], &mut rng).unwrap();
+    assert_eq!(infer.forward(&x).unwrap().to_vec(), eager(&up, &x));
+    assert!(
+        infer
+            .eager_because()
+            .unwrap()
+            .contains("layers.0 (upsample)")
+    );
+}

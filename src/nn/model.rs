@@ -144,14 +144,20 @@ impl Sequential {
         &self.output
     }
 
-    /// Forward pass on a batch `(n, *input)`.
-    pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let fits = x.rank() == self.input.len() + 1
-            && x.shape()[1..]
+    /// Whether the model takes samples shaped `sample` (its input shape, or any positive size
+    /// along its open axes).
+    pub fn fits(&self, sample: &[usize]) -> bool {
+        sample.len() == self.input.len()
+            && sample
                 .iter()
                 .zip(&self.input)
                 .zip(&self.any_size)
-                .all(|((&got, &want), &any)| got == want || (any && got > 0));
+                .all(|((&got, &want), &any)| got == want || (any && got > 0))
+    }
+
+    /// Forward pass on a batch `(n, *input)`.
+    pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let fits = x.rank() == self.input.len() + 1 && self.fits(&x.shape()[1..]);
         if !fits {
             let want: Vec<String> = self
                 .input

@@ -23,6 +23,7 @@ mod step;
 use crate::error::{Error, Result};
 use crate::kernels::pool::Pool2dGeom;
 use crate::nn::{Activation, Layer, Lowered, Sequential};
+use crate::tensor::Tensor;
 use step::Step;
 
 /// A model compiled for one per-sample input shape and a largest batch.
@@ -32,6 +33,8 @@ pub struct Plan {
     batch: usize,
     /// Each step with its per-sample input and output lengths.
     steps: Vec<(Step, usize, usize)>,
+    /// What each step runs: `layers.0-2 conv2d + batch_norm + activation`.
+    names: Vec<String>,
     /// Two activation buffers of the largest activation, used in turn.
     bufs: [Vec<f32>; 2],
 }
@@ -65,6 +68,7 @@ impl Plan {
         }
         let numel = |s: &[usize]| s.iter().product::<usize>();
         let mut steps: Vec<(Step, usize, usize)> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
         let mut i = 0;
         while i < layers.len() {
             let (layer, shape) = (&*layers[i], &shapes[i]);
@@ -217,6 +221,15 @@ impl Plan {
                 }
             };
             steps.push((step, numel(shape), numel(&shapes[end])));
+            while names.len() < steps.len() {
+                let kinds: Vec<&str> = layers[i..end].iter().map(|l| l.kind()).collect();
+                let at = if end - i > 1 {
+                    format!("layers.{i}-{}", end - 1)
+                } else {
+                    format!("layers.{i}")
+                };
+                names.push(format!("{at} {}", kinds.join(" + ")));
+            }
             i = end;
         }
         let largest = shapes.iter().map(|s| numel(s)).max().unwrap_or(0);
@@ -229,6 +242,7 @@ impl Plan {
             output: shapes.last().cloned().unwrap_or_default(),
             batch,
             steps,
+            names,
             bufs: [vec![0.0; len], vec![0.0; len]],
         };
         plan.sync();
@@ -257,9 +271,25 @@ impl Plan {
         self.batch
     }
 
+    /// What each step runs, in order (`layers.0-2 conv2d + batch_norm + activation`).
+    pub fn steps(&self) -> &[String] {
+        &self.names
+    }
+
+    /// [`Plan::run`], returning the seconds each step took (a profile by step).
+    pub fn run_timed(&mut self, x: &[f32]) -> Result<Vec<f64>> {
+        let mut times = Vec::with_capacity(self.steps.len());
+        self.run_with(x, &mut |_, secs| times.push(secs))?;
+        Ok(times)
+    }
+
     /// Inference on `x`, `n` samples of the input shape (`n <= batch`) laid out as the eager
     /// engine's `(n, *input)`; returns the outputs `(n, *output)`, valid until the next run.
     pub fn run(&mut self, x: &[f32]) -> Result<&[f32]> {
+        self.run_with(x, &mut |_, _| {})
+    }
+
+    fn run_with(&mut self, x: &[f32], timed: &mut dyn FnMut(usize, f64)) -> Result<&[f32]> {
         let per: usize = self.input.iter().product();
         let n = x.len().checked_div(per).unwrap_or(0);
         if n == 0 || n > self.batch || !x.len().is_multiple_of(per) {
@@ -277,7 +307,8 @@ impl Plan {
         a[..x.len()].copy_from_slice(x);
         let (mut cur, mut other) = (a, b);
         let mut len = x.len();
-        for (step, inp, out) in &mut self.steps {
+        for (k, (step, inp, out)) in self.steps.iter_mut().enumerate() {
+            let started = std::time::Instant::now();
             let (x, y) = (&mut cur[..n * *inp], &mut other[..n * *out]);
             if step.in_place() {
                 step.run(n, x, &mut []);
@@ -286,6 +317,7 @@ impl Plan {
                 std::mem::swap(&mut cur, &mut other);
             }
             len = n * *out;
+            timed(k, started.elapsed().as_secs_f64());
         }
         Ok(&cur[..len])
     }
@@ -301,5 +333,66 @@ fn softmax_step(a: Activation, out: &[usize]) -> Option<Step> {
             inner: h * w,
         }),
         _ => None,
+    }
+}
+
+/// Inference through compiled plans where the model allows it, eagerly where it does not:
+/// one plan per per-sample input shape met (series of several lengths, images of several
+/// sizes for a model of any size), each compiled on first use for up to `batch` samples.
+pub struct Inference<'m> {
+    model: &'m Sequential,
+    batch: usize,
+    plans: std::collections::HashMap<Vec<usize>, Plan>,
+    /// Why the model runs eagerly (the first layer the plan cannot run), once found.
+    eager: Option<String>,
+}
+
+impl<'m> Inference<'m> {
+    pub fn new(model: &'m Sequential, batch: usize) -> Inference<'m> {
+        Inference {
+            model,
+            batch: batch.max(1),
+            plans: Default::default(),
+            eager: None,
+        }
+    }
+
+    /// Why the model runs eagerly, if it does.
+    pub fn eager_because(&self) -> Option<&str> {
+        self.eager.as_deref()
+    }
+
+    /// The model's output in evaluation mode for the batch `x`, `(n, *input)`.
+    pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+        let (n, sample) = (x.shape()[0], x.shape()[1..].to_vec());
+        if self.eager.is_none() && n <= self.batch && n > 0 {
+            if !self.plans.contains_key(&sample) {
+                // shapes the model refuses get the eager engine's own error below
+                if self.model.fits(&sample) {
+                    match Plan::compile(self.model, &sample, self.batch) {
+                        Ok(p) => {
+                            self.plans.insert(sample.clone(), p);
+                        }
+                        Err(e @ Error::NotCompiled { .. }) => self.eager = Some(e.to_string()),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            if let Some(plan) = self.plans.get_mut(&sample) {
+                let out = plan.run(&x.data())?.to_vec();
+                let mut shape = vec![n];
+                shape.extend(plan.output_shape());
+                return Tensor::from_vec(out, &shape);
+            }
+        }
+        crate::autograd::no_grad(|| {
+            self.model.forward(
+                x,
+                &mut crate::nn::Ctx {
+                    training: false,
+                    rng: &mut crate::rng::Rng::new(0),
+                },
+            )
+        })
     }
 }

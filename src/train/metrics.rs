@@ -4,9 +4,8 @@
 use crate::autograd::no_grad;
 use crate::data::{Batch, Dataset, Normalize};
 use crate::error::Result;
-use crate::nn::{Ctx, Sequential};
+use crate::nn::Sequential;
 use crate::ops::{self, CrossEntropyOptions};
-use crate::rng::Rng;
 use crate::tensor::Tensor;
 
 /// What `convnet eval` reports.
@@ -43,7 +42,7 @@ pub(crate) fn for_each_batch(
     batch: usize,
     mut f: impl FnMut(&Batch, &Tensor) -> Result<()>,
 ) -> Result<()> {
-    let mut rng = Rng::new(0);
+    let mut infer = crate::plan::Inference::new(model, batch);
     let all: Vec<usize> = (0..data.len()).collect();
     for idx in data.batches(&all, batch) {
         let b = Batch {
@@ -55,15 +54,7 @@ pub(crate) fn for_each_batch(
             targets: data.batch_targets(&idx, target_norm)?,
             step: 0,
         };
-        let out = no_grad(|| {
-            model.forward(
-                &b.x,
-                &mut Ctx {
-                    training: false,
-                    rng: &mut rng,
-                },
-            )
-        })?;
+        let out = infer.forward(&b.x)?;
         f(&b, &out)?;
     }
     Ok(())

@@ -480,7 +480,20 @@ fn net_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Re
         });
     }
     if want("F.infer") {
+        // on the compiled plan (compiled once, as a session is), and eagerly for comparison
         let x = randn(&[256, 1, 28, 28], &mut rng);
+        let xv = x.to_vec();
+        let mut plan = convnet::plan::Plan::compile(&model, &model.input, 256)?;
+        let ms = median_ms(reps, || {
+            plan.run(&xv).expect("valid");
+        });
+        rows.push(Row {
+            name: "F.infer".into(),
+            median_ms: ms,
+            gflops: None,
+            baseline_ms: None,
+            samples_per_s: Some(256.0 / ms * 1e3),
+        });
         let ms = median_ms(reps, || {
             no_grad(|| {
                 model
@@ -495,7 +508,7 @@ fn net_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Re
             });
         });
         rows.push(Row {
-            name: "F.infer".into(),
+            name: "F.infer.eager".into(),
             median_ms: ms,
             gflops: None,
             baseline_ms: None,

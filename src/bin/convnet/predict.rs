@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use convnet::data::load_image;
-use convnet::nn::Ctx;
 use convnet::spec::TaskKind;
-use convnet::{Rng, Tensor, no_grad, ops, train};
+use convnet::{Tensor, no_grad, ops, train};
 
 pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool) -> Result<()> {
     if files.is_empty() {
@@ -36,23 +35,15 @@ pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool) -> Result<()
     let any = spec.any_size[1..].iter().all(|&a| a);
     let norm = info.normalize();
     let mut out = std::io::stdout().lock();
+    let mut infer = convnet::plan::Inference::new(&model, 1);
     for f in files {
         let (mut x, size) = load_image(f, &spec.input, resize, any)?;
         norm.apply(&mut x);
         let mut shape = vec![1, spec.input[0]];
         shape.extend(&size);
         let x = Tensor::from_vec(x, &shape)?;
-        let probs = no_grad(|| -> convnet::Result<Tensor> {
-            let logits = model.forward(
-                &x,
-                &mut Ctx {
-                    training: false,
-                    rng: &mut Rng::new(0),
-                },
-            )?;
-            ops::softmax(&logits, 1)
-        })?
-        .to_vec();
+        let logits = infer.forward(&x)?;
+        let probs = no_grad(|| ops::softmax(&logits, 1))?.to_vec();
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         writeln!(out, "{}", f.display())?;

@@ -1,0 +1,58 @@
+//! Compile a model into an execution plan and run inference on it: the plan's steps (what
+//! was fused), its output against the eager engine's, and the time of each step.
+//!
+//!     cargo run --release --example compile_plan [SPEC] [BATCH]
+
+use convnet::autograd::no_grad;
+use convnet::nn::Ctx;
+use convnet::plan::Plan;
+use convnet::rng::Rng;
+use convnet::spec::Spec;
+use convnet::tensor::Tensor;
+
+fn main() -> convnet::error::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args
+        .get(1)
+        .map_or("examples/fashion_mnist.toml", |s| s.as_str());
+    let batch: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
+    let spec = Spec::load(std::path::Path::new(path))?;
+    let model = spec.build_model(&mut Rng::new(1))?;
+    // compile for the model's input shape and a largest batch
+    let mut plan = Plan::compile(&model, &model.input, batch)?;
+    let mut shape = vec![batch];
+    shape.extend(&model.input);
+    let x = Tensor::randn(&shape, &mut Rng::new(2))?;
+    let xs = x.to_vec();
+    let eager = no_grad(|| {
+        model.forward(
+            &x,
+            &mut Ctx {
+                training: false,
+                rng: &mut Rng::new(0),
+            },
+        )
+    })?;
+    let out = plan.run(&xs)?;
+    let diff = out
+        .iter()
+        .zip(eager.to_vec())
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!("{path}, batch {batch}: largest difference from the eager engine {diff:.2e}");
+    for _ in 0..3 {
+        plan.run(&xs)?; // warm up
+    }
+    let mut total = vec![0f64; plan.steps().len()];
+    let runs = 20;
+    for _ in 0..runs {
+        for (t, s) in total.iter_mut().zip(plan.run_timed(&xs)?) {
+            *t += s;
+        }
+    }
+    for (name, t) in plan.steps().iter().zip(&total) {
+        println!("{:>8.3} ms  {name}", t * 1e3 / runs as f64);
+    }
+    let sum: f64 = total.iter().sum();
+    println!("{:>8.3} ms  in all", sum * 1e3 / runs as f64);
+    Ok(())
+}
