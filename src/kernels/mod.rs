@@ -2,6 +2,7 @@
 //! of tensors or autograd, assume validated input (`debug_assert!` only), and are each tested
 //! against a direct reference loop. A second backend would replace this module.
 
+pub mod cache;
 pub mod conv;
 pub mod gemm;
 pub mod micro;

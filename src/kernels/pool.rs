@@ -141,6 +141,45 @@ pub fn max_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32]) {
     });
 }
 
+/// Max pooling with windows of `k_h x k_w` and the same strides (no padding) over a block of
+/// `rows x w` values at row stride `ld` (a band of a convolution's output, still in cache):
+/// `out` gets `rows / k_h` rows of `w / k_w` maxima, row stride `w / k_w`. Sequential: it
+/// runs inside a parallel task. The values are those of [`max_forward`].
+pub fn max_pool_block(
+    (k_h, k_w): (usize, usize),
+    x: &[f32],
+    (rows, w, ld): (usize, usize, usize),
+    out: &mut [f32],
+) {
+    let (out_h, out_w) = (rows / k_h, w / k_w);
+    if (k_h, k_w) == (2, 2) {
+        // the common case, in the loop shape of `max_forward`'s 2x2 path (it vectorises)
+        for (oh, yr) in out.chunks_exact_mut(out_w.max(1)).take(out_h).enumerate() {
+            let r0 = &x[2 * oh * ld..2 * oh * ld + 2 * out_w];
+            let r1 = &x[(2 * oh + 1) * ld..(2 * oh + 1) * ld + 2 * out_w];
+            for ((v, a), b) in yr
+                .iter_mut()
+                .zip(r0.chunks_exact(2))
+                .zip(r1.chunks_exact(2))
+            {
+                *v = nan_max(nan_max(nan_max(a[0], a[1]), b[0]), b[1]);
+            }
+        }
+        return;
+    }
+    for (oh, orow) in out.chunks_exact_mut(out_w.max(1)).take(out_h).enumerate() {
+        for (ow, o) in orow.iter_mut().enumerate() {
+            let mut best = f32::NEG_INFINITY;
+            for r in oh * k_h..(oh + 1) * k_h {
+                for &v in &x[r * ld + ow * k_w..r * ld + (ow + 1) * k_w] {
+                    best = nan_max(best, v);
+                }
+            }
+            *o = best;
+        }
+    }
+}
+
 /// For each output of a max pooling, the flat in-plane index of its maximum: the first
 /// element of the window, in scan order, that holds the output's value (NaN matching NaN).
 pub fn max_argmax(g: &Pool2dGeom, x: &[f32], y: &[f32], idx: &mut [u32]) {
@@ -520,5 +559,42 @@ mod tests {
         assert_eq!(pool_out_len(5, 2, 2, 0, true), Some(3));
         assert_eq!(pool_out_len(5, 2, 2, 0, false), Some(2));
         assert_eq!(pool_out_len(1, 3, 1, 0, false), None);
+    }
+
+    #[test]
+    fn block_pooling_equals_max_forward_bit_for_bit() {
+        let mut r = Rng::new(9);
+        for _ in 0..100 {
+            let (k_h, k_w) = (1 + r.below(3), 1 + r.below(3));
+            let (h, w) = (k_h + r.below(9), k_w + r.below(9));
+            let ld = w + r.below(3);
+            let mut x: Vec<f32> = (0..h * ld).map(|_| r.below(4) as f32 - 1.5).collect();
+            if r.below(3) == 0 {
+                x[r.below(h * ld)] = f32::NAN;
+            }
+            let plane: Vec<f32> = (0..h)
+                .flat_map(|i| x[i * ld..i * ld + w].to_vec())
+                .collect();
+            let g = Pool2dGeom {
+                n: 1,
+                c: 1,
+                h,
+                w,
+                k_h,
+                k_w,
+                stride_h: k_h,
+                stride_w: k_w,
+                pad_h: 0,
+                pad_w: 0,
+                out_h: h / k_h,
+                out_w: w / k_w,
+            };
+            let mut want = vec![0f32; g.out_h * g.out_w];
+            max_forward(&g, &plane, &mut want);
+            let mut got = vec![0f32; want.len()];
+            max_pool_block((k_h, k_w), &x, (h, w, ld), &mut got);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{g:?}");
+        }
     }
 }

@@ -109,7 +109,7 @@ impl Activation {
                 use rayon::prelude::*;
                 y.data_mut()
                     .par_chunks_mut(1 << 15)
-                    .for_each(|c| c.iter_mut().for_each(|v| *v = p.f(*v)));
+                    .for_each(|c| p.apply(c));
                 Ok(y)
             }
             _ => self.apply(&y),

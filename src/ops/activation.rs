@@ -143,6 +143,21 @@ impl Pointwise {
         }
     }
 
+    /// `v = f(v)` over a slice, the match taken once outside the loop (so it vectorises).
+    pub fn apply(self, v: &mut [f32]) {
+        fn each(v: &mut [f32], f: impl Fn(f32) -> f32) {
+            v.iter_mut().for_each(|e| *e = f(*e));
+        }
+        match self {
+            Pointwise::Relu => each(v, |e| Pointwise::Relu.f(e)),
+            Pointwise::LeakyRelu(s) => each(v, |e| Pointwise::LeakyRelu(s).f(e)),
+            Pointwise::Elu(a) => each(v, |e| Pointwise::Elu(a).f(e)),
+            Pointwise::Gelu => each(v, |e| Pointwise::Gelu.f(e)),
+            Pointwise::Sigmoid => each(v, |e| Pointwise::Sigmoid.f(e)),
+            Pointwise::Tanh => each(v, |e| Pointwise::Tanh.f(e)),
+        }
+    }
+
     /// Whether `d` can be computed from `y` alone (`d(y, y)` gives the same value), so that a
     /// fused epilogue need not keep `x`: `x > 0` exactly when `y > 0` for these.
     pub fn derivative_from_output(self) -> bool {

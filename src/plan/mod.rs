@@ -8,7 +8,10 @@
 //!   block of outputs while it is still in cache; its weights are packed once;
 //! - a dense layer takes its bias and activation;
 //! - dropout, flatten and reshape disappear (inference, and the same values in NCHW order);
-//! - batch norms and activations elsewhere run in place, pooling on its own kernels.
+//! - a max pooling right after (window = stride, no padding) pools each band of the
+//!   convolution's output rows while it is in cache: the convolution's own output is never
+//!   written to memory;
+//! - batch norms and activations elsewhere run in place, other poolings on their kernels.
 //!
 //! Layers the plan does not run (blocks such as residual, TCN and WaveNet, upsampling, layer
 //! norm, transposed and weight-normalised convolutions, reflect/replicate/circular padding)
@@ -95,14 +98,23 @@ impl Plan {
                             end += 1;
                         }
                     }
+                    let fwd = Box::new(crate::kernels::conv::ConvForward::new(g));
+                    let mut pool = None;
+                    if act.pointwise().is_some() || act == Activation::Linear {
+                        pool = fused_pool(layers.get(end).map(|l| l.lowered()), &fwd);
+                        if pool.is_some() {
+                            end += 1;
+                        }
+                    }
                     let conv_step = Step::Conv {
-                        fwd: Box::new(crate::kernels::conv::ConvForward::new(g)),
+                        fwd,
                         weight: conv.weight.clone(),
                         bias: conv.bias.clone(),
                         bn,
                         act: act.pointwise(),
                         folded_w: Vec::new(),
                         folded_b: Vec::new(),
+                        pool,
                     };
                     if let Some(sm) = softmax_step(act, &shapes[end]) {
                         steps.push((conv_step, numel(shape), numel(&shapes[end])));
@@ -232,7 +244,11 @@ impl Plan {
             }
             i = end;
         }
-        let largest = shapes.iter().map(|s| numel(s)).max().unwrap_or(0);
+        // the largest activation a step reads or writes (a fused step's inner ones never are)
+        let largest = steps
+            .iter()
+            .map(|(_, i, o)| (*i).max(*o))
+            .fold(numel(input), usize::max);
         let len = largest.checked_mul(batch).ok_or_else(|| Error::Shape {
             op: "plan",
             msg: format!("a batch of {batch} activations of {largest} values overflows"),
@@ -321,6 +337,32 @@ impl Plan {
         }
         Ok(&cur[..len])
     }
+}
+
+/// A max pooling the convolution `fwd` can take into its bands: stride equal to the window,
+/// no padding, floor rounding, over a 2-D output.
+fn fused_pool(
+    next: Option<Lowered>,
+    fwd: &crate::kernels::conv::ConvForward,
+) -> Option<step::FusedPool> {
+    let Some(Lowered::Pool(p)) = next else {
+        return None;
+    };
+    let g = fwd.geom();
+    let plain = p.kind == crate::nn::PoolKind::Max
+        && p.pool_size.len() == 2
+        && p.stride == p.pool_size
+        && p.padding.iter().all(|&v| v == 0)
+        && !p.ceil_mode
+        && fwd.banded();
+    if !plain {
+        return None;
+    }
+    let k = (p.pool_size[0], p.pool_size[1]);
+    (g.out_h >= k.0 && g.out_w >= k.1).then_some(step::FusedPool {
+        k,
+        out: (g.out_h / k.0, g.out_w / k.1),
+    })
 }
 
 /// The step of a softmax over channels after a layer whose activation `a` is one.

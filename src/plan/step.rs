@@ -3,7 +3,8 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::conv::ConvForward;
+use crate::kernels::conv::{Band, ConvForward};
+use crate::kernels::gemm::SendPtr;
 use crate::kernels::gemm::{MatRef, sgemm_par};
 use crate::kernels::pool::{self, Pool2dGeom};
 use crate::kernels::sum_f64;
@@ -43,6 +44,9 @@ pub(crate) enum Step {
         /// The weights and bias the kernel runs with (folded with `bn`).
         folded_w: Vec<f32>,
         folded_b: Vec<f32>,
+        /// A max pooling fused after the activation: each band of output rows is pooled
+        /// while in cache, and only the pooled values are written.
+        pool: Option<FusedPool>,
     },
     /// `y = x W^T + b`, then the activation.
     Dense {
@@ -77,6 +81,14 @@ pub(crate) enum Step {
         inner: usize,
     },
     GlobalMax(Pool2dGeom),
+}
+
+/// A max pooling with stride equal to its window and no padding, fused into a convolution.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FusedPool {
+    pub(crate) k: (usize, usize),
+    /// The pooled output's height and width.
+    pub(crate) out: (usize, usize),
 }
 
 impl Step {
@@ -128,9 +140,16 @@ impl Step {
     pub(crate) fn run(&mut self, n: usize, x: &mut [f32], y: &mut [f32]) {
         match self {
             Step::Conv {
+                fwd,
+                act,
+                folded_b,
+                pool: Some(pool),
+                ..
+            } => conv_pool(fwd, *act, folded_b, *pool, n, x, y),
+            Step::Conv {
                 fwd, act, folded_b, ..
             } => {
-                let epi = act.map(|p| move |v: &mut [f32]| v.iter_mut().for_each(|e| *e = p.f(*e)));
+                let epi = act.map(|p| move |v: &mut [f32]| p.apply(v));
                 let epi = epi.as_ref().map(|f| f as &(dyn Fn(&mut [f32]) + Sync));
                 fwd.run(n, x, Some(folded_b), y, epi);
             }
@@ -201,6 +220,48 @@ impl Step {
     }
 }
 
+/// A convolution, its activation and a max pooling over each band of rows in cache:
+/// `y` gets only the pooled values, `(n, c_out, out.0, out.1)`.
+fn conv_pool(
+    fwd: &mut ConvForward,
+    act: Option<Pointwise>,
+    bias: &[f32],
+    pool: FusedPool,
+    n: usize,
+    x: &[f32],
+    y: &mut [f32],
+) {
+    let g = *fwd.geom();
+    let (cog, (ph, pw)) = (g.cout_g(), pool.out);
+    let plane = ph * pw;
+    let y = &mut y[..n * g.c_out * plane];
+    let (ylen, yp) = (y.len(), SendPtr(y.as_mut_ptr()));
+    let sink = |b: Band| {
+        let rows = (b.rows / pool.k.0 * pool.k.0).min((ph - b.oh0 / pool.k.0) * pool.k.0);
+        let first = b.oh0 / pool.k.0;
+        let prows = rows / pool.k.0;
+        for o in 0..cog {
+            let block = &mut b.data[o * b.chan_stride..];
+            if let Some(p) = act {
+                for r in 0..rows {
+                    p.apply(&mut block[r * b.row_stride..r * b.row_stride + g.out_w]);
+                }
+            }
+            let at = ((b.img * g.c_out + b.grp * cog + o) * ph + first) * pw;
+            let len = (prows * pw).min(ylen.saturating_sub(at));
+            let base = &yp;
+            // SAFETY: band (img, grp, oh0) writes the pooled rows first..first + prows of its
+            // own group's channels of its image only; bands of one plane cover disjoint row
+            // ranges (oh0 is a multiple of the pool's height), so no two tasks share an
+            // element, and at + len <= y.len().
+            let out = unsafe { std::slice::from_raw_parts_mut(base.0.add(at), len) };
+            pool::max_pool_block(pool.k, block, (rows, g.out_w, b.row_stride), out);
+        }
+    };
+    let ran = fwd.run_banded(n, x, Some(bias), pool.k.0, &sink);
+    debug_assert!(ran, "a pooling is fused only into a banded convolution");
+}
+
 /// A pooling's geometry at `n` samples, and its input and output within the buffers.
 fn pool_slices<'a>(
     n: usize,
@@ -215,6 +276,5 @@ fn pool_slices<'a>(
 
 /// `p` over every element of `v`, in parallel chunks.
 fn pointwise(p: Pointwise, v: &mut [f32]) {
-    v.par_chunks_mut(CHUNK)
-        .for_each(|c| c.iter_mut().for_each(|e| *e = p.f(*e)));
+    v.par_chunks_mut(CHUNK).for_each(|c| p.apply(c));
 }

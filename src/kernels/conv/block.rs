@@ -20,6 +20,12 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
+/// Run `f` with this thread's [`Scratch`]. `f` must call no parallel code (a task stolen
+/// while it waits could borrow the same scratch).
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| f(&mut s.borrow_mut()))
+}
+
 /// What runs on each finished block of a channel's outputs while it is still in cache (a
 /// fused activation): called with one output channel's positions of one tile.
 pub type Epilogue<'a> = &'a (dyn Fn(&mut [f32]) + Sync);

@@ -47,6 +47,11 @@ impl Implicit {
         self.hp * self.wp
     }
 
+    /// Distance between output rows in the wide layout.
+    pub(crate) fn row_stride(&self) -> usize {
+        self.wq
+    }
+
     /// Offset of each tap `(c, ki, kj)` (in lowered-row order) from a group's first plane.
     fn offsets(&self, g: &Conv2dGeom) -> Vec<usize> {
         let mut offs = Vec::with_capacity(g.kdim());
@@ -142,12 +147,8 @@ impl ImplicitForward {
         y: &mut [f32],
         epi: Option<Epilogue>,
     ) {
-        let (mk, im, tile) = (self.mk, &self.im, self.tile);
-        let p_all = g.positions();
-        let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
-        let alen = mk.packed_a_len(cog, kd);
-        let (offs, packed) = (&self.offs, &self.packed_offs);
-        let reach = offs.iter().max().map_or(0, |&o| o + mk.nr);
+        let (im, tile) = (&self.im, self.tile);
+        let (p_all, cog) = (g.positions(), g.cout_g());
         let ntiles = im.q_all.div_ceil(tile);
         let direct = im.wq == g.out_w;
         // output positions of wide positions: tile tix's q0..q1 map to a contiguous range
@@ -160,41 +161,17 @@ impl ImplicitForward {
             y,
             epi,
             |s: &mut Scratch, img, grp, tix, yt| {
-                let (cbuf, tail) = (&mut s.a, &mut s.b);
                 let (q0, q1) = (wide(tix), wide(tix + 1));
                 let t = q1 - q0;
-                let xb = &xp[(img * g.c_in + grp * cig) * im.plane() + q0..];
-                let wg = &self.wp[grp * alen..(grp + 1) * alen];
-                let o0 = pos(q0);
-                let panels = t.div_ceil(mk.nr);
-                // One panel of B: in place, or (where its rows would read past the input's
-                // end, an unpadded input's last panel) gathered into `tail` with packed offsets.
-                let store = bias.map_or(Store::Replace, |b| Store::Bias(&b[grp * cog..]));
-                let mut panel = |q: usize, c: &mut [f32], ldc: usize| {
-                    let cols = mk.nr.min(t - q * mk.nr);
-                    let bq = &xb[q * mk.nr..];
-                    if bq.len() >= reach {
-                        mk.panel(cog, kd, wg, bq, offs, c, ldc, cols, store);
-                    } else {
-                        tail.clear();
-                        tail.resize(kd * mk.nr, 0.0);
-                        for (p, &o) in offs.iter().enumerate() {
-                            tail[p * mk.nr..p * mk.nr + cols].copy_from_slice(&bq[o..o + cols]);
-                        }
-                        mk.panel(cog, kd, wg, tail, packed, c, ldc, cols, store);
-                    }
-                };
                 if direct {
-                    for q in 0..panels {
-                        panel(q, &mut yt[q * mk.nr..], p_all);
-                    }
+                    self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, yt, p_all);
                     return;
                 }
+                let cbuf = &mut s.a;
                 cbuf.resize(cog * t, 0.0);
-                for q in 0..panels {
-                    panel(q, &mut cbuf[q * mk.nr..], t);
-                }
+                self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, cbuf, t);
                 // drop the wide columns
+                let o0 = pos(q0);
                 for o in 0..cog {
                     let (src, dst) = (&cbuf[o * t..(o + 1) * t], &mut yt[o * p_all..]);
                     let mut q = q0;
@@ -211,6 +188,103 @@ impl ImplicitForward {
             },
         );
     }
+
+    /// The outputs of group `grp` of image `img` at wide positions `q0..q1` (`t` of them),
+    /// written to `c` (`cout_g` rows of stride `ldc`, column `q - q0`).
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &self,
+        g: &Conv2dGeom,
+        xp: &[f32],
+        bias: Option<&[f32]>,
+        (img, grp, q0, q1): (usize, usize, usize, usize),
+        tail: &mut Vec<f32>,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        let (mk, im) = (self.mk, &self.im);
+        let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
+        let alen = mk.packed_a_len(cog, kd);
+        let (offs, packed) = (&self.offs, &self.packed_offs);
+        let reach = offs.iter().max().map_or(0, |&o| o + mk.nr);
+        let t = q1 - q0;
+        let xb = &xp[(img * g.c_in + grp * cig) * im.plane() + q0..];
+        let wg = &self.wp[grp * alen..(grp + 1) * alen];
+        let store = bias.map_or(Store::Replace, |b| Store::Bias(&b[grp * cog..]));
+        for q in 0..t.div_ceil(mk.nr) {
+            let cols = mk.nr.min(t - q * mk.nr);
+            let bq = &xb[q * mk.nr..];
+            let cq = &mut c[q * mk.nr..];
+            // One panel of B: in place, or (where its rows would read past the input's end,
+            // an unpadded input's last panel) gathered into `tail` with packed offsets.
+            if bq.len() >= reach {
+                mk.panel(cog, kd, wg, bq, offs, cq, ldc, cols, store);
+            } else {
+                tail.clear();
+                tail.resize(kd * mk.nr, 0.0);
+                for (p, &o) in offs.iter().enumerate() {
+                    tail[p * mk.nr..p * mk.nr + cols].copy_from_slice(&bq[o..o + cols]);
+                }
+                mk.panel(cog, kd, wg, tail, packed, cq, ldc, cols, store);
+            }
+        }
+    }
+
+    /// The convolution in bands of `rows` output rows (the last may be shorter), each
+    /// computed into the worker's scratch and handed to `sink` while it is in cache; nothing
+    /// is written to memory but what `sink` writes. Parallel over (image, group, band).
+    pub(crate) fn run_banded(
+        &self,
+        g: &Conv2dGeom,
+        xp: &[f32],
+        bias: Option<&[f32]>,
+        rows: usize,
+        sink: &(dyn Fn(Band) + Sync),
+    ) {
+        use rayon::prelude::*;
+        let im = &self.im;
+        let rows = rows.clamp(1, g.out_h.max(1));
+        let bands = g.out_h.div_ceil(rows);
+        (0..g.n * g.groups * bands)
+            .into_par_iter()
+            .for_each(|item| {
+                let band = item % bands;
+                let grp = (item / bands) % g.groups;
+                let img = item / (bands * g.groups);
+                let oh0 = band * rows;
+                let nrows = rows.min(g.out_h - oh0);
+                let q0 = oh0 * im.wq;
+                let q1 = ((oh0 + nrows - 1) * im.wq + g.out_w).min(im.q_all);
+                let t = q1 - q0;
+                super::block::with_scratch(|s| {
+                    let cbuf = &mut s.a;
+                    cbuf.resize(g.cout_g() * t, 0.0);
+                    self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, cbuf, t);
+                    sink(Band {
+                        img,
+                        grp,
+                        oh0,
+                        rows: nrows,
+                        data: cbuf,
+                        chan_stride: t,
+                        row_stride: im.wq,
+                    });
+                });
+            });
+    }
+}
+
+/// A band of a convolution's output rows, as [`ImplicitForward::run_banded`] hands it on:
+/// output `(grp * cout_g + o, oh0 + r, c)` of image `img` at
+/// `data[o * chan_stride + r * row_stride + c]` for `r < rows`, `c < out_w`.
+pub struct Band<'a> {
+    pub img: usize,
+    pub grp: usize,
+    pub oh0: usize,
+    pub rows: usize,
+    pub data: &'a mut [f32],
+    pub chan_stride: usize,
+    pub row_stride: usize,
 }
 
 /// Forward of a stride-1 convolution through the micro-kernel reading the padded input in

@@ -25,6 +25,7 @@ use rayon::prelude::*;
 
 pub use block::Epilogue;
 pub use geom::{Conv2dGeom, conv_out_len};
+pub use implicit::Band;
 use implicit::{Implicit, ImplicitForward};
 use packed::PackedForward;
 
@@ -173,6 +174,55 @@ impl ConvForward {
             }
             ForwardPath::Plain(w) => tiled::forward(&g, x, w, bias, y, epi),
         }
+    }
+}
+
+impl ConvForward {
+    /// Whether [`ConvForward::run_banded`] can run: a stride-1 convolution of more than one
+    /// output row on a micro-kernel.
+    pub fn banded(&self) -> bool {
+        matches!(self.path, ForwardPath::Implicit(..)) && self.g.out_h > 1
+    }
+
+    /// The convolution (with `bias`) of the first `n` images in bands of output rows (a
+    /// multiple of `multiple`, sized so a band's outputs take a quarter of the L2 cache, with
+    /// enough bands to keep every thread busy), each handed to `sink` from the worker's cache
+    /// instead of being written out (a fused pooling writes only its own output). `sink` must
+    /// call no parallel code. Returns false, running nothing, where [`ConvForward::banded`]
+    /// is false.
+    pub fn run_banded(
+        &mut self,
+        n: usize,
+        x: &[f32],
+        bias: Option<&[f32]>,
+        multiple: usize,
+        sink: &(dyn Fn(Band) + Sync),
+    ) -> bool {
+        if !self.banded() || n > self.g.n {
+            return false;
+        }
+        let g = Conv2dGeom { n, ..self.g };
+        let x = &x[..n * g.c_in * g.h * g.w];
+        let ForwardPath::Implicit(f, im) = &self.path else {
+            return false;
+        };
+        let multiple = multiple.max(1);
+        let row_bytes = 4 * g.cout_g() * im.row_stride();
+        // (measured on F's convolutions, Zen 3: bands of a quarter of L2, here whole images,
+        // beat bands sized for L1 by 10-20%: each band pays the tile's set-up again)
+        let fit = super::cache::caches().l2 / 4 / (row_bytes * multiple).max(1);
+        let mut rows = multiple * fit.max(1);
+        let want_items = 4 * rayon::current_num_threads();
+        while rows > multiple && n * g.groups * g.out_h.div_ceil(rows) < want_items {
+            rows -= multiple;
+        }
+        if im.in_place(&g) {
+            f.run_banded(&g, x, bias, rows, sink);
+        } else {
+            im.pad_into(&g, x, &mut self.padded);
+            f.run_banded(&g, &self.padded, bias, rows, sink);
+        }
+        true
     }
 }
 
