@@ -98,30 +98,10 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
             ),
         );
     }
-    let planes = move |ch: usize| (0..n).map(move |i| (i * c + ch) * inner);
     let (mean, var): (Vec<f32>, Vec<f64>) = if use_batch {
-        let xd = x.data();
-        // Two passes per channel (mean, then squared deviations), channels in parallel.
-        let stats: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let s: f64 = planes(ch).map(|o| sum_f64(&xd[o..o + inner])).sum();
-                let mu = s / m as f64;
-                let v: f64 = planes(ch)
-                    .map(|o| {
-                        xd[o..o + inner]
-                            .iter()
-                            .map(|&v| (v as f64 - mu).powi(2))
-                            .sum::<f64>()
-                    })
-                    .sum();
-                (mu, v / m as f64)
-            })
-            .collect();
-        (
-            stats.iter().map(|s| s.0 as f32).collect(),
-            stats.iter().map(|s| s.1).collect(),
-        )
+        let (mut mean, mut var) = (vec![0f32; c], vec![0f64; c]);
+        batch_stats(&x.data(), (n, c, inner), &mut mean, &mut var);
+        (mean, var)
     } else {
         let (Some(rm), Some(rv)) = (a.running_mean, a.running_var) else {
             return shape_err(
@@ -131,42 +111,27 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
         };
         (rm.to_vec(), rv.to_vec().iter().map(|&v| v as f64).collect())
     };
-    let invstd: Vec<f32> = var
-        .iter()
-        .map(|&v| (1.0 / (v + a.eps as f64).sqrt()) as f32)
-        .collect();
+    let invstd: Vec<f32> = var.iter().map(|&v| inv_std(v, a.eps)).collect();
     // Running statistics are written only once no buffer is borrowed (one of them may be the
     // input itself).
     if a.training {
         if let (Some(rm), Some(rv)) = (a.running_mean, a.running_var) {
-            let mo = a.momentum;
-            for (r, b) in rm.data_mut().iter_mut().zip(&mean) {
-                *r = (1.0 - mo) * *r + mo * b;
-            }
-            for (r, v) in rv.data_mut().iter_mut().zip(&var) {
-                let unbiased = (*v * m as f64 / (m - 1) as f64) as f32;
-                *r = (1.0 - mo) * *r + mo * unbiased;
-            }
+            update_running(
+                &mut rm.data_mut(),
+                &mut rv.data_mut(),
+                &mean,
+                &var,
+                a.momentum,
+                m,
+            );
         }
     }
     let wv: Vec<f32> = a.weight.map_or(vec![1.0; c], |w| w.to_vec());
     let bv: Vec<f32> = a.bias.map_or(vec![0.0; c], |b| b.to_vec());
-    // y = x * scale + shift per channel
-    let scale: Vec<f32> = (0..c).map(|ch| wv[ch] * invstd[ch]).collect();
-    let shift: Vec<f32> = (0..c).map(|ch| bv[ch] - mean[ch] * scale[ch]).collect();
+    let (mut scale, mut shift) = (vec![0f32; c], vec![0f32; c]);
+    scale_shift(&wv, &bv, &mean, &invstd, &mut scale, &mut shift);
     let mut y = vec![0f32; n * c * inner];
-    {
-        let xd = x.data();
-        y.par_chunks_mut(inner.max(1))
-            .enumerate()
-            .for_each(|(plane, yp)| {
-                let ch = plane % c;
-                let xp = &xd[plane * inner..(plane + 1) * inner];
-                for (o, &v) in yp.iter_mut().zip(xp) {
-                    *o = v * scale[ch] + shift[ch];
-                }
-            });
-    }
+    affine_planes(&x.data(), &mut y, &scale, &shift, inner);
     let mut inputs = vec![x];
     inputs.extend(a.weight);
     inputs.extend(a.bias);
@@ -174,48 +139,16 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
     let shape = x.shape().to_vec();
     let xc = x.clone();
     Ok(output(OP, y, shape.clone(), &inputs, move |g| {
-        let gd = g.data();
-        let xd = xc.data();
-        // Per channel: sum(g) and sum(g * xhat), xhat recomputed from the saved input.
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let (mu, is) = (mean[ch], invstd[ch]);
-                let mut sg = 0f64;
-                let mut sgx = 0f64;
-                for o in planes(ch) {
-                    let (gp, xp) = (&gd[o..o + inner], &xd[o..o + inner]);
-                    sg += gp.iter().sum::<f32>() as f64;
-                    sgx += gp
-                        .iter()
-                        .zip(xp)
-                        .map(|(&gv, &xv)| gv * (xv - mu) * is)
-                        .sum::<f32>() as f64;
-                }
-                (sg, sgx)
-            })
-            .collect();
+        let (gd, xd) = (g.data(), xc.data());
+        let mut sums = vec![(0f64, 0f64); c];
         let mut dx = vec![0f32; gd.len()];
-        dx.par_chunks_mut(inner.max(1))
-            .enumerate()
-            .for_each(|(plane, dp)| {
-                let ch = plane % c;
-                let o = plane * inner;
-                let (gp, xp) = (&gd[o..o + inner], &xd[o..o + inner]);
-                let k = wv[ch] * invstd[ch];
-                if use_batch {
-                    // d/dx of (x - mean) * invstd with batch statistics
-                    let mg = (sums[ch].0 / m as f64) as f32;
-                    let mgx = (sums[ch].1 / m as f64) as f32;
-                    for ((d, &gv), &xv) in dp.iter_mut().zip(gp).zip(xp) {
-                        *d = k * (gv - mg - (xv - mean[ch]) * invstd[ch] * mgx);
-                    }
-                } else {
-                    for (d, &gv) in dp.iter_mut().zip(gp) {
-                        *d = k * gv;
-                    }
-                }
-            });
+        let stats = BnSaved {
+            mean: &mean,
+            invstd: &invstd,
+            weight: &wv,
+            batch: use_batch,
+        };
+        batch_norm_backward(&gd, &xd, (n, c, inner), &stats, &mut sums, &mut dx);
         let mut grads = vec![Some(Tensor::make(dx, shape, false, None))];
         if hw {
             grads.push(Some(Tensor::make(
@@ -235,6 +168,147 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
         }
         Ok(grads)
     }))
+}
+
+/// Per-channel batch mean and biased variance of `x` shaped `(n, c, inner)`: two passes per
+/// channel (mean, then squared deviations) in f64, channels in parallel.
+pub(crate) fn batch_stats(
+    x: &[f32],
+    (n, c, inner): (usize, usize, usize),
+    mean: &mut [f32],
+    var: &mut [f64],
+) {
+    let m = (n * inner) as f64;
+    let planes = move |ch: usize| (0..n).map(move |i| (i * c + ch) * inner);
+    mean.par_iter_mut()
+        .zip(var.par_iter_mut())
+        .enumerate()
+        .for_each(|(ch, (mu_out, var_out))| {
+            let s: f64 = planes(ch).map(|o| sum_f64(&x[o..o + inner])).sum();
+            let mu = s / m;
+            let v: f64 = planes(ch)
+                .map(|o| {
+                    x[o..o + inner]
+                        .iter()
+                        .map(|&v| (v as f64 - mu).powi(2))
+                        .sum::<f64>()
+                })
+                .sum();
+            (*mu_out, *var_out) = (mu as f32, v / m);
+        });
+}
+
+/// `1 / sqrt(var + eps)` in f64.
+pub(crate) fn inv_std(var: f64, eps: f32) -> f32 {
+    (1.0 / (var + eps as f64).sqrt()) as f32
+}
+
+/// A batch norm as `y = x * scale + shift` per channel: `scale = weight * invstd`,
+/// `shift = bias - mean * scale`.
+pub(crate) fn scale_shift(
+    weight: &[f32],
+    bias: &[f32],
+    mean: &[f32],
+    invstd: &[f32],
+    scale: &mut [f32],
+    shift: &mut [f32],
+) {
+    for ch in 0..scale.len() {
+        scale[ch] = weight[ch] * invstd[ch];
+        shift[ch] = bias[ch] - mean[ch] * scale[ch];
+    }
+}
+
+/// `running = (1 - momentum) * running + momentum * batch`, the variance unbiased over the
+/// `m` values per channel.
+pub(crate) fn update_running(
+    rm: &mut [f32],
+    rv: &mut [f32],
+    mean: &[f32],
+    var: &[f64],
+    momentum: f32,
+    m: usize,
+) {
+    for (r, b) in rm.iter_mut().zip(mean) {
+        *r = (1.0 - momentum) * *r + momentum * b;
+    }
+    for (r, v) in rv.iter_mut().zip(var) {
+        let unbiased = (*v * m as f64 / (m - 1) as f64) as f32;
+        *r = (1.0 - momentum) * *r + momentum * unbiased;
+    }
+}
+
+/// `y = x * scale[ch] + shift[ch]` over `(n, c, inner)` planes (channel `plane % c`).
+pub(crate) fn affine_planes(x: &[f32], y: &mut [f32], scale: &[f32], shift: &[f32], inner: usize) {
+    let c = scale.len();
+    y.par_chunks_mut(inner.max(1))
+        .zip(x.par_chunks(inner.max(1)))
+        .enumerate()
+        .for_each(|(plane, (yp, xp))| {
+            let ch = plane % c;
+            for (o, &v) in yp.iter_mut().zip(xp) {
+                *o = v * scale[ch] + shift[ch];
+            }
+        });
+}
+
+/// What a batch norm's backward needs of its forward.
+pub(crate) struct BnSaved<'a> {
+    pub(crate) mean: &'a [f32],
+    pub(crate) invstd: &'a [f32],
+    pub(crate) weight: &'a [f32],
+    /// Batch statistics were used (training): the input gradient goes through them.
+    pub(crate) batch: bool,
+}
+
+/// Batch norm backward: `sums[ch]` = (sum(g), sum(g * xhat)) (the bias's and weight's
+/// gradients) and `dx`, with xhat recomputed from the saved input.
+pub(crate) fn batch_norm_backward(
+    gd: &[f32],
+    xd: &[f32],
+    (n, c, inner): (usize, usize, usize),
+    st: &BnSaved,
+    sums: &mut [(f64, f64)],
+    dx: &mut [f32],
+) {
+    let m = n * inner;
+    let planes = move |ch: usize| (0..n).map(move |i| (i * c + ch) * inner);
+    sums.par_iter_mut().enumerate().for_each(|(ch, out)| {
+        let (mu, is) = (st.mean[ch], st.invstd[ch]);
+        let mut sg = 0f64;
+        let mut sgx = 0f64;
+        for o in planes(ch) {
+            let (gp, xp) = (&gd[o..o + inner], &xd[o..o + inner]);
+            sg += gp.iter().sum::<f32>() as f64;
+            sgx += gp
+                .iter()
+                .zip(xp)
+                .map(|(&gv, &xv)| gv * (xv - mu) * is)
+                .sum::<f32>() as f64;
+        }
+        *out = (sg, sgx);
+    });
+    let sums = &*sums;
+    dx.par_chunks_mut(inner.max(1))
+        .enumerate()
+        .for_each(|(plane, dp)| {
+            let ch = plane % c;
+            let o = plane * inner;
+            let (gp, xp) = (&gd[o..o + inner], &xd[o..o + inner]);
+            let k = st.weight[ch] * st.invstd[ch];
+            if st.batch {
+                // d/dx of (x - mean) * invstd with batch statistics
+                let mg = (sums[ch].0 / m as f64) as f32;
+                let mgx = (sums[ch].1 / m as f64) as f32;
+                for ((d, &gv), &xv) in dp.iter_mut().zip(gp).zip(xp) {
+                    *d = k * (gv - mg - (xv - st.mean[ch]) * st.invstd[ch] * mgx);
+                }
+            } else {
+                for (d, &gv) in dp.iter_mut().zip(gp) {
+                    *d = k * gv;
+                }
+            }
+        });
 }
 
 /// Layer normalisation over the trailing dimensions `normalized_shape`, with optional

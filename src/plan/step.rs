@@ -11,6 +11,7 @@ use crate::kernels::sum_f64;
 use crate::nn::BatchNorm;
 use crate::ops::Pointwise;
 use crate::ops::activation::softmax_forward;
+use crate::ops::norm::{inv_std, scale_shift};
 use crate::tensor::Tensor;
 
 /// Elements per parallel chunk of the elementwise steps.
@@ -19,16 +20,17 @@ const CHUNK: usize = 1 << 14;
 /// Inference batch norm as a per-channel affine map: `scale = weight / sqrt(var + eps)`,
 /// `shift = bias - mean * scale` (the formula of `ops::batch_norm` in evaluation).
 pub(crate) fn bn_affine(bn: &BatchNorm, scale: &mut Vec<f32>, shift: &mut Vec<f32>) {
-    let (w, b) = (bn.weight.data(), bn.bias.data());
-    let (m, v) = (bn.running_mean.data(), bn.running_var.data());
-    scale.clear();
-    shift.clear();
-    for c in 0..bn.channels {
-        let invstd = (1.0 / (v[c] as f64 + bn.eps as f64).sqrt()) as f32;
-        let s = w[c] * invstd;
-        scale.push(s);
-        shift.push(b[c] - m[c] * s);
-    }
+    let c = bn.channels;
+    let invstd: Vec<f32> = bn
+        .running_var
+        .data()
+        .iter()
+        .map(|&v| inv_std(v as f64, bn.eps))
+        .collect();
+    scale.resize(c, 0.0);
+    shift.resize(c, 0.0);
+    let (w, b, m) = (bn.weight.data(), bn.bias.data(), bn.running_mean.data());
+    scale_shift(&w, &b, &m, &invstd, scale, shift);
 }
 
 /// One step of a plan.
