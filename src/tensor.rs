@@ -241,6 +241,11 @@ impl Tensor {
             .clone()
     }
 
+    /// Set the gradient (a compiled training plan's backward, in place of autograd's).
+    pub(crate) fn set_grad(&self, g: Tensor) {
+        *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = Some(g);
+    }
+
     /// Forget the accumulated gradient.
     pub fn zero_grad(&self) {
         *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = None;

@@ -346,3 +346,209 @@ type = "global_max_pool"
             .contains("layers.0 (upsample)")
     );
 }
+
+/// `got` equals `want` within `tol` of the larger of 1 and `want`'s largest magnitude.
+fn assert_rel(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * scale,
+            "{what}: [{i}] plan {a} vs eager {b} (largest {scale})"
+        );
+    }
+}
+
+/// Train `spec`'s model three steps with Adam both eagerly and on a training plan (two
+/// copies with the same initial weights, the same batches and dropout seeds): outputs, loss
+/// and every gradient agree within 1e-5, the weights and batch-norm statistics after the
+/// steps within 1e-4.
+fn check_training(text: &str, input: &[usize], classes: usize, what: &str) {
+    use convnet::ops;
+    use convnet::optim::{Optimizer, OptimizerKind};
+    let (eager_m, plan_m) = (model_of(text), model_of(text));
+    let mut plan = convnet::plan::TrainPlan::compile(&plan_m, input, 6)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let adam = || {
+        let kind = OptimizerKind::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        };
+        Optimizer::new(kind, 0.0).unwrap()
+    };
+    let (mut opt_e, mut opt_p) = (adam(), adam());
+    let (pe, pp) = (eager_m.named_params(), plan_m.named_params());
+    let mut data = Rng::new(4);
+    for step in 0..3 {
+        let n = if step == 1 { 4 } else { 6 }; // a smaller batch too
+        let mut shape = vec![n];
+        shape.extend(input);
+        let x = Tensor::randn(&shape, &mut data).unwrap();
+        let labels: Vec<usize> = (0..n).map(|_| data.below(classes)).collect();
+        let ce = |out: &Tensor| ops::cross_entropy(out, &labels, &Default::default());
+        let mut rng = Rng::new(50 + step);
+        let out_e = eager_m
+            .forward(
+                &x,
+                &mut Ctx {
+                    training: true,
+                    rng: &mut rng,
+                },
+            )
+            .unwrap();
+        let loss_e = ce(&out_e).unwrap();
+        loss_e.backward().unwrap();
+        let mut rng = Rng::new(50 + step);
+        let (out_p, loss_p) = plan.step(&x, &mut rng, ce).unwrap();
+        let at = format!("{what}, step {step}");
+        assert_rel(
+            &out_p.to_vec(),
+            &out_e.to_vec(),
+            1e-5,
+            &format!("{at}: outputs"),
+        );
+        assert_rel(
+            &loss_p.to_vec(),
+            &loss_e.to_vec(),
+            1e-5,
+            &format!("{at}: loss"),
+        );
+        for ((name, a), (_, b)) in pe.iter().zip(&pp) {
+            let (ga, gb) = (a.grad().unwrap(), b.grad().unwrap());
+            assert_rel(
+                &gb.to_vec(),
+                &ga.to_vec(),
+                1e-5,
+                &format!("{at}: grad {name}"),
+            );
+        }
+        opt_e.step(&pe, 1e-2).unwrap();
+        opt_p.step(&pp, 1e-2).unwrap();
+    }
+    for ((name, a), (_, b)) in eager_m.state_dict().iter().zip(&plan_m.state_dict()) {
+        assert_rel(
+            &b.to_vec(),
+            &a.to_vec(),
+            1e-4,
+            &format!("{what}: {name} after 3 steps"),
+        );
+    }
+}
+
+#[test]
+fn training_steps_on_the_plan_match_the_eager_engine() {
+    let spec = std::fs::read_to_string("examples/fashion_mnist.toml").unwrap();
+    let model = spec[..spec.find("[data]").unwrap()].to_string();
+    check_training(&model, &[1, 28, 28], 10, "fashion_mnist.toml");
+    let two_d = r#"
+[model]
+input = [3, 11, 9]
+[[model.layers]]
+type = "conv2d"
+filters = 6
+kernel_size = 3
+strides = 2
+padding = "same"
+activation = "tanh"
+[[model.layers]]
+type = "conv2d"
+filters = 6
+kernel_size = 3
+groups = 3
+dilation_rate = 2
+padding = 2
+[[model.layers]]
+type = "activation"
+activation = "gelu"
+[[model.layers]]
+type = "avg_pool2d"
+pool_size = 2
+padding = 1
+[[model.layers]]
+type = "batch_norm"
+[[model.layers]]
+type = "activation"
+activation = "leaky_relu"
+[[model.layers]]
+type = "spatial_dropout"
+rate = 0.3
+[[model.layers]]
+type = "conv2d"
+filters = 5
+kernel_size = 1
+[[model.layers]]
+type = "global_max_pool"
+[[model.layers]]
+type = "dense"
+units = 4
+activation = "sigmoid"
+"#;
+    check_training(two_d, &[3, 11, 9], 4, "2-D layers");
+    let one_d = r#"
+[model]
+input = [2, 30]
+[[model.layers]]
+type = "conv1d"
+filters = 4
+kernel_size = 3
+padding = "causal"
+dilation_rate = 2
+use_bias = false
+[[model.layers]]
+type = "batch_norm"
+[[model.layers]]
+type = "activation"
+activation = "relu"
+[[model.layers]]
+type = "max_pool1d"
+pool_size = 2
+[[model.layers]]
+type = "conv1d"
+filters = 6
+kernel_size = 3
+activation = "elu"
+[[model.layers]]
+type = "global_avg_pool"
+[[model.layers]]
+type = "dropout"
+rate = 0.2
+[[model.layers]]
+type = "dense"
+units = 3
+"#;
+    check_training(one_d, &[2, 30], 3, "1-D layers");
+}
+
+#[test]
+fn plan_results_are_bit_identical_for_one_two_and_three_threads() {
+    let spec = std::fs::read_to_string("examples/fashion_mnist.toml").unwrap();
+    let text = spec[..spec.find("[data]").unwrap()].to_string();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let m = model_of(&text);
+            let x = Tensor::randn(&[7, 1, 28, 28], &mut Rng::new(5)).unwrap();
+            let labels: Vec<usize> = (0..7).map(|i| i % 10).collect();
+            let mut plan = convnet::plan::TrainPlan::compile(&m, &[1, 28, 28], 7).unwrap();
+            let (out, _) = plan
+                .step(&x, &mut Rng::new(1), |o| {
+                    convnet::ops::cross_entropy(o, &labels, &Default::default())
+                })
+                .unwrap();
+            let mut bits: Vec<u32> = out.to_vec().iter().map(|v| v.to_bits()).collect();
+            for (_, p) in m.named_params() {
+                bits.extend(p.grad().unwrap().to_vec().iter().map(|v| v.to_bits()));
+            }
+            let mut infer = Plan::compile(&m, &[1, 28, 28], 7).unwrap();
+            bits.extend(infer.run(&x.to_vec()).unwrap().iter().map(|v| v.to_bits()));
+            bits
+        })
+    };
+    let one = run(1);
+    assert_eq!(one, run(2), "2 threads");
+    assert_eq!(one, run(3), "3 threads");
+}

@@ -34,11 +34,18 @@ fn masked(op: &'static str, x: &Tensor, mask: Vec<f32>, group: usize) -> Tensor 
 }
 
 fn mask(n: usize, p: f32, rng: &mut Rng) -> Vec<f32> {
+    let mut m = vec![0f32; n];
+    fill_mask(&mut m, p, rng);
+    m
+}
+
+/// A dropout mask: each entry 0 with probability `p`, else `1 / (1 - p)`, drawn in order.
+pub(crate) fn fill_mask(mask: &mut [f32], p: f32, rng: &mut Rng) {
     let keep = 1.0 - p;
     let scale = if keep > 0.0 { 1.0 / keep } else { 0.0 };
-    (0..n)
-        .map(|_| if rng.uniform() < p { 0.0 } else { scale })
-        .collect()
+    for m in mask {
+        *m = if rng.uniform() < p { 0.0 } else { scale };
+    }
 }
 
 /// Zero each element with probability `p` and scale the rest by `1 / (1 - p)` when

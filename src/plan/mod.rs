@@ -22,6 +22,9 @@
 //! reads them again.
 
 mod step;
+mod train;
+
+pub use train::TrainPlan;
 
 use crate::error::{Error, Result};
 use crate::kernels::pool::Pool2dGeom;
@@ -42,7 +45,7 @@ pub struct Plan {
     bufs: [Vec<f32>; 2],
 }
 
-fn not_compiled(i: usize, layer: &dyn Layer, why: impl Into<String>) -> Error {
+pub(crate) fn not_compiled(i: usize, layer: &dyn Layer, why: impl Into<String>) -> Error {
     Error::NotCompiled {
         layer: format!("layers.{i} ({})", layer.kind()),
         why: why.into(),
@@ -50,7 +53,7 @@ fn not_compiled(i: usize, layer: &dyn Layer, why: impl Into<String>) -> Error {
 }
 
 /// Per-sample `(channels, h, w)` of a 1-D `(c, l)` or 2-D `(c, h, w)` shape.
-fn chw(shape: &[usize]) -> (usize, usize, usize) {
+pub(crate) fn chw(shape: &[usize]) -> (usize, usize, usize) {
     match *shape {
         [c, l] => (c, 1, l),
         [c, h, w] => (c, h, w),
@@ -167,31 +170,7 @@ impl Plan {
                     }
                 },
                 Lowered::Pool(p) => {
-                    let (c, h, w) = chw(shape);
-                    let (_, out_h, out_w) = chw(&shapes[end]);
-                    let two = |v: &[usize], fill: usize| {
-                        if v.len() == 1 {
-                            (fill, v[0])
-                        } else {
-                            (v[0], v[1])
-                        }
-                    };
-                    let ((k_h, k_w), (stride_h, stride_w), (pad_h, pad_w)) =
-                        (two(&p.pool_size, 1), two(&p.stride, 1), two(&p.padding, 0));
-                    let g = Pool2dGeom {
-                        n: batch,
-                        c,
-                        h,
-                        w,
-                        k_h,
-                        k_w,
-                        stride_h,
-                        stride_w,
-                        pad_h,
-                        pad_w,
-                        out_h,
-                        out_w,
-                    };
+                    let g = pool_geom(batch, p, shape, &shapes[end]);
                     match p.kind {
                         crate::nn::PoolKind::Max => Step::MaxPool(g),
                         crate::nn::PoolKind::Avg => Step::AvgPool {
@@ -204,20 +183,7 @@ impl Plan {
                     let (c, h, w) = chw(shape);
                     match gp.kind {
                         crate::nn::PoolKind::Avg => Step::GlobalAvg { c, inner: h * w },
-                        crate::nn::PoolKind::Max => Step::GlobalMax(Pool2dGeom {
-                            n: batch,
-                            c,
-                            h,
-                            w,
-                            k_h: h,
-                            k_w: w,
-                            stride_h: 1,
-                            stride_w: 1,
-                            pad_h: 0,
-                            pad_w: 0,
-                            out_h: 1,
-                            out_w: 1,
-                        }),
+                        crate::nn::PoolKind::Max => Step::GlobalMax(global_max_geom(batch, shape)),
                     }
                 }
                 Lowered::Dropout(_) | Lowered::View => {
@@ -306,19 +272,7 @@ impl Plan {
     }
 
     fn run_with(&mut self, x: &[f32], timed: &mut dyn FnMut(usize, f64)) -> Result<&[f32]> {
-        let per: usize = self.input.iter().product();
-        let n = x.len().checked_div(per).unwrap_or(0);
-        if n == 0 || n > self.batch || !x.len().is_multiple_of(per) {
-            return Err(Error::Shape {
-                op: "plan",
-                msg: format!(
-                    "{} values are not 1 to {} samples shaped {:?}",
-                    x.len(),
-                    self.batch,
-                    self.input
-                ),
-            });
-        }
+        let n = samples(x.len(), &self.input, self.batch)?;
         let [a, b] = &mut self.bufs;
         a[..x.len()].copy_from_slice(x);
         let (mut cur, mut other) = (a, b);
@@ -363,6 +317,72 @@ fn fused_pool(
         k,
         out: (g.out_h / k.0, g.out_w / k.1),
     })
+}
+
+/// The number of samples shaped `input` in `len` values: 1 to `batch`, or an error.
+pub(crate) fn samples(len: usize, input: &[usize], batch: usize) -> Result<usize> {
+    let per: usize = input.iter().product();
+    let n = len.checked_div(per).unwrap_or(0);
+    if n == 0 || n > batch || !len.is_multiple_of(per) {
+        return Err(Error::Shape {
+            op: "plan",
+            msg: format!("{len} values are not 1 to {batch} samples shaped {input:?}"),
+        });
+    }
+    Ok(n)
+}
+
+/// The 2-D geometry of a (1-D or 2-D) pooling layer from its input and output shapes.
+pub(crate) fn pool_geom(
+    batch: usize,
+    p: &crate::nn::Pool,
+    shape: &[usize],
+    out: &[usize],
+) -> Pool2dGeom {
+    let (c, h, w) = chw(shape);
+    let (_, out_h, out_w) = chw(out);
+    let two = |v: &[usize], fill: usize| {
+        if v.len() == 1 {
+            (fill, v[0])
+        } else {
+            (v[0], v[1])
+        }
+    };
+    let ((k_h, k_w), (stride_h, stride_w), (pad_h, pad_w)) =
+        (two(&p.pool_size, 1), two(&p.stride, 1), two(&p.padding, 0));
+    Pool2dGeom {
+        n: batch,
+        c,
+        h,
+        w,
+        k_h,
+        k_w,
+        stride_h,
+        stride_w,
+        pad_h,
+        pad_w,
+        out_h,
+        out_w,
+    }
+}
+
+/// A global max pooling as a window over the whole plane.
+pub(crate) fn global_max_geom(batch: usize, shape: &[usize]) -> Pool2dGeom {
+    let (c, h, w) = chw(shape);
+    Pool2dGeom {
+        n: batch,
+        c,
+        h,
+        w,
+        k_h: h,
+        k_w: w,
+        stride_h: 1,
+        stride_w: 1,
+        pad_h: 0,
+        pad_w: 0,
+        out_h: 1,
+        out_w: 1,
+    }
 }
 
 /// The step of a softmax over channels after a layer whose activation `a` is one.

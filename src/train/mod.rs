@@ -412,6 +412,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
 
+    let mut engine = Engine::for_data(&model, &prepared.train, t.batch_size);
+    obs.message(&engine.describe());
     'epochs: while st.epoch < t.epochs {
         let e = st.epoch;
         let es = epoch_seed(t.seed, e);
@@ -440,14 +442,24 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         for batch in loader {
             lr = t.schedule.lr(t.lr, &sched, e, batch.step, steps, t.epochs);
             let mut rng = Rng::new(mix(es, batch.step as u64 + (1 << 40)));
-            let out = model.forward(
-                &batch.x,
-                &mut Ctx {
-                    training: true,
-                    rng: &mut rng,
-                },
-            )?;
-            let loss = task.loss(&out, &batch)?;
+            // forward, loss and backward: on the compiled plan where it takes the batch
+            let (out, loss) = match &mut engine {
+                Engine::Plan(p) if p.fits(&batch.x) => {
+                    p.step(&batch.x, &mut rng, |o| task.loss(o, &batch))?
+                }
+                _ => {
+                    let out = model.forward(
+                        &batch.x,
+                        &mut Ctx {
+                            training: true,
+                            rng: &mut rng,
+                        },
+                    )?;
+                    let loss = task.loss(&out, &batch)?;
+                    loss.backward()?;
+                    (out, loss)
+                }
+            };
             let lv = loss.item()? as f64;
             if !lv.is_finite() || lv > 1e6 {
                 return Err(Error::Autograd(format!(
@@ -457,7 +469,6 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
                     dir.join(files::LAST).display()
                 )));
             }
-            loss.backward()?;
             if let Some(c) = t.clip_grad_norm {
                 let norm = clip_grad_norm(&params, c);
                 if !norm.is_finite() {
@@ -609,6 +620,36 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         model,
         prepared,
     })
+}
+
+/// What runs the training steps: a plan compiled for the data's sample shape, or the eager
+/// engine, with the reason.
+enum Engine {
+    Plan(crate::plan::TrainPlan),
+    Eager(String),
+}
+
+impl Engine {
+    fn for_data(model: &Sequential, data: &crate::data::Dataset, batch: usize) -> Engine {
+        if std::env::var_os("CONVNET_EAGER").is_some() {
+            return Engine::Eager("CONVNET_EAGER is set".into());
+        }
+        if data.sizes.iter().any(|s| s[..] != data.shape[1..]) {
+            // one engine for every batch keeps a resumed run equal to an uninterrupted one
+            return Engine::Eager("the samples are of several sizes".into());
+        }
+        match crate::plan::TrainPlan::compile(model, &data.shape, batch) {
+            Ok(p) => Engine::Plan(p),
+            Err(e) => Engine::Eager(e.to_string()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Engine::Plan(_) => "training on the compiled plan".into(),
+            Engine::Eager(why) => format!("training eagerly ({why})"),
+        }
+    }
 }
 
 /// Load a trained model from a run directory: its spec, and the best weights (or the last).

@@ -437,47 +437,64 @@ fn net_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Re
     if want("F.train") {
         let x = randn(&[128, 1, 28, 28], &mut rng);
         let labels: Vec<usize> = (0..128).map(|_| rng.below(10)).collect();
-        let params = model.named_params();
-        let mut opt = Optimizer::new(
-            OptimizerKind::Adam {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-            },
-            0.0,
-        )?;
-        let mut step = |rng: &mut Rng| -> Result<()> {
-            let logits = model.forward(
-                &x,
-                &mut Ctx {
-                    training: true,
-                    rng,
+        // on the compiled training plan (as `convnet train` runs it), then eagerly
+        for (name, compiled) in [("F.train", true), ("F.train.eager", false)] {
+            let model = spec.build_model(&mut Rng::new(0))?;
+            let params = model.named_params();
+            let mut plan = match compiled {
+                true => Some(convnet::plan::TrainPlan::compile(
+                    &model,
+                    &model.input,
+                    128,
+                )?),
+                false => None,
+            };
+            let mut opt = Optimizer::new(
+                OptimizerKind::Adam {
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
                 },
+                0.0,
             )?;
-            ops::cross_entropy(&logits, &labels, &Default::default())?.backward()?;
-            opt.step(&params, 1e-3)?;
-            Ok(())
-        };
-        for _ in 0..5 {
-            step(&mut rng)?;
-        }
-        let mut times = Vec::new();
-        for _ in 0..reps.clamp(1, 3) {
-            let t = Instant::now();
-            for _ in 0..50 {
+            let ce = |o: &Tensor| ops::cross_entropy(o, &labels, &Default::default());
+            let mut step = |rng: &mut Rng| -> Result<()> {
+                match &mut plan {
+                    Some(p) => {
+                        p.step(&x, rng, ce)?;
+                    }
+                    None => {
+                        let ctx = &mut Ctx {
+                            training: true,
+                            rng,
+                        };
+                        ce(&model.forward(&x, ctx)?)?.backward()?;
+                    }
+                }
+                opt.step(&params, 1e-3)?;
+                Ok(())
+            };
+            for _ in 0..5 {
                 step(&mut rng)?;
             }
-            times.push(t.elapsed().as_secs_f64() * 1e3 / 50.0);
+            let mut times = Vec::new();
+            for _ in 0..reps.clamp(1, 3) {
+                let t = Instant::now();
+                for _ in 0..50 {
+                    step(&mut rng)?;
+                }
+                times.push(t.elapsed().as_secs_f64() * 1e3 / 50.0);
+            }
+            times.sort_by(|a, b| a.total_cmp(b));
+            let ms = times[times.len() / 2];
+            rows.push(Row {
+                name: name.into(),
+                median_ms: ms,
+                gflops: None,
+                baseline_ms: None,
+                samples_per_s: Some(128.0 / ms * 1e3),
+            });
         }
-        times.sort_by(|a, b| a.total_cmp(b));
-        let ms = times[times.len() / 2];
-        rows.push(Row {
-            name: "F.train".into(),
-            median_ms: ms,
-            gflops: None,
-            baseline_ms: None,
-            samples_per_s: Some(128.0 / ms * 1e3),
-        });
     }
     if want("F.infer") {
         // on the compiled plan (compiled once, as a session is), and eagerly for comparison

@@ -1,0 +1,622 @@
+//! A model compiled for training steps: forward in training mode keeping what backward needs
+//! in buffers allocated once, and backward writing each parameter's gradient, with no
+//! autograd graph. The loss stays with the caller (an eager op on the logits, which are
+//! small), so every loss and task of the eager loop works unchanged.
+//!
+//! Fusions: a convolution or dense layer takes its bias and an elementwise activation into
+//! its store (and the activation's derivative into the gradient it hands back); a batch norm
+//! takes the activation after it. An activation is fused only where its derivative follows
+//! from its output (`Pointwise::derivative_from_output`); others run as their own step.
+
+use rayon::prelude::*;
+
+use super::not_compiled;
+use crate::error::{Error, Result};
+use crate::kernels::conv::{
+    Conv2dGeom, ConvForward, conv2d_backward_input, conv2d_backward_weight,
+};
+use crate::kernels::gemm::{MatRef, sgemm_par};
+use crate::kernels::pool::{self, Pool2dGeom};
+use crate::kernels::sum_f64;
+use crate::nn::{Activation, BatchNorm, Lowered, PoolKind, Sequential};
+use crate::ops::Pointwise;
+use crate::ops::dropout::fill_mask;
+use crate::ops::norm::{
+    BnSaved, affine_planes, batch_norm_backward, batch_stats, inv_std, scale_shift, update_running,
+};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// One step of a training plan (reads activation `k`, writes activation `k + 1`).
+enum TStep {
+    Conv {
+        fwd: Box<ConvForward>,
+        g: Conv2dGeom,
+        weight: usize,
+        bias: Option<usize>,
+        act: Option<Pointwise>,
+    },
+    Dense {
+        weight: usize,
+        bias: Option<usize>,
+        act: Option<Pointwise>,
+        in_f: usize,
+        units: usize,
+    },
+    BatchNorm {
+        bn: BatchNorm,
+        weight: usize,
+        bias: usize,
+        act: Option<Pointwise>,
+        inner: usize,
+        mean: Vec<f32>,
+        var: Vec<f64>,
+        invstd: Vec<f32>,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        sums: Vec<(f64, f64)>,
+    },
+    Act(Pointwise),
+    MaxPool(Pool2dGeom),
+    AvgPool(Pool2dGeom, bool),
+    GlobalAvg {
+        c: usize,
+        inner: usize,
+    },
+    Dropout {
+        rate: f32,
+        /// Elements that share one mask entry (a whole plane for spatial dropout).
+        group: usize,
+        mask: Vec<f32>,
+    },
+}
+
+/// A model compiled for training on batches of up to `batch` samples of one shape.
+pub struct TrainPlan {
+    input: Vec<usize>,
+    output: Vec<usize>,
+    batch: usize,
+    /// Steps with the per-sample lengths of their input and output.
+    steps: Vec<(TStep, usize, usize)>,
+    /// `acts[k]`: the input of step `k` (`acts[0]` the batch); the last, the output.
+    acts: Vec<Vec<f32>>,
+    /// Two gradient buffers of the largest activation, used in turn by backward.
+    grads: [Vec<f32>; 2],
+    /// The parameters the steps use, with their gradient buffers.
+    params: Vec<(Tensor, Vec<f32>)>,
+    /// Samples in the last forward.
+    n: usize,
+}
+
+fn param(params: &mut Vec<(Tensor, Vec<f32>)>, t: &Tensor) -> usize {
+    params.push((t.clone(), vec![0.0; t.numel()]));
+    params.len() - 1
+}
+
+/// The activation after layer `j`, if it is elementwise with a derivative from its output.
+fn fusable(layers: &[Box<dyn crate::nn::Layer>], j: usize) -> Option<Pointwise> {
+    match layers.get(j).map(|l| l.lowered()) {
+        Some(Lowered::Activation(a)) => a.pointwise().filter(|p| p.derivative_from_output()),
+        _ => None,
+    }
+}
+
+impl TrainPlan {
+    /// Compile `model` for training steps on up to `batch` samples shaped `input`.
+    pub fn compile(model: &Sequential, input: &[usize], batch: usize) -> Result<TrainPlan> {
+        let layers = model.layers();
+        let mut shapes = vec![input.to_vec()];
+        for l in layers {
+            let next = l.infer(shapes.last().expect("one shape per layer"))?.output;
+            shapes.push(next);
+        }
+        let numel = |s: &[usize]| s.iter().product::<usize>();
+        let mut params = Vec::new();
+        let mut steps = Vec::new();
+        let mut i = 0;
+        while i < layers.len() {
+            let (layer, shape) = (&*layers[i], &shapes[i]);
+            let mut end = i + 1;
+            let own = |a: Activation| -> Result<Option<Pointwise>> {
+                match (a, a.pointwise()) {
+                    (Activation::Linear, _) => Ok(None),
+                    (_, Some(p)) => Ok(Some(p)),
+                    _ => Err(not_compiled(
+                        i,
+                        layer,
+                        "training runs softmax outputs eagerly (the loss takes logits)",
+                    )),
+                }
+            };
+            let step = match layer.lowered() {
+                Lowered::Conv(conv) => {
+                    let g = conv
+                        .zero_padded_geom(batch, shape)
+                        .map_err(|why| not_compiled(i, layer, format!("it is {why}")))?;
+                    let mut act = own(conv.activation)?;
+                    if act.is_some_and(|p| !p.derivative_from_output()) {
+                        return Err(not_compiled(i, layer, "its activation needs its input"));
+                    }
+                    if act.is_none()
+                        && let Some(p) = fusable(layers, end)
+                    {
+                        act = Some(p);
+                        end += 1;
+                    }
+                    TStep::Conv {
+                        fwd: Box::new(ConvForward::new(g)),
+                        g,
+                        weight: param(&mut params, &conv.weight),
+                        bias: conv.bias.as_ref().map(|b| param(&mut params, b)),
+                        act,
+                    }
+                }
+                Lowered::Dense(d) if shape.len() == 1 => {
+                    let mut act = own(d.activation)?;
+                    if act.is_some_and(|p| !p.derivative_from_output()) {
+                        return Err(not_compiled(i, layer, "its activation needs its input"));
+                    }
+                    if act.is_none()
+                        && let Some(p) = fusable(layers, end)
+                    {
+                        act = Some(p);
+                        end += 1;
+                    }
+                    TStep::Dense {
+                        weight: param(&mut params, &d.weight),
+                        bias: d.bias.as_ref().map(|b| param(&mut params, b)),
+                        act,
+                        in_f: d.in_features,
+                        units: d.units,
+                    }
+                }
+                Lowered::BatchNorm(bn) => {
+                    let act = fusable(layers, end);
+                    if act.is_some() {
+                        end += 1;
+                    }
+                    let c = bn.channels;
+                    TStep::BatchNorm {
+                        bn: bn.clone(),
+                        weight: param(&mut params, &bn.weight),
+                        bias: param(&mut params, &bn.bias),
+                        act,
+                        inner: numel(&shape[1..]),
+                        mean: vec![0.0; c],
+                        var: vec![0.0; c],
+                        invstd: vec![0.0; c],
+                        scale: vec![0.0; c],
+                        shift: vec![0.0; c],
+                        sums: vec![(0.0, 0.0); c],
+                    }
+                }
+                Lowered::Activation(a) => match (a, a.pointwise()) {
+                    (_, Some(p)) => TStep::Act(p),
+                    (Activation::Linear, _) => {
+                        i = end;
+                        continue;
+                    }
+                    _ => {
+                        return Err(not_compiled(
+                            i,
+                            layer,
+                            "training runs softmax outputs eagerly (the loss takes logits)",
+                        ));
+                    }
+                },
+                Lowered::Pool(p) => {
+                    let g = super::pool_geom(batch, p, shape, &shapes[end]);
+                    match p.kind {
+                        PoolKind::Max => TStep::MaxPool(g),
+                        PoolKind::Avg => TStep::AvgPool(g, p.count_include_pad),
+                    }
+                }
+                Lowered::GlobalPool(gp) => {
+                    let (c, h, w) = super::chw(shape);
+                    match gp.kind {
+                        PoolKind::Avg => TStep::GlobalAvg { c, inner: h * w },
+                        PoolKind::Max => TStep::MaxPool(super::global_max_geom(batch, shape)),
+                    }
+                }
+                Lowered::Dropout(d) => {
+                    let group = if d.spatial { numel(&shape[1..]) } else { 1 };
+                    TStep::Dropout {
+                        rate: d.rate,
+                        group: group.max(1),
+                        mask: vec![0.0; batch * numel(shape) / group.max(1)],
+                    }
+                }
+                Lowered::View => {
+                    i = end;
+                    continue;
+                }
+                Lowered::Dense(_) | Lowered::Opaque => {
+                    return Err(not_compiled(
+                        i,
+                        layer,
+                        "the compiled plan does not train this layer",
+                    ));
+                }
+            };
+            steps.push((step, numel(shape), numel(&shapes[end])));
+            i = end;
+        }
+        let alloc = |per: usize| -> Result<Vec<f32>> {
+            per.checked_mul(batch)
+                .map(|len| vec![0.0; len])
+                .ok_or_else(|| Error::Shape {
+                    op: "plan",
+                    msg: format!("a batch of {batch} activations of {per} values overflows"),
+                })
+        };
+        let mut acts = vec![alloc(numel(input))?];
+        for (_, _, out) in &steps {
+            acts.push(alloc(*out)?);
+        }
+        let largest = steps
+            .iter()
+            .map(|(_, i, o)| (*i).max(*o))
+            .fold(numel(input), usize::max);
+        Ok(TrainPlan {
+            input: input.to_vec(),
+            output: shapes.last().cloned().unwrap_or_default(),
+            batch,
+            steps,
+            acts,
+            grads: [alloc(largest)?, alloc(largest)?],
+            params,
+            n: 0,
+        })
+    }
+
+    /// Per-sample output shape.
+    pub fn output_shape(&self) -> &[usize] {
+        &self.output
+    }
+
+    /// Whether the batch `x` can run on this plan (its sample shape, at most `batch` samples).
+    pub fn fits(&self, x: &Tensor) -> bool {
+        let s = x.shape();
+        !s.is_empty() && s[0] >= 1 && s[0] <= self.batch && s[1..] == self.input[..]
+    }
+
+    /// The forward pass in training mode on `x` (`n <= batch` samples): batch statistics
+    /// (running statistics updated), dropout masks drawn from `rng` in layer order as the
+    /// eager engine draws them. Returns the outputs `(n, *output)`.
+    pub fn forward(&mut self, x: &[f32], rng: &mut Rng) -> Result<&[f32]> {
+        let n = super::samples(x.len(), &self.input, self.batch)?;
+        self.n = n;
+        self.acts[0][..x.len()].copy_from_slice(x);
+        for (k, (step, inp, out)) in self.steps.iter_mut().enumerate() {
+            let (before, after) = self.acts.split_at_mut(k + 1);
+            let (x, y) = (&before[k][..n * *inp], &mut after[0][..n * *out]);
+            forward(step, &self.params, n, x, y, rng);
+        }
+        Ok(&self.acts[self.steps.len()][..n * self.output.iter().product::<usize>()])
+    }
+
+    /// One training step's forward and backward on the batch `x` `(n, *input)`: the outputs
+    /// (detached), the loss `loss(outputs)` computed eagerly, and every parameter's gradient
+    /// set, ready for an optimizer step.
+    pub fn step(
+        &mut self,
+        x: &Tensor,
+        rng: &mut Rng,
+        loss: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let out = self.forward(&x.data(), rng)?.to_vec();
+        let mut shape = vec![self.n];
+        shape.extend(&self.output);
+        let out = Tensor::from_vec(out, &shape)?.requires_grad_();
+        let l = loss(&out)?;
+        l.backward()?;
+        let dy = out.grad().ok_or_else(|| {
+            Error::Autograd("the loss does not depend on the model's outputs".into())
+        })?;
+        self.backward(&dy.data())?;
+        Ok((out.detach(), l))
+    }
+
+    /// Backward from `dy`, the loss's gradient with respect to the last forward's outputs:
+    /// sets each parameter's gradient (replacing what it held), as the eager engine's
+    /// backward leaves them for an optimizer step.
+    pub fn backward(&mut self, dy: &[f32]) -> Result<()> {
+        let n = self.n;
+        let out_len = n * self.output.iter().product::<usize>();
+        if n == 0 || dy.len() != out_len {
+            return Err(Error::Shape {
+                op: "plan",
+                msg: format!(
+                    "backward needs {out_len} output gradients (after a forward), got {}",
+                    dy.len()
+                ),
+            });
+        }
+        let [ga, gb] = &mut self.grads;
+        ga[..dy.len()].copy_from_slice(dy);
+        let (mut cur, mut other) = (ga, gb);
+        for (k, (step, inp, out)) in self.steps.iter_mut().enumerate().rev() {
+            let (x, y) = (&self.acts[k][..n * *inp], &self.acts[k + 1][..n * *out]);
+            let dx = (k > 0).then(|| &mut other[..n * *inp]);
+            backward(step, &mut self.params, n, (x, y), &mut cur[..n * *out], dx);
+            std::mem::swap(&mut cur, &mut other);
+        }
+        for (t, g) in &self.params {
+            t.set_grad(Tensor::from_vec(g.clone(), t.shape())?);
+        }
+        Ok(())
+    }
+}
+
+fn forward(
+    step: &mut TStep,
+    params: &[(Tensor, Vec<f32>)],
+    n: usize,
+    x: &[f32],
+    y: &mut [f32],
+    rng: &mut Rng,
+) {
+    match step {
+        TStep::Conv {
+            fwd,
+            weight,
+            bias,
+            act,
+            ..
+        } => {
+            fwd.set_weights(&params[*weight].0.data());
+            let b = bias.map(|b| params[b].0.data());
+            let epi = act.map(|p| move |v: &mut [f32]| p.apply(v));
+            let epi = epi.as_ref().map(|f| f as &(dyn Fn(&mut [f32]) + Sync));
+            fwd.run(n, x, b.as_deref().map(|v| v.as_slice()), y, epi);
+        }
+        TStep::Dense {
+            weight,
+            bias,
+            act,
+            in_f,
+            units,
+        } => {
+            let (in_f, units) = (*in_f, *units);
+            match bias {
+                Some(b) => {
+                    let bd = params[*b].0.data();
+                    y.chunks_mut(units).for_each(|r| r.copy_from_slice(&bd));
+                }
+                None => y.fill(0.0),
+            }
+            let wd = params[*weight].0.data();
+            sgemm_par(
+                n,
+                in_f,
+                units,
+                MatRef::rm(x, in_f),
+                MatRef::rm_t(&wd, in_f),
+                1.0,
+                y,
+                units,
+            );
+            if let Some(p) = act {
+                y.par_chunks_mut(1 << 14).for_each(|c| p.apply(c));
+            }
+        }
+        TStep::BatchNorm {
+            bn,
+            weight,
+            bias,
+            act,
+            inner,
+            mean,
+            var,
+            invstd,
+            scale,
+            shift,
+            ..
+        } => {
+            let (c, inner) = (bn.channels, *inner);
+            batch_stats(x, (n, c, inner), mean, var);
+            for (is, &v) in invstd.iter_mut().zip(var.iter()) {
+                *is = inv_std(v, bn.eps);
+            }
+            update_running(
+                &mut bn.running_mean.data_mut(),
+                &mut bn.running_var.data_mut(),
+                mean,
+                var,
+                bn.momentum,
+                n * inner,
+            );
+            let (w, b) = (params[*weight].0.data(), params[*bias].0.data());
+            scale_shift(&w, &b, mean, invstd, scale, shift);
+            affine_planes(x, y, scale, shift, inner);
+            if let Some(p) = act {
+                y.par_chunks_mut(1 << 14).for_each(|c| p.apply(c));
+            }
+        }
+        TStep::Act(p) => {
+            y.copy_from_slice(x);
+            y.par_chunks_mut(1 << 14).for_each(|c| p.apply(c));
+        }
+        TStep::MaxPool(g) => pool::max_forward(&Pool2dGeom { n, ..*g }, x, y),
+        TStep::AvgPool(g, cip) => pool::avg_forward(&Pool2dGeom { n, ..*g }, x, y, *cip),
+        TStep::GlobalAvg { c, inner } => {
+            let (count, inner) = (*inner as f32, (*inner).max(1));
+            y[..n * *c]
+                .par_iter_mut()
+                .zip(x.par_chunks(inner))
+                .for_each(|(o, row)| *o = sum_f64(row) as f32 / count);
+        }
+        TStep::Dropout { rate, group, mask } => {
+            let mask = &mut mask[..x.len() / *group];
+            if *rate == 0.0 {
+                mask.fill(1.0);
+            } else {
+                fill_mask(mask, *rate, rng);
+            }
+            let g = *group;
+            for ((yo, xo), m) in y.chunks_mut(g).zip(x.chunks(g)).zip(mask.iter()) {
+                for (a, b) in yo.iter_mut().zip(xo) {
+                    *a = b * m;
+                }
+            }
+        }
+    }
+}
+
+/// `dy *= f'(y)` for an activation fused into the step that produced `y`.
+fn through_act(act: Option<Pointwise>, y: &[f32], dy: &mut [f32]) {
+    if let Some(p) = act {
+        dy.par_chunks_mut(1 << 14)
+            .zip(y.par_chunks(1 << 14))
+            .for_each(|(d, y)| d.iter_mut().zip(y).for_each(|(d, &y)| *d *= p.d(y, y)));
+    }
+}
+
+fn backward(
+    step: &mut TStep,
+    params: &mut [(Tensor, Vec<f32>)],
+    n: usize,
+    (x, y): (&[f32], &[f32]),
+    dy: &mut [f32],
+    dx: Option<&mut [f32]>,
+) {
+    match step {
+        TStep::Conv {
+            g,
+            weight,
+            bias,
+            act,
+            ..
+        } => {
+            let g = Conv2dGeom { n, ..*g };
+            through_act(*act, y, dy);
+            if let Some(dx) = dx {
+                conv2d_backward_input(&g, dy, &params[*weight].0.data(), dx);
+            }
+            let mut db = bias.map(|b| std::mem::take(&mut params[b].1));
+            let dw = &mut params[*weight].1;
+            conv2d_backward_weight(&g, x, dy, dw, db.as_deref_mut());
+            if let (Some(b), Some(db)) = (bias, db) {
+                params[*b].1 = db;
+            }
+        }
+        TStep::Dense {
+            weight,
+            bias,
+            act,
+            in_f,
+            units,
+        } => {
+            let (in_f, units) = (*in_f, *units);
+            through_act(*act, y, dy);
+            if let Some(dx) = dx {
+                let wd = params[*weight].0.data();
+                sgemm_par(
+                    n,
+                    units,
+                    in_f,
+                    MatRef::rm(dy, units),
+                    MatRef::rm(&wd, in_f),
+                    0.0,
+                    dx,
+                    in_f,
+                );
+            }
+            let dw = &mut params[*weight].1;
+            sgemm_par(
+                units,
+                n,
+                in_f,
+                MatRef::rm_t(dy, units),
+                MatRef::rm(x, in_f),
+                0.0,
+                dw,
+                in_f,
+            );
+            if let Some(b) = bias {
+                let mut db = vec![0f64; units];
+                for r in dy.chunks(units.max(1)) {
+                    for (a, v) in db.iter_mut().zip(r) {
+                        *a += *v as f64;
+                    }
+                }
+                for (o, v) in params[*b].1.iter_mut().zip(db) {
+                    *o = v as f32;
+                }
+            }
+        }
+        TStep::BatchNorm {
+            bn,
+            weight,
+            bias,
+            act,
+            inner,
+            mean,
+            invstd,
+            sums,
+            ..
+        } => {
+            through_act(*act, y, dy);
+            let w = params[*weight].0.data().to_vec();
+            let saved = BnSaved {
+                mean,
+                invstd,
+                weight: &w,
+                batch: true,
+            };
+            let mut scratch;
+            let dxs = match dx {
+                Some(d) => d,
+                None => {
+                    scratch = vec![0f32; dy.len()];
+                    &mut scratch[..]
+                }
+            };
+            batch_norm_backward(dy, x, (n, bn.channels, *inner), &saved, sums, dxs);
+            for (ch, &(sg, sgx)) in sums.iter().enumerate() {
+                params[*weight].1[ch] = sgx as f32;
+                params[*bias].1[ch] = sg as f32;
+            }
+        }
+        TStep::Act(p) => {
+            if let Some(dx) = dx {
+                dx.par_chunks_mut(1 << 14)
+                    .zip(dy.par_chunks(1 << 14))
+                    .zip(x.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
+                    .for_each(|((d, g), (x, y))| {
+                        for (((d, &g), &x), &y) in d.iter_mut().zip(g).zip(x).zip(y) {
+                            *d = g * p.d(x, y);
+                        }
+                    });
+            }
+        }
+        TStep::MaxPool(g) => {
+            if let Some(dx) = dx {
+                pool::max_backward_saved(&Pool2dGeom { n, ..*g }, x, y, dy, dx);
+            }
+        }
+        TStep::AvgPool(g, cip) => {
+            if let Some(dx) = dx {
+                pool::avg_backward(&Pool2dGeom { n, ..*g }, dy, dx, *cip);
+            }
+        }
+        TStep::GlobalAvg { inner, .. } => {
+            if let Some(dx) = dx {
+                let (count, inner) = (*inner as f32, (*inner).max(1));
+                dx.par_chunks_mut(inner)
+                    .zip(dy.par_iter())
+                    .for_each(|(row, &g)| row.fill(g / count));
+            }
+        }
+        TStep::Dropout { group, mask, .. } => {
+            if let Some(dx) = dx {
+                let g = *group;
+                for ((d, dyo), m) in dx.chunks_mut(g).zip(dy.chunks(g)).zip(mask.iter()) {
+                    for (a, b) in d.iter_mut().zip(dyo) {
+                        *a = b * m;
+                    }
+                }
+            }
+        }
+    }
+}
