@@ -359,25 +359,29 @@ fn assert_rel(got: &[f32], want: &[f32], tol: f32, what: &str) {
     }
 }
 
-/// Train `spec`'s model three steps with Adam both eagerly and on a training plan (two
+/// Train `spec`'s model three steps with SGD both eagerly and on a training plan (two
 /// copies with the same initial weights, the same batches and dropout seeds): outputs, loss
-/// and every gradient agree within 1e-5, the weights and batch-norm statistics after the
-/// steps within 1e-4.
+/// and every gradient of the first step agree within 1e-5; those of later steps (computed
+/// from weights that optimizer steps have already moved apart by rounding) and the weights
+/// and batch-norm statistics after the steps within 1e-4.
 fn check_training(text: &str, input: &[usize], classes: usize, what: &str) {
     use convnet::ops;
     use convnet::optim::{Optimizer, OptimizerKind};
     let (eager_m, plan_m) = (model_of(text), model_of(text));
     let mut plan = convnet::plan::TrainPlan::compile(&plan_m, input, 6)
         .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let adam = || {
-        let kind = OptimizerKind::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
+    // SGD with momentum: Adam divides each gradient by its own running magnitude, so a
+    // gradient near zero that rounds differently in the two engines moves its weight by up
+    // to 2 * lr either way, and the comparison after the steps would measure that, not the plan
+    let sgd = || {
+        let kind = OptimizerKind::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+            dampening: 0.0,
         };
         Optimizer::new(kind, 0.0).unwrap()
     };
-    let (mut opt_e, mut opt_p) = (adam(), adam());
+    let (mut opt_e, mut opt_p) = (sgd(), sgd());
     let (pe, pp) = (eager_m.named_params(), plan_m.named_params());
     let mut data = Rng::new(4);
     for step in 0..3 {
@@ -402,16 +406,17 @@ fn check_training(text: &str, input: &[usize], classes: usize, what: &str) {
         let mut rng = Rng::new(50 + step);
         let (out_p, loss_p) = plan.step(&x, &mut rng, ce).unwrap();
         let at = format!("{what}, step {step}");
+        let tol = if step == 0 { 1e-5 } else { 1e-4 };
         assert_rel(
             &out_p.to_vec(),
             &out_e.to_vec(),
-            1e-5,
+            tol,
             &format!("{at}: outputs"),
         );
         assert_rel(
             &loss_p.to_vec(),
             &loss_e.to_vec(),
-            1e-5,
+            tol,
             &format!("{at}: loss"),
         );
         for ((name, a), (_, b)) in pe.iter().zip(&pp) {
@@ -419,12 +424,12 @@ fn check_training(text: &str, input: &[usize], classes: usize, what: &str) {
             assert_rel(
                 &gb.to_vec(),
                 &ga.to_vec(),
-                1e-5,
+                tol,
                 &format!("{at}: grad {name}"),
             );
         }
-        opt_e.step(&pe, 1e-2).unwrap();
-        opt_p.step(&pp, 1e-2).unwrap();
+        opt_e.step(&pe, 0.05).unwrap();
+        opt_p.step(&pp, 0.05).unwrap();
     }
     for ((name, a), (_, b)) in eager_m.state_dict().iter().zip(&plan_m.state_dict()) {
         assert_rel(

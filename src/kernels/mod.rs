@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod conv;
+pub mod dense;
 pub mod gemm;
 pub mod micro;
 pub mod pool;

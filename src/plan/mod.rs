@@ -27,6 +27,7 @@ mod train;
 pub use train::TrainPlan;
 
 use crate::error::{Error, Result};
+use crate::kernels::dense::DenseForward;
 use crate::kernels::pool::Pool2dGeom;
 use crate::nn::{Activation, Layer, Lowered, Sequential};
 use crate::tensor::Tensor;
@@ -142,11 +143,10 @@ impl Plan {
                         end += 1;
                     }
                     let dense = Step::Dense {
+                        fwd: Box::new(DenseForward::new(d.in_features, d.units, batch)),
                         weight: d.weight.clone(),
                         bias: d.bias.clone(),
                         act: act.pointwise(),
-                        in_f: d.in_features,
-                        units: d.units,
                     };
                     if let Some(sm) = softmax_step(act, &shapes[end]) {
                         steps.push((dense, numel(shape), numel(&shapes[end])));

@@ -4,8 +4,8 @@
 use rayon::prelude::*;
 
 use crate::kernels::conv::{Band, ConvForward};
+use crate::kernels::dense::DenseForward;
 use crate::kernels::gemm::SendPtr;
-use crate::kernels::gemm::{MatRef, sgemm_par};
 use crate::kernels::pool::{self, Pool2dGeom};
 use crate::kernels::sum_f64;
 use crate::nn::BatchNorm;
@@ -50,13 +50,12 @@ pub(crate) enum Step {
         /// while in cache, and only the pooled values are written.
         pool: Option<FusedPool>,
     },
-    /// `y = x W^T + b`, then the activation.
+    /// `y = x W^T + b`, then the activation (on the micro-kernel, `W^T` kept packed).
     Dense {
+        fwd: Box<DenseForward>,
         weight: Tensor,
         bias: Option<Tensor>,
         act: Option<Pointwise>,
-        in_f: usize,
-        units: usize,
     },
     /// A batch norm (its tensors shared with the model) not folded into a convolution: `y = x * scale[c] + shift[c]`, in place.
     Affine {
@@ -133,6 +132,7 @@ impl Step {
             Step::Affine {
                 bn, scale, shift, ..
             } => bn_affine(bn, scale, shift),
+            Step::Dense { fwd, weight, .. } => fwd.set_weights(&weight.data()),
             _ => {}
         }
     }
@@ -155,29 +155,11 @@ impl Step {
                 let epi = epi.as_ref().map(|f| f as &(dyn Fn(&mut [f32]) + Sync));
                 fwd.run(n, x, Some(folded_b), y, epi);
             }
-            Step::Dense {
-                weight,
-                bias,
-                act,
-                in_f,
-                units,
-            } => {
-                let (in_f, units) = (*in_f, *units);
-                let y = &mut y[..n * units];
-                match bias {
-                    Some(b) => {
-                        let bd = b.data();
-                        y.chunks_mut(units)
-                            .for_each(|r| r.copy_from_slice(&bd[..units]));
-                    }
-                    None => y.fill(0.0),
-                }
-                let wd = weight.data();
-                let (xm, wm) = (MatRef::rm(&x[..n * in_f], in_f), MatRef::rm_t(&wd, in_f));
-                sgemm_par(n, in_f, units, xm, wm, 1.0, y, units);
-                if let Some(p) = act {
-                    pointwise(*p, y);
-                }
+            Step::Dense { fwd, bias, act, .. } => {
+                let b = bias.as_ref().map(|b| b.data());
+                let epi = act.map(|p| move |v: &mut [f32]| p.apply(v));
+                let epi = epi.as_ref().map(|f| f as &(dyn Fn(&mut [f32]) + Sync));
+                fwd.run(n, x, b.as_deref().map(|v| v.as_slice()), y, epi);
             }
             Step::Affine {
                 scale,

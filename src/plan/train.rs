@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::kernels::conv::{
     Conv2dGeom, ConvForward, conv2d_backward_input, conv2d_backward_weight,
 };
+use crate::kernels::dense::DenseForward;
 use crate::kernels::gemm::{MatRef, sgemm_par};
 use crate::kernels::pool::{self, Pool2dGeom};
 use crate::kernels::sum_f64;
@@ -37,6 +38,7 @@ enum TStep {
         act: Option<Pointwise>,
     },
     Dense {
+        fwd: Box<DenseForward>,
         weight: usize,
         bias: Option<usize>,
         act: Option<Pointwise>,
@@ -163,6 +165,7 @@ impl TrainPlan {
                         end += 1;
                     }
                     TStep::Dense {
+                        fwd: Box::new(DenseForward::new(d.in_features, d.units, batch)),
                         weight: param(&mut params, &d.weight),
                         bias: d.bias.as_ref().map(|b| param(&mut params, b)),
                         act,
@@ -371,34 +374,17 @@ fn forward(
             fwd.run(n, x, b.as_deref().map(|v| v.as_slice()), y, epi);
         }
         TStep::Dense {
+            fwd,
             weight,
             bias,
             act,
-            in_f,
-            units,
+            ..
         } => {
-            let (in_f, units) = (*in_f, *units);
-            match bias {
-                Some(b) => {
-                    let bd = params[*b].0.data();
-                    y.chunks_mut(units).for_each(|r| r.copy_from_slice(&bd));
-                }
-                None => y.fill(0.0),
-            }
-            let wd = params[*weight].0.data();
-            sgemm_par(
-                n,
-                in_f,
-                units,
-                MatRef::rm(x, in_f),
-                MatRef::rm_t(&wd, in_f),
-                1.0,
-                y,
-                units,
-            );
-            if let Some(p) = act {
-                y.par_chunks_mut(1 << 14).for_each(|c| p.apply(c));
-            }
+            fwd.set_weights(&params[*weight].0.data());
+            let b = bias.map(|b| params[b].0.data());
+            let epi = act.map(|p| move |v: &mut [f32]| p.apply(v));
+            let epi = epi.as_ref().map(|f| f as &(dyn Fn(&mut [f32]) + Sync));
+            fwd.run(n, x, b.as_deref().map(|v| v.as_slice()), y, epi);
         }
         TStep::BatchNorm {
             bn,
@@ -506,6 +492,7 @@ fn backward(
             act,
             in_f,
             units,
+            ..
         } => {
             let (in_f, units) = (*in_f, *units);
             through_act(*act, y, dy);

@@ -1,0 +1,165 @@
+//! A dense layer's forward on the convolutions' micro-kernel: `y = x W^T + b` with `W^T` kept
+//! transposed and the input packed into buffers that live as long as the layer's plan, so a
+//! forward allocates nothing. Without a micro-kernel, `matrixmultiply` runs it.
+
+use rayon::prelude::*;
+
+use super::gemm::{MatRef, sgemm_par};
+use super::micro::{Micro, Store};
+
+/// Rows of `x` per parallel task (a multiple of the register block's rows).
+const ROW_BLOCKS_PER_TASK: usize = 4;
+
+/// A dense layer's forward prepared for `in_f -> units` and up to `batch` rows.
+pub struct DenseForward {
+    micro: Option<Micro>,
+    in_f: usize,
+    units: usize,
+    /// `W^T` (`in_f x units`), then `nr` zeros the last panel may read past the end.
+    wt: Vec<f32>,
+    /// The weights as given, for the fallback.
+    w: Vec<f32>,
+    /// Packed rows of `x`.
+    packed: Vec<f32>,
+    /// Row offsets of `W^T`: row `p` at `p * units`.
+    offs: Vec<usize>,
+}
+
+impl DenseForward {
+    pub fn new(in_f: usize, units: usize, batch: usize) -> DenseForward {
+        let micro = Micro::best();
+        DenseForward {
+            micro,
+            in_f,
+            units,
+            wt: Vec::new(),
+            w: Vec::new(),
+            packed: micro.map_or(Vec::new(), |mk| vec![0.0; mk.packed_a_len(batch, in_f)]),
+            offs: (0..in_f).map(|p| p * units).collect(),
+        }
+    }
+
+    /// Take the weights, `(units, in_f)`.
+    pub fn set_weights(&mut self, w: &[f32]) {
+        let (in_f, units) = (self.in_f, self.units);
+        match self.micro {
+            Some(mk) => {
+                self.wt.clear();
+                self.wt.resize(in_f * units + mk.nr, 0.0);
+                for (u, row) in w.chunks_exact(in_f.max(1)).enumerate().take(units) {
+                    for (p, &v) in row.iter().enumerate() {
+                        self.wt[p * units + u] = v;
+                    }
+                }
+            }
+            None => {
+                self.w.clear();
+                self.w.extend_from_slice(w);
+            }
+        }
+    }
+
+    /// `y = x W^T + bias` for the `n` rows of `x`, then `epi` on each task's rows of `y`.
+    ///
+    /// # Shapes
+    /// x: `(n, in_f)`, bias: `(units)`, y: `(n, units)`.
+    pub fn run(
+        &mut self,
+        n: usize,
+        x: &[f32],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        epi: Option<&(dyn Fn(&mut [f32]) + Sync)>,
+    ) {
+        let (in_f, units) = (self.in_f, self.units);
+        let (x, y) = (&x[..n * in_f], &mut y[..n * units]);
+        match bias {
+            Some(b) => y
+                .chunks_mut(units.max(1))
+                .for_each(|r| r.copy_from_slice(b)),
+            None => y.fill(0.0),
+        }
+        let Some(mk) = self.micro else {
+            let wm = MatRef::rm_t(&self.w, in_f);
+            sgemm_par(n, in_f, units, MatRef::rm(x, in_f), wm, 1.0, y, units);
+            if let Some(epi) = epi {
+                epi(y);
+            }
+            return;
+        };
+        let alen = mk.packed_a_len(n, in_f);
+        let packed = &mut self.packed[..alen];
+        // each panel of `mr` rows packed in parallel
+        packed
+            .par_chunks_mut((in_f * mk.mr).max(1))
+            .enumerate()
+            .for_each(|(i, dst)| {
+                let rows = mk.mr.min(n - i * mk.mr);
+                dst.fill(0.0);
+                let src = MatRef::rm(&x[i * mk.mr * in_f..], in_f);
+                mk.pack_a_into(rows, in_f, src, dst);
+            });
+        let (wt, offs, packed) = (&self.wt, &self.offs, &*packed);
+        let task_rows = ROW_BLOCKS_PER_TASK * mk.mr;
+        y.par_chunks_mut(task_rows * units)
+            .enumerate()
+            .for_each(|(t, yt)| {
+                let rows = yt.len() / units.max(1);
+                let a = &packed[t * task_rows * in_f..];
+                for q in 0..units.div_ceil(mk.nr) {
+                    let cols = mk.nr.min(units - q * mk.nr);
+                    let c = &mut yt[q * mk.nr..];
+                    mk.panel(
+                        rows,
+                        in_f,
+                        a,
+                        &wt[q * mk.nr..],
+                        offs,
+                        c,
+                        units,
+                        cols,
+                        Store::Accumulate,
+                    );
+                }
+                if let Some(epi) = epi {
+                    epi(yt);
+                }
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    #[test]
+    fn dense_forward_matches_a_plain_product_on_ragged_sizes() {
+        let mut r = Rng::new(3);
+        for &(in_f, units, batch) in &[(1, 1, 1), (7, 5, 3), (33, 17, 29), (300, 130, 50)] {
+            let w: Vec<f32> = (0..units * in_f).map(|_| r.normal()).collect();
+            let b: Vec<f32> = (0..units).map(|_| r.normal()).collect();
+            let mut f = DenseForward::new(in_f, units, batch);
+            f.set_weights(&w);
+            for n in [batch, batch.div_ceil(2)] {
+                let x: Vec<f32> = (0..n * in_f).map(|_| r.normal()).collect();
+                let mut y = vec![f32::NAN; n * units];
+                let relu = |v: &mut [f32]| v.iter_mut().for_each(|e| *e = e.max(0.0));
+                f.run(n, &x, Some(&b), &mut y, Some(&relu));
+                for i in 0..n {
+                    for u in 0..units {
+                        let s: f64 = (0..in_f)
+                            .map(|p| x[i * in_f + p] as f64 * w[u * in_f + p] as f64)
+                            .sum::<f64>()
+                            + b[u] as f64;
+                        let got = y[i * units + u] as f64;
+                        assert!(
+                            (got - s.max(0.0)).abs() <= 1e-4 * (1.0 + s.abs()),
+                            "{in_f}x{units} n={n} [{i},{u}]: {got} vs {s}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
