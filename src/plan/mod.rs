@@ -27,9 +27,11 @@ mod train;
 pub use train::TrainPlan;
 
 use crate::error::{Error, Result};
+use crate::kernels::conv::{ConvForward, Epilogue};
 use crate::kernels::dense::DenseForward;
 use crate::kernels::pool::Pool2dGeom;
 use crate::nn::{Activation, Layer, Lowered, Sequential};
+use crate::ops::Pointwise;
 use crate::tensor::Tensor;
 use step::Step;
 
@@ -68,11 +70,7 @@ impl Plan {
     /// (the model's own input shape, or any size along its open axes).
     pub fn compile(model: &Sequential, input: &[usize], batch: usize) -> Result<Plan> {
         let layers = model.layers();
-        let mut shapes = vec![input.to_vec()];
-        for l in layers {
-            let next = l.infer(shapes.last().expect("one shape per layer"))?.output;
-            shapes.push(next);
-        }
+        let shapes = layer_shapes(model, input)?;
         let numel = |s: &[usize]| s.iter().product::<usize>();
         let mut steps: Vec<(Step, usize, usize)> = Vec::new();
         let mut names: Vec<String> = Vec::new();
@@ -102,7 +100,7 @@ impl Plan {
                             end += 1;
                         }
                     }
-                    let fwd = Box::new(crate::kernels::conv::ConvForward::new(g));
+                    let fwd = Box::new(ConvForward::new(g));
                     let mut pool = None;
                     if act.pointwise().is_some() || act == Activation::Linear {
                         pool = fused_pool(layers.get(end).map(|l| l.lowered()), &fwd);
@@ -295,10 +293,7 @@ impl Plan {
 
 /// A max pooling the convolution `fwd` can take into its bands: stride equal to the window,
 /// no padding, floor rounding, over a 2-D output.
-fn fused_pool(
-    next: Option<Lowered>,
-    fwd: &crate::kernels::conv::ConvForward,
-) -> Option<step::FusedPool> {
+fn fused_pool(next: Option<Lowered>, fwd: &ConvForward) -> Option<step::FusedPool> {
     let Some(Lowered::Pool(p)) = next else {
         return None;
     };
@@ -317,6 +312,68 @@ fn fused_pool(
         k,
         out: (g.out_h / k.0, g.out_w / k.1),
     })
+}
+
+/// The per-sample shape before each layer of `model` for `input`, and after the last.
+pub(crate) fn layer_shapes(model: &Sequential, input: &[usize]) -> Result<Vec<Vec<usize>>> {
+    let mut shapes = vec![input.to_vec()];
+    for l in model.layers() {
+        let next = l.infer(shapes.last().expect("one shape per layer"))?.output;
+        shapes.push(next);
+    }
+    Ok(shapes)
+}
+
+/// A fused activation as a convolution's or dense layer's epilogue.
+pub(crate) fn epilogue(act: Option<Pointwise>) -> Option<impl Fn(&mut [f32]) + Sync> {
+    act.map(|p| move |v: &mut [f32]| p.apply(v))
+}
+
+/// What the prepared forwards of convolutions and dense layers share.
+pub(crate) trait Weighted {
+    fn set_weights(&mut self, w: &[f32]);
+    fn run(
+        &mut self,
+        n: usize,
+        x: &[f32],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        epi: Option<Epilogue>,
+    );
+}
+
+impl Weighted for ConvForward {
+    fn set_weights(&mut self, w: &[f32]) {
+        ConvForward::set_weights(self, w)
+    }
+    fn run(&mut self, n: usize, x: &[f32], b: Option<&[f32]>, y: &mut [f32], e: Option<Epilogue>) {
+        ConvForward::run(self, n, x, b, y, e)
+    }
+}
+
+impl Weighted for DenseForward {
+    fn set_weights(&mut self, w: &[f32]) {
+        DenseForward::set_weights(self, w)
+    }
+    fn run(&mut self, n: usize, x: &[f32], b: Option<&[f32]>, y: &mut [f32], e: Option<Epilogue>) {
+        DenseForward::run(self, n, x, b, y, e)
+    }
+}
+
+/// `y = act(x * weight + bias)` through `f`, taking the weights as they are now.
+pub(crate) fn run_weighted(
+    f: &mut dyn Weighted,
+    (weight, bias): (&Tensor, Option<&Tensor>),
+    act: Option<Pointwise>,
+    n: usize,
+    x: &[f32],
+    y: &mut [f32],
+) {
+    f.set_weights(&weight.data());
+    let b = bias.map(|b| b.data());
+    let epi = epilogue(act);
+    let epi = epi.as_ref().map(|f| f as Epilogue);
+    f.run(n, x, b.as_deref().map(|v| v.as_slice()), y, epi);
 }
 
 /// The number of samples shaped `input` in `len` values: 1 to `batch`, or an error.

@@ -151,13 +151,13 @@ impl Step {
             Step::Conv {
                 fwd, act, folded_b, ..
             } => {
-                let epi = act.map(|p| move |v: &mut [f32]| p.apply(v));
+                let epi = super::epilogue(*act);
                 let epi = epi.as_ref().map(|f| f as &(dyn Fn(&mut [f32]) + Sync));
                 fwd.run(n, x, Some(folded_b), y, epi);
             }
             Step::Dense { fwd, bias, act, .. } => {
                 let b = bias.as_ref().map(|b| b.data());
-                let epi = act.map(|p| move |v: &mut [f32]| p.apply(v));
+                let epi = super::epilogue(*act);
                 let epi = epi.as_ref().map(|f| f as &(dyn Fn(&mut [f32]) + Sync));
                 fwd.run(n, x, b.as_deref().map(|v| v.as_slice()), y, epi);
             }

@@ -107,11 +107,7 @@ impl TrainPlan {
     /// Compile `model` for training steps on up to `batch` samples shaped `input`.
     pub fn compile(model: &Sequential, input: &[usize], batch: usize) -> Result<TrainPlan> {
         let layers = model.layers();
-        let mut shapes = vec![input.to_vec()];
-        for l in layers {
-            let next = l.infer(shapes.last().expect("one shape per layer"))?.output;
-            shapes.push(next);
-        }
+        let shapes = super::layer_shapes(model, input)?;
         let numel = |s: &[usize]| s.iter().product::<usize>();
         let mut params = Vec::new();
         let mut steps = Vec::new();
@@ -367,11 +363,8 @@ fn forward(
             act,
             ..
         } => {
-            fwd.set_weights(&params[*weight].0.data());
-            let b = bias.map(|b| params[b].0.data());
-            let epi = act.map(|p| move |v: &mut [f32]| p.apply(v));
-            let epi = epi.as_ref().map(|f| f as &(dyn Fn(&mut [f32]) + Sync));
-            fwd.run(n, x, b.as_deref().map(|v| v.as_slice()), y, epi);
+            let wb = (&params[*weight].0, bias.map(|b| &params[b].0));
+            super::run_weighted(fwd.as_mut(), wb, *act, n, x, y);
         }
         TStep::Dense {
             fwd,
@@ -380,11 +373,8 @@ fn forward(
             act,
             ..
         } => {
-            fwd.set_weights(&params[*weight].0.data());
-            let b = bias.map(|b| params[b].0.data());
-            let epi = act.map(|p| move |v: &mut [f32]| p.apply(v));
-            let epi = epi.as_ref().map(|f| f as &(dyn Fn(&mut [f32]) + Sync));
-            fwd.run(n, x, b.as_deref().map(|v| v.as_slice()), y, epi);
+            let wb = (&params[*weight].0, bias.map(|b| &params[b].0));
+            super::run_weighted(fwd.as_mut(), wb, *act, n, x, y);
         }
         TStep::BatchNorm {
             bn,

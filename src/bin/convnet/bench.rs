@@ -438,7 +438,7 @@ fn net_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Re
         let x = randn(&[128, 1, 28, 28], &mut rng);
         let labels: Vec<usize> = (0..128).map(|_| rng.below(10)).collect();
         // on the compiled training plan (as `convnet train` runs it), then eagerly
-        for (name, compiled) in [("F.train", true), ("F.train.eager", false)] {
+        for (name, compiled) in [("F.train", true), ("F.eager.train", false)] {
             let model = spec.build_model(&mut Rng::new(0))?;
             let params = model.named_params();
             let mut plan = match compiled {
@@ -525,7 +525,7 @@ fn net_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Re
             });
         });
         rows.push(Row {
-            name: "F.infer.eager".into(),
+            name: "F.eager.infer".into(),
             median_ms: ms,
             gflops: None,
             baseline_ms: None,
