@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 
+use super::Epilogue;
 use super::gemm::{MatRef, sgemm_par};
 use super::micro::{Micro, Store};
 
@@ -69,7 +70,7 @@ impl DenseForward {
         x: &[f32],
         bias: Option<&[f32]>,
         y: &mut [f32],
-        epi: Option<&(dyn Fn(&mut [f32]) + Sync)>,
+        epi: Option<Epilogue>,
     ) {
         let (in_f, units) = (self.in_f, self.units);
         let (x, y) = (&x[..n * in_f], &mut y[..n * units]);

@@ -9,6 +9,11 @@ pub mod gemm;
 pub mod micro;
 pub mod pool;
 
+/// What runs on each finished block of a kernel's outputs while it is still in cache (a
+/// fused activation): a convolution calls it with one output channel's positions of one
+/// tile, a dense layer with a task's rows.
+pub type Epilogue<'a> = &'a (dyn Fn(&mut [f32]) + Sync);
+
 /// Sum in f64 with eight independent accumulators (so the loop vectorises), in a fixed order.
 pub fn sum_f64(v: &[f32]) -> f64 {
     let mut acc = [0f64; 8];

@@ -26,9 +26,7 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     SCRATCH.with(|s| f(&mut s.borrow_mut()))
 }
 
-/// What runs on each finished block of a channel's outputs while it is still in cache (a
-/// fused activation): called with one output channel's positions of one tile.
-pub type Epilogue<'a> = &'a (dyn Fn(&mut [f32]) + Sync);
+pub(crate) use crate::kernels::Epilogue;
 
 /// Run `f(scratch, img, grp, tix, y_block)` for every (image, group, tile) in parallel, with
 /// the worker thread's [`Scratch`]. Tile `tix` owns output positions `start(tix)..start(tix + 1)`

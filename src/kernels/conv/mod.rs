@@ -23,7 +23,7 @@ mod tiled;
 
 use rayon::prelude::*;
 
-pub use block::Epilogue;
+pub use super::Epilogue;
 pub use geom::{Conv2dGeom, conv_out_len};
 pub use implicit::Band;
 use implicit::{Implicit, ImplicitForward};
