@@ -660,3 +660,61 @@ fn ctrl_c_saves_a_checkpoint_that_resume_continues() {
         - 1;
     assert_eq!(rows, done + 1);
 }
+
+#[test]
+fn a_damaged_run_json_is_named_not_a_panic() {
+    let (dir, _) = setup("");
+    let d = dir.path();
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "run", "--epochs", "1"]);
+    assert!(ok, "{err}");
+    let mut img = image::GrayImage::new(8, 8);
+    img.put_pixel(3, 3, image::Luma([255]));
+    img.save(d.join("v.png")).unwrap();
+    let good = std::fs::read_to_string(d.join("run/run.json")).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&good).unwrap();
+    for (field, value, says) in [
+        (
+            "class_names",
+            serde_json::json!(["only one"]),
+            "1 names for a model with 3 outputs",
+        ),
+        ("normalize_std", serde_json::json!([]), "0 values for 1"),
+        (
+            "normalize_std",
+            serde_json::json!([0.0]),
+            "not a positive number",
+        ),
+        (
+            "normalize_mean",
+            serde_json::json!([0.1, 0.2]),
+            "takes 1 channel",
+        ),
+    ] {
+        let mut bad = info.clone();
+        bad[field] = value;
+        if field == "normalize_mean" {
+            bad["normalize_std"] = serde_json::json!([1.0, 1.0]);
+        }
+        std::fs::write(d.join("run/run.json"), bad.to_string()).unwrap();
+        for args in [
+            vec!["eval", "run"],
+            vec!["predict", "run", "v.png"],
+            vec!["explain", "run", "v.png", "--out", "e.html"],
+        ] {
+            let out = Command::new(env!("CARGO_BIN_EXE_convnet"))
+                .current_dir(d)
+                .args(&args)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?} {field}: {err}");
+            assert!(
+                err.contains("run.json") && err.contains(field) && err.contains(says),
+                "{args:?} {field}: {err}"
+            );
+        }
+    }
+    std::fs::write(d.join("run/run.json"), good).unwrap();
+    let (ok, _, err) = convnet(d, &["eval", "run"]);
+    assert!(ok, "{err}");
+}

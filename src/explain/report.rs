@@ -28,6 +28,16 @@ pub struct ExplainInput {
     pub class_names: Vec<String>,
 }
 
+impl ExplainInput {
+    /// The name of class `k`, or its number where the run names fewer classes.
+    pub fn class_name(&self, k: usize) -> String {
+        self.class_names
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| k.to_string())
+    }
+}
+
 /// The page, and the class the model predicts (for a classifier).
 pub struct Explained {
     pub html: String,
@@ -472,7 +482,7 @@ pub fn explain(spec: &Spec, model: &Sequential, input: &ExplainInput) -> Result<
     if let (Some((k, p)), Some(_)) = (predicted, &probs) {
         body.push_str(&format!(
             "<p id=\"prediction\">prediction: <b id=\"top-class\">{}</b> ({:.2}%)</p>",
-            esc(&input.class_names[k]),
+            esc(&input.class_name(k)),
             100.0 * p
         ));
     }
@@ -517,7 +527,7 @@ pub fn explain(spec: &Spec, model: &Sequential, input: &ExplainInput) -> Result<
         if let Some((cam, cshape, at)) = grad_cam(model, &outs, input.x.rank(), k)? {
             body.push_str(&format!(
                 "<section class=\"gradcam\"><h2>Grad-CAM: where the input raised the score of {}</h2><p class=\"note\">computed at layers.{at} ({}), resampled to the input</p>",
-                esc(&input.class_names[k]),
+                esc(&input.class_name(k)),
                 model.layers()[at].kind()
             ));
             let spatial = &shape[1..];

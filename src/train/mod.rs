@@ -153,6 +153,61 @@ impl RunInfo {
             serde_json::to_string_pretty(self).unwrap_or_default(),
         )
     }
+    /// Check run.json against the run's spec and model: the normalisation has one positive,
+    /// finite mean and standard deviation per channel of the data (or none), and class names,
+    /// where given, are one per output of a classifier. The error names the file and field.
+    pub fn check(&self, spec: &Spec, model: &Sequential, dir: &Path) -> Result<()> {
+        let bad = |field: &str, msg: String| Error::Format {
+            path: dir.join(files::RUN).display().to_string(),
+            msg: format!("`{field}`: {msg}"),
+        };
+        let (mean, std) = (&self.normalize_mean, &self.normalize_std);
+        // the data's channels: a GAN's generator takes noise, its discriminator the data
+        let channels = spec.sample_shape().0.first().copied().unwrap_or(0);
+        if mean.len() != std.len() {
+            return Err(bad(
+                "normalize_std",
+                format!(
+                    "{} values for {} in `normalize_mean`",
+                    std.len(),
+                    mean.len()
+                ),
+            ));
+        }
+        if !mean.is_empty() && mean.len() != channels {
+            return Err(bad(
+                "normalize_mean",
+                format!(
+                    "{} values, but the model takes {channels} channel(s)",
+                    mean.len()
+                ),
+            ));
+        }
+        if let Some(v) = std.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+            return Err(bad(
+                "normalize_std",
+                format!("{v} is not a positive number"),
+            ));
+        }
+        if let Some(v) = mean.iter().find(|v| !v.is_finite()) {
+            return Err(bad("normalize_mean", format!("{v} is not a finite number")));
+        }
+        if let [classes] = *model.output_shape()
+            && !self.class_names.is_empty()
+            && self.class_names.len() != classes
+            && self.target_names.is_empty()
+        {
+            return Err(bad(
+                "class_names",
+                format!(
+                    "{} names for a model with {classes} outputs",
+                    self.class_names.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn normalize(&self) -> Normalize {
         Normalize {
             mean: self.normalize_mean.clone(),
@@ -668,6 +723,7 @@ pub fn load_run(dir: &Path) -> Result<(Spec, Sequential, RunInfo)> {
                 "no weights (best.safetensors or last.safetensors): has the run finished an epoch?"
                     .into(),
         })?;
+    info.check(&spec, &model, dir)?;
     let (state, _) = io::load(&weights)?;
     model.load_state_dict(&state, &weights.display().to_string())?;
     Ok((spec, model, info))

@@ -96,7 +96,10 @@ pub fn run(a: Args) -> Result<()> {
                         "series {} of {} (class {})",
                         a.index,
                         path.display(),
-                        ls.class_names[ls.labels[a.index]]
+                        ls.labels
+                            .get(a.index)
+                            .and_then(|&l| ls.class_names.get(l))
+                            .map_or("?", |s| s.as_str())
                     ),
                     class_names: info.class_names.clone(),
                 }
