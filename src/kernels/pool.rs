@@ -46,6 +46,23 @@ pub fn pool_out_len(
 }
 
 impl Pool2dGeom {
+    /// A global max pooling: one window over each whole `h x w` plane.
+    pub fn global(n: usize, c: usize, h: usize, w: usize) -> Pool2dGeom {
+        Pool2dGeom {
+            n,
+            c,
+            h,
+            w,
+            k_h: h,
+            k_w: w,
+            stride_h: 1,
+            stride_w: 1,
+            pad_h: 0,
+            pad_w: 0,
+            out_h: 1,
+            out_w: 1,
+        }
+    }
     /// The input rows and columns `[lo, hi)` of each output row and column, clipped to the input.
     fn windows(&self) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
         let rows = (0..self.out_h)

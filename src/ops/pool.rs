@@ -239,20 +239,7 @@ pub fn global_avg_pool1d(x: &Tensor) -> Result<Tensor> {
 
 fn global_max(op: &'static str, x4: &Tensor) -> Result<Tensor> {
     let s = x4.shape().to_vec();
-    let g = Pool2dGeom {
-        n: s[0],
-        c: s[1],
-        h: s[2],
-        w: s[3],
-        k_h: s[2],
-        k_w: s[3],
-        stride_h: 1,
-        stride_w: 1,
-        pad_h: 0,
-        pad_w: 0,
-        out_h: 1,
-        out_w: 1,
-    };
+    let g = Pool2dGeom::global(s[0], s[1], s[2], s[3]);
     let y = max_pool_core(op, x4, g);
     reshape(&y, &[s[0], s[1]])
 }

@@ -426,20 +426,7 @@ pub(crate) fn pool_geom(
 /// A global max pooling as a window over the whole plane.
 pub(crate) fn global_max_geom(batch: usize, shape: &[usize]) -> Pool2dGeom {
     let (c, h, w) = chw(shape);
-    Pool2dGeom {
-        n: batch,
-        c,
-        h,
-        w,
-        k_h: h,
-        k_w: w,
-        stride_h: 1,
-        stride_w: 1,
-        pad_h: 0,
-        pad_w: 0,
-        out_h: 1,
-        out_w: 1,
-    }
+    Pool2dGeom::global(batch, c, h, w)
 }
 
 /// The step of a softmax over channels after a layer whose activation `a` is one.
