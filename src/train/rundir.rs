@@ -19,7 +19,8 @@ fn refused(path: &Path, msg: impl Into<String>) -> Error {
     }
 }
 
-/// Is `name` a file convnet writes into a run directory (by `train`, `eval` or a failed write)?
+/// Is `name` a file convnet writes into a run directory (by `train`, `eval`, `forecast`'s
+/// default output, or a failed write)?
 pub fn is_run_file(name: &str) -> bool {
     const FIXED: [&str; 7] = [
         files::SPEC,
@@ -37,6 +38,8 @@ pub fn is_run_file(name: &str) -> bool {
         || stem_ext("confusion_", ".png")
         || stem_ext("reconstructions", ".png")
         || stem_ext("samples_epoch_", ".png")
+        || name == "forecast.csv"
+        || name == "forecast.png"
         || (name.ends_with(".tmp") && is_run_file(name.trim_end_matches(".tmp")))
 }
 
@@ -248,4 +251,37 @@ fn process_alive(pid: u32) -> bool {
         return true;
     }
     proc_root.join(pid.to_string()).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_run_file;
+
+    #[test]
+    fn run_files_are_what_convnet_writes_and_nothing_else() {
+        for name in [
+            "spec.toml",
+            "run.json",
+            "best.safetensors",
+            "checkpoint.safetensors.tmp",
+            "curves.svg",
+            "confusion_test.png",
+            "reconstructions_val.png",
+            "samples_epoch_003.png",
+            "forecast.csv",
+            "train.lock",
+        ] {
+            assert!(is_run_file(name), "{name}");
+        }
+        for name in [
+            "notes.md",
+            "data.csv",
+            "best.safetensors.bak",
+            "x.tmp",
+            ".git",
+            "curves.pdf",
+        ] {
+            assert!(!is_run_file(name), "{name}");
+        }
+    }
 }
