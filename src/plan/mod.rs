@@ -76,127 +76,7 @@ impl Plan {
         let mut names: Vec<String> = Vec::new();
         let mut i = 0;
         while i < layers.len() {
-            let (layer, shape) = (&*layers[i], &shapes[i]);
-            // the activation that follows layer `j`, if it is elementwise
-            let act_at = |j: usize| match layers.get(j).map(|l| l.lowered()) {
-                Some(Lowered::Activation(a)) => a.pointwise().map(|p| (a, p)),
-                _ => None,
-            };
-            let mut end = i + 1; // layers i..end become this step
-            let step = match layer.lowered() {
-                Lowered::Conv(conv) => {
-                    let g = conv
-                        .zero_padded_geom(batch, shape)
-                        .map_err(|why| not_compiled(i, layer, format!("it is {why}")))?;
-                    let mut bn = None;
-                    let mut act = conv.activation;
-                    if act == Activation::Linear {
-                        if let Some(Lowered::BatchNorm(b)) = layers.get(end).map(|l| l.lowered()) {
-                            bn = Some(b.clone());
-                            end += 1;
-                        }
-                        if let Some((a, _)) = act_at(end) {
-                            act = a;
-                            end += 1;
-                        }
-                    }
-                    let fwd = Box::new(ConvForward::new(g));
-                    let mut pool = None;
-                    if act.pointwise().is_some() || act == Activation::Linear {
-                        pool = fused_pool(layers.get(end).map(|l| l.lowered()), &fwd);
-                        if pool.is_some() {
-                            end += 1;
-                        }
-                    }
-                    let conv_step = Step::Conv {
-                        fwd,
-                        weight: conv.weight.clone(),
-                        bias: conv.bias.clone(),
-                        bn,
-                        act: act.pointwise(),
-                        folded_w: Vec::new(),
-                        folded_b: Vec::new(),
-                        pool,
-                    };
-                    if let Some(sm) = softmax_step(act, &shapes[end]) {
-                        steps.push((conv_step, numel(shape), numel(&shapes[end])));
-                        sm
-                    } else {
-                        conv_step
-                    }
-                }
-                Lowered::Dense(d) => {
-                    if shape.len() != 1 {
-                        return Err(not_compiled(
-                            i,
-                            layer,
-                            "a dense layer over more than one axis",
-                        ));
-                    }
-                    let mut act = d.activation;
-                    if act == Activation::Linear
-                        && let Some((a, _)) = act_at(end)
-                    {
-                        act = a;
-                        end += 1;
-                    }
-                    let dense = Step::Dense {
-                        fwd: Box::new(DenseForward::new(d.in_features, d.units, batch)),
-                        weight: d.weight.clone(),
-                        bias: d.bias.clone(),
-                        act: act.pointwise(),
-                    };
-                    if let Some(sm) = softmax_step(act, &shapes[end]) {
-                        steps.push((dense, numel(shape), numel(&shapes[end])));
-                        sm
-                    } else {
-                        dense
-                    }
-                }
-                Lowered::BatchNorm(b) => Step::Affine {
-                    bn: b.clone(),
-                    scale: Vec::new(),
-                    shift: Vec::new(),
-                    inner: numel(&shape[1..]),
-                },
-                Lowered::Activation(a) => match (a.pointwise(), softmax_step(a, shape)) {
-                    (Some(p), _) => Step::Act(p),
-                    (None, Some(sm)) => sm,
-                    (None, None) => {
-                        i = end;
-                        continue; // linear
-                    }
-                },
-                Lowered::Pool(p) => {
-                    let g = pool_geom(batch, p, shape, &shapes[end]);
-                    match p.kind {
-                        crate::nn::PoolKind::Max => Step::MaxPool(g),
-                        crate::nn::PoolKind::Avg => Step::AvgPool {
-                            g,
-                            count_include_pad: p.count_include_pad,
-                        },
-                    }
-                }
-                Lowered::GlobalPool(gp) => {
-                    let (c, h, w) = chw(shape);
-                    match gp.kind {
-                        crate::nn::PoolKind::Avg => Step::GlobalAvg { c, inner: h * w },
-                        crate::nn::PoolKind::Max => Step::GlobalMax(global_max_geom(batch, shape)),
-                    }
-                }
-                Lowered::Dropout(_) | Lowered::View => {
-                    i = end;
-                    continue;
-                }
-                Lowered::Opaque => {
-                    return Err(not_compiled(
-                        i,
-                        layer,
-                        "the compiled plan does not run this layer",
-                    ));
-                }
-            };
-            steps.push((step, numel(shape), numel(&shapes[end])));
+            let end = lower(layers, &shapes, i, batch, &mut steps)?;
             while names.len() < steps.len() {
                 let kinds: Vec<&str> = layers[i..end].iter().map(|l| l.kind()).collect();
                 let at = if end - i > 1 {
@@ -374,6 +254,138 @@ pub(crate) fn run_weighted(
     let epi = epilogue(act);
     let epi = epi.as_ref().map(|f| f as Epilogue);
     f.run(n, x, b.as_deref().map(|v| v.as_slice()), y, epi);
+}
+
+/// The step(s) layer `i` and the layers fused into it become (pushed with their per-sample
+/// input and output lengths); returns the index of the first layer not taken.
+fn lower(
+    layers: &[Box<dyn Layer>],
+    shapes: &[Vec<usize>],
+    i: usize,
+    batch: usize,
+    steps: &mut Vec<(Step, usize, usize)>,
+) -> Result<usize> {
+    let numel = |s: &[usize]| s.iter().product::<usize>();
+    let (layer, shape) = (&*layers[i], &shapes[i]);
+    // the activation that follows layer `j`, if it is elementwise
+    let act_at = |j: usize| match layers.get(j).map(|l| l.lowered()) {
+        Some(Lowered::Activation(a)) => a.pointwise().map(|p| (a, p)),
+        _ => None,
+    };
+    let mut end = i + 1; // layers i..end become this step
+    let step = match layer.lowered() {
+        Lowered::Conv(conv) => {
+            let g = conv
+                .zero_padded_geom(batch, shape)
+                .map_err(|why| not_compiled(i, layer, format!("it is {why}")))?;
+            let mut bn = None;
+            let mut act = conv.activation;
+            if act == Activation::Linear {
+                if let Some(Lowered::BatchNorm(b)) = layers.get(end).map(|l| l.lowered()) {
+                    bn = Some(b.clone());
+                    end += 1;
+                }
+                if let Some((a, _)) = act_at(end) {
+                    act = a;
+                    end += 1;
+                }
+            }
+            let fwd = Box::new(ConvForward::new(g));
+            let mut pool = None;
+            if act.pointwise().is_some() || act == Activation::Linear {
+                pool = fused_pool(layers.get(end).map(|l| l.lowered()), &fwd);
+                if pool.is_some() {
+                    end += 1;
+                }
+            }
+            let conv_step = Step::Conv {
+                fwd,
+                weight: conv.weight.clone(),
+                bias: conv.bias.clone(),
+                bn,
+                act: act.pointwise(),
+                folded_w: Vec::new(),
+                folded_b: Vec::new(),
+                pool,
+            };
+            if let Some(sm) = softmax_step(act, &shapes[end]) {
+                steps.push((conv_step, numel(shape), numel(&shapes[end])));
+                sm
+            } else {
+                conv_step
+            }
+        }
+        Lowered::Dense(d) => {
+            if shape.len() != 1 {
+                return Err(not_compiled(
+                    i,
+                    layer,
+                    "a dense layer over more than one axis",
+                ));
+            }
+            let mut act = d.activation;
+            if act == Activation::Linear
+                && let Some((a, _)) = act_at(end)
+            {
+                act = a;
+                end += 1;
+            }
+            let dense = Step::Dense {
+                fwd: Box::new(DenseForward::new(d.in_features, d.units, batch)),
+                weight: d.weight.clone(),
+                bias: d.bias.clone(),
+                act: act.pointwise(),
+            };
+            if let Some(sm) = softmax_step(act, &shapes[end]) {
+                steps.push((dense, numel(shape), numel(&shapes[end])));
+                sm
+            } else {
+                dense
+            }
+        }
+        Lowered::BatchNorm(b) => Step::Affine {
+            bn: b.clone(),
+            scale: Vec::new(),
+            shift: Vec::new(),
+            inner: numel(&shape[1..]),
+        },
+        Lowered::Activation(a) => match (a.pointwise(), softmax_step(a, shape)) {
+            (Some(p), _) => Step::Act(p),
+            (None, Some(sm)) => sm,
+            (None, None) => {
+                return Ok(end); // linear
+            }
+        },
+        Lowered::Pool(p) => {
+            let g = pool_geom(batch, p, shape, &shapes[end]);
+            match p.kind {
+                crate::nn::PoolKind::Max => Step::MaxPool(g),
+                crate::nn::PoolKind::Avg => Step::AvgPool {
+                    g,
+                    count_include_pad: p.count_include_pad,
+                },
+            }
+        }
+        Lowered::GlobalPool(gp) => {
+            let (c, h, w) = chw(shape);
+            match gp.kind {
+                crate::nn::PoolKind::Avg => Step::GlobalAvg { c, inner: h * w },
+                crate::nn::PoolKind::Max => Step::GlobalMax(global_max_geom(batch, shape)),
+            }
+        }
+        Lowered::Dropout(_) | Lowered::View => {
+            return Ok(end);
+        }
+        Lowered::Opaque => {
+            return Err(not_compiled(
+                i,
+                layer,
+                "the compiled plan does not run this layer",
+            ));
+        }
+    };
+    steps.push((step, numel(shape), numel(&shapes[end])));
+    Ok(end)
 }
 
 /// The number of samples shaped `input` in `len` values: 1 to `batch`, or an error.

@@ -113,131 +113,7 @@ impl TrainPlan {
         let mut steps = Vec::new();
         let mut i = 0;
         while i < layers.len() {
-            let (layer, shape) = (&*layers[i], &shapes[i]);
-            let mut end = i + 1;
-            let own = |a: Activation| -> Result<Option<Pointwise>> {
-                match (a, a.pointwise()) {
-                    (Activation::Linear, _) => Ok(None),
-                    (_, Some(p)) => Ok(Some(p)),
-                    _ => Err(not_compiled(
-                        i,
-                        layer,
-                        "training runs softmax outputs eagerly (the loss takes logits)",
-                    )),
-                }
-            };
-            let step = match layer.lowered() {
-                Lowered::Conv(conv) => {
-                    let g = conv
-                        .zero_padded_geom(batch, shape)
-                        .map_err(|why| not_compiled(i, layer, format!("it is {why}")))?;
-                    let mut act = own(conv.activation)?;
-                    if act.is_some_and(|p| !p.derivative_from_output()) {
-                        return Err(not_compiled(i, layer, "its activation needs its input"));
-                    }
-                    if act.is_none()
-                        && let Some(p) = fusable(layers, end)
-                    {
-                        act = Some(p);
-                        end += 1;
-                    }
-                    TStep::Conv {
-                        fwd: Box::new(ConvForward::new(g)),
-                        g,
-                        weight: param(&mut params, &conv.weight),
-                        bias: conv.bias.as_ref().map(|b| param(&mut params, b)),
-                        act,
-                    }
-                }
-                Lowered::Dense(d) if shape.len() == 1 => {
-                    let mut act = own(d.activation)?;
-                    if act.is_some_and(|p| !p.derivative_from_output()) {
-                        return Err(not_compiled(i, layer, "its activation needs its input"));
-                    }
-                    if act.is_none()
-                        && let Some(p) = fusable(layers, end)
-                    {
-                        act = Some(p);
-                        end += 1;
-                    }
-                    TStep::Dense {
-                        fwd: Box::new(DenseForward::new(d.in_features, d.units, batch)),
-                        weight: param(&mut params, &d.weight),
-                        bias: d.bias.as_ref().map(|b| param(&mut params, b)),
-                        act,
-                        in_f: d.in_features,
-                        units: d.units,
-                    }
-                }
-                Lowered::BatchNorm(bn) => {
-                    let act = fusable(layers, end);
-                    if act.is_some() {
-                        end += 1;
-                    }
-                    let c = bn.channels;
-                    TStep::BatchNorm {
-                        bn: bn.clone(),
-                        weight: param(&mut params, &bn.weight),
-                        bias: param(&mut params, &bn.bias),
-                        act,
-                        inner: numel(&shape[1..]),
-                        mean: vec![0.0; c],
-                        var: vec![0.0; c],
-                        invstd: vec![0.0; c],
-                        scale: vec![0.0; c],
-                        shift: vec![0.0; c],
-                        sums: vec![(0.0, 0.0); c],
-                    }
-                }
-                Lowered::Activation(a) => match (a, a.pointwise()) {
-                    (_, Some(p)) => TStep::Act(p),
-                    (Activation::Linear, _) => {
-                        i = end;
-                        continue;
-                    }
-                    _ => {
-                        return Err(not_compiled(
-                            i,
-                            layer,
-                            "training runs softmax outputs eagerly (the loss takes logits)",
-                        ));
-                    }
-                },
-                Lowered::Pool(p) => {
-                    let g = super::pool_geom(batch, p, shape, &shapes[end]);
-                    match p.kind {
-                        PoolKind::Max => TStep::MaxPool(g),
-                        PoolKind::Avg => TStep::AvgPool(g, p.count_include_pad),
-                    }
-                }
-                Lowered::GlobalPool(gp) => {
-                    let (c, h, w) = super::chw(shape);
-                    match gp.kind {
-                        PoolKind::Avg => TStep::GlobalAvg { c, inner: h * w },
-                        PoolKind::Max => TStep::MaxPool(super::global_max_geom(batch, shape)),
-                    }
-                }
-                Lowered::Dropout(d) => {
-                    let group = if d.spatial { numel(&shape[1..]) } else { 1 };
-                    TStep::Dropout {
-                        rate: d.rate,
-                        group: group.max(1),
-                        mask: vec![0.0; batch * numel(shape) / group.max(1)],
-                    }
-                }
-                Lowered::View => {
-                    i = end;
-                    continue;
-                }
-                Lowered::Dense(_) | Lowered::Opaque => {
-                    return Err(not_compiled(
-                        i,
-                        layer,
-                        "the compiled plan does not train this layer",
-                    ));
-                }
-            };
-            steps.push((step, numel(shape), numel(&shapes[end])));
+            let end = lower(layers, &shapes, i, batch, (&mut steps, &mut params))?;
             i = end;
         }
         let alloc = |per: usize| -> Result<Vec<f32>> {
@@ -345,6 +221,146 @@ impl TrainPlan {
         }
         Ok(())
     }
+}
+
+/// The training step layer `i` and the layers fused into it become (pushed with their
+/// per-sample input and output lengths, their parameters registered); returns the index of
+/// the first layer not taken.
+fn lower(
+    layers: &[Box<dyn crate::nn::Layer>],
+    shapes: &[Vec<usize>],
+    i: usize,
+    batch: usize,
+    (steps, params): (
+        &mut Vec<(TStep, usize, usize)>,
+        &mut Vec<(Tensor, Vec<f32>)>,
+    ),
+) -> Result<usize> {
+    let numel = |s: &[usize]| s.iter().product::<usize>();
+    let (layer, shape) = (&*layers[i], &shapes[i]);
+    let mut end = i + 1;
+    let own = |a: Activation| -> Result<Option<Pointwise>> {
+        match (a, a.pointwise()) {
+            (Activation::Linear, _) => Ok(None),
+            (_, Some(p)) => Ok(Some(p)),
+            _ => Err(not_compiled(
+                i,
+                layer,
+                "training runs softmax outputs eagerly (the loss takes logits)",
+            )),
+        }
+    };
+    let step = match layer.lowered() {
+        Lowered::Conv(conv) => {
+            let g = conv
+                .zero_padded_geom(batch, shape)
+                .map_err(|why| not_compiled(i, layer, format!("it is {why}")))?;
+            let mut act = own(conv.activation)?;
+            if act.is_some_and(|p| !p.derivative_from_output()) {
+                return Err(not_compiled(i, layer, "its activation needs its input"));
+            }
+            if act.is_none()
+                && let Some(p) = fusable(layers, end)
+            {
+                act = Some(p);
+                end += 1;
+            }
+            TStep::Conv {
+                fwd: Box::new(ConvForward::new(g)),
+                g,
+                weight: param(params, &conv.weight),
+                bias: conv.bias.as_ref().map(|b| param(params, b)),
+                act,
+            }
+        }
+        Lowered::Dense(d) if shape.len() == 1 => {
+            let mut act = own(d.activation)?;
+            if act.is_some_and(|p| !p.derivative_from_output()) {
+                return Err(not_compiled(i, layer, "its activation needs its input"));
+            }
+            if act.is_none()
+                && let Some(p) = fusable(layers, end)
+            {
+                act = Some(p);
+                end += 1;
+            }
+            TStep::Dense {
+                fwd: Box::new(DenseForward::new(d.in_features, d.units, batch)),
+                weight: param(params, &d.weight),
+                bias: d.bias.as_ref().map(|b| param(params, b)),
+                act,
+                in_f: d.in_features,
+                units: d.units,
+            }
+        }
+        Lowered::BatchNorm(bn) => {
+            let act = fusable(layers, end);
+            if act.is_some() {
+                end += 1;
+            }
+            let c = bn.channels;
+            TStep::BatchNorm {
+                bn: bn.clone(),
+                weight: param(params, &bn.weight),
+                bias: param(params, &bn.bias),
+                act,
+                inner: numel(&shape[1..]),
+                mean: vec![0.0; c],
+                var: vec![0.0; c],
+                invstd: vec![0.0; c],
+                scale: vec![0.0; c],
+                shift: vec![0.0; c],
+                sums: vec![(0.0, 0.0); c],
+            }
+        }
+        Lowered::Activation(a) => match (a, a.pointwise()) {
+            (_, Some(p)) => TStep::Act(p),
+            (Activation::Linear, _) => {
+                return Ok(end);
+            }
+            _ => {
+                return Err(not_compiled(
+                    i,
+                    layer,
+                    "training runs softmax outputs eagerly (the loss takes logits)",
+                ));
+            }
+        },
+        Lowered::Pool(p) => {
+            let g = super::pool_geom(batch, p, shape, &shapes[end]);
+            match p.kind {
+                PoolKind::Max => TStep::MaxPool(g),
+                PoolKind::Avg => TStep::AvgPool(g, p.count_include_pad),
+            }
+        }
+        Lowered::GlobalPool(gp) => {
+            let (c, h, w) = super::chw(shape);
+            match gp.kind {
+                PoolKind::Avg => TStep::GlobalAvg { c, inner: h * w },
+                PoolKind::Max => TStep::MaxPool(super::global_max_geom(batch, shape)),
+            }
+        }
+        Lowered::Dropout(d) => {
+            let group = if d.spatial { numel(&shape[1..]) } else { 1 };
+            TStep::Dropout {
+                rate: d.rate,
+                group: group.max(1),
+                mask: vec![0.0; batch * numel(shape) / group.max(1)],
+            }
+        }
+        Lowered::View => {
+            return Ok(end);
+        }
+        Lowered::Dense(_) | Lowered::Opaque => {
+            return Err(not_compiled(
+                i,
+                layer,
+                "the compiled plan does not train this layer",
+            ));
+        }
+    };
+    steps.push((step, numel(shape), numel(&shapes[end])));
+    Ok(end)
 }
 
 fn forward(
