@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::not_compiled;
+use super::{Weighted, not_compiled};
 use crate::error::{Error, Result};
 use crate::kernels::conv::{
     Conv2dGeom, ConvForward, conv2d_backward_input, conv2d_backward_weight,
@@ -31,14 +31,14 @@ use crate::tensor::Tensor;
 /// One step of a training plan (reads activation `k`, writes activation `k + 1`).
 enum TStep {
     Conv {
-        fwd: Box<ConvForward>,
+        fwd: Box<dyn Weighted + Send>,
         g: Conv2dGeom,
         weight: usize,
         bias: Option<usize>,
         act: Option<Pointwise>,
     },
     Dense {
-        fwd: Box<DenseForward>,
+        fwd: Box<dyn Weighted + Send>,
         weight: usize,
         bias: Option<usize>,
         act: Option<Pointwise>,
@@ -73,24 +73,29 @@ enum TStep {
     },
 }
 
+/// The parameters the steps use, each with its gradient buffer.
+type Params = Vec<(Tensor, Vec<f32>)>;
+
+/// Steps with the per-sample lengths of their input and output.
+type Steps = Vec<(TStep, usize, usize)>;
+
 /// A model compiled for training on batches of up to `batch` samples of one shape.
 pub struct TrainPlan {
     input: Vec<usize>,
     output: Vec<usize>,
     batch: usize,
-    /// Steps with the per-sample lengths of their input and output.
-    steps: Vec<(TStep, usize, usize)>,
+    steps: Steps,
     /// `acts[k]`: the input of step `k` (`acts[0]` the batch); the last, the output.
     acts: Vec<Vec<f32>>,
     /// Two gradient buffers of the largest activation, used in turn by backward.
     grads: [Vec<f32>; 2],
     /// The parameters the steps use, with their gradient buffers.
-    params: Vec<(Tensor, Vec<f32>)>,
+    params: Params,
     /// Samples in the last forward.
     n: usize,
 }
 
-fn param(params: &mut Vec<(Tensor, Vec<f32>)>, t: &Tensor) -> usize {
+fn param(params: &mut Params, t: &Tensor) -> usize {
     params.push((t.clone(), vec![0.0; t.numel()]));
     params.len() - 1
 }
@@ -231,10 +236,7 @@ fn lower(
     shapes: &[Vec<usize>],
     i: usize,
     batch: usize,
-    (steps, params): (
-        &mut Vec<(TStep, usize, usize)>,
-        &mut Vec<(Tensor, Vec<f32>)>,
-    ),
+    (steps, params): (&mut Steps, &mut Params),
 ) -> Result<usize> {
     let numel = |s: &[usize]| s.iter().product::<usize>();
     let (layer, shape) = (&*layers[i], &shapes[i]);
@@ -378,11 +380,8 @@ fn forward(
             bias,
             act,
             ..
-        } => {
-            let wb = (&params[*weight].0, bias.map(|b| &params[b].0));
-            super::run_weighted(fwd.as_mut(), wb, *act, n, x, y);
         }
-        TStep::Dense {
+        | TStep::Dense {
             fwd,
             weight,
             bias,
