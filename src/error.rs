@@ -41,6 +41,9 @@ pub enum Error {
     /// convnet did not write, resuming with another seed, a second writer on one run).
     #[error("{path}: {msg}")]
     Refused { path: String, msg: String },
+    /// A size beyond the memory budget (see [`crate::limits`]), refused before allocating.
+    #[error("{what} {msg}")]
+    TooLarge { what: String, msg: String },
 }
 
 /// The library's result type.

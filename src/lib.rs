@@ -22,6 +22,7 @@ pub mod explain;
 pub mod init;
 pub mod io;
 pub mod kernels;
+pub mod limits;
 pub mod nn;
 pub mod ops;
 pub mod optim;

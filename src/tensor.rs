@@ -46,16 +46,47 @@ pub(crate) fn numel_of(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
-/// Checked element count: an error instead of an overflow for absurd shapes.
+/// Checked element count: an error instead of an overflow for absurd shapes, and instead of
+/// an abort for a tensor beyond the memory budget ([`crate::limits`]; not checked in [`meta`]).
 pub(crate) fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
-    shape
+    let n = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .filter(|&n| n <= (isize::MAX as usize) / 4)
         .ok_or_else(|| Error::Shape {
             op,
             msg: format!("shape {shape:?} has too many elements"),
-        })
+        })?;
+    if !is_meta() {
+        crate::limits::check(
+            &format!("{op}: a tensor of shape {shape:?}"),
+            crate::limits::f32_bytes(n),
+        )?;
+    }
+    Ok(n)
+}
+
+thread_local! {
+    static META: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether tensors made on this thread are shapes without storage (see [`meta`]).
+pub(crate) fn is_meta() -> bool {
+    META.with(|m| m.get())
+}
+
+/// Run `f` with "meta" tensors: the tensors it creates have their shapes but no storage, so
+/// that a model of any size can be built to be counted and summarised (PyTorch's meta device).
+/// Nothing built inside may be run; reading a meta tensor's values yields an empty slice.
+pub fn meta<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            META.with(|m| m.set(self.0));
+        }
+    }
+    let _reset = Reset(META.with(|m| m.replace(true)));
+    f()
 }
 
 impl Tensor {
@@ -65,7 +96,7 @@ impl Tensor {
         requires_grad: bool,
         node: Option<Node>,
     ) -> Tensor {
-        debug_assert_eq!(data.len(), numel_of(&shape));
+        debug_assert!(data.len() == numel_of(&shape) || (is_meta() && data.is_empty()));
         Tensor(Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shape,
@@ -101,6 +132,7 @@ impl Tensor {
     /// A tensor of `shape` filled with `v`.
     pub fn full(shape: &[usize], v: f32) -> Result<Tensor> {
         let n = checked_numel("full", shape)?;
+        let n = if is_meta() { 0 } else { n };
         Ok(Tensor::make(vec![v; n], shape.to_vec(), false, None))
     }
 
@@ -117,6 +149,7 @@ impl Tensor {
     /// Standard normal samples.
     pub fn randn(shape: &[usize], rng: &mut Rng) -> Result<Tensor> {
         let n = checked_numel("randn", shape)?;
+        let n = if is_meta() { 0 } else { n };
         Ok(Tensor::make(
             (0..n).map(|_| rng.normal()).collect(),
             shape.to_vec(),
@@ -128,6 +161,7 @@ impl Tensor {
     /// Uniform samples in [lo, hi).
     pub fn rand_uniform(shape: &[usize], lo: f32, hi: f32, rng: &mut Rng) -> Result<Tensor> {
         let n = checked_numel("rand_uniform", shape)?;
+        let n = if is_meta() { 0 } else { n };
         Ok(Tensor::make(
             (0..n).map(|_| rng.uniform_range(lo, hi)).collect(),
             shape.to_vec(),

@@ -117,18 +117,17 @@ pub fn read_csv(
 /// for three. A size other than `(h, w)` is an error unless `resize`.
 pub fn image_to_sample(path: &Path, shape: &[usize], resize: bool) -> Result<Vec<f32>> {
     let (c, h, w) = (shape[0], shape[1], shape[2]);
-    let img = decode(path)?;
-    let img = if img.width() as usize != w || img.height() as usize != h {
-        if !resize {
-            return Err(fmt(
-                path,
-                format!(
-                    "the image is {}x{} (width x height) but the model takes {w}x{h}; set `resize = true` in [data] or pass --resize",
-                    img.width(),
-                    img.height()
-                ),
-            ));
-        }
+    let (iw, ih) = dimensions(path, c)?;
+    if (iw as usize != w || ih as usize != h) && !resize {
+        return Err(fmt(
+            path,
+            format!(
+                "the image is {iw}x{ih} (width x height) but the model takes {w}x{h}; set `resize = true` in [data] or pass --resize"
+            ),
+        ));
+    }
+    let img = decode(path, (iw, ih))?;
+    let img = if iw as usize != w || ih as usize != h {
         img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle)
     } else {
         img
@@ -136,8 +135,61 @@ pub fn image_to_sample(path: &Path, shape: &[usize], resize: bool) -> Result<Vec
     channels(path, &img, c)
 }
 
-fn decode(path: &Path) -> Result<image::DynamicImage> {
-    image::open(path).map_err(|e| fmt(path, format!("cannot decode the image: {e}")))
+/// The most pixels one image may declare: Pillow's decompression-bomb threshold (a 389 KB PNG
+/// can declare 20000 x 20000 pixels).
+pub const MAX_PIXELS: u64 = 89_478_485;
+
+/// An image's `(width, height)` from its header alone, checked against [`MAX_PIXELS`] and
+/// the memory budget (decoded as RGBA bytes, converted to `c` f32 planes) before any pixel
+/// is decoded.
+fn dimensions(path: &Path, c: usize) -> Result<(u32, u32)> {
+    let cannot = |e: image::ImageError| fmt(path, format!("cannot decode the image: {e}"));
+    let (w, h) = reader(path)?.into_dimensions().map_err(cannot)?;
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > MAX_PIXELS {
+        return Err(fmt(
+            path,
+            format!(
+                "the image declares {w}x{h} pixels ({:.0} megapixels), more than the {:.1} megapixels one image may have",
+                pixels as f64 / 1e6,
+                MAX_PIXELS as f64 / 1e6
+            ),
+        ));
+    }
+    crate::limits::check(
+        &format!("{}: decoding a {w}x{h} image", path.display()),
+        pixels.saturating_mul(4 + 4 * c as u64),
+    )?;
+    Ok((w, h))
+}
+
+/// A reader of the image at `path`, its format guessed from its first bytes.
+fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
+    let io = |e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    image::ImageReader::open(path)
+        .map_err(io)?
+        .with_guessed_format()
+        .map_err(io)
+}
+
+/// Decode an image whose header said `(w, h)`, the decoder held to that size.
+fn decode(path: &Path, (w, h): (u32, u32)) -> Result<image::DynamicImage> {
+    let cannot = |e: image::ImageError| fmt(path, format!("cannot decode the image: {e}"));
+    let mut reader = reader(path)?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    // the decoded image (up to 16 bytes a pixel) and the decoder's own buffers
+    limits.max_alloc = Some(
+        (u64::from(w) * u64::from(h))
+            .saturating_mul(16)
+            .max(1 << 20),
+    );
+    reader.limits(limits);
+    reader.decode().map_err(cannot)
 }
 
 /// An image for a model taking `shape` `(c, h, w)`: at its own size when the model's size is
@@ -158,7 +210,7 @@ pub fn load_image(
 
 /// An image at its own size as `(c, height, width)` values in [0, 1], with `[height, width]`.
 pub fn read_image(path: &Path, c: usize) -> Result<(Vec<f32>, Vec<usize>)> {
-    let img = decode(path)?;
+    let img = decode(path, dimensions(path, c)?)?;
     let size = vec![img.height() as usize, img.width() as usize];
     Ok((channels(path, &img, c)?, size))
 }

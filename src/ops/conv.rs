@@ -144,6 +144,49 @@ pub(crate) fn resolve_padding(
     dilation: &[usize],
 ) -> Result<Vec<(usize, usize)>> {
     let dims = sizes.len();
+    // every size below is checked once here, so that the arithmetic (and the messages) that
+    // follow cannot overflow
+    for i in 0..dims {
+        let span = (kernel[i].saturating_sub(1))
+            .checked_mul(dilation[i])
+            .and_then(|s| s.checked_add(sizes[i]));
+        if span.is_none_or(|s| s > isize::MAX as usize) {
+            return param_err(
+                op,
+                "kernel_size",
+                format!(
+                    "a kernel of {} with dilation {} is too large to compute with",
+                    kernel[i], dilation[i]
+                ),
+            );
+        }
+    }
+    let pads = resolve_unchecked(op, padding, sizes, kernel, stride, dilation)?;
+    for (i, &(pb, pa)) in pads.iter().enumerate() {
+        let padded = sizes[i].checked_add(pb).and_then(|v| v.checked_add(pa));
+        if padded.is_none_or(|v| v > isize::MAX as usize) {
+            return param_err(
+                op,
+                "padding",
+                format!(
+                    "padding ({pb}, {pa}) is too large to compute with (input size {})",
+                    sizes[i]
+                ),
+            );
+        }
+    }
+    Ok(pads)
+}
+
+fn resolve_unchecked(
+    op: &'static str,
+    padding: &Padding,
+    sizes: &[usize],
+    kernel: &[usize],
+    stride: &[usize],
+    dilation: &[usize],
+) -> Result<Vec<(usize, usize)>> {
+    let dims = sizes.len();
     match padding {
         Padding::Valid => Ok(vec![(0, 0); dims]),
         Padding::Same => Ok((0..dims)

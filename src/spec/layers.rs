@@ -310,8 +310,12 @@ pub(crate) fn build(t: &Table, kind: &str, input: &[usize], rng: &mut Rng) -> R<
             let cfg = TcnConfig {
                 nb_filters: t.usize("nb_filters")?.unwrap_or(d.nb_filters),
                 kernel_size: t.usize("kernel_size")?.unwrap_or(d.kernel_size),
+                nb_stacks: stacks(
+                    t,
+                    d.nb_stacks,
+                    dilations(t)?.map_or(d.dilations.len(), |v| v.len()),
+                )?,
                 dilations: dilations(t)?.unwrap_or(d.dilations),
-                nb_stacks: t.usize("nb_stacks")?.unwrap_or(d.nb_stacks),
                 padding,
                 use_skip_connections: t
                     .bool("use_skip_connections")?
@@ -333,6 +337,12 @@ pub(crate) fn build(t: &Table, kind: &str, input: &[usize], rng: &mut Rng) -> R<
                     ));
                 }
                 (Some(v), None) => v,
+                (None, Some(n)) if n > 62 => {
+                    return Err(t.err(
+                        "layers_per_stack",
+                        format!("{n} layers make dilations beyond 2^62; at most 62"),
+                    ));
+                }
                 (None, Some(n)) => crate::nn::wavenet_dilations(n),
                 (None, None) => d.dilations,
             };
@@ -341,8 +351,8 @@ pub(crate) fn build(t: &Table, kind: &str, input: &[usize], rng: &mut Rng) -> R<
                 skip_channels: t.usize("skip_channels")?.unwrap_or(d.skip_channels),
                 output_channels: t.usize("output_channels")?.unwrap_or(d.output_channels),
                 kernel_size: t.usize("kernel_size")?.unwrap_or(d.kernel_size),
+                nb_stacks: stacks(t, d.nb_stacks, dil.len())?,
                 dilations: dil,
-                nb_stacks: t.usize("nb_stacks")?.unwrap_or(d.nb_stacks),
                 return_sequences: t.bool("return_sequences")?.unwrap_or(d.return_sequences),
             };
             Box::new(WaveNet::new(input.first().copied().unwrap_or(0), cfg, rng)?)
@@ -358,6 +368,25 @@ pub(crate) fn build(t: &Table, kind: &str, input: &[usize], rng: &mut Rng) -> R<
         }
     };
     Ok(layer)
+}
+
+/// The most residual blocks one TCN or WaveNet layer may stack (`nb_stacks` times the
+/// dilations): far beyond any published model, and small enough to build and check at once.
+pub const MAX_BLOCKS: usize = 4096;
+
+/// `nb_stacks`, checked against [`MAX_BLOCKS`] with `per_stack` blocks in each stack.
+fn stacks(t: &Table, default: usize, per_stack: usize) -> R<usize> {
+    let n = t.usize("nb_stacks")?.unwrap_or(default);
+    if n.saturating_mul(per_stack) > MAX_BLOCKS {
+        return Err(t.err(
+            "nb_stacks",
+            format!(
+                "{n} stacks of {per_stack} dilations make {} residual blocks; at most {MAX_BLOCKS}",
+                n.saturating_mul(per_stack)
+            ),
+        ));
+    }
+    Ok(n)
 }
 
 /// `kernel_initializer`: how a conv or dense layer's weight is drawn instead of PyTorch's

@@ -241,10 +241,11 @@ impl Spec {
         Spec::parse(&text, path)
     }
 
-    /// Read and check a spec file: syntax, keys and types, and that the layers fit together.
+    /// Read and check a spec file: syntax, keys and types, and that the layers fit together
+    /// (built from shapes alone, [`crate::tensor::meta`], so any size can be checked).
     pub fn load(path: &Path) -> Result<Spec> {
         let spec = Spec::read(path)?;
-        spec.build_model(&mut Rng::new(0))?;
+        crate::tensor::meta(|| spec.build_model(&mut Rng::new(0)))?;
         Ok(spec)
     }
 

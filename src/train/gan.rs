@@ -160,6 +160,7 @@ pub fn train_gan(
 ) -> Result<Vec<GanRow>> {
     let t = &spec.train;
     let _lock = super::rundir::Lock::acquire(dir)?;
+    super::memory::check_fits(spec)?;
     let (g, d) = build_gan(spec, t.seed)?;
     let prepared = prepare_samples(spec, usize::MAX, split_seed(t.seed))?;
     let shape = d.input.clone();

@@ -11,6 +11,7 @@ pub mod autoencoder;
 mod data;
 pub mod forecast;
 pub mod gan;
+pub mod memory;
 mod metrics;
 pub mod plot;
 pub mod rundir;
@@ -381,6 +382,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
             "a GAN trains with train::gan::train_gan".into(),
         ));
     }
+    memory::check_fits(spec)?;
     let _lock = rundir::Lock::acquire(dir)?;
     let model = spec.build_model(&mut Rng::new(mix(t.seed, 0x1417)))?;
     let task = Task::of(spec, &model)?;

@@ -20,6 +20,44 @@ pub fn convnet(dir: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Run the binary in `dir` with at most `mem_mib` MiB of address space (`ulimit -v`), so
+/// that an attempt to allocate beyond it aborts; assert it failed cleanly (exit 1, not a
+/// panic's 101 or an abort's 134) within `secs` seconds, and that the message holds every
+/// `want`. Returns the message.
+pub fn refused_within(dir: &Path, args: &[&str], want: &[&str], mem_mib: u64, secs: u64) -> String {
+    let started = std::time::Instant::now();
+    let out = Command::new("sh")
+        .current_dir(dir)
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v {} && exec \"$0\" \"$@\"",
+            mem_mib * 1024
+        ))
+        .arg(env!("CARGO_BIN_EXE_convnet"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    let took = started.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "convnet {args:?}: {err}");
+    assert!(
+        took < secs as f64,
+        "convnet {args:?} took {took:.1} s: {err}"
+    );
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "convnet {args:?}: not one line:\n{err}"
+    );
+    for w in want {
+        assert!(
+            err.contains(w),
+            "convnet {args:?}: expected `{w}` in:\n{err}"
+        );
+    }
+    err
+}
+
 /// 8x8 images of a horizontal (0), vertical (1) or diagonal (2) bar with noise.
 pub fn bars(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     let mut r = Rng::new(seed);

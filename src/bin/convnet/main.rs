@@ -27,6 +27,10 @@ struct Cli {
     /// Worker threads (default: RAYON_NUM_THREADS, else one per core).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Memory budget (e.g. 4G, 512M): sizes from specs and files beyond it are refused before
+    /// anything is allocated (default: 3/4 of the machine's memory).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = convnet::limits::parse_size)]
+    max_memory: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -199,6 +203,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(b) = cli.max_memory {
+        convnet::limits::set_budget(b);
+    }
     if let Some(t) = cli.threads {
         if t == 0 {
             eprintln!("error: --threads must be at least 1");

@@ -186,6 +186,8 @@ pub fn run(a: Args) -> Result<()> {
         if let Some(s) = a.seed {
             spec.train.seed = s;
         }
+        // a training beyond the memory budget is refused before the folder is made
+        train::memory::check_fits(&spec)?;
         let taken = out.exists() && !is_empty_dir(&out);
         if taken && !a.overwrite {
             bail!(
