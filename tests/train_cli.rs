@@ -242,7 +242,7 @@ fn an_interrupted_run_resumed_matches_an_uninterrupted_one() {
     };
     let opts = convnet::train::TrainOptions {
         out: d.join("part"),
-        resume: false,
+        resume: convnet::train::Resume::No,
         stop: Some(flag),
     };
     let res = convnet::train::train(&spec, &opts, &mut obs).unwrap();

@@ -2,10 +2,10 @@
 //! and [`write_atomic`], through which every file convnet writes goes: a crash or a full disk
 //! leaves the previous version of a file, never half of a new one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -16,34 +16,84 @@ pub fn save(
     tensors: &[(String, Tensor)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let datas: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+    let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(Error::Format {
+            path: path.display().to_string(),
+            msg: format!("tensor `{}` named twice", w[0].0),
+        });
+    }
+    let mut meta = metadata.clone();
+    meta.remove(CHECKSUM);
+    let datas: Vec<(&str, &[usize], Vec<u8>)> = sorted
         .iter()
         .map(|(n, t)| {
-            (
-                n.clone(),
-                t.shape().to_vec(),
-                t.data().iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
+            let bytes = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+            (n.as_str(), t.shape(), bytes)
         })
         .collect();
-    let fmt = |msg: String| Error::Format {
-        path: path.display().to_string(),
-        msg,
-    };
-    let views: Vec<(String, TensorView)> = datas
-        .iter()
-        .map(|(n, s, d)| {
-            TensorView::new(Dtype::F32, s.clone(), d)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| fmt(e.to_string()))
-        })
-        .collect::<Result<_>>()?;
-    let meta: HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| fmt(e.to_string()))?;
-    write_atomic(path, &bytes)
+    let sum = checksum(datas.iter().map(|(n, s, d)| (*n, *s, d.as_slice())), &meta);
+    meta.insert(CHECKSUM.into(), sum);
+    write_atomic(path, &serialize(&datas, &meta))
+}
+
+/// The safetensors layout, written so that the same tensors and metadata give the same bytes
+/// (keys in order): an 8-byte little-endian header length, the JSON header padded with spaces
+/// to a multiple of 8, then the tensors' bytes in header order.
+fn serialize(datas: &[(&str, &[usize], Vec<u8>)], meta: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    if !meta.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(meta));
+    }
+    let mut offset = 0;
+    for (name, shape, bytes) in datas {
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes.len()]}),
+        );
+        offset += bytes.len();
+    }
+    let mut head = serde_json::Value::Object(header).to_string().into_bytes();
+    while head.len() % 8 != 0 {
+        head.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + head.len() + offset);
+    out.extend((head.len() as u64).to_le_bytes());
+    out.extend(head);
+    for (_, _, bytes) in datas {
+        out.extend(bytes);
+    }
+    out
+}
+
+/// The metadata key of the checksum [`save`] writes and [`load`] checks.
+pub const CHECKSUM: &str = "convnet.crc32";
+
+/// CRC-32 of every tensor (name, shape, little-endian values; in name order) and every
+/// metadata entry but the checksum itself, as 8 hex digits.
+fn checksum<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a [usize], &'a [u8])>,
+    metadata: &BTreeMap<String, String>,
+) -> String {
+    let mut sorted: Vec<_> = tensors.into_iter().collect();
+    sorted.sort_by_key(|t| t.0);
+    let mut crc = flate2::Crc::new();
+    for (name, shape, bytes) in sorted {
+        crc.update(name.as_bytes());
+        crc.update(&[0]);
+        for d in shape {
+            crc.update(&(*d as u64).to_le_bytes());
+        }
+        crc.update(bytes);
+    }
+    for (k, v) in metadata.iter().filter(|(k, _)| *k != CHECKSUM) {
+        crc.update(k.as_bytes());
+        crc.update(&[0]);
+        crc.update(v.as_bytes());
+        crc.update(&[0]);
+    }
+    format!("{:08x}", crc.sum())
 }
 
 /// Write `bytes` to `path` through `path.tmp` in the same folder: written, flushed to disk,
@@ -68,12 +118,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     written
 }
 
-/// Read every tensor (f32 only) and the metadata of a safetensors file.
+/// Read every tensor (f32 only) and the metadata of a safetensors file. A file convnet wrote
+/// carries a checksum, checked here: a file damaged since is an error that says so. Values
+/// must be finite (a NaN weight is damage too).
 pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, BTreeMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+    let io = |e| Error::Io {
         path: path.display().to_string(),
         source: e,
-    })?;
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    crate::limits::check(
+        &format!("{}: reading", path.display()),
+        len.saturating_mul(2),
+    )?;
+    let bytes = std::fs::read(path).map_err(io)?;
     let fmt = |msg: String| Error::Format {
         path: path.display().to_string(),
         msg,
@@ -94,8 +152,20 @@ pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, BTreeMap<String, S
             "not a valid safetensors file (truncated or corrupt): {e}"
         ))
     })?;
+    let views = st.tensors();
+    if let Some(want) = metadata.get(CHECKSUM) {
+        let got = checksum(
+            views.iter().map(|(n, v)| (n.as_str(), v.shape(), v.data())),
+            &metadata,
+        );
+        if &got != want {
+            return Err(fmt(format!(
+                "damaged: its checksum is {got} but it was written with {want} (changed on disk since convnet wrote it)"
+            )));
+        }
+    }
     let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
+    for (name, view) in views {
         if view.dtype() != Dtype::F32 {
             return Err(fmt(format!(
                 "tensor `{name}` is {:?}; only F32 is supported",
@@ -107,6 +177,12 @@ pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, BTreeMap<String, S
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(fmt(format!(
+                "tensor `{name}` holds {} at index {i}: the weights are damaged",
+                data[i]
+            )));
+        }
         out.insert(name.to_string(), Tensor::from_vec(data, view.shape())?);
     }
     Ok((out, metadata))

@@ -117,7 +117,7 @@ impl Optimizer {
             let st = self
                 .state
                 .entry(name.clone())
-                .or_insert_with(|| vec![Vec::new(); 2]);
+                .or_insert_with(|| vec![Vec::new(); SLOTS]);
             if st.iter().any(|s| !s.is_empty() && s.len() != n) {
                 return Err(Error::Autograd(format!(
                     "optimizer state of `{name}` does not match its size"
@@ -218,31 +218,54 @@ impl Optimizer {
         v
     }
 
-    /// Restore what [`Optimizer::state_tensors`] saved, with the step count.
-    pub fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>, steps: u64) {
-        self.state.clear();
-        self.steps = steps;
+    /// Restore what [`Optimizer::state_tensors`] saved, with the step count. Every tensor
+    /// must name one of `params` and a slot (0 or 1) and hold one value per weight; anything
+    /// else is an error naming the tensor and `path`.
+    pub fn load_state(
+        &mut self,
+        tensors: &BTreeMap<String, Tensor>,
+        steps: u64,
+        params: &[(String, Tensor)],
+        path: &std::path::Path,
+    ) -> Result<()> {
+        let bad = |k: &str, msg: String| Error::Format {
+            path: path.display().to_string(),
+            msg: format!("optimizer state `{k}`: {msg}"),
+        };
+        let mut state: BTreeMap<String, Vec<Vec<f32>>> = BTreeMap::new();
         for (k, t) in tensors {
-            let Some(rest) = k.strip_prefix("state.") else {
-                continue;
+            let parsed = k
+                .strip_prefix("state.")
+                .and_then(|rest| rest.rsplit_once('.'))
+                .and_then(|(name, slot)| Some((name, slot.parse::<usize>().ok()?)));
+            let Some((name, slot)) = parsed else {
+                return Err(bad(k, "not a `state.{parameter}.{slot}` name".into()));
             };
-            let Some((name, slot)) = rest.rsplit_once('.') else {
-                continue;
+            let Some((_, p)) = params.iter().find(|(n, _)| n == name) else {
+                return Err(bad(k, format!("the model has no parameter `{name}`")));
             };
-            let Ok(slot) = slot.parse::<usize>() else {
-                continue;
-            };
-            let e = self
-                .state
-                .entry(name.to_string())
-                .or_insert_with(|| vec![Vec::new(); 2]);
-            if e.len() <= slot {
-                e.resize(slot + 1, Vec::new());
+            if slot >= SLOTS {
+                return Err(bad(k, format!("slot {slot}; the optimizer keeps {SLOTS}")));
             }
-            e[slot] = t.to_vec();
+            if t.numel() != p.numel() {
+                return Err(bad(
+                    k,
+                    format!("{} values for a parameter of {}", t.numel(), p.numel()),
+                ));
+            }
+            state
+                .entry(name.to_string())
+                .or_insert_with(|| vec![Vec::new(); SLOTS])[slot] = t.to_vec();
         }
+        self.state = state;
+        self.steps = steps;
+        Ok(())
     }
 }
+
+/// Per-parameter state slots: SGD's momentum; Adam's two moments; RMSprop's square average
+/// and momentum buffer.
+const SLOTS: usize = 2;
 
 /// Scale all gradients so that their global L2 norm is at most `max_norm`; returns the norm
 /// before clipping (PyTorch's `clip_grad_norm_`).

@@ -241,6 +241,21 @@ impl Spec {
         Spec::parse(&text, path)
     }
 
+    /// A fingerprint of what the weights depend on: the model sections and `[train]`, parsed
+    /// (comments and layout do not count) and hashed (FNV-1a, 16 hex digits). A run's weights
+    /// carry it, so that a spec.toml edited after training is noticed. `[data]` is left out:
+    /// moving the data changes a path, not the model.
+    pub fn fingerprint(&self) -> String {
+        let root: toml::Table = self.text.parse().unwrap_or_default();
+        let kept: toml::Table = root.into_iter().filter(|(k, _)| k != "data").collect();
+        let canonical = toml::to_string(&kept).unwrap_or_default();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in canonical.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+
     /// Read and check a spec file: syntax, keys and types, and that the layers fit together
     /// (built from shapes alone, [`crate::tensor::meta`], so any size can be checked).
     pub fn load(path: &Path) -> Result<Spec> {

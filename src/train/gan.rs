@@ -8,7 +8,6 @@
 //! Run directory: spec.toml, run.json, last.safetensors (the generator's state dict),
 //! discriminator.safetensors, metrics.csv, curves.png/svg, samples_epoch_NNN.png.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -283,8 +282,9 @@ pub fn train_gan(
             &shape,
             8,
         )?;
-        io::save(&dir.join(files::LAST), &g.state_dict(), &BTreeMap::new())?;
-        io::save(&dir.join(DISCRIMINATOR), &d.state_dict(), &BTreeMap::new())?;
+        let meta = super::checkpoint::weights_meta(spec);
+        io::save(&dir.join(files::LAST), &g.state_dict(), &meta)?;
+        io::save(&dir.join(DISCRIMINATOR), &d.state_dict(), &meta)?;
         write_gan_metrics(dir, &rows)?;
         if stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
             obs.message(

@@ -8,6 +8,7 @@
 //! any step and resumed gives the weights of an uninterrupted run.
 
 pub mod autoencoder;
+mod checkpoint;
 mod data;
 pub mod forecast;
 pub mod gan;
@@ -17,12 +18,13 @@ pub mod plot;
 pub mod rundir;
 mod task;
 
+use checkpoint::LoopState;
+pub use checkpoint::Resume;
 pub use data::{Prepared, prepare, prepare_samples, read_split, series_columns};
 use metrics::for_each_batch;
 pub use metrics::{EvalReport, argmax_rows, evaluate, evaluate_task};
 pub use task::{Metric, Task};
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,8 +83,8 @@ pub enum Outcome {
 pub struct TrainOptions {
     /// The run directory (created by the caller; must hold no other run unless resuming).
     pub out: PathBuf,
-    /// Continue from `out/checkpoint.safetensors`.
-    pub resume: bool,
+    /// Start a new run, or continue from a checkpoint of `out`.
+    pub resume: Resume,
     /// Raised (by Ctrl-C) to stop after the current step, saving a checkpoint.
     pub stop: Option<Arc<AtomicBool>>,
 }
@@ -102,6 +104,8 @@ pub mod files {
     pub const BEST: &str = "best.safetensors";
     pub const LAST: &str = "last.safetensors";
     pub const CHECKPOINT: &str = "checkpoint.safetensors";
+    /// The checkpoint before the latest (see [`super::checkpoint`]).
+    pub const CHECKPOINT_PREV: &str = "checkpoint.prev.safetensors";
     pub const METRICS: &str = "metrics.csv";
     pub const CURVES: &str = "curves";
     pub const RUN: &str = "run.json";
@@ -217,27 +221,6 @@ impl RunInfo {
     }
 }
 
-/// The loop's state between steps: what a checkpoint saves beside tensors.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-struct LoopState {
-    epoch: usize,
-    step: usize,
-    optimizer_steps: u64,
-    loss_sum: f64,
-    /// Sum of the metric's terms this epoch (correct samples, or absolute errors).
-    #[serde(alias = "correct")]
-    metric_sum: f64,
-    #[serde(default)]
-    metric_terms: usize,
-    seen: usize,
-    epoch_seconds: f64,
-    schedule: (f32, Option<f32>, usize),
-    best: Option<f64>,
-    best_epoch: Option<usize>,
-    bad_epochs: usize,
-    history: Vec<EpochRow>,
-}
-
 fn mix(a: u64, b: u64) -> u64 {
     Rng::new(a ^ b.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64()
 }
@@ -337,40 +320,6 @@ fn write_curves(dir: &Path, history: &[EpochRow], title: &str, metric: Metric) -
     )
 }
 
-fn save_checkpoint(dir: &Path, model: &Sequential, opt: &Optimizer, st: &LoopState) -> Result<()> {
-    let mut tensors = model.state_dict();
-    tensors.extend(opt.state_tensors());
-    let mut meta = BTreeMap::new();
-    meta.insert(
-        "loop".to_string(),
-        serde_json::to_string(st).map_err(|e| Error::Format {
-            path: dir.display().to_string(),
-            msg: e.to_string(),
-        })?,
-    );
-    io::save(&dir.join(files::CHECKPOINT), &tensors, &meta)
-}
-
-fn load_checkpoint(dir: &Path, model: &Sequential, opt: &mut Optimizer) -> Result<LoopState> {
-    let p = dir.join(files::CHECKPOINT);
-    let (tensors, meta) = io::load(&p)?;
-    let fmt = |msg: String| Error::Format {
-        path: p.display().to_string(),
-        msg,
-    };
-    let st: LoopState = serde_json::from_str(
-        meta.get("loop")
-            .ok_or_else(|| fmt("no loop state in the checkpoint".into()))?,
-    )
-    .map_err(|e| fmt(format!("bad loop state: {e}")))?;
-    let (model_t, opt_t): (BTreeMap<_, _>, BTreeMap<_, _>) = tensors
-        .into_iter()
-        .partition(|(k, _)| !k.starts_with("state."));
-    model.load_state_dict(&model_t, &p.display().to_string())?;
-    opt.load_state(&opt_t, st.optimizer_steps);
-    Ok(st)
-}
-
 /// Train the classifier, forecaster or autoencoder that `spec` describes, writing the run
 /// into `opts.out` (a GAN trains with [`gan::train_gan`]).
 pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result<TrainResult> {
@@ -417,17 +366,20 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
     }
     let minimize = monitor.ends_with("loss") || !metric.higher_is_better();
 
-    let mut st = if opts.resume {
-        let st = load_checkpoint(dir, &model, &mut opt)?;
+    let (mut st, from) = if opts.resume != Resume::No {
+        let (st, from, note) = checkpoint::load(dir, opts.resume, spec, &model, &mut opt)?;
+        if let Some(note) = note {
+            obs.message(&note);
+        }
         obs.message(&format!(
             "resuming at epoch {}, step {}",
             st.epoch + 1,
             st.step
         ));
-        st
+        (st, Some(from))
     } else {
         write_file(&dir.join(files::SPEC), &spec.text)?;
-        LoopState::default()
+        (LoopState::default(), None)
     };
     let info = |best_epoch: Option<usize>, finished: bool| RunInfo {
         convnet_version: crate::VERSION.into(),
@@ -457,6 +409,9 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
     // series of unequal length batch by length, so the count can exceed n / batch_size
     let all: Vec<usize> = (0..n).collect();
     let steps = prepared.train.batches(&all, t.batch_size).len();
+    if let Some(from) = &from {
+        st.check(steps, from)?;
+    }
     let mut sched = ScheduleState {
         scale: st.schedule.0,
         best: st.schedule.1,
@@ -555,7 +510,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
             if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) && st.step < steps {
                 st.epoch_seconds = secs;
                 st.schedule = (sched.scale, sched.best, sched.bad_epochs);
-                save_checkpoint(dir, &model, &opt, &st)?;
+                checkpoint::save(dir, spec, &model, &opt, &st)?;
                 outcome = Outcome::Interrupted {
                     epoch: e + 1,
                     step: st.step,
@@ -618,7 +573,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         io::save(
             &dir.join(files::LAST),
             &model.state_dict(),
-            &BTreeMap::new(),
+            &checkpoint::weights_meta(spec),
         )?;
         if improved {
             st.best = Some(watched);
@@ -627,7 +582,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
             io::save(
                 &dir.join(files::BEST),
                 &model.state_dict(),
-                &BTreeMap::new(),
+                &checkpoint::weights_meta(spec),
             )?;
         } else {
             st.bad_epochs += 1;
@@ -644,7 +599,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         st.seen = 0;
         st.epoch_seconds = 0.0;
         st.schedule = (sched.scale, sched.best, sched.bad_epochs);
-        save_checkpoint(dir, &model, &opt, &st)?;
+        checkpoint::save(dir, spec, &model, &opt, &st)?;
         info(st.best_epoch, false).save(dir)?;
         if let Some(es) = &t.early_stopping {
             // As Keras: stop once `patience` epochs in a row brought no improvement.
@@ -726,7 +681,8 @@ pub fn load_run(dir: &Path) -> Result<(Spec, Sequential, RunInfo)> {
                     .into(),
         })?;
     info.check(&spec, &model, dir)?;
-    let (state, _) = io::load(&weights)?;
+    let (state, meta) = io::load(&weights)?;
+    checkpoint::check_spec(&meta, &spec, &weights)?;
     model.load_state_dict(&state, &weights.display().to_string())?;
     Ok((spec, model, info))
 }

@@ -22,12 +22,13 @@ fn refused(path: &Path, msg: impl Into<String>) -> Error {
 /// Is `name` a file convnet writes into a run directory (by `train`, `eval`, `forecast`'s
 /// default output, or a failed write)?
 pub fn is_run_file(name: &str) -> bool {
-    const FIXED: [&str; 7] = [
+    const FIXED: [&str; 8] = [
         files::SPEC,
         files::RUN,
         files::BEST,
         files::LAST,
         files::CHECKPOINT,
+        files::CHECKPOINT_PREV,
         files::METRICS,
         files::LOCK,
     ];
@@ -38,6 +39,7 @@ pub fn is_run_file(name: &str) -> bool {
         || stem_ext("confusion_", ".png")
         || stem_ext("reconstructions", ".png")
         || stem_ext("samples_epoch_", ".png")
+        || name == super::gan::DISCRIMINATOR
         || name == "forecast.csv"
         || name == "forecast.png"
         || (name.ends_with(".tmp") && is_run_file(name.trim_end_matches(".tmp")))

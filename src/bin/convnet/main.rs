@@ -69,6 +69,10 @@ enum Command {
         /// Continue the interrupted run in this directory from its checkpoint.
         #[arg(long, value_name = "DIR")]
         resume: Option<PathBuf>,
+        /// With --resume: continue from the checkpoint before the latest (when the latest is
+        /// damaged; the error says so).
+        #[arg(long)]
+        from_previous: bool,
         /// Replace the contents of an existing --out directory.
         #[arg(long)]
         overwrite: bool,
@@ -232,6 +236,7 @@ fn main() -> ExitCode {
             epochs,
             seed,
             resume,
+            from_previous,
             overwrite,
         } => train::run(train::Args {
             spec,
@@ -239,6 +244,7 @@ fn main() -> ExitCode {
             epochs,
             seed,
             resume,
+            from_previous,
             overwrite,
             threads_given: cli.threads.is_some(),
         }),

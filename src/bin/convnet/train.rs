@@ -18,6 +18,8 @@ pub struct Args {
     pub epochs: Option<usize>,
     pub seed: Option<u64>,
     pub resume: Option<PathBuf>,
+    /// Resume from the checkpoint before the latest (when the latest is damaged).
+    pub from_previous: bool,
     pub overwrite: bool,
     /// `--threads` was given (else a resumed run takes the thread count it was started with).
     pub threads_given: bool,
@@ -153,11 +155,19 @@ pub fn run(a: Args) -> Result<()> {
         ),
         (None, None) => bail!("give a SPEC to train, or --resume DIR"),
     };
-    if resume && !out.join(files::CHECKPOINT).exists() {
+    if a.from_previous && !resume {
+        bail!("--from-previous goes with --resume DIR");
+    }
+    let latest = if a.from_previous {
+        files::CHECKPOINT_PREV
+    } else {
+        files::CHECKPOINT
+    };
+    let any = [latest, files::CHECKPOINT_PREV];
+    if resume && !any.iter().any(|f| out.join(f).exists()) {
         bail!(
-            "{}: no checkpoint to resume from ({} is missing)",
-            out.display(),
-            files::CHECKPOINT
+            "{}: no checkpoint to resume from ({latest} is missing)",
+            out.display()
         );
     }
     if a.epochs == Some(0) {
@@ -248,7 +258,11 @@ pub fn run(a: Args) -> Result<()> {
         &spec,
         &TrainOptions {
             out: out.clone(),
-            resume,
+            resume: match (resume, a.from_previous) {
+                (false, _) => train::Resume::No,
+                (true, false) => train::Resume::Latest,
+                (true, true) => train::Resume::Previous,
+            },
             stop: Some(stop),
         },
         &mut obs,

@@ -1,0 +1,212 @@
+//! Checkpoints: the model's weights, the optimizer's state and the loop's position, written
+//! at the end of every epoch and when a run is stopped, and what `--resume` reads back.
+//!
+//! Every file is written atomically and carries a checksum ([`crate::io`]) and the spec's
+//! fingerprint ([`Spec::fingerprint`]). The checkpoint before the current one is kept as
+//! `checkpoint.prev.safetensors`: a crash between the two renames leaves it to resume from,
+//! and a checkpoint damaged on disk is refused with the offer to resume from it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::{EpochRow, files};
+use crate::error::{Error, Result};
+use crate::io;
+use crate::nn::Sequential;
+use crate::optim::Optimizer;
+use crate::spec::Spec;
+
+/// Which checkpoint `--resume` continues from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// A new run.
+    No,
+    /// The latest checkpoint (the previous one when a crash left no latest).
+    Latest,
+    /// The checkpoint before the latest (`--from-previous`), when the latest is damaged.
+    Previous,
+}
+
+/// The loop's state between steps: what a checkpoint saves beside tensors.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(super) struct LoopState {
+    pub epoch: usize,
+    pub step: usize,
+    pub optimizer_steps: u64,
+    pub loss_sum: f64,
+    /// Sum of the metric's terms this epoch (correct samples, or absolute errors).
+    #[serde(alias = "correct")]
+    pub metric_sum: f64,
+    #[serde(default)]
+    pub metric_terms: usize,
+    pub seen: usize,
+    pub epoch_seconds: f64,
+    pub schedule: (f32, Option<f32>, usize),
+    pub best: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub bad_epochs: usize,
+    pub history: Vec<EpochRow>,
+}
+
+impl LoopState {
+    /// Check that the position is one this run can be at, with `steps` batches an epoch.
+    pub fn check(&self, steps: usize, path: &Path) -> Result<()> {
+        let bad = |msg: String| Error::Format {
+            path: path.display().to_string(),
+            msg: format!("the loop state is inconsistent: {msg}"),
+        };
+        if self.history.len() != self.epoch {
+            return Err(bad(format!(
+                "epoch {} with {} epochs of history",
+                self.epoch,
+                self.history.len()
+            )));
+        }
+        if self.step > steps {
+            return Err(bad(format!(
+                "step {} of an epoch of {steps} steps",
+                self.step
+            )));
+        }
+        let most = (self.epoch as u64 + 1).saturating_mul(steps as u64);
+        if self.optimizer_steps > most {
+            return Err(bad(format!(
+                "{} optimizer steps after {} epochs of {steps} steps",
+                self.optimizer_steps, self.epoch
+            )));
+        }
+        if self.best_epoch.is_some_and(|b| b == 0 || b > self.epoch) {
+            return Err(bad(format!(
+                "best epoch {:?} after {} epochs",
+                self.best_epoch, self.epoch
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The metadata every weights file of a run carries: the spec's fingerprint.
+pub(super) fn weights_meta(spec: &Spec) -> BTreeMap<String, String> {
+    BTreeMap::from([(SPEC_KEY.to_string(), spec.fingerprint())])
+}
+
+const SPEC_KEY: &str = "convnet.spec";
+
+/// Refuse weights trained with another spec than `spec` (files without a fingerprint, from
+/// older versions or other tools, are taken as they are).
+pub(super) fn check_spec(meta: &BTreeMap<String, String>, spec: &Spec, path: &Path) -> Result<()> {
+    match meta.get(SPEC_KEY) {
+        Some(f) if *f != spec.fingerprint() => Err(Error::Format {
+            path: path.display().to_string(),
+            msg: format!(
+                "these weights were trained with another spec (fingerprint {f}) than {} ({}): the model or [train] section was edited after training; restore it or train a new run",
+                spec.path.display(),
+                spec.fingerprint()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Save the run's state; the checkpoint it replaces becomes the previous one.
+pub(super) fn save(
+    dir: &Path,
+    spec: &Spec,
+    model: &Sequential,
+    opt: &Optimizer,
+    st: &LoopState,
+) -> Result<()> {
+    let mut tensors = model.state_dict();
+    tensors.extend(opt.state_tensors());
+    let mut meta = weights_meta(spec);
+    meta.insert(
+        "loop".to_string(),
+        serde_json::to_string(st).map_err(|e| Error::Format {
+            path: dir.display().to_string(),
+            msg: e.to_string(),
+        })?,
+    );
+    let (latest, prev) = (
+        dir.join(files::CHECKPOINT),
+        dir.join(files::CHECKPOINT_PREV),
+    );
+    if latest.exists() {
+        std::fs::rename(&latest, &prev).map_err(|e| Error::Io {
+            path: prev.display().to_string(),
+            source: e,
+        })?;
+    }
+    io::save(&latest, &tensors, &meta)
+}
+
+/// Read the loop state (and tensors) of the checkpoint at `path`, checked against `spec`.
+fn read(path: &Path, spec: &Spec) -> Result<(BTreeMap<String, crate::Tensor>, LoopState)> {
+    let (tensors, meta) = io::load(path)?;
+    check_spec(&meta, spec, path)?;
+    let fmt = |msg: String| Error::Format {
+        path: path.display().to_string(),
+        msg,
+    };
+    let st: LoopState = serde_json::from_str(
+        meta.get("loop")
+            .ok_or_else(|| fmt("no loop state in the checkpoint".into()))?,
+    )
+    .map_err(|e| fmt(format!("bad loop state: {e}")))?;
+    Ok((tensors, st))
+}
+
+/// Restore `model` and `opt` from the checkpoint `which` names; returns the loop state, the
+/// file it came from and a note when it is not the one asked for.
+pub(super) fn load(
+    dir: &Path,
+    which: Resume,
+    spec: &Spec,
+    model: &Sequential,
+    opt: &mut Optimizer,
+) -> Result<(LoopState, std::path::PathBuf, Option<String>)> {
+    let (latest, prev) = (
+        dir.join(files::CHECKPOINT),
+        dir.join(files::CHECKPOINT_PREV),
+    );
+    let (path, note) = match which {
+        Resume::Previous => (prev.clone(), None),
+        _ if !latest.exists() && prev.exists() => (
+            prev.clone(),
+            Some(format!(
+                "{} is missing (the run stopped while replacing it): resuming from {}",
+                files::CHECKPOINT,
+                files::CHECKPOINT_PREV
+            )),
+        ),
+        _ => (latest.clone(), None),
+    };
+    let (tensors, st) = match read(&path, spec) {
+        Ok(v) => v,
+        Err(e @ Error::Format { .. }) if path == latest && prev.exists() => {
+            let offer = match read(&prev, spec) {
+                Ok((_, p)) => format!(
+                    "; the previous checkpoint (epoch {}, step {}) is intact: `convnet train --resume {} --from-previous` continues from it",
+                    p.epoch + 1,
+                    p.step,
+                    dir.display()
+                ),
+                Err(_) => "; the previous checkpoint is damaged too".into(),
+            };
+            return Err(Error::Format {
+                path: path.display().to_string(),
+                msg: format!(
+                    "{}{offer}",
+                    e.to_string()
+                        .trim_start_matches(&format!("{}: ", path.display()))
+                ),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let (model_t, opt_t): (BTreeMap<_, _>, BTreeMap<_, _>) = tensors
+        .into_iter()
+        .partition(|(k, _)| !k.starts_with("state."));
+    model.load_state_dict(&model_t, &path.display().to_string())?;
+    opt.load_state(&opt_t, st.optimizer_steps, &model.named_params(), &path)?;
+    Ok((st, path, note))
+}
