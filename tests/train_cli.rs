@@ -6,64 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 mod common;
-use common::{bars, convnet, write_idx};
-
-const MODEL: &str = r#"
-[model]
-input = [1, 8, 8]
-[[model.layers]]
-type = "conv2d"
-filters = 4
-kernel_size = 3
-padding = "same"
-activation = "relu"
-[[model.layers]]
-type = "max_pool2d"
-pool_size = 2
-[[model.layers]]
-type = "flatten"
-[[model.layers]]
-type = "dropout"
-rate = 0.2
-[[model.layers]]
-type = "dense"
-units = 3
-"#;
-
-/// A temporary folder with train/test IDX files and a spec using them.
-fn setup(extra_train: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (px, lab) = bars(300, 1);
-    write_idx(&d.join("train-images"), 3, &[300, 8, 8], &px);
-    write_idx(&d.join("train-labels"), 1, &[300], &lab);
-    let (px, lab) = bars(90, 2);
-    write_idx(&d.join("test-images"), 3, &[90, 8, 8], &px);
-    write_idx(&d.join("test-labels"), 1, &[90], &lab);
-    let spec = format!(
-        "{MODEL}
-[data]
-format = \"idx\"
-train_images = \"train-images\"
-train_labels = \"train-labels\"
-test_images = \"test-images\"
-test_labels = \"test-labels\"
-validation_split = 0.2
-class_names = [\"horizontal\", \"vertical\", \"diagonal\"]
-[data.augment]
-translate = 0.1
-[train]
-epochs = 3
-batch_size = 16
-seed = 5
-optimizer = {{ type = \"adam\", lr = 0.01 }}
-{extra_train}
-"
-    );
-    let p = d.join("bars.toml");
-    std::fs::write(&p, spec).unwrap();
-    (dir, p)
-}
+use common::{MODEL, bars, convnet, setup, write_idx};
 
 #[test]
 fn summary_shows_the_arithmetic_and_totals() {
