@@ -54,12 +54,16 @@ fn read_idx(path: &Path, rank: u8, what: &str) -> Result<(Vec<usize>, Vec<u8>)> 
         &format!("{}: {what} {dims:?}", path.display()),
         (need as u64).saturating_mul(5),
     )?;
-    let mut data = vec![0u8; need];
-    let got = read_up_to(&mut stream, &mut data).map_err(corrupt)?;
-    let mut more = [0u8; 1];
-    if got < need || read_up_to(&mut stream, &mut more).map_err(corrupt)? > 0 {
-        let held = if got < need {
-            got.to_string()
+    // read as far as the header announces and one byte more, growing with what arrives: a
+    // header that lies costs what the file holds, not what it claims
+    let mut data = Vec::new();
+    stream
+        .take(need as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(corrupt)?;
+    if data.len() != need {
+        let held = if data.len() < need {
+            data.len().to_string()
         } else {
             "more".to_string()
         };

@@ -85,6 +85,16 @@ pub fn read_csv(
                     ),
                 ));
             }
+            if ci != li && !(0.0..=pixel_max).contains(&v) {
+                return Err(fmt(
+                    path,
+                    format!(
+                        "line {}, column `{}`: pixel {cell} is outside [0, {pixel_max}] (`pixel_max` in [data])",
+                        ln + 1,
+                        cols[ci]
+                    ),
+                ));
+            }
             if ci == li {
                 if v < 0.0 || v.fract() != 0.0 {
                     return Err(fmt(
@@ -257,6 +267,8 @@ pub fn read_folder(
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        // hidden folders (.ipynb_checkpoints, .git) are not classes
+        .filter(|name| !name.starts_with('.'))
         .collect();
     classes.sort();
     if classes.is_empty() {
@@ -280,16 +292,16 @@ pub fn read_folder(
                 .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
         });
         files.sort();
+        if files.is_empty() {
+            return Err(fmt(
+                &sub,
+                "a class folder without PNG or JPEG images: remove it or add its images (each subfolder is a class)".into(),
+            ));
+        }
         for f in files {
             samples.push(load_image(&f, shape, resize, any_size)?);
             labels.push(ci);
         }
-    }
-    if labels.is_empty() {
-        return Err(fmt(
-            dir,
-            "no PNG or JPEG images in the class folders".into(),
-        ));
     }
     Ok((Dataset::padded(shape[0], samples, labels), classes))
 }

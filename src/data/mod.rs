@@ -23,10 +23,26 @@ use crate::rng::Rng;
 
 /// The text of a data file; a failure names the file.
 pub(crate) fn read_text(path: &std::path::Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::Io {
+    let io = |e| Error::Io {
         path: path.display().to_string(),
         source: e,
-    })
+    };
+    // parsed text takes a few times its size: one f32 per 2 or more characters
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    crate::limits::check(
+        &format!("{}: reading", path.display()),
+        len.saturating_mul(3),
+    )?;
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    Ok(strip_bom(text))
+}
+
+/// `text` without the UTF-8 byte-order mark that some editors (and Excel) write first.
+pub fn strip_bom(text: String) -> String {
+    match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    }
 }
 
 /// Samples in memory, laid out `(n, *shape)`: images with pixels scaled to [0, 1] and class

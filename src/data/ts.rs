@@ -87,6 +87,7 @@ pub fn read_ts(path: &Path, classes: Option<&[String]>) -> Result<LabeledSeries>
     let mut class_names: Option<Vec<String>> = None;
     let mut has_labels = false;
     let mut in_data = false;
+    let mut declared = Declared::default();
     let mut out = LabeledSeries {
         series: Vec::new(),
         labels: Vec::new(),
@@ -138,7 +139,10 @@ pub fn read_ts(path: &Path, classes: Option<&[String]>) -> Result<LabeledSeries>
                         ),
                     ));
                 }
-                _ => {} // @problemName, @univariate, @dimensions, @equalLength, @seriesLength, @missing
+                "@univariate" | "@dimensions" | "@equallength" | "@serieslength" => {
+                    declared.read(path, &key, &rest, n)?
+                }
+                _ => {} // @problemName, @missing
             }
             continue;
         }
@@ -192,7 +196,86 @@ pub fn read_ts(path: &Path, classes: Option<&[String]>) -> Result<LabeledSeries>
     if out.series.is_empty() {
         return Err(fmt_err(path, "no series after @data".into()));
     }
+    declared.check(path, &out)?;
     Ok(out)
+}
+
+/// What a `.ts` header declares about its series, with the line that declared it.
+#[derive(Default)]
+struct Declared {
+    univariate: Option<(bool, usize)>,
+    dimensions: Option<(usize, usize)>,
+    equal_length: Option<(bool, usize)>,
+    series_length: Option<(usize, usize)>,
+}
+
+impl Declared {
+    fn read(&mut self, path: &Path, key: &str, rest: &[&str], n: usize) -> Result<()> {
+        let value = rest.first().copied().unwrap_or("");
+        let bad = |what: &str| {
+            fmt_err(
+                path,
+                format!("line {n}: {key} expects {what}, got \"{value}\""),
+            )
+        };
+        let flag = || match value.to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(bad("true or false")),
+        };
+        let count = || value.parse::<usize>().map_err(|_| bad("a whole number"));
+        match key {
+            "@univariate" => self.univariate = Some((flag()?, n)),
+            "@dimensions" => self.dimensions = Some((count()?, n)),
+            "@equallength" => self.equal_length = Some((flag()?, n)),
+            _ => self.series_length = Some((count()?, n)),
+        }
+        Ok(())
+    }
+
+    /// The data agrees with the header: its dimension count, and equal lengths of the
+    /// declared length where the header says so.
+    fn check(&self, path: &Path, data: &LabeledSeries) -> Result<()> {
+        let disagree =
+            |line: usize, msg: String| fmt_err(path, format!("line {line}: the header says {msg}"));
+        let dims = data.series[0].len();
+        if let Some((d, line)) = self.dimensions.filter(|(d, _)| *d != dims) {
+            return Err(disagree(
+                line,
+                format!("{d} dimension(s) but the series have {dims}"),
+            ));
+        }
+        if let Some((true, line)) = self.univariate.filter(|_| dims != 1) {
+            return Err(disagree(
+                line,
+                format!("univariate but the series have {dims} dimensions"),
+            ));
+        }
+        let lens = || data.series.iter().map(|s| s[0].len());
+        if let Some((true, line)) = self.equal_length {
+            let first = data.series[0][0].len();
+            if let Some((i, l)) = lens().enumerate().find(|(_, l)| *l != first) {
+                return Err(disagree(
+                    line,
+                    format!(
+                        "equal lengths but series {} has {l} values, series 1 has {first}",
+                        i + 1
+                    ),
+                ));
+            }
+        }
+        if let Some((want, line)) = self.series_length {
+            if self.equal_length.is_none_or(|(e, _)| e) {
+                if let Some((i, l)) = lens().enumerate().find(|(_, l)| *l != want) {
+                    return Err(disagree(
+                        line,
+                        format!("series of length {want} but series {} has {l}", i + 1),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Distinct labels, in numeric order when every one is a number, else alphabetical.

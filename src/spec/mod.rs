@@ -238,7 +238,7 @@ impl Spec {
             path: path.display().to_string(),
             source: e,
         })?;
-        Spec::parse(&text, path)
+        Spec::parse(&crate::data::strip_bom(text), path)
     }
 
     /// A fingerprint of what the weights depend on: the model sections and `[train]`, parsed

@@ -99,7 +99,11 @@ impl<'a> Table<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(toml::Value::Integer(i)) => Ok(Some(*i as f32)),
-            Some(toml::Value::Float(f)) if f.is_finite() => Ok(Some(*f as f32)),
+            Some(toml::Value::Float(f)) if (*f as f32).is_finite() => Ok(Some(*f as f32)),
+            Some(toml::Value::Float(f)) if f.is_finite() => Err(self.err(
+                key,
+                format!("{f:e} is beyond the range of a 32-bit float (about 3.4e38)"),
+            )),
             Some(v) => self.expected(key, "a number", v),
         }
     }
@@ -187,8 +191,8 @@ impl<'a> Table<'a> {
                 .iter()
                 .map(|x| match x {
                     toml::Value::Integer(i) => Ok(*i as f32),
-                    toml::Value::Float(f) if f.is_finite() => Ok(*f as f32),
-                    _ => self.expected(key, "a list of numbers", v),
+                    toml::Value::Float(f) if (*f as f32).is_finite() => Ok(*f as f32),
+                    _ => self.expected(key, "a list of 32-bit float numbers", v),
                 })
                 .collect::<R<Vec<_>>>()
                 .map(Some),
