@@ -109,13 +109,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         move |e| Error::Io { path: p, source: e }
     };
     let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .and_then(|mut f| {
+            crash_point(path, &mut f, bytes);
+            f.write_all(bytes).and_then(|_| f.sync_all())
+        })
         .map_err(io(&tmp))
         .and_then(|_| std::fs::rename(&tmp, path).map_err(io(path)));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// Fault injection for the crash-safety tests: with `CONVNET_CRASH_IN_WRITE=NAME:N`, the
+/// process aborts (as a kill would) in the middle of its `N`-th write of a file called
+/// `NAME`, half of the new content written to the temporary file.
+fn crash_point(path: &Path, f: &mut std::fs::File, bytes: &[u8]) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+    let Ok(spec) = std::env::var("CONVNET_CRASH_IN_WRITE") else {
+        return;
+    };
+    let Some((name, n)) = spec.rsplit_once(':') else {
+        return;
+    };
+    if path.file_name().is_some_and(|f| f == name)
+        && n.parse::<usize>().ok() == Some(WRITES.fetch_add(1, Ordering::SeqCst) + 1)
+    {
+        let _ = f.write_all(&bytes[..bytes.len() / 2]);
+        let _ = f.sync_all();
+        std::process::abort();
+    }
 }
 
 /// Read every tensor (f32 only) and the metadata of a safetensors file. A file convnet wrote

@@ -45,6 +45,19 @@ pub fn is_run_file(name: &str) -> bool {
         || (name.ends_with(".tmp") && is_run_file(name.trim_end_matches(".tmp")))
 }
 
+/// Remove the `.tmp` files a killed writer left (the holder of the lock is the only writer).
+fn remove_stale_tmp(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tmp") && is_run_file(&name) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// `p` made absolute and free of `.`/`..` and links, as far as it exists.
 fn resolved(p: &Path) -> PathBuf {
     if let Ok(c) = p.canonicalize() {
@@ -89,24 +102,28 @@ pub fn replaceable(out: &Path, spec: &Spec) -> Result<Vec<PathBuf>> {
             ));
         }
     }
-    for marker in [files::SPEC, files::RUN] {
-        if !out.join(marker).is_file() {
+    // a run: spec.toml with a readable run.json, or what a training killed before it wrote
+    // run.json leaves: its lock (and perhaps spec.toml); nothing else may be there (below)
+    let killed_early = out.join(files::LOCK).is_file() && !out.join(files::RUN).exists();
+    if !killed_early {
+        if !out.join(files::SPEC).is_file() {
             return Err(refused(
                 out,
                 format!(
-                    "holds no convnet run ({marker} is missing); --overwrite replaces only a run folder: remove it yourself or choose another --out"
+                    "holds no convnet run ({} is missing); --overwrite replaces only a run folder: remove it yourself or choose another --out",
+                    files::SPEC
                 ),
             ));
         }
+        RunInfo::load(out).map_err(|e| {
+            refused(
+                out,
+                format!(
+                    "does not look like a convnet run ({e}); remove it yourself or choose another --out"
+                ),
+            )
+        })?;
     }
-    RunInfo::load(out).map_err(|e| {
-        refused(
-            out,
-            format!(
-                "does not look like a convnet run ({e}); remove it yourself or choose another --out"
-            ),
-        )
-    })?;
     let mut remove = Vec::new();
     let entries = std::fs::read_dir(out).map_err(|e| Error::Io {
         path: out.display().to_string(),
@@ -200,6 +217,7 @@ impl Lock {
                 Ok(mut f) => {
                     use std::io::Write;
                     write!(f, "{}", std::process::id()).map_err(io)?;
+                    remove_stale_tmp(dir);
                     return Ok(Lock { path, owned: true });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

@@ -1,0 +1,422 @@
+//! The fuzzing harness: every reader of user files is fed structured mutations of real seeds
+//! (`fuzz/mutate.rs`) and must return an error or a value, never panic, abort or hang. The
+//! process runs under a 256 MiB memory budget, so that a size taken on trust is refused, not
+//! allocated.
+//!
+//! CI runs `CONVNET_FUZZ_CASES` (default 2,000) cases per reader; a long run:
+//!
+//! ```text
+//! CONVNET_FUZZ_CASES=1000000 cargo test --release --test fuzz -- --nocapture
+//! ```
+//!
+//! A failing input is written to `target/fuzz-failures/<reader>/`; once fixed, it is kept in
+//! `tests/fuzz/regressions/<reader>/` under a name saying what it pins, and replayed by
+//! [`regressions_stay_fixed`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use convnet::Rng;
+
+#[path = "fuzz/mutate.rs"]
+mod mutate;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn cases() -> usize {
+    std::env::var("CONVNET_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
+fn quiet() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        convnet::limits::set_budget(256 << 20);
+        // the harness reports panics itself, with the input that caused them
+        std::panic::set_hook(Box::new(|_| {}));
+    });
+}
+
+/// A reader under test: parses the file at the path it is given.
+type Reader = fn(&Path) -> Result<(), String>;
+
+/// Feed `reader` `n` mutations of each seed (written to a scratch file named `file`);
+/// return the panicking inputs.
+fn fuzz(
+    name: &str,
+    file: &str,
+    seeds: &[Vec<u8>],
+    binary: bool,
+    reader: Reader,
+    n: usize,
+) -> usize {
+    quiet();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(file);
+    let mut rng = Rng::new(0x5eed ^ name.len() as u64);
+    let (mut errors, mut values, mut panics) = (0, 0, Vec::new());
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let seed = &seeds[i % seeds.len()];
+        let input = mutate::mutate(seed, &mut rng, binary);
+        std::fs::write(&path, &input).unwrap();
+        match std::panic::catch_unwind(|| reader(&path)) {
+            Ok(Ok(())) => values += 1,
+            Ok(Err(_)) => errors += 1,
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                let out = PathBuf::from(ROOT).join("target/fuzz-failures").join(name);
+                std::fs::create_dir_all(&out).unwrap();
+                std::fs::write(out.join(format!("case-{i}-{file}")), &input).unwrap();
+                panics.push(format!("case {i}: {msg}"));
+            }
+        }
+    }
+    eprintln!(
+        "fuzz {name}: {n} cases in {:.1} s: {values} read, {errors} refused, {} panics",
+        started.elapsed().as_secs_f64(),
+        panics.len()
+    );
+    assert!(
+        panics.is_empty(),
+        "{name}: {} panics, e.g. {:?}",
+        panics.len(),
+        &panics[..panics.len().min(5)]
+    );
+    n
+}
+
+fn read(p: &str) -> Vec<u8> {
+    std::fs::read(Path::new(ROOT).join(p)).unwrap()
+}
+
+fn head(p: &str, lines: usize) -> Vec<u8> {
+    let text = String::from_utf8(read(p)).unwrap();
+    text.lines()
+        .take(lines)
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn e2s<T>(r: convnet::Result<T>) -> Result<(), String> {
+    r.map(|_| ()).map_err(|e| e.to_string())
+}
+
+// ---- the readers, as the commands use them ----
+
+fn spec_reader(p: &Path) -> Result<(), String> {
+    let spec = convnet::spec::Spec::read(p).map_err(|e| e.to_string())?;
+    // the shape checks and arithmetic of every layer, on shapes alone
+    let model =
+        convnet::tensor::meta(|| spec.build_model(&mut Rng::new(0))).map_err(|e| e.to_string())?;
+    e2s(convnet::explain::summarize(&model))?;
+    e2s(convnet::train::memory::estimate_spec(&spec))
+}
+
+fn idx_reader(p: &Path) -> Result<(), String> {
+    let images = e2s(convnet::data::read_idx_images(p));
+    let labels = e2s(convnet::data::read_idx_labels(p));
+    images.or(labels)
+}
+
+fn csv_reader(p: &Path) -> Result<(), String> {
+    e2s(convnet::data::read_csv(p, "label", &[1, 2, 2], 255.0))
+}
+
+fn series_reader(p: &Path) -> Result<(), String> {
+    let how = convnet::data::SeriesRead {
+        time_column: Some("month".into()),
+        interpolate: true,
+        ..Default::default()
+    };
+    let _ = convnet::data::read_series_csv(p, &convnet::data::SeriesRead::default());
+    e2s(convnet::data::read_series_csv(p, &how))
+}
+
+fn ts_reader(p: &Path) -> Result<(), String> {
+    e2s(convnet::data::class_names(p, false))?;
+    e2s(convnet::data::read_ts(p, None))
+}
+
+fn tsv_reader(p: &Path) -> Result<(), String> {
+    e2s(convnet::data::class_names(p, true))?;
+    e2s(convnet::data::read_ucr_tsv(p, None))
+}
+
+fn image_reader(p: &Path) -> Result<(), String> {
+    let any = e2s(convnet::data::read_image(p, 3));
+    let fixed = e2s(convnet::data::image_to_sample(p, &[1, 8, 8], true));
+    any.and(fixed)
+}
+
+/// The model of the checkpoint seed.
+fn small_model() -> convnet::nn::Sequential {
+    let text = "[model]\ninput = [1, 8, 8]\n[[model.layers]]\ntype = \"conv2d\"\nfilters = 2\nkernel_size = 3\n[[model.layers]]\ntype = \"batch_norm\"\n[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"dense\"\nunits = 3\n";
+    let spec = convnet::spec::Spec::parse(text, Path::new("small.toml")).unwrap();
+    spec.build_model(&mut Rng::new(1)).unwrap()
+}
+
+fn checkpoint_reader(p: &Path) -> Result<(), String> {
+    let (tensors, _) = convnet::io::load(p).map_err(|e| e.to_string())?;
+    let model = small_model();
+    let (model_t, opt_t): (
+        std::collections::BTreeMap<_, _>,
+        std::collections::BTreeMap<_, _>,
+    ) = tensors
+        .into_iter()
+        .partition(|(k, _)| !k.starts_with("state."));
+    e2s(model.load_state_dict(&model_t, "checkpoint"))?;
+    let kind = convnet::optim::OptimizerKind::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    let mut opt = convnet::optim::Optimizer::new(kind, 0.0).unwrap();
+    e2s(opt.load_state(&opt_t, 3, &model.named_params(), p))
+}
+
+fn run_json_reader(p: &Path) -> Result<(), String> {
+    let dir = p.parent().unwrap();
+    let info = convnet::train::RunInfo::load(dir).map_err(|e| e.to_string())?;
+    let text = "[model]\ninput = [1, 8, 8]\n[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"dense\"\nunits = 3\n";
+    let spec = convnet::spec::Spec::parse(text, Path::new("spec.toml")).unwrap();
+    let model = spec.build_model(&mut Rng::new(0)).unwrap();
+    e2s(info.check(&spec, &model, dir))?;
+    let _ = info.normalize();
+    Ok(())
+}
+
+// ---- seeds ----
+
+fn spec_seeds() -> Vec<Vec<u8>> {
+    let mut v: Vec<_> = std::fs::read_dir(Path::new(ROOT).join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    v.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+fn idx_seeds() -> Vec<Vec<u8>> {
+    let mut images = vec![0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 4];
+    images.extend((0..48).map(|i| (i * 5) as u8));
+    let labels = vec![0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 0];
+    let gz = |b: &[u8]| {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    };
+    vec![gz(&images), images.clone(), labels.clone(), gz(&labels)]
+}
+
+fn png_seeds() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let gray = image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 30 + y) as u8]));
+    let rgb = image::RgbImage::from_fn(5, 7, |x, y| image::Rgb([x as u8 * 40, y as u8 * 30, 7]));
+    for (img, fmt) in [
+        (
+            image::DynamicImage::ImageLuma8(gray),
+            image::ImageFormat::Png,
+        ),
+        (
+            image::DynamicImage::ImageRgb8(rgb.clone()),
+            image::ImageFormat::Png,
+        ),
+        (
+            image::DynamicImage::ImageRgb8(rgb),
+            image::ImageFormat::Jpeg,
+        ),
+    ] {
+        let mut c = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut c, fmt).unwrap();
+        out.push(c.into_inner());
+    }
+    out
+}
+
+fn checkpoint_seeds() -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.safetensors");
+    let model = small_model();
+    let mut tensors = model.state_dict();
+    for (n, t) in model.named_params() {
+        let state = convnet::Tensor::from_vec(vec![0.5; t.numel()], &[t.numel()]).unwrap();
+        tensors.push((format!("state.{n}.0"), state.clone()));
+        tensors.push((format!("state.{n}.1"), state));
+    }
+    let meta = [("loop".to_string(), "{\"epoch\":1,\"step\":0}".to_string())].into();
+    convnet::io::save(&p, &tensors, &meta).unwrap();
+    let with_sum = std::fs::read(&p).unwrap();
+    // the same without the checksum, as another tool writes it: mutations reach the checks
+    // behind the checksum
+    let (t, _) = convnet::io::load(&p).unwrap();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = t
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.shape().to_vec(),
+                v.to_vec().iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views: Vec<_> = bytes
+        .iter()
+        .map(|(k, s, b)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let plain = safetensors::serialize(views, None).unwrap();
+    vec![with_sum, plain]
+}
+
+fn run_json_seeds() -> Vec<Vec<u8>> {
+    let info = serde_json::json!({
+        "convnet_version": "0.1.0", "class_names": ["a", "b", "c"], "normalize_mean": [0.5],
+        "normalize_std": [0.25], "best_epoch": 2, "monitor": "val_loss", "finished": true,
+        "seed": 7, "epochs": 3, "threads": 2, "target_names": [], "target_mean": [], "target_std": []
+    });
+    vec![serde_json::to_vec_pretty(&info).unwrap()]
+}
+
+// ---- one test per reader ----
+
+#[test]
+fn fuzz_spec() {
+    fuzz(
+        "spec",
+        "spec.toml",
+        &spec_seeds(),
+        false,
+        spec_reader,
+        cases(),
+    );
+}
+
+#[test]
+fn fuzz_idx() {
+    fuzz("idx", "data.idx", &idx_seeds(), true, idx_reader, cases());
+}
+
+#[test]
+fn fuzz_csv() {
+    let seed = b"label,p0,p1,p2,p3\n0,0,10,255,3\n1,30,0,0,0\n2,1.5,2,3,4\n".to_vec();
+    fuzz("csv", "data.csv", &[seed], false, csv_reader, cases());
+}
+
+#[test]
+fn fuzz_series_csv() {
+    let seeds = [
+        head("data/sunspots/sunspots_monthly.csv", 40),
+        head("data/airline/airline.csv", 30),
+    ];
+    fuzz(
+        "series",
+        "series.csv",
+        &seeds,
+        false,
+        series_reader,
+        cases(),
+    );
+}
+
+#[test]
+fn fuzz_ts() {
+    let seeds = [
+        head("data/ucr/ItalyPowerDemand_TRAIN.ts", 40),
+        head("data/ucr/GunPoint_TRAIN.ts", 24),
+    ];
+    fuzz("ts", "data.ts", &seeds, false, ts_reader, cases());
+}
+
+#[test]
+fn fuzz_tsv() {
+    let seed = b"1\t0.5\t0.25\t-1\t2\n2\t1\t2\t3\t4\n1\t0\t0\t0\t1\n-1\t3\t2\t1\t0\n".to_vec();
+    fuzz("tsv", "data.tsv", &[seed], false, tsv_reader, cases());
+}
+
+#[test]
+fn fuzz_image() {
+    fuzz(
+        "image",
+        "image.png",
+        &png_seeds(),
+        true,
+        image_reader,
+        cases(),
+    );
+}
+
+#[test]
+fn fuzz_checkpoint() {
+    fuzz(
+        "checkpoint",
+        "checkpoint.safetensors",
+        &checkpoint_seeds(),
+        true,
+        checkpoint_reader,
+        cases(),
+    );
+}
+
+#[test]
+fn fuzz_run_json() {
+    fuzz(
+        "run_json",
+        "run.json",
+        &run_json_seeds(),
+        false,
+        run_json_reader,
+        cases(),
+    );
+}
+
+/// Every input that once failed, replayed through its reader.
+#[test]
+fn regressions_stay_fixed() {
+    quiet();
+    let readers: [(&str, Reader); 9] = [
+        ("spec", spec_reader),
+        ("idx", idx_reader),
+        ("csv", csv_reader),
+        ("series", series_reader),
+        ("ts", ts_reader),
+        ("tsv", tsv_reader),
+        ("image", image_reader),
+        ("checkpoint", checkpoint_reader),
+        ("run_json", run_json_reader),
+    ];
+    let root = Path::new(ROOT).join("tests/fuzz/regressions");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, reader) in readers {
+        let Ok(entries) = std::fs::read_dir(root.join(name)) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            // run.json is read by its name from its folder
+            let input = if name == "run_json" {
+                let at = dir.path().join("run.json");
+                std::fs::copy(&p, &at).unwrap();
+                at
+            } else {
+                p.clone()
+            };
+            let r = std::panic::catch_unwind(|| reader(&input));
+            assert!(r.is_ok(), "{} panics again", p.display());
+        }
+    }
+}
