@@ -236,4 +236,21 @@ mod tests {
             .collect();
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     }
+
+    #[test]
+    fn a_full_disk_names_the_file_and_leaves_the_previous_version() {
+        // the temporary file is /dev/full, where every write fails with ENOSPC
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run.json");
+        write_atomic(&p, b"previous").unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.path().join("run.json.tmp")).unwrap();
+        let e = write_atomic(&p, b"next").unwrap_err();
+        let Error::Io { path, source } = &e else {
+            panic!("{e}")
+        };
+        assert!(path.ends_with("run.json.tmp"), "{e}");
+        assert_eq!(source.raw_os_error(), Some(28), "ENOSPC: {e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"previous");
+        assert!(!dir.path().join("run.json.tmp").exists());
+    }
 }
