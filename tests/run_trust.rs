@@ -9,12 +9,14 @@ use std::path::Path;
 mod common;
 use common::{convnet, setup};
 
+/// A safetensors file's tensors as (shape, values), by name.
+type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+/// Its metadata.
+type Meta = BTreeMap<String, String>;
+
 /// Rewrite the safetensors file at `p` through `f` (tensors as (shape, values); metadata),
 /// as another tool would: without convnet's checksum.
-fn rewrite(
-    p: &Path,
-    f: impl FnOnce(&mut BTreeMap<String, (Vec<usize>, Vec<f32>)>, &mut BTreeMap<String, String>),
-) {
+fn rewrite(p: &Path, f: impl FnOnce(&mut Tensors, &mut Meta)) {
     let (t, mut meta) = convnet::io::load(p).unwrap();
     let mut t: BTreeMap<_, _> = t
         .into_iter()
@@ -133,11 +135,7 @@ fn forged_checkpoints_are_refused_and_a_damaged_one_offers_the_previous() {
     let prev = d.join("part/checkpoint.prev.safetensors");
     assert!(prev.exists(), "the checkpoint before the latest is kept");
 
-    let forged = |name: &str,
-                  f: &dyn Fn(
-        &mut BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-        &mut BTreeMap<String, String>,
-    )| {
+    let forged = |name: &str, f: &dyn Fn(&mut Tensors, &mut Meta)| {
         copy_run(d, "part", name);
         rewrite(&d.join(name).join("checkpoint.safetensors"), |t, m| f(t, m));
     };

@@ -264,15 +264,15 @@ impl Declared {
                 ));
             }
         }
-        if let Some((want, line)) = self.series_length {
-            if self.equal_length.is_none_or(|(e, _)| e) {
-                if let Some((i, l)) = lens().enumerate().find(|(_, l)| *l != want) {
-                    return Err(disagree(
-                        line,
-                        format!("series of length {want} but series {} has {l}", i + 1),
-                    ));
-                }
-            }
+        // a length is declared for series of equal length only
+        let equal = self.equal_length.is_none_or(|(e, _)| e);
+        if let Some((want, line)) = self.series_length.filter(|_| equal)
+            && let Some((i, l)) = lens().enumerate().find(|(_, l)| *l != want)
+        {
+            return Err(disagree(
+                line,
+                format!("series of length {want} but series {} has {l}", i + 1),
+            ));
         }
         Ok(())
     }

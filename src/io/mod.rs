@@ -55,7 +55,7 @@ fn serialize(datas: &[(&str, &[usize], Vec<u8>)], meta: &BTreeMap<String, String
         offset += bytes.len();
     }
     let mut head = serde_json::Value::Object(header).to_string().into_bytes();
-    while head.len() % 8 != 0 {
+    while !head.len().is_multiple_of(8) {
         head.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + head.len() + offset);

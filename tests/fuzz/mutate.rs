@@ -120,7 +120,11 @@ fn once(mut b: Vec<u8>, rng: &mut Rng, binary: bool) -> Vec<u8> {
             if !b.is_empty() {
                 let s = below(rng, b.len());
                 let e = (s + 1 + below(rng, 16)).min(b.len());
-                let v = if rng.next_u64() % 2 == 0 { 0 } else { 0xff };
+                let v = if rng.next_u64().is_multiple_of(2) {
+                    0
+                } else {
+                    0xff
+                };
                 b[s..e].iter_mut().for_each(|x| *x = v);
             }
         }
@@ -129,7 +133,7 @@ fn once(mut b: Vec<u8>, rng: &mut Rng, binary: bool) -> Vec<u8> {
             if b.len() >= 4 {
                 let at = below(rng, (b.len() - 3).min(64));
                 let v: u32 = [0, 1, 0xffff_ffff, 0x7fff_ffff, 0x8000_0000, 65536][below(rng, 6)];
-                let bytes = if rng.next_u64() % 2 == 0 {
+                let bytes = if rng.next_u64().is_multiple_of(2) {
                     v.to_be_bytes()
                 } else {
                     v.to_le_bytes()
@@ -159,7 +163,7 @@ fn once(mut b: Vec<u8>, rng: &mut Rng, binary: bool) -> Vec<u8> {
             let ls = lines(&b);
             if !ls.is_empty() {
                 let (s, e) = ls[below(rng, ls.len())];
-                if rng.next_u64() % 2 == 0 {
+                if rng.next_u64().is_multiple_of(2) {
                     let l = b[s..e].to_vec();
                     b.splice(s..s, l);
                 } else {
