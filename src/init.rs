@@ -2,7 +2,7 @@
 //! Glorot/Xavier (normal and uniform). Fans follow PyTorch's `_calculate_fan_in_and_fan_out`:
 //! `fan_in = shape[1] * receptive`, `fan_out = shape[0] * receptive`.
 
-use crate::error::{Result, param_err};
+use crate::error::{Error, Result, param_err};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -22,8 +22,18 @@ pub fn fans(shape: &[usize]) -> Result<(usize, usize)> {
             format!("fans need a weight of at least 2 dimensions, got {shape:?}"),
         );
     }
-    let receptive: usize = shape[2..].iter().product();
-    Ok((shape[1] * receptive, shape[0] * receptive))
+    let too_large = || Error::Param {
+        op: "init",
+        param: "shape",
+        msg: format!("a weight of shape {shape:?} is too large to compute with"),
+    };
+    let receptive = shape[2..]
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(too_large)?;
+    let fan_in = shape[1].checked_mul(receptive).ok_or_else(too_large)?;
+    let fan_out = shape[0].checked_mul(receptive).ok_or_else(too_large)?;
+    Ok((fan_in, fan_out))
 }
 
 /// The gain PyTorch's `calculate_gain` gives a nonlinearity (`param`: leaky_relu's slope).

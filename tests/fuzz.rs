@@ -9,6 +9,9 @@
 //! CONVNET_FUZZ_CASES=1000000 cargo test --release --test fuzz -- --nocapture
 //! ```
 //!
+//! A release build wraps integer overflow silently; a debug run (`CONVNET_FUZZ_CASES=60000
+//! cargo test --test fuzz`) has overflow checks and finds size arithmetic that is not checked.
+//!
 //! A failing input is written to `target/fuzz-failures/<reader>/`; once fixed, it is kept in
 //! `tests/fuzz/regressions/<reader>/` under a name saying what it pins, and replayed by
 //! [`regressions_stay_fixed`].
@@ -30,13 +33,31 @@ fn cases() -> usize {
         .unwrap_or(2000)
 }
 
+thread_local! {
+    static IN_READER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn quiet() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         convnet::limits::set_budget(256 << 20);
-        // the harness reports panics itself, with the input that caused them
-        std::panic::set_hook(Box::new(|_| {}));
+        // a reader's panic is reported by the harness with its input; the tests' own
+        // assertions still print
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_READER.with(|r| r.get()) {
+                default(info);
+            }
+        }));
     });
+}
+
+/// `reader` on `path`, its panic caught.
+fn run(reader: Reader, path: &Path) -> std::thread::Result<Result<(), String>> {
+    IN_READER.with(|r| r.set(true));
+    let r = std::panic::catch_unwind(|| reader(path));
+    IN_READER.with(|r| r.set(false));
+    r
 }
 
 /// A reader under test: parses the file at the path it is given.
@@ -62,7 +83,7 @@ fn fuzz(
         let seed = &seeds[i % seeds.len()];
         let input = mutate::mutate(seed, &mut rng, binary);
         std::fs::write(&path, &input).unwrap();
-        match std::panic::catch_unwind(|| reader(&path)) {
+        match run(reader, &path) {
             Ok(Ok(())) => values += 1,
             Ok(Err(_)) => errors += 1,
             Err(p) => {
@@ -417,7 +438,7 @@ fn regressions_stay_fixed() {
             } else {
                 p.clone()
             };
-            let r = std::panic::catch_unwind(|| reader(&input));
+            let r = run(reader, &input);
             let Ok(r) = r else {
                 panic!("{} panics again", p.display())
             };

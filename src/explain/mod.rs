@@ -134,8 +134,8 @@ pub fn summarize(model: &Sequential) -> Result<Summary> {
     let top = layers.iter().filter(|l| l.depth == 0);
     Ok(Summary {
         input: model.input.clone(),
-        total_params: top.clone().map(|l| l.params).sum(),
-        total_flops: top.map(|l| l.flops).sum(),
+        total_params: top.clone().fold(0, |a, l| a.saturating_add(l.params)),
+        total_flops: top.fold(0, |a, l| a.saturating_add(l.flops)),
         receptive_field: rf.describe(),
         warnings,
         layers,
@@ -202,11 +202,18 @@ impl Summary {
                 s.push_str(&format!("{:<w$}   {a}\n", ""));
             }
         }
+        let flops = if self.total_flops == u64::MAX {
+            "more than 1.8e19 FLOPs per sample (beyond what 64 bits count)".to_string()
+        } else {
+            format!(
+                "{} FLOPs per sample ({})",
+                self.total_flops,
+                human(self.total_flops)
+            )
+        };
         s.push_str(&format!(
-            "total: {} parameters, {} FLOPs per sample ({})\n",
-            self.total_params,
-            self.total_flops,
-            human(self.total_flops)
+            "total: {} parameters, {flops}\n",
+            self.total_params
         ));
         s.push_str(&format!(
             "receptive field of one output: {}\n",

@@ -287,8 +287,9 @@ impl Layer for Residual {
                 ),
             );
         }
-        let n: u64 = info.output.iter().product::<usize>() as u64;
-        info.flops += n * (1 + self.activation.flops_per_element());
+        let n = super::count(&info.output);
+        let own = super::mul(&[n, 1 + self.activation.flops_per_element()]);
+        info.flops = info.flops.saturating_add(own);
         Ok(info)
     }
 

@@ -530,24 +530,32 @@ impl Layer for Conv {
                 out.push(o);
             }
         }
-        let positions: usize = out[1..].iter().product();
-        let taps: usize = self.kernel.iter().product();
+        use super::{count, mul};
+        let (positions, taps) = (count(&out[1..]), count(&self.kernel));
+        let per_group = |c: usize| (c / self.groups) as u64;
         let macs = if self.kind.transposed() {
             // each input position scatters its kernel into filters / groups output channels
-            (spatial.iter().product::<usize>()
-                * self.in_channels
-                * (self.filters / self.groups)
-                * taps) as u64
+            let inputs = count(spatial);
+            mul(&[
+                inputs,
+                self.in_channels as u64,
+                per_group(self.filters),
+                taps,
+            ])
         } else {
-            (positions * self.filters * (self.in_channels / self.groups) * taps) as u64
+            mul(&[
+                positions,
+                self.filters as u64,
+                per_group(self.in_channels),
+                taps,
+            ])
         };
-        let elements = (positions * self.filters) as u64;
+        let elements = mul(&[positions, self.filters as u64]);
+        let per_element = self.activation.flops_per_element() + u64::from(self.bias.is_some());
         Ok(ShapeInfo {
             output: out,
             arithmetic,
-            flops: 2 * macs
-                + if self.bias.is_some() { elements } else { 0 }
-                + elements * self.activation.flops_per_element(),
+            flops: mul(&[2, macs]).saturating_add(mul(&[elements, per_element])),
         })
     }
 

@@ -79,16 +79,20 @@ impl Layer for Dense {
         }
         let mut out = input.to_vec();
         *out.last_mut().unwrap_or(&mut 0) = self.units;
-        let rows: usize = input[..input.len() - 1].iter().product();
-        let elements = (rows * self.units) as u64;
+        let rows = super::count(&input[..input.len() - 1]);
+        let elements = super::mul(&[rows, self.units as u64]);
         Ok(ShapeInfo {
             arithmetic: vec![format!(
                 "features {} -> units {}",
                 self.in_features, self.units
             )],
             output: out,
-            flops: 2 * (rows * self.in_features * self.units) as u64
-                + elements * (self.activation.flops_per_element() + self.bias.is_some() as u64),
+            flops: super::mul(&[2, elements, self.in_features as u64]).saturating_add(super::mul(
+                &[
+                    elements,
+                    self.activation.flops_per_element() + u64::from(self.bias.is_some()),
+                ],
+            )),
         })
     }
 

@@ -83,7 +83,12 @@ impl Layer for Flatten {
         ops::flatten(x, 1, x.rank() - 1)
     }
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
-        let n: usize = input.iter().product();
+        let Some(n) = input.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
+            return shape_err(
+                "flatten",
+                format!("{} has too many values", fmt_shape(input)),
+            );
+        };
         let parts: Vec<String> = input.iter().map(|d| d.to_string()).collect();
         Ok(ShapeInfo {
             output: vec![n],
@@ -104,11 +109,10 @@ impl Layer for Activation {
         self.apply(x)
     }
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
-        let n: usize = input.iter().product();
         Ok(ShapeInfo {
             output: input.to_vec(),
             arithmetic: vec![],
-            flops: n as u64 * self.flops_per_element(),
+            flops: super::mul(&[super::count(input), self.flops_per_element()]),
         })
     }
     fn lowered(&self) -> super::Lowered<'_> {
@@ -123,8 +127,12 @@ pub struct Reshape {
 
 impl Reshape {
     fn resolve(&self, input: &[usize]) -> Result<Vec<usize>> {
-        let n: usize = input.iter().product();
-        let known: usize = self.target.iter().flatten().product();
+        let product =
+            |mut v: std::slice::Iter<'_, usize>| v.try_fold(1usize, |a, &d| a.checked_mul(d));
+        // sizes whose product overflows (0 here) match no input
+        let n = product(input.iter()).unwrap_or(0);
+        let flat: Vec<usize> = self.target.iter().flatten().copied().collect();
+        let known = product(flat.iter()).unwrap_or(0);
         let unknown = self.target.iter().filter(|d| d.is_none()).count();
         let desc: Vec<String> = self
             .target
@@ -142,7 +150,7 @@ impl Reshape {
             )
         };
         match unknown {
-            0 if known == n => Ok(self.target.iter().flatten().copied().collect()),
+            0 if known == n && n > 0 => Ok(flat),
             1 if known > 0 && n % known == 0 => {
                 Ok(self.target.iter().map(|d| d.unwrap_or(n / known)).collect())
             }
@@ -214,7 +222,7 @@ impl Layer for Upsample {
             3 * (1 << self.size.len())
         };
         Ok(ShapeInfo {
-            flops: (out.iter().product::<usize>() * per) as u64,
+            flops: super::mul(&[super::count(&out), per as u64]),
             output: out,
             arithmetic,
         })

@@ -181,6 +181,17 @@ pub(crate) fn expect_spatial(op: &'static str, input: &[usize], dims: usize) -> 
     Ok(())
 }
 
+/// The element count of `dims`, saturating: the FLOPs of an absurd model stay a number
+/// (at most `u64::MAX`) instead of wrapping.
+pub(crate) fn count(dims: &[usize]) -> u64 {
+    dims.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64))
+}
+
+/// The product of `factors`, saturating (see [`count`]).
+pub(crate) fn mul(factors: &[u64]) -> u64 {
+    factors.iter().fold(1u64, |a, &b| a.saturating_mul(b))
+}
+
 /// Format a shape as `(32, 14, 14)`.
 pub fn fmt_shape(s: &[usize]) -> String {
     let v: Vec<String> = s.iter().map(|d| d.to_string()).collect();

@@ -78,11 +78,11 @@ impl Layer for BatchNorm {
                 ),
             );
         }
-        let n: usize = input.iter().product();
+        let n = super::count(input);
         Ok(ShapeInfo {
             output: input.to_vec(),
             arithmetic: vec![],
-            flops: 4 * n as u64,
+            flops: n.saturating_mul(4),
         })
     }
 
@@ -158,11 +158,11 @@ impl Layer for LayerNorm {
                 ),
             );
         }
-        let n: usize = input.iter().product();
+        let n = super::count(input);
         Ok(ShapeInfo {
             output: input.to_vec(),
             arithmetic: vec![],
-            flops: 6 * n as u64,
+            flops: n.saturating_mul(6),
         })
     }
 

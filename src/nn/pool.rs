@@ -119,12 +119,11 @@ impl Layer for Pool {
             ));
             out.push(o);
         }
-        let window: usize = self.pool_size.iter().product();
-        let outputs: usize = out.iter().product();
+        let (window, outputs) = (super::count(&self.pool_size), super::count(&out));
         Ok(ShapeInfo {
             output: out,
             arithmetic,
-            flops: (outputs * window) as u64,
+            flops: super::mul(&[outputs, window]),
         })
     }
 
@@ -176,7 +175,7 @@ impl Layer for GlobalPool {
                 ),
             );
         }
-        let positions: usize = input[1..].iter().product();
+        let positions = super::count(&input[1..]);
         Ok(ShapeInfo {
             output: vec![input[0]],
             arithmetic: vec![format!(
@@ -184,7 +183,7 @@ impl Layer for GlobalPool {
                 fmt_shape(input),
                 input[0]
             )],
-            flops: (input[0] * positions) as u64,
+            flops: super::count(input),
         })
     }
 

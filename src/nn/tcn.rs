@@ -102,7 +102,7 @@ impl Layer for ChannelNorm {
         Ok(ShapeInfo {
             output: input.to_vec(),
             arithmetic: vec![],
-            flops: 6 * input.iter().product::<usize>() as u64,
+            flops: super::count(input).saturating_mul(6),
         })
     }
     fn params(&self) -> Vec<(String, Tensor)> {
@@ -225,10 +225,11 @@ impl Layer for TcnBlock {
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
         let a = self.conv1.infer(input)?;
         let b = self.conv2.infer(&a.output)?;
-        let n = b.output.iter().product::<usize>() as u64;
-        let mut flops = a.flops + b.flops + n * (2 * self.activation.flops_per_element() + 1);
+        let n = super::count(&b.output);
+        let own = super::mul(&[n, 2 * self.activation.flops_per_element() + 1]);
+        let mut flops = a.flops.saturating_add(b.flops).saturating_add(own);
         if let Some(s) = &self.shortcut {
-            flops += s.infer(input)?.flops;
+            flops = flops.saturating_add(s.infer(input)?.flops);
         }
         if self.norm1.is_some() {
             flops += 2 * 6 * n;

@@ -104,10 +104,13 @@ impl Layer for GatedLayer {
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
         let g = self.gated.infer(input)?;
         let z = [g.output[0] / 2, g.output[1]];
-        let n = (z[0] * z[1]) as u64;
-        let mut flops = g.flops + 10 * n + self.skip.infer(&z)?.flops;
+        let n = super::count(&z);
+        let mut flops = g
+            .flops
+            .saturating_add(n.saturating_mul(10))
+            .saturating_add(self.skip.infer(&z)?.flops);
         if let Some(r) = &self.residual {
-            flops += r.infer(&z)?.flops + n;
+            flops = flops.saturating_add(r.infer(&z)?.flops).saturating_add(n);
         }
         Ok(ShapeInfo {
             output: input.to_vec(),

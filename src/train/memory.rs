@@ -73,8 +73,11 @@ pub fn estimate(
     let per_sample = model
         .report()?
         .iter()
-        .map(|r| f32_bytes(r.output_shape.iter().product()))
-        .fold(f32_bytes(model.input.iter().product()), u64::saturating_add);
+        .map(|r| crate::nn::count(&r.output_shape).saturating_mul(4))
+        .fold(
+            crate::nn::count(&model.input).saturating_mul(4),
+            u64::saturating_add,
+        );
     Ok(MemoryEstimate {
         batch,
         weights: count(&model.state_dict()),
