@@ -58,8 +58,37 @@ fn bad_arguments_fail_with_a_message() {
     assert!(!ok && err.contains("--reps"), "{err}");
     let (ok, _, err) = convnet(&["nonsense"]);
     assert!(!ok && err.contains("nonsense"), "{err}");
-    let (ok, _, err) = convnet(&["--threads", "0", "ops"]);
-    assert!(!ok && err.contains("--threads must be at least 1"), "{err}");
+    // usage errors exit 2, as clap reports them; other failures exit 1
+    for (args, want) in [
+        (
+            &["--threads", "0", "ops"][..],
+            "'--threads <THREADS>': must be at least 1",
+        ),
+        (&["train"][..], "<SPEC>"),
+        (
+            &["train", "a.toml", "--resume", "r"][..],
+            "cannot be used with '--resume <DIR>'",
+        ),
+        (&["predict", "run"][..], "<FILES>"),
+        (&["--max-memory", "lots", "ops"][..], "not a size"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_convnet"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_convnet"))
+        .args(["eval", "no-such-run"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failure that is not a usage error"
+    );
     let (ok, out, _) = convnet(&[
         "--threads",
         "1",

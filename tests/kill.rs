@@ -185,12 +185,10 @@ fn sigint_stops_with_a_checkpoint_that_resumes_to_the_same_weights() {
         .status()
         .unwrap();
     assert!(ok.success());
-    assert!(
-        child.wait().unwrap().success(),
-        "a stop by Ctrl-C is not a failure"
-    );
+    let code = child.wait().unwrap().code();
     let info = std::fs::read_to_string(d.join("int/run.json")).unwrap();
     if !info.contains("\"finished\": true") {
+        assert_eq!(code, Some(130), "stopped by Ctrl-C with a checkpoint");
         // stopped before its end (a fast machine may finish first)
         let (ok, out, err) = convnet(d, &["train", "--resume", "int", "--threads", "1"]);
         assert!(ok, "{out}{err}");

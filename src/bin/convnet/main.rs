@@ -25,7 +25,7 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     /// Worker threads (default: RAYON_NUM_THREADS, else one per core).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = at_least_one)]
     threads: Option<usize>,
     /// Memory budget (e.g. 4G, 512M): sizes from specs and files beyond it are refused before
     /// anything is allocated (default: 3/4 of the machine's memory).
@@ -56,6 +56,7 @@ enum Command {
     /// Train a model from its spec, writing weights, metrics and curves to a run directory.
     Train {
         /// The spec (TOML); not needed with --resume.
+        #[arg(required_unless_present = "resume", conflicts_with = "resume")]
         spec: Option<PathBuf>,
         /// The run directory (default: runs/<spec name>, numbered if taken).
         #[arg(long)]
@@ -183,6 +184,7 @@ enum Command {
         /// The run directory.
         dir: PathBuf,
         /// Image files.
+        #[arg(required = true)]
         files: Vec<PathBuf>,
         /// How many classes to show per image.
         #[arg(long, default_value_t = 3)]
@@ -211,10 +213,6 @@ fn main() -> ExitCode {
         convnet::limits::set_budget(b);
     }
     if let Some(t) = cli.threads {
-        if t == 0 {
-            eprintln!("error: --threads must be at least 1");
-            return ExitCode::FAILURE;
-        }
         if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build_global()
@@ -316,6 +314,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // stopped by Ctrl-C with a checkpoint: as a shell reports SIGINT, so `train && eval`
+        // stops there
+        Err(e) if e.downcast_ref::<train::Interrupted>().is_some() => ExitCode::from(130),
         Err(e) => {
             // A closed pipe (`convnet ops | head`) is not an error.
             if e.chain().any(|c| {
@@ -336,6 +337,15 @@ fn main() -> ExitCode {
             eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--threads`: a positive count (a usage error, exit 2, otherwise).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(t) => Ok(t),
+        Err(e) => Err(e.to_string()),
     }
 }
 

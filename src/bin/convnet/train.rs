@@ -12,6 +12,18 @@ use convnet::spec::Spec;
 use convnet::train::{self, EpochRow, Metric, Observer, Outcome, TrainOptions, files, rundir};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// A training stopped by Ctrl-C, its checkpoint saved: the process exits with 130.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 pub struct Args {
     pub spec: Option<PathBuf>,
     pub out: Option<PathBuf>,
@@ -275,7 +287,7 @@ pub fn run(a: Args) -> Result<()> {
                 "interrupted at epoch {epoch}, step {step}; continue with: convnet train --resume {}",
                 out.display()
             )?;
-            return Ok(());
+            return Err(Interrupted.into());
         }
         Outcome::EarlyStopped { epoch } => writeln!(so, "stopped early after epoch {epoch}")?,
         Outcome::Finished => {}
