@@ -270,3 +270,42 @@ fn bad_forecast_flags() {
         &["--size resizes the images of a classifier"],
     );
 }
+
+#[test]
+fn a_misspelt_required_key_is_named_with_its_correction_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layer = |body: &str| format!("[model]\ninput = [1, 8, 8]\n[[model.layers]]\n{body}\n");
+    let cases = [
+        (
+            layer("type = \"conv2d\"\nfiltres = 4\nkernel_size = 3"),
+            &[
+                "layer 0 (conv2d), key `filtres`",
+                "did you mean `filters`?",
+                "required",
+            ][..],
+        ),
+        (
+            "[model]\nimput = [1, 8, 8]\n[[model.layers]]\ntype = \"flatten\"\n".to_string(),
+            &["[model], key `imput`", "did you mean `input`?"][..],
+        ),
+        (
+            layer("typ = \"flatten\""),
+            &["key `typ`", "did you mean `type`?"][..],
+        ),
+        (
+            layer("type = \"activation\"\nactivaton = \"relu\""),
+            &["key `activaton`", "did you mean `activation`?"][..],
+        ),
+        // a key that is simply absent is still named as required
+        (
+            layer("type = \"conv2d\"\nkernel_size = 3"),
+            &["key `filters`: is required (the number of filters)"][..],
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let name = format!("typo{i}.toml");
+        std::fs::write(d.join(&name), text).unwrap();
+        refused(d, &["summary", &name], want);
+    }
+}

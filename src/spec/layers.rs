@@ -265,9 +265,9 @@ pub(crate) fn build(t: &Table, kind: &str, input: &[usize], rng: &mut Rng) -> R<
         "flatten" => Box::new(Flatten),
         "activation" => {
             if t.get("activation").is_none() {
-                return Err(t.err(
+                return Err(t.missing(
                     "activation",
-                    format!("is required (one of: {})", Activation::NAMES.join(", ")),
+                    &format!("one of: {}", Activation::NAMES.join(", ")),
                 ));
             }
             Box::new(activation(t, Activation::Linear)?)
@@ -439,9 +439,9 @@ fn sub_layers(t: &Table, input: &[usize], rng: &mut Rng) -> R<Vec<Box<dyn Layer>
     let entries = match t.get("layers") {
         Some(toml::Value::Array(a)) if !a.is_empty() => a,
         _ => {
-            return Err(t.err(
+            return Err(t.missing(
                 "layers",
-                "is required: the block's layers, as [[model.layers.layers]] entries",
+                "the block's layers, as [[model.layers.layers]] entries",
             ));
         }
     };
@@ -452,10 +452,8 @@ fn sub_layers(t: &Table, input: &[usize], rng: &mut Rng) -> R<Vec<Box<dyn Layer>
             return Err(t.err("layers", format!("entry {j} is not a table")));
         };
         let Some(toml::Value::String(kind)) = ct.get("type") else {
-            return Err(Table::new(t.path, format!("{} > layer {j}", t.at), ct).err(
-                "type",
-                format!("is required (one of: {})", LAYER_TYPES.join(", ")),
-            ));
+            return Err(Table::new(t.path, format!("{} > layer {j}", t.at), ct)
+                .missing("type", &format!("one of: {}", LAYER_TYPES.join(", "))));
         };
         let child = Table::new(t.path, format!("{} > layer {j} ({kind})", t.at), ct);
         child.get("type");

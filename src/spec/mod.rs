@@ -522,7 +522,7 @@ pub const ANY_NOMINAL: usize = 64;
 fn parse_input(m: &Table) -> R<(Vec<usize>, Vec<bool>)> {
     let what = "the per-sample input shape: positive integers, channels first, a spatial size may be \"any\" (e.g. [1, 28, 28] or [1, \"any\"])";
     let Some(v) = m.get("input") else {
-        return Err(m.err("input", format!("is required ({what})")));
+        return Err(m.missing("input", what));
     };
     let bad = || m.err("input", format!("expected {what}, got {v}"));
     let toml::Value::Array(a) = v else {

@@ -84,7 +84,25 @@ impl<'a> Table<'a> {
     }
 
     pub fn required<T>(&self, key: &str, v: R<Option<T>>, what: &str) -> R<T> {
-        v?.ok_or_else(|| self.err(key, format!("is required ({what})")))
+        v?.ok_or_else(|| self.missing(key, what))
+    }
+
+    /// The error for a required `key` that is absent: a misspelling of it, when the table has
+    /// one (`filtres` for `filters`), is named first, as the unknown key it is.
+    pub fn missing(&self, key: &str, what: &str) -> Error {
+        let used = self.used.borrow();
+        let typo = self
+            .t
+            .keys()
+            .filter(|k| !used.contains(*k) && distance(k, key) <= 2)
+            .min_by_key(|k| distance(k, key));
+        match typo {
+            Some(k) => self.err(
+                k,
+                format!("unknown key (did you mean `{key}`? it is required: {what})"),
+            ),
+            None => self.err(key, format!("is required ({what})")),
+        }
     }
 
     pub fn usize(&self, key: &str) -> R<Option<usize>> {
