@@ -100,3 +100,46 @@ fn bad_arguments_fail_with_a_message() {
     ]);
     assert!(ok && out.starts_with("threads: 1"), "{out}");
 }
+
+#[test]
+fn completions_and_the_manual_page_are_generated() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let (ok, out, err) = convnet(&["completions", shell]);
+        assert!(ok, "{shell}: {err}");
+        for word in ["train", "summary", "resume", "max-memory"] {
+            assert!(out.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    // bash loads it and registers the completion
+    let script = std::process::Command::new(env!("CARGO_BIN_EXE_convnet"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap()
+        .stdout;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.bash"), script).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("source c.bash && complete -p convnet")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("-F _convnet convnet"),
+        "{text}"
+    );
+    let (ok, man, err) = convnet(&["man"]);
+    assert!(ok, "{err}");
+    assert!(man.contains(".TH convnet 1"), "{man}");
+    for sub in [
+        "summary",
+        "train",
+        "eval",
+        "predict",
+        "explain",
+        "completions",
+    ] {
+        assert!(man.contains(sub), "the manual page lacks {sub}");
+    }
+}

@@ -193,6 +193,14 @@ enum Command {
         #[arg(long)]
         resize: bool,
     },
+    /// Print a shell completion script: `source <(convnet completions bash)`, or save it where
+    /// the shell loads completions from.
+    Completions {
+        /// bash, zsh, fish, powershell or elvish.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `convnet man > convnet.1; man ./convnet.1`.
+    Man,
     /// Time the engine's ops on the performance workloads (median ms and GFLOP/s).
     Bench {
         /// Print one JSON object keyed by workload instead of a table.
@@ -311,6 +319,18 @@ fn main() -> ExitCode {
             resize,
         } => predict::run(&dir, &files, top, resize),
         Command::Bench { json, filter, reps } => bench::run(json, filter.as_deref(), reps),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "convnet", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(Into::into)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
