@@ -19,7 +19,10 @@ fn summary_shows_the_arithmetic_and_totals() {
     );
     assert!(out.contains("layers.4   dense"), "{out}");
     // conv 4*1*9 + 4, dense 3 * 64 + 3
-    assert!(out.contains("total: 235 parameters"), "{out}");
+    assert!(
+        out.contains("total: 235 trainable parameters, 0 non-trainable"),
+        "{out}"
+    );
     let (ok, out, _) = convnet(dir.path(), &["summary", "bars.toml", "--json"]);
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -36,7 +39,54 @@ fn summary_shows_the_arithmetic_and_totals() {
         assert!(!l0[k].is_null(), "{k} missing in {l0}");
     }
     assert_eq!(l0["output_shape"], serde_json::json!([4, 8, 8]));
-    assert_eq!(v["layers"][1]["receptive_field"], "4x4");
+    // numbers as numbers
+    assert_eq!(v["layers"][1]["receptive_field"], serde_json::json!([4, 4]));
+    assert_eq!(v["layers"][1]["receptive_field_text"], "4x4");
+    assert_eq!(v["trainable_params"], 235);
+    assert_eq!(v["non_trainable_params"], 0);
+    // a block's row before its parts, each part naming its parent; batch norm's running
+    // statistics counted as non-trainable (Keras's count)
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (ok, out, _) = convnet(
+        dir.path(),
+        &[
+            "summary",
+            &format!("{root}/examples/gunpoint_resnet.toml"),
+            "--json",
+        ],
+    );
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = v["layers"].as_array().unwrap();
+    for (i, r) in rows.iter().enumerate() {
+        if r["depth"] == 0 {
+            assert!(r["parent"].is_null());
+            continue;
+        }
+        let parent = r["parent"].as_str().unwrap();
+        let at = rows.iter().position(|p| p["name"] == parent).unwrap();
+        assert!(at < i, "{parent} after its part {}", r["name"]);
+        assert!(r["name"].as_str().unwrap().starts_with(parent));
+    }
+    assert!(rows.iter().any(|r| r["depth"] == 1));
+    let bn: u64 = rows
+        .iter()
+        .filter(|r| r["type"] == "batch_norm")
+        .map(|r| r["non_trainable"].as_u64().unwrap())
+        .sum();
+    assert!(bn > 0);
+    assert_eq!(v["non_trainable_params"], bn);
+    let (_, text, _) = convnet(
+        dir.path(),
+        &["summary", &format!("{root}/examples/gunpoint_resnet.toml")],
+    );
+    assert!(
+        text.contains(&format!(
+            "{} non-trainable",
+            convnet::explain::thousands(bn)
+        )),
+        "{text}"
+    );
 }
 
 #[test]

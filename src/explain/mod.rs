@@ -12,7 +12,10 @@ use crate::nn::{LayerReport, Sequential, SizeDependence, fmt_shape};
 pub struct Summary {
     pub input: Vec<usize>,
     pub layers: Vec<LayerReport>,
+    /// Trainable parameters.
     pub total_params: usize,
+    /// Non-trainable values (batch-norm running statistics), as Keras counts them.
+    pub non_trainable: usize,
     pub total_flops: u64,
     /// The model's receptive field (one output position), e.g. `31` or `all`.
     pub receptive_field: String,
@@ -135,6 +138,7 @@ pub fn summarize(model: &Sequential) -> Result<Summary> {
     Ok(Summary {
         input: model.input.clone(),
         total_params: top.clone().fold(0, |a, l| a.saturating_add(l.params)),
+        non_trainable: top.clone().fold(0, |a, l| a.saturating_add(l.buffers)),
         total_flops: top.fold(0, |a, l| a.saturating_add(l.flops)),
         receptive_field: rf.describe(),
         warnings,
@@ -142,6 +146,56 @@ pub fn summarize(model: &Sequential) -> Result<Summary> {
         any_size: model.any_size.clone(),
         size_dependence: model.size_dependence(),
     })
+}
+
+/// A receptive field as whole input positions per axis; `null` once it covers the input.
+fn rf_numbers(size: &[f64], global: bool) -> serde_json::Value {
+    if global {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!(size.iter().map(|v| v.round() as u64).collect::<Vec<_>>())
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The rows of a report with each block's row before its parts (the report lists the parts
+/// first, in the order they run), as torchinfo nests them.
+fn blocks_first(rows: &[LayerReport]) -> Vec<&LayerReport> {
+    // `rows` at one level: each row of the shallowest depth comes after its parts
+    fn order<'a>(rows: &'a [LayerReport], out: &mut Vec<&'a LayerReport>) {
+        let depth = rows.iter().map(|r| r.depth).min().unwrap_or(0);
+        let mut start = 0;
+        for (i, r) in rows.iter().enumerate() {
+            if r.depth == depth {
+                out.push(r);
+                order(&rows[start..i], out);
+                start = i + 1;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    order(rows, &mut out);
+    out
+}
+
+/// The name of the block a row belongs to (`layers.2` for `layers.2.blocks.0`), if any.
+fn parent_of<'a>(row: &LayerReport, rows: &'a [LayerReport]) -> Option<&'a str> {
+    rows.iter()
+        .filter(|p| p.depth + 1 == row.depth && row.name.starts_with(&format!("{}.", p.name)))
+        .map(|p| p.name.as_str())
+        .next()
 }
 
 /// `1234567` as `1.23M`.
@@ -194,7 +248,7 @@ impl Summary {
                 format!("{}{}", "  ".repeat(l.depth), l.name),
                 l.kind,
                 self.shape_of(l),
-                l.params,
+                thousands(l.params as u64),
                 human(l.flops),
                 l.receptive_field
             ));
@@ -207,13 +261,14 @@ impl Summary {
         } else {
             format!(
                 "{} FLOPs per sample ({})",
-                self.total_flops,
+                thousands(self.total_flops),
                 human(self.total_flops)
             )
         };
         s.push_str(&format!(
-            "total: {} parameters, {flops}\n",
-            self.total_params
+            "total: {} trainable parameters, {} non-trainable, {flops}\n",
+            thousands(self.total_params as u64),
+            thousands(self.non_trainable as u64)
         ));
         s.push_str(&format!(
             "receptive field of one output: {}\n",
@@ -231,20 +286,29 @@ impl Summary {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "input_shape": self.input,
-            "layers": self.layers.iter().map(|l| serde_json::json!({
+            "layers": blocks_first(&self.layers).into_iter().map(|l| serde_json::json!({
                 "name": l.name,
                 "depth": l.depth,
+                "parent": parent_of(l, &self.layers),
                 "type": l.kind,
                 "output_shape": l.output_shape,
                 "output_shape_symbolic": self.shape_of(l),
                 "params": l.params,
+                "non_trainable": l.buffers,
                 "flops": l.flops,
-                "receptive_field": l.receptive_field,
+                "receptive_field": rf_numbers(&l.rf_size, l.rf_global),
+                "receptive_field_global": l.rf_global,
+                "receptive_field_text": l.receptive_field,
+                "jump": l.jump,
                 "arithmetic": l.arithmetic,
             })).collect::<Vec<_>>(),
             "total_params": self.total_params,
+            "trainable_params": self.total_params,
+            "non_trainable_params": self.non_trainable,
             "total_flops": self.total_flops,
-            "receptive_field": self.receptive_field,
+            "receptive_field": self.layers.iter().rev().find(|l| l.depth == 0)
+                .map_or(serde_json::Value::Null, |l| rf_numbers(&l.rf_size, l.rf_global)),
+            "receptive_field_text": self.receptive_field,
             "warnings": self.warnings,
             "any_size": self.any_size,
             "size_independent": self.size_dependence == SizeDependence::Independent,

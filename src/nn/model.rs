@@ -17,9 +17,17 @@ pub struct LayerReport {
     pub kind: String,
     /// Per sample.
     pub output_shape: Vec<usize>,
+    /// Trainable parameters (a block's row counts its parts').
     pub params: usize,
+    /// Non-trainable values: buffers such as batch norm's running statistics (Keras counts
+    /// them as non-trainable parameters).
+    pub buffers: usize,
     pub flops: u64,
     pub receptive_field: String,
+    /// The receptive field's size along each spatial axis, in input positions.
+    pub rf_size: Vec<f64>,
+    /// Whether an output sees the whole input (after global pooling or a dense layer).
+    pub rf_global: bool,
     /// Input positions between neighbouring outputs along each spatial axis (the product of
     /// strides, divided by upsampling factors).
     pub jump: Vec<f64>,
@@ -341,8 +349,11 @@ fn report_rows(
             kind: layer.kind().to_string(),
             output_shape: info.output.clone(),
             params: layer.params().iter().map(|(_, t)| t.numel()).sum(),
+            buffers: layer.buffers().iter().map(|(_, t)| t.numel()).sum(),
             flops: info.flops,
             receptive_field: rf.describe(),
+            rf_size: rf.size.clone(),
+            rf_global: rf.global,
             jump: rf.jump.clone(),
             arithmetic: info.arithmetic,
         });
