@@ -84,7 +84,15 @@ pub struct SeriesSource {
 impl DataSource {
     /// Every file or folder the data is read from.
     pub fn paths(&self) -> Vec<PathBuf> {
-        let mut v = Vec::new();
+        self.clone()
+            .paths_mut()
+            .into_iter()
+            .map(|p| p.clone())
+            .collect()
+    }
+
+    /// The same, to rewrite.
+    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         match self {
             DataSource::Idx {
                 train_images,
@@ -92,18 +100,19 @@ impl DataSource {
                 test_images,
                 test_labels,
             } => {
-                v.extend([train_images.clone(), train_labels.clone()]);
-                v.extend(test_images.iter().chain(test_labels).cloned());
+                let mut v = vec![train_images, train_labels];
+                v.extend(test_images.iter_mut().chain(test_labels.iter_mut()));
+                v
             }
             DataSource::Csv { train, test, .. }
             | DataSource::Folder { train, test }
             | DataSource::Labeled { train, test, .. } => {
-                v.push(train.clone());
-                v.extend(test.iter().cloned());
+                let mut v = vec![train];
+                v.extend(test.iter_mut());
+                v
             }
-            DataSource::Series(s) => v.push(s.path.clone()),
+            DataSource::Series(s) => vec![&mut s.path],
         }
-        v
     }
 }
 
@@ -228,6 +237,8 @@ pub struct Spec {
     pub discriminator: Option<ModelSpec>,
     pub data: Option<DataSpec>,
     pub train: TrainSpec,
+    /// The folder relative data paths were resolved from (see [`Spec::parse_in`]).
+    base: Option<PathBuf>,
 }
 
 impl Spec {
@@ -239,6 +250,18 @@ impl Spec {
             source: e,
         })?;
         Spec::parse(&crate::data::strip_bom(text), path)
+    }
+
+    /// [`Spec::read`] with relative data paths taken from `base` (see [`Spec::parse_in`]),
+    /// and the layers checked as [`Spec::load`] does.
+    pub fn load_in(path: &Path, base: Option<&Path>) -> Result<Spec> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        let spec = Spec::parse_in(&crate::data::strip_bom(text), path, base)?;
+        crate::tensor::meta(|| spec.build_model(&mut Rng::new(0)))?;
+        Ok(spec)
     }
 
     /// A fingerprint of what the weights depend on: the model sections and `[train]`, parsed
@@ -264,8 +287,37 @@ impl Spec {
         Ok(spec)
     }
 
-    /// Parse `text` (named `path` in messages).
+    /// Parse `text` (named `path` in messages); relative data paths are taken from the
+    /// folder of `path`, as cargo and most config-driven tools do.
     pub fn parse(text: &str, path: &Path) -> Result<Spec> {
+        let base = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
+        Spec::parse_in(text, path, base.as_deref())
+    }
+
+    /// Parse `text` with relative data paths taken from `base` (from the current folder when
+    /// `None`): a run's copy of its spec resolves them from the folder of the spec it was
+    /// trained from.
+    pub fn parse_in(text: &str, path: &Path, base: Option<&Path>) -> Result<Spec> {
+        let mut spec = Spec::parse_unresolved(text, path)?;
+        if let (Some(base), Some(d)) = (base, spec.data.as_mut()) {
+            for p in d.source.paths_mut() {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        spec.base = base.map(Path::to_path_buf);
+        Ok(spec)
+    }
+
+    /// The folder relative data paths were taken from (`None`: the current folder).
+    pub fn base(&self) -> Option<&Path> {
+        self.base.as_deref()
+    }
+
+    fn parse_unresolved(text: &str, path: &Path) -> Result<Spec> {
         let p = path.display().to_string();
         let root: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             let at = e.span().map(|s| {
@@ -350,6 +402,7 @@ impl Spec {
             discriminator,
             data,
             train,
+            base: None,
         })
     }
 

@@ -185,6 +185,24 @@ pub fn read_split(spec: &Spec, which: &str) -> Result<Option<(Dataset, Option<Ve
     })
 }
 
+/// The test split alone, without reading the training data: a labelled series file's
+/// classes come from `classes` (a run's class names) when given. `None` when the spec names
+/// no test data.
+pub fn read_test(spec: &Spec, classes: Option<&[String]>) -> Result<Option<Dataset>> {
+    let d = spec.data()?;
+    if let (
+        DataSource::Labeled {
+            test: Some(t), tsv, ..
+        },
+        Some(names),
+    ) = (&d.source, classes)
+        && !names.is_empty()
+    {
+        return Ok(Some(labeled(spec, t, *tsv, Some(names))?.0));
+    }
+    Ok(read_split(spec, "test")?.map(|(ds, _)| ds))
+}
+
 /// Load and split the data, check labels against the task's classes, fit the normalisation.
 pub fn prepare(spec: &Spec, task: &Task, seed: u64) -> Result<Prepared> {
     let d = spec.data()?;

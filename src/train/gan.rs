@@ -175,6 +175,7 @@ pub fn train_gan(
         seed: t.seed,
         epochs: t.epochs,
         threads: Some(rayon::current_num_threads()),
+        spec_dir: spec.base().map(Path::to_path_buf),
         target_names: Vec::new(),
         target_mean: Vec::new(),
         target_std: Vec::new(),

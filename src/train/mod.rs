@@ -20,7 +20,7 @@ mod task;
 
 use checkpoint::LoopState;
 pub use checkpoint::Resume;
-pub use data::{Prepared, prepare, prepare_samples, read_split, series_columns};
+pub use data::{Prepared, prepare, prepare_samples, read_split, read_test, series_columns};
 use metrics::for_each_batch;
 pub use metrics::{EvalReport, argmax_rows, evaluate, evaluate_task};
 pub use task::{Metric, Task};
@@ -129,6 +129,10 @@ pub struct RunInfo {
     /// The worker threads of the run (results do not depend on it; a resume reuses it).
     #[serde(default)]
     pub threads: Option<usize>,
+    /// The folder the spec's relative data paths were taken from when the run was trained
+    /// (absolute), so that `eval` and `--resume` find the data from any folder.
+    #[serde(default)]
+    pub spec_dir: Option<PathBuf>,
     /// A forecaster's target columns, and their normalisation (fitted on the training part).
     #[serde(default)]
     pub target_names: Vec<String>,
@@ -401,6 +405,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         seed: t.seed,
         epochs: t.epochs,
         threads: Some(rayon::current_num_threads()),
+        spec_dir: spec.base().map(Path::to_path_buf),
     };
     info(st.best_epoch, false).save(dir)?;
 
@@ -667,9 +672,13 @@ impl Engine {
 /// Load a trained model from a run directory: its spec, and the best weights (or the last).
 pub fn load_run(dir: &Path) -> Result<(Spec, Sequential, RunInfo)> {
     // Building the model checks the spec; no need to build it twice.
-    let spec = Spec::read(&dir.join(files::SPEC))?;
-    let model = spec.build_model(&mut Rng::new(0))?;
     let info = RunInfo::load(dir)?;
+    let spec = Spec::parse_in(
+        &crate::data::read_text(&dir.join(files::SPEC))?,
+        &dir.join(files::SPEC),
+        info.spec_dir.as_deref(),
+    )?;
+    let model = spec.build_model(&mut Rng::new(0))?;
     let weights = [files::BEST, files::LAST]
         .iter()
         .map(|f| dir.join(f))

@@ -175,7 +175,7 @@ pub fn resumed_spec(
     epochs: Option<usize>,
 ) -> Result<(Spec, RunInfo)> {
     let info = RunInfo::load(dir)?;
-    let mut spec = Spec::load(&dir.join(files::SPEC))?;
+    let mut spec = Spec::load_in(&dir.join(files::SPEC), info.spec_dir.as_deref())?;
     if let Some(s) = seed.filter(|&s| s != info.seed) {
         return Err(refused(
             dir,

@@ -259,7 +259,12 @@ pub fn run(
         bail!("{} is not a classifier's run", dir.display());
     };
     let ds = match data {
-        "test" | "val" | "train" => {
+        // the test set alone: run.json holds the normalisation and class names, so the
+        // training data is not read
+        "test" => train::read_test(&spec, Some(&info.class_names))?.ok_or_else(|| {
+            anyhow::anyhow!("the spec names no test data; pass --data val, --data train, or a path")
+        })?,
+        "val" | "train" => {
             let p = train::prepare(&spec, &task, train::split_seed(info.seed))?;
             split_of(p, data, "pass --data val, --data train, or a path")?
         }
