@@ -48,3 +48,54 @@ fn data_paths_are_relative_to_the_spec_and_runs_work_from_any_folder() {
     );
     assert!(!ok && err.contains("train-images"), "{err}");
 }
+
+#[test]
+fn folders_and_predict_read_every_image_format_and_predict_speaks_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let formats = [
+        image::ImageFormat::Png,
+        image::ImageFormat::Jpeg,
+        image::ImageFormat::Bmp,
+        image::ImageFormat::Gif,
+        image::ImageFormat::Tiff,
+        image::ImageFormat::WebP,
+    ];
+    let exts = ["png", "jpg", "bmp", "gif", "tiff", "webp"];
+    for (class, v) in [("dark", 20u8), ("light", 230u8)] {
+        std::fs::create_dir_all(d.join("imgs").join(class)).unwrap();
+        for (fmt, ext) in formats.iter().zip(exts) {
+            let img = image::RgbImage::from_pixel(6, 6, image::Rgb([v, v, v]));
+            let p = d.join("imgs").join(class).join(format!("a.{ext}"));
+            image::DynamicImage::ImageRgb8(img)
+                .save_with_format(&p, *fmt)
+                .unwrap();
+        }
+    }
+    let spec = "[model]\ninput = [1, 6, 6]\n[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"folder\"\ntrain = \"imgs\"\nvalidation_split = 0.0\nnormalize = \"scale\"\n[train]\nepochs = 30\nbatch_size = 4\noptimizer = { type = \"adam\", lr = 0.05 }\n";
+    std::fs::write(d.join("f.toml"), spec).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "f.toml", "--out", "run"]);
+    assert!(ok, "{out}{err}");
+    // every format was read: 6 files per class
+    let (ok, out, err) = convnet(d, &["eval", "run", "--data", "train", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["samples"], 12);
+    let files: Vec<String> = exts.iter().map(|e| format!("imgs/light/a.{e}")).collect();
+    let mut args = vec!["predict", "run", "--json", "--top", "2"];
+    args.extend(files.iter().map(|s| s.as_str()));
+    let (ok, out, err) = convnet(d, &args);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    for (r, f) in rows.iter().zip(&files) {
+        assert_eq!(r["file"], f.as_str());
+        let top = r["top"].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0]["class"], "light", "{r}");
+        let p0 = top[0]["probability"].as_f64().unwrap();
+        let p1 = top[1]["probability"].as_f64().unwrap();
+        assert!(p0 >= p1 && (p0 + p1 - 1.0).abs() < 1e-5, "{r}");
+    }
+}

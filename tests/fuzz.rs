@@ -253,8 +253,24 @@ fn png_seeds() -> Vec<Vec<u8>> {
             image::ImageFormat::Png,
         ),
         (
-            image::DynamicImage::ImageRgb8(rgb),
+            image::DynamicImage::ImageRgb8(rgb.clone()),
             image::ImageFormat::Jpeg,
+        ),
+        (
+            image::DynamicImage::ImageRgb8(rgb.clone()),
+            image::ImageFormat::Bmp,
+        ),
+        (
+            image::DynamicImage::ImageRgb8(rgb.clone()),
+            image::ImageFormat::Gif,
+        ),
+        (
+            image::DynamicImage::ImageRgb8(rgb.clone()),
+            image::ImageFormat::Tiff,
+        ),
+        (
+            image::DynamicImage::ImageRgb8(rgb),
+            image::ImageFormat::WebP,
         ),
     ] {
         let mut c = std::io::Cursor::new(Vec::new());

@@ -151,7 +151,7 @@ fn a_byte_order_mark_is_read_and_hidden_or_empty_class_folders_are_handled() {
     refused_within(
         d,
         &["train", "folder.toml", "--out", "r"],
-        &["birds", "a class folder without PNG or JPEG images"],
+        &["birds", "a class folder without images"],
         256,
         10,
     );

@@ -250,6 +250,9 @@ fn channels(path: &Path, img: &image::DynamicImage, c: usize) -> Result<Vec<f32>
     }
 }
 
+/// The image files a class folder's images are read from (what the `image` crate decodes here).
+pub const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"];
+
 /// Read a folder with one subfolder per class (sorted by name); returns the data and the
 /// class names. With `any_size`, images keep their own sizes (batched one size at a time).
 pub fn read_folder(
@@ -289,13 +292,13 @@ pub fn read_folder(
         files.retain(|p| {
             p.extension()
                 .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
         });
         files.sort();
         if files.is_empty() {
             return Err(fmt(
                 &sub,
-                "a class folder without PNG or JPEG images: remove it or add its images (each subfolder is a class)".into(),
+                "a class folder without images (PNG, JPEG, BMP, GIF, TIFF or WebP): remove it or add its images (each subfolder is a class)".into(),
             ));
         }
         for f in files {

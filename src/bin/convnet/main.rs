@@ -192,6 +192,9 @@ enum Command {
         /// Resize images of another size to the model's input.
         #[arg(long)]
         resize: bool,
+        /// Print JSON: per file, the top classes with their index and probability.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a shell completion script: `source <(convnet completions bash)`, or save it where
     /// the shell loads completions from.
@@ -317,7 +320,8 @@ fn main() -> ExitCode {
             files,
             top,
             resize,
-        } => predict::run(&dir, &files, top, resize),
+            json,
+        } => predict::run(&dir, &files, top, resize, json),
         Command::Bench { json, filter, reps } => bench::run(json, filter.as_deref(), reps),
         Command::Completions { shell } => {
             use clap::CommandFactory;

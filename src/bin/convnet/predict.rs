@@ -1,4 +1,5 @@
-//! `convnet predict DIR FILE... [--top K] [--resize]`: classify images with a trained run.
+//! `convnet predict DIR FILE... [--top K] [--resize] [--json]`: classify images with a
+//! trained run.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use convnet::data::load_image;
 use convnet::spec::TaskKind;
 use convnet::{Tensor, no_grad, ops, train};
 
-pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool) -> Result<()> {
+pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool, json: bool) -> Result<()> {
     if files.is_empty() {
         bail!("give at least one image file to classify");
     }
@@ -36,6 +37,7 @@ pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool) -> Result<()
     let norm = info.normalize();
     let mut out = std::io::stdout().lock();
     let mut infer = convnet::plan::Inference::new(&model, 1);
+    let mut rows = Vec::new();
     for f in files {
         let (mut x, size) = load_image(f, &spec.input, resize, any)?;
         norm.apply(&mut x);
@@ -46,15 +48,29 @@ pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool) -> Result<()
         let probs = no_grad(|| ops::softmax(&logits, 1))?.to_vec();
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-        writeln!(out, "{}", f.display())?;
-        for &k in order.iter().take(top.max(1)) {
-            let name = info
-                .class_names
+        let name = |k: usize| {
+            info.class_names
                 .get(k)
                 .cloned()
-                .unwrap_or_else(|| k.to_string());
-            writeln!(out, "  {:>6.2}%  {name}", 100.0 * probs[k])?;
+                .unwrap_or_else(|| k.to_string())
+        };
+        let best = order.iter().take(top.max(1));
+        if json {
+            let top: Vec<_> = best
+                .map(
+                    |&k| serde_json::json!({"class": name(k), "index": k, "probability": probs[k]}),
+                )
+                .collect();
+            rows.push(serde_json::json!({"file": f.display().to_string(), "top": top}));
+            continue;
         }
+        writeln!(out, "{}", f.display())?;
+        for &k in best {
+            writeln!(out, "  {:>6.2}%  {}", 100.0 * probs[k], name(k))?;
+        }
+    }
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
     }
     Ok(())
 }
