@@ -99,3 +99,50 @@ fn folders_and_predict_read_every_image_format_and_predict_speaks_json() {
         assert!(p0 >= p1 && (p0 + p1 - 1.0).abs() < 1e-5, "{r}");
     }
 }
+
+#[test]
+fn eval_reports_f1_and_top_k_accuracy() {
+    let (dir, _) = common::setup("");
+    let d = dir.path();
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "run", "--epochs", "1"]);
+    assert!(ok, "{err}");
+    let json = |k: &str| {
+        let (ok, out, err) = convnet(d, &["eval", "run", "--json", "--top-k", k]);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let v = json("1");
+    let rows = v["per_class"].as_array().unwrap();
+    let (mut macro_f1, mut weighted, mut n) = (0.0, 0.0, 0.0);
+    for r in rows {
+        let (p, rc) = (
+            r["precision"].as_f64().unwrap(),
+            r["recall"].as_f64().unwrap(),
+        );
+        let f1 = if p + rc > 0.0 {
+            2.0 * p * rc / (p + rc)
+        } else {
+            0.0
+        };
+        assert!((r["f1"].as_f64().unwrap() - f1).abs() < 1e-12, "{r}");
+        let s = r["support"].as_f64().unwrap();
+        macro_f1 += f1 / rows.len() as f64;
+        weighted += f1 * s;
+        n += s;
+    }
+    assert_eq!(n as u64, v["samples"].as_u64().unwrap());
+    assert!((v["macro_f1"].as_f64().unwrap() - macro_f1).abs() < 1e-12);
+    assert!((v["weighted_f1"].as_f64().unwrap() - weighted / n).abs() < 1e-12);
+    // top-1 is the accuracy; the top 3 of 3 classes hold every true class
+    assert_eq!(v["top_k"]["accuracy"], v["accuracy"]);
+    assert_eq!(json("3")["top_k"]["accuracy"], 1.0);
+    let a2 = json("2")["top_k"]["accuracy"].as_f64().unwrap();
+    assert!(a2 >= v["accuracy"].as_f64().unwrap() && a2 <= 1.0);
+    let (ok, out, _) = convnet(d, &["eval", "run", "--top-k", "2"]);
+    assert!(
+        ok && out.contains("top-2 accuracy") && out.contains("macro F1"),
+        "{out}"
+    );
+    let (ok, _, err) = convnet(d, &["eval", "run", "--top-k", "0"]);
+    assert!(!ok && err.contains("at least 1"), "{err}");
+}

@@ -18,6 +18,47 @@ pub struct EvalReport {
     pub confusion: Vec<Vec<usize>>,
     pub precision: Vec<f64>,
     pub recall: Vec<f64>,
+    /// Per class: the harmonic mean of precision and recall (0 where both are 0).
+    pub f1: Vec<f64>,
+    /// Per class: the samples of that class.
+    pub support: Vec<usize>,
+    /// `rank_hits[r]`: samples whose true class had the `r`-th highest score (0: predicted).
+    pub rank_hits: Vec<usize>,
+}
+
+impl EvalReport {
+    /// The unweighted mean of the per-class F1 scores (scikit-learn's `average="macro"`).
+    pub fn macro_f1(&self) -> f64 {
+        self.f1.iter().sum::<f64>() / self.f1.len().max(1) as f64
+    }
+
+    /// The per-class F1 scores weighted by support (`average="weighted"`).
+    pub fn weighted_f1(&self) -> f64 {
+        let n: usize = self.support.iter().sum();
+        let s: f64 = self
+            .f1
+            .iter()
+            .zip(&self.support)
+            .map(|(f, &c)| f * c as f64)
+            .sum();
+        s / n.max(1) as f64
+    }
+
+    /// The share of samples whose true class is among the `k` highest scores.
+    pub fn top_k(&self, k: usize) -> f64 {
+        let hits: usize = self.rank_hits.iter().take(k).sum();
+        hits as f64 / self.samples.max(1) as f64
+    }
+}
+
+/// The rank of `label` among the scores of `row` (0: the highest); ties rank the lower index
+/// first, as [`argmax_rows`] predicts.
+fn rank_of(row: &[f32], label: usize) -> usize {
+    let v = row[label];
+    row.iter()
+        .enumerate()
+        .filter(|&(j, &x)| x > v || (x == v && j < label))
+        .count()
 }
 
 /// Index of the largest value of each row of `(n, k)` logits.
@@ -70,18 +111,23 @@ pub fn evaluate(
     batch: usize,
 ) -> Result<EvalReport> {
     let mut confusion = vec![vec![0usize; classes]; classes];
+    let mut rank_hits = vec![0usize; classes];
     let mut loss_sum = 0f64;
     for_each_batch(model, data, norm, None, batch, |b, logits| {
         let l = no_grad(|| ops::cross_entropy(logits, &b.labels, loss_opts))?.item()?;
         loss_sum += l as f64 * b.len() as f64;
-        for (&p, &y) in argmax_rows(&logits.data(), classes).iter().zip(&b.labels) {
+        let scores = logits.data();
+        for (&p, &y) in argmax_rows(&scores, classes).iter().zip(&b.labels) {
             confusion[y][p] += 1;
+        }
+        for (row, &y) in scores.chunks(classes.max(1)).zip(&b.labels) {
+            rank_hits[rank_of(row, y)] += 1;
         }
         Ok(())
     })?;
     let n = data.len().max(1);
     let correct: usize = (0..classes).map(|i| confusion[i][i]).sum();
-    let precision = (0..classes)
+    let precision: Vec<f64> = (0..classes)
         .map(|j| {
             let col: usize = (0..classes).map(|i| confusion[i][j]).sum();
             if col == 0 {
@@ -91,7 +137,7 @@ pub fn evaluate(
             }
         })
         .collect();
-    let recall = (0..classes)
+    let recall: Vec<f64> = (0..classes)
         .map(|i| {
             let row: usize = confusion[i].iter().sum();
             if row == 0 {
@@ -105,6 +151,19 @@ pub fn evaluate(
         samples: data.len(),
         loss: loss_sum / n as f64,
         accuracy: correct as f64 / n as f64,
+        f1: precision
+            .iter()
+            .zip(&recall)
+            .map(|(p, r)| {
+                if p + r > 0.0 {
+                    2.0 * p * r / (p + r)
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+        support: confusion.iter().map(|row| row.iter().sum()).collect(),
+        rank_hits,
         confusion,
         precision,
         recall,

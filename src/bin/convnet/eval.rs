@@ -217,14 +217,26 @@ fn run_forecaster(
     Ok(())
 }
 
-pub fn run(
-    dir: &Path,
-    data: Option<&str>,
-    labels: Option<PathBuf>,
-    horizon: Option<usize>,
-    size: Option<usize>,
-    json: bool,
-) -> Result<()> {
+/// What `convnet eval` was asked.
+pub struct Args {
+    pub dir: PathBuf,
+    pub data: Option<String>,
+    pub labels: Option<PathBuf>,
+    pub horizon: Option<usize>,
+    pub size: Option<usize>,
+    pub top_k: Option<usize>,
+    pub json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let (dir, data, labels, horizon, size, json) = (
+        a.dir.as_path(),
+        a.data.as_deref(),
+        a.labels,
+        a.horizon,
+        a.size,
+        a.json,
+    );
     let (spec, model, info) = train::load_run(dir)?;
     if spec.train.task == convnet::spec::TaskKind::Gan {
         bail!(
@@ -283,7 +295,16 @@ pub fn run(
     };
     ds.check_labels(classes, data)?;
     let r = train::evaluate(&model, &ds, &info.normalize(), classes, options, 256)?;
-    let names = &info.class_names;
+    // a run without class names (or with fewer) shows class numbers
+    let names: Vec<String> = (0..classes)
+        .map(|i| {
+            info.class_names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| i.to_string())
+        })
+        .collect();
+    let top_k = a.top_k.map(|k| (k, r.top_k(k)));
     let tag = match size {
         Some(s) => format!("{data}_{s}x{s}"),
         None => data.to_string(),
@@ -293,7 +314,7 @@ pub fn run(
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
     let png = dir.join(format!("confusion_{safe}.png"));
-    plot::confusion_png(&png, &r.confusion, names)?;
+    plot::confusion_png(&png, &r.confusion, &names)?;
     let mut out = std::io::stdout().lock();
     if json {
         let v = serde_json::json!({
@@ -301,7 +322,10 @@ pub fn run(
             "samples": r.samples,
             "loss": r.loss,
             "accuracy": r.accuracy,
-            "per_class": (0..classes).map(|i| serde_json::json!({"class": names[i], "precision": r.precision[i], "recall": r.recall[i]})).collect::<Vec<_>>(),
+            "per_class": (0..classes).map(|i| serde_json::json!({"class": names[i], "precision": r.precision[i], "recall": r.recall[i], "f1": r.f1[i], "support": r.support[i]})).collect::<Vec<_>>(),
+            "macro_f1": r.macro_f1(),
+            "weighted_f1": r.weighted_f1(),
+            "top_k": top_k.map(|(k, acc)| serde_json::json!({"k": k, "accuracy": acc})),
             "confusion": r.confusion,
             "confusion_png": png.display().to_string(),
         });
@@ -315,14 +339,35 @@ pub fn run(
         r.loss,
         100.0 * r.accuracy
     )?;
-    writeln!(out, "\n{:<14} {:>9} {:>9}", "class", "precision", "recall")?;
+    if let Some((k, acc)) = top_k {
+        writeln!(out, "top-{k} accuracy {:.2}%", 100.0 * acc)?;
+    }
+    writeln!(
+        out,
+        "macro F1 {:.4}, weighted F1 {:.4}",
+        r.macro_f1(),
+        r.weighted_f1()
+    )?;
+    let w = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    writeln!(
+        out,
+        "\n{:<w$} {:>9} {:>9} {:>9} {:>8}",
+        "class", "precision", "recall", "F1", "support"
+    )?;
     for i in 0..classes {
         writeln!(
             out,
-            "{:<14} {:>8.1}% {:>8.1}%",
+            "{:<w$} {:>8.1}% {:>8.1}% {:>9.4} {:>8}",
             names[i],
             100.0 * r.precision[i],
-            100.0 * r.recall[i]
+            100.0 * r.recall[i],
+            r.f1[i],
+            r.support[i]
         )?;
     }
     writeln!(

@@ -175,11 +175,14 @@ enum Command {
         /// Labels of IDX images given with --data.
         #[arg(long)]
         labels: Option<PathBuf>,
+        /// Also report the top-K accuracy: the true class among the K highest scores.
+        #[arg(long, value_name = "K", value_parser = at_least_one)]
+        top_k: Option<usize>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Classify images (PNG, JPEG) with a trained run.
+    /// Classify images (PNG, JPEG, BMP, GIF, TIFF, WebP) with a trained run.
     Predict {
         /// The run directory.
         dir: PathBuf,
@@ -263,8 +266,17 @@ fn main() -> ExitCode {
             labels,
             horizon,
             size,
+            top_k,
             json,
-        } => eval::run(&dir, data.as_deref(), labels, horizon, size, json),
+        } => eval::run(eval::Args {
+            dir,
+            data,
+            labels,
+            horizon,
+            size,
+            top_k,
+            json,
+        }),
         Command::Playground { out, overwrite } => playground::run(&out, overwrite),
         Command::Explain {
             dir,
