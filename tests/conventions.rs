@@ -146,3 +146,35 @@ fn eval_reports_f1_and_top_k_accuracy() {
     let (ok, _, err) = convnet(d, &["eval", "run", "--top-k", "0"]);
     assert!(!ok && err.contains("at least 1"), "{err}");
 }
+
+#[test]
+fn the_playground_folds_its_self_check_and_the_report_names_files_not_paths() {
+    let (dir, _) = common::setup("");
+    let d = dir.path();
+    let (ok, _, err) = convnet(d, &["playground", "--out", "p.html"]);
+    assert!(ok, "{err}");
+    let page = std::fs::read_to_string(d.join("p.html")).unwrap();
+    let folded = page.find("<details id=\"engine-sizes\">").unwrap();
+    assert!(folded < page.find("<table id=\"engine\"").unwrap());
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "run", "--epochs", "1"]);
+    assert!(ok, "{err}");
+    let img = image::GrayImage::from_pixel(8, 8, image::Luma([200u8]));
+    let input = d.join("inputs/a bar.png");
+    std::fs::create_dir_all(input.parent().unwrap()).unwrap();
+    img.save(&input).unwrap();
+    let (ok, _, err) = convnet(
+        d,
+        &["explain", "run", input.to_str().unwrap(), "--out", "r.html"],
+    );
+    assert!(ok, "{err}");
+    let page = std::fs::read_to_string(d.join("r.html")).unwrap();
+    assert!(page.contains("a bar.png"), "the input's file name");
+    assert!(
+        !page.contains(d.to_str().unwrap()),
+        "a full path in the report"
+    );
+    assert!(
+        page.contains("<title>convnet explain: run</title>"),
+        "the run's name"
+    );
+}

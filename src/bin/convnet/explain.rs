@@ -67,7 +67,7 @@ pub fn run(a: Args) -> Result<()> {
                     describe: format!(
                         "the {} steps of {} before step {t}",
                         f.window,
-                        path.display()
+                        file_name(path)
                     ),
                     class_names: Vec::new(),
                 }
@@ -95,7 +95,7 @@ pub fn run(a: Args) -> Result<()> {
                     describe: format!(
                         "series {} of {} (class {})",
                         a.index,
-                        path.display(),
+                        file_name(path),
                         ls.labels
                             .get(a.index)
                             .and_then(|&l| ls.class_names.get(l))
@@ -121,7 +121,7 @@ pub fn run(a: Args) -> Result<()> {
                 ExplainInput {
                     x: Tensor::from_vec(x, &shape)?,
                     display: raw,
-                    describe: format!("the image {}", path.display()),
+                    describe: format!("the image {}", file_name(path)),
                     class_names: info.class_names.clone(),
                 }
             }
@@ -142,4 +142,13 @@ pub fn run(a: Args) -> Result<()> {
         None => println!("wrote {}", a.out.display()),
     }
     Ok(())
+}
+
+/// The input's file name, as the page names it (a full path says where the user keeps files,
+/// not what the model saw).
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }

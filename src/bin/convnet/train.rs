@@ -53,7 +53,7 @@ impl Observer for Bar {
         self.epochs = epochs;
         let bar = ProgressBar::new(steps as u64);
         bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+            ProgressStyle::with_template("epoch {prefix} [{wide_bar}] {pos}/{len} {msg} ETA {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
@@ -110,7 +110,7 @@ impl Observer for GanBar {
     fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize, _start: usize) {
         let bar = ProgressBar::new(steps as u64);
         bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+            ProgressStyle::with_template("epoch {prefix} [{wide_bar}] {pos}/{len} {msg} ETA {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
