@@ -178,3 +178,36 @@ fn the_playground_folds_its_self_check_and_the_report_names_files_not_paths() {
         "the run's name"
     );
 }
+
+#[test]
+fn csv_files_are_read_as_spreadsheets_write_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // a series export: BOM, CRLF, quoted time stamps holding commas, a quoted number
+    let mut csv = "\u{feff}\"date, local\",\"value\"\r\n".to_string();
+    for i in 0..60 {
+        csv.push_str(&format!(
+            "\"Jan {i}, 2020\",\"{}\"\r\n",
+            (i as f32 * 0.3).sin()
+        ));
+    }
+    std::fs::write(d.join("s.csv"), &csv).unwrap();
+    let spec = "[model]\ninput = [1, 8]\n[[model.layers]]\ntype = \"conv1d\"\nfilters = 2\nkernel_size = 3\n[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"dense\"\nunits = 1\n[data]\nformat = \"series\"\npath = \"s.csv\"\ntime_column = \"date, local\"\ncolumns = [\"value\"]\nhorizon = 1\n[train]\nepochs = 1\n";
+    std::fs::write(d.join("s.toml"), spec).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "s.toml", "--out", "s"]);
+    assert!(ok, "{out}{err}");
+    // pixels with CRLF and quoted cells; an error still names the line and the column
+    let px =
+        "\u{feff}label,\"p0\",p1,p2,p3\r\n0,\"0\",10,255,3\r\n1,30,0,0,0\r\n1,30,\"x\",0,0\r\n";
+    std::fs::write(d.join("px.csv"), px).unwrap();
+    let img = "[model]\ninput = [1, 2, 2]\n[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"csv\"\ntrain = \"px.csv\"\nvalidation_split = 0.0\n[train]\nepochs = 1\n";
+    std::fs::write(d.join("px.toml"), img).unwrap();
+    let (ok, _, err) = convnet(d, &["train", "px.toml", "--out", "px"]);
+    assert!(
+        !ok && err.contains("line 4, column `p1`") && err.contains("`x` is not a number"),
+        "{err}"
+    );
+    std::fs::write(d.join("px.csv"), &px[..px.rfind("1,30,\"x\"").unwrap()]).unwrap();
+    let (ok, _, err) = convnet(d, &["train", "px.toml", "--out", "px"]);
+    assert!(ok, "{err}");
+}

@@ -20,15 +20,7 @@ pub fn read_csv(
     shape: &[usize],
     pixel_max: f32,
 ) -> Result<Dataset> {
-    let text = super::read_text(path)?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, head)) = lines.next() else {
-        return Err(fmt(path, "empty file: expected a header row".into()));
-    };
-    let cols: Vec<&str> = head.split(',').map(str::trim).collect();
+    let (cols, lines) = super::csv_rows(path)?;
     let Some(li) = cols.iter().position(|c| *c == label_column) else {
         return Err(fmt(
             path,
@@ -51,14 +43,12 @@ pub fn read_csv(
     }
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
-    for (ln, line) in lines {
-        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+    for (ln, cells) in lines {
         if cells.len() != cols.len() {
             return Err(fmt(
                 path,
                 format!(
-                    "line {}: {} cells, the header has {}",
-                    ln + 1,
+                    "line {ln}: {} cells, the header has {}",
                     cells.len(),
                     cols.len()
                 ),
@@ -70,19 +60,14 @@ pub fn read_csv(
                     path,
                     format!(
                         "line {}, column `{}`: `{cell}` is not a number",
-                        ln + 1,
-                        cols[ci]
+                        ln, cols[ci]
                     ),
                 )
             })?;
             if !v.is_finite() {
                 return Err(fmt(
                     path,
-                    format!(
-                        "line {}, column `{}`: `{cell}` is not finite",
-                        ln + 1,
-                        cols[ci]
-                    ),
+                    format!("line {}, column `{}`: `{cell}` is not finite", ln, cols[ci]),
                 ));
             }
             if ci != li && !(0.0..=pixel_max).contains(&v) {
@@ -90,8 +75,7 @@ pub fn read_csv(
                     path,
                     format!(
                         "line {}, column `{}`: pixel {cell} is outside [0, {pixel_max}] (`pixel_max` in [data])",
-                        ln + 1,
-                        cols[ci]
+                        ln, cols[ci]
                     ),
                 ));
             }
@@ -101,8 +85,7 @@ pub fn read_csv(
                         path,
                         format!(
                             "line {}, column `{}`: label `{cell}` is not a class index",
-                            ln + 1,
-                            cols[ci]
+                            ln, cols[ci]
                         ),
                     ));
                 }

@@ -37,6 +37,42 @@ pub(crate) fn read_text(path: &std::path::Path) -> Result<String> {
     Ok(strip_bom(text))
 }
 
+/// The rows of a CSV file as spreadsheets write it (the `csv` crate: quoted fields holding
+/// commas or quotes, CRLF line ends, a byte-order mark), cells trimmed, blank lines skipped:
+/// the header, then each row with its line number (1-based) for messages.
+pub(crate) fn csv_rows(path: &std::path::Path) -> Result<(Vec<String>, Vec<(usize, Vec<String>)>)> {
+    // CRLF as LF: the csv crate counts the lines of CRLF files from the second row on short
+    let text = read_text(path)?.replace("\r\n", "\n");
+    let fail = |msg: String| Error::Format {
+        path: path.display().to_string(),
+        msg,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            fail(format!("line {line}: not a CSV row: {e}"))
+        })?;
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let line = record.position().map_or(0, |p| p.line()) as usize;
+        rows.push((line, record.iter().map(str::to_string).collect()));
+    }
+    if rows.is_empty() {
+        return Err(fail(
+            "empty file: expected a header row of column names".into(),
+        ));
+    }
+    let (_, header) = rows.remove(0);
+    Ok((header, rows))
+}
+
 /// `text` without the UTF-8 byte-order mark that some editors (and Excel) write first.
 pub fn strip_bom(text: String) -> String {
     match text.strip_prefix('\u{feff}') {

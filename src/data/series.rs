@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use super::{Dataset, read_text};
+use super::Dataset;
 use crate::error::{Error, Result};
 
 /// Columns of a series file, column-major.
@@ -62,20 +62,7 @@ pub fn read_series_csv(path: &Path, how: &SeriesRead) -> Result<Series> {
         path: p.clone(),
         msg,
     };
-    let text = read_text(path)?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
-        return Err(fmt(
-            "empty file: expected a header row of column names".into()
-        ));
-    };
-    let header: Vec<String> = header
-        .split(',')
-        .map(|s| s.trim().trim_matches('"').to_string())
-        .collect();
+    let (header, lines) = super::csv_rows(path)?;
     let find = |name: &str, key: &str| -> Result<usize> {
         header.iter().position(|h| h == name).ok_or_else(|| {
             fmt(format!(
@@ -101,15 +88,10 @@ pub fn read_series_csv(path: &Path, how: &SeriesRead) -> Result<Series> {
     let mut values = vec![Vec::new(); cols.len()];
     let mut missing: Vec<Vec<usize>> = vec![Vec::new(); cols.len()];
     let mut times = time_idx.map(|_| Vec::new());
-    for (ln, line) in lines {
-        let cells: Vec<&str> = line
-            .split(',')
-            .map(|s| s.trim().trim_matches('"'))
-            .collect();
+    for (ln, cells) in lines {
         if cells.len() != header.len() {
             return Err(fmt(format!(
-                "line {}: {} cells, the header has {} columns",
-                ln + 1,
+                "line {ln}: {} cells, the header has {} columns",
                 cells.len(),
                 header.len()
             )));
@@ -118,12 +100,11 @@ pub fn read_series_csv(path: &Path, how: &SeriesRead) -> Result<Series> {
             t.push(cells[ti].to_string());
         }
         for (k, &c) in cols.iter().enumerate() {
-            let cell = cells[c];
+            let cell = cells[c].as_str();
             let v = if is_missing(cell) {
                 if !how.interpolate {
                     return Err(fmt(format!(
-                        "line {}, column `{}`: missing value \"{cell}\" (set `missing = \"interpolate\"` in [data] to fill gaps linearly)",
-                        ln + 1,
+                        "line {ln}, column `{}`: missing value \"{cell}\" (set `missing = \"interpolate\"` in [data] to fill gaps linearly)",
                         header[c]
                     )));
                 }
@@ -134,8 +115,7 @@ pub fn read_series_csv(path: &Path, how: &SeriesRead) -> Result<Series> {
                     Ok(v) if v.is_finite() => v,
                     _ => {
                         return Err(fmt(format!(
-                            "line {}, column `{}`: \"{cell}\" is not a number",
-                            ln + 1,
+                            "line {ln}, column `{}`: \"{cell}\" is not a number",
                             header[c]
                         )));
                     }
