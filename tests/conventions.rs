@@ -143,6 +143,22 @@ fn eval_reports_f1_and_top_k_accuracy() {
         ok && out.contains("top-2 accuracy") && out.contains("macro F1"),
         "{out}"
     );
+    // the confusion matrix in blue (correct) and orange (errors), not red and green
+    let png = image::open(d.join("run/confusion_test.png"))
+        .unwrap()
+        .to_rgb8();
+    let (left, top, cell) = (130, 60, 44);
+    for i in 0..3u32 {
+        for j in 0..3u32 {
+            let p = png.get_pixel(left + cell * j + 40, top + cell * i + 40).0;
+            let (r, g, b) = (p[0] as i32, p[1] as i32, p[2] as i32);
+            if i == j {
+                assert!(b >= r && b >= g, "cell {i},{j}: {p:?}");
+            } else {
+                assert!(r >= g && g >= b, "cell {i},{j}: {p:?}");
+            }
+        }
+    }
     let (ok, _, err) = convnet(d, &["eval", "run", "--top-k", "0"]);
     assert!(!ok && err.contains("at least 1"), "{err}");
 }

@@ -143,7 +143,12 @@ pub fn confusion_png(path: &Path, matrix: &[Vec<usize>], names: &[String]) -> Re
     register_font();
     let k = matrix.len();
     let cell = 44u32;
-    let (left, top) = (130u32, 60u32);
+    // rows are labelled `i name` in full, columns by the class number
+    let longest = (0..k)
+        .map(|i| names.get(i).map_or(0, |n| n.chars().count()) + 4)
+        .max()
+        .unwrap_or(4) as u32;
+    let (left, top) = ((16 + 8 * longest).clamp(130, 480), 60u32);
     let (w, h) = (left + cell * k as u32 + 20, top + cell * k as u32 + 110);
     let mut buf = vec![0u8; (w * h * 3) as usize];
     let draw = |buf: &mut Vec<u8>| -> std::result::Result<(), String> {
@@ -159,12 +164,11 @@ pub fn confusion_png(path: &Path, matrix: &[Vec<usize>], names: &[String]) -> Re
             let total = row.iter().sum::<usize>().max(1) as f64;
             for (j, &c) in row.iter().enumerate() {
                 let frac = c as f64 / total;
-                let shade = (255.0 * (1.0 - frac)) as u8;
-                let color = if i == j {
-                    RGBColor(shade, 255, shade)
-                } else {
-                    RGBColor(255, shade, shade)
-                };
+                // colour-blind safe (Okabe-Ito): blue for correct, orange for errors, from white
+                let base = if i == j { (0, 114, 178) } else { (230, 159, 0) };
+                let mix = |b: u8| (255.0 + (b as f64 - 255.0) * frac).round() as u8;
+                let color = RGBColor(mix(base.0), mix(base.1), mix(base.2));
+                let ink = if frac > 0.6 && i == j { WHITE } else { BLACK };
                 let (x0, y0) = (
                     (left + cell * j as u32) as i32,
                     (top + cell * i as u32) as i32,
@@ -181,21 +185,23 @@ pub fn confusion_png(path: &Path, matrix: &[Vec<usize>], names: &[String]) -> Re
                 .map_err(|e| e.to_string())?;
                 root.draw_text(
                     &c.to_string(),
-                    &("sans-serif", 12).into_text_style(&root),
+                    &("sans-serif", 12).into_text_style(&root).color(&ink),
                     (x0 + 6, y0 + 16),
                 )
                 .map_err(|e| e.to_string())?;
             }
-            let name = names.get(i).cloned().unwrap_or_else(|| i.to_string());
+            let name = match names.get(i) {
+                Some(n) => format!("{i} {n}"),
+                None => i.to_string(),
+            };
             root.draw_text(
                 &name,
                 &("sans-serif", 13).into_text_style(&root),
                 (8, (top + cell * i as u32 + 16) as i32),
             )
             .map_err(|e| e.to_string())?;
-            let short: String = name.chars().take(6).collect();
             root.draw_text(
-                &short,
+                &i.to_string(),
                 &("sans-serif", 11).into_text_style(&root),
                 (
                     (left + cell * i as u32 + 2) as i32,
