@@ -227,3 +227,66 @@ fn csv_files_are_read_as_spreadsheets_write_them() {
     let (ok, _, err) = convnet(d, &["train", "px.toml", "--out", "px"]);
     assert!(ok, "{err}");
 }
+
+/// A `.npy` file (format 1.0) of `descr` values with `shape`.
+fn npy(shape: &[usize], descr: &str, data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(data);
+    out
+}
+
+#[test]
+fn numpy_arrays_are_an_input_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // images as uint8 (n, h, w) with int64 labels; a test split as float32 (n, 1, h, w)
+    let (px, lab) = bars(120, 1);
+    let labels: Vec<u8> = lab.iter().flat_map(|&l| (l as i64).to_le_bytes()).collect();
+    std::fs::write(d.join("x.npy"), npy(&[120, 8, 8], "|u1", &px)).unwrap();
+    std::fs::write(d.join("y.npy"), npy(&[120], "<i8", &labels)).unwrap();
+    let (px, lab) = bars(30, 2);
+    let floats: Vec<u8> = px
+        .iter()
+        .flat_map(|&p| (p as f32 / 255.0).to_le_bytes())
+        .collect();
+    let labels: Vec<u8> = lab.iter().flat_map(|&l| (l as i32).to_le_bytes()).collect();
+    std::fs::write(d.join("tx.npy"), npy(&[30, 1, 8, 8], "<f4", &floats)).unwrap();
+    std::fs::write(d.join("ty.npy"), npy(&[30], "<i4", &labels)).unwrap();
+    let spec = format!(
+        "{MODEL}[data]\nformat = \"npy\"\ntrain_x = \"x.npy\"\ntrain_y = \"y.npy\"\ntest_x = \"tx.npy\"\ntest_y = \"ty.npy\"\n[train]\nepochs = 3\nbatch_size = 16\n"
+    );
+    std::fs::write(d.join("n.toml"), spec).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "n.toml", "--out", "run"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = convnet(d, &["eval", "run", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["samples"], 30);
+    assert!(v["accuracy"].as_f64().unwrap() > 0.5, "{v}");
+    // a header that disagrees with the data, and a shape that does not fit the model
+    std::fs::write(d.join("tx.npy"), npy(&[31, 1, 8, 8], "<f4", &floats)).unwrap();
+    let (ok, _, err) = convnet(d, &["eval", "run"]);
+    assert!(
+        !ok && err.contains("tx.npy") && err.contains("the file holds"),
+        "{err}"
+    );
+    std::fs::write(d.join("tx.npy"), npy(&[30, 64], "<f4", &floats)).unwrap();
+    let (ok, _, err) = convnet(d, &["eval", "run"]);
+    assert!(
+        !ok && err.contains("tx.npy") && err.contains("expected (n, 1, 8, 8)"),
+        "{err}"
+    );
+}

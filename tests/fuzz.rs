@@ -147,6 +147,10 @@ fn idx_reader(p: &Path) -> Result<(), String> {
     images.or(labels)
 }
 
+fn npy_reader(p: &Path) -> Result<(), String> {
+    e2s(convnet::data::read_npy(p))
+}
+
 fn csv_reader(p: &Path) -> Result<(), String> {
     e2s(convnet::data::read_csv(p, "label", &[1, 2, 2], 255.0))
 }
@@ -348,6 +352,45 @@ fn fuzz_idx() {
     fuzz("idx", "data.idx", &idx_seeds(), true, idx_reader, cases());
 }
 
+fn npy_seeds() -> Vec<Vec<u8>> {
+    let make = |shape: &str, descr: &str, data: Vec<u8>| {
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend((header.len() as u16).to_le_bytes());
+        out.extend(header.as_bytes());
+        out.extend(data);
+        out
+    };
+    vec![
+        make(
+            "(2, 3)",
+            "<f4",
+            (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect(),
+        ),
+        make(
+            "(4,)",
+            "<i8",
+            (0..4).flat_map(|i| (i as i64).to_le_bytes()).collect(),
+        ),
+        make("(2, 2, 2)", "|u1", (0..8).collect()),
+        make(
+            "(3,)",
+            "<f8",
+            (0..3).flat_map(|i| (i as f64).to_le_bytes()).collect(),
+        ),
+    ]
+}
+
+#[test]
+fn fuzz_npy() {
+    fuzz("npy", "data.npy", &npy_seeds(), true, npy_reader, cases());
+}
+
 #[test]
 fn fuzz_csv() {
     let seed = b"label,p0,p1,p2,p3\n0,0,10,255,3\n1,30,0,0,0\n2,1.5,2,3,4\n".to_vec();
@@ -426,7 +469,8 @@ fn fuzz_run_json() {
 #[test]
 fn regressions_stay_fixed() {
     quiet();
-    let readers: [(&str, Reader); 9] = [
+    let readers: [(&str, Reader); 10] = [
+        ("npy", npy_reader),
         ("spec", spec_reader),
         ("idx", idx_reader),
         ("csv", csv_reader),

@@ -6,6 +6,7 @@ mod augment;
 mod idx;
 mod images;
 mod loader;
+mod npy;
 mod series;
 mod ts;
 
@@ -13,6 +14,7 @@ pub use augment::Augment;
 pub use idx::{read_idx_images, read_idx_labels};
 pub use images::{image_to_sample, load_image, read_csv, read_folder, read_image, resize_images};
 pub use loader::{Batch, Loader};
+pub use npy::{Npy, read_npy};
 pub use series::{
     Series, SeriesRead, column_stats, interpolate, make_relative, read_series_csv, windows,
 };

@@ -49,6 +49,14 @@ pub enum DataSource {
         test: Option<PathBuf>,
         tsv: bool,
     },
+    /// NumPy `.npy` arrays: inputs `(n, *input)` (or `(n, h, w)` for one channel) and class
+    /// labels `(n,)`; unsigned bytes are scaled to [0, 1].
+    Npy {
+        train_x: PathBuf,
+        train_y: PathBuf,
+        test_x: Option<PathBuf>,
+        test_y: Option<PathBuf>,
+    },
     /// A time series in a CSV file, cut into windows to forecast from.
     Series(SeriesSource),
 }
@@ -109,6 +117,16 @@ impl DataSource {
             | DataSource::Labeled { train, test, .. } => {
                 let mut v = vec![train];
                 v.extend(test.iter_mut());
+                v
+            }
+            DataSource::Npy {
+                train_x,
+                train_y,
+                test_x,
+                test_y,
+            } => {
+                let mut v = vec![train_x, train_y];
+                v.extend(test_x.iter_mut().chain(test_y.iter_mut()));
                 v
             }
             DataSource::Series(s) => vec![&mut s.path],
@@ -609,7 +627,10 @@ fn path_of(t: &Table, key: &str) -> R<Option<PathBuf>> {
 fn parse_data(t: &Table) -> R<DataSpec> {
     let format = t.required(
         "format",
-        t.choice("format", &["idx", "csv", "folder", "ts", "tsv", "series"]),
+        t.choice(
+            "format",
+            &["idx", "csv", "folder", "ts", "tsv", "series", "npy"],
+        ),
         "\"idx\", \"csv\", \"folder\", \"ts\", \"tsv\" or \"series\"",
     )?;
     let source = match format {
@@ -626,6 +647,20 @@ fn parse_data(t: &Table) -> R<DataSpec> {
             )?,
             test_images: path_of(t, "test_images")?,
             test_labels: path_of(t, "test_labels")?,
+        },
+        "npy" => DataSource::Npy {
+            train_x: t.required(
+                "train_x",
+                path_of(t, "train_x"),
+                "the training inputs (.npy)",
+            )?,
+            train_y: t.required(
+                "train_y",
+                path_of(t, "train_y"),
+                "the training labels (.npy)",
+            )?,
+            test_x: path_of(t, "test_x")?,
+            test_y: path_of(t, "test_y")?,
         },
         "csv" => DataSource::Csv {
             train: t.required("train", path_of(t, "train"), "path of the training CSV")?,
@@ -648,6 +683,11 @@ fn parse_data(t: &Table) -> R<DataSpec> {
             test: path_of(t, "test")?,
         },
     };
+    if let DataSource::Npy { test_x, test_y, .. } = &source
+        && test_x.is_some() != test_y.is_some()
+    {
+        return Err(t.err("test_y", "test_x and test_y go together"));
+    }
     if let DataSource::Idx {
         test_images,
         test_labels,

@@ -99,6 +99,62 @@ fn labeled(
     Ok((ls.to_dataset(), ls.class_names))
 }
 
+/// Inputs and labels from two `.npy` files: `x` of shape `(n, *shape)` (or `(n, h, w)` when
+/// `shape` has one channel), `y` of `n` class indices.
+fn npy_pair(x: &Path, y: &Path, shape: &[usize]) -> Result<Dataset> {
+    let fail = |p: &Path, msg: String| Error::Format {
+        path: p.display().to_string(),
+        msg,
+    };
+    let xs = crate::data::read_npy(x)?;
+    let ys = crate::data::read_npy(y)?;
+    let n = xs.shape.first().copied().unwrap_or(0);
+    let per: &[usize] = xs.shape.get(1..).unwrap_or(&[]);
+    let fits = per == shape || (shape.first() == Some(&1) && per == &shape[1..]);
+    if !fits {
+        return Err(fail(
+            x,
+            format!(
+                "inputs of shape {:?}: expected (n, {}) for the model's input",
+                xs.shape,
+                shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    if ys.shape != [n] {
+        return Err(fail(
+            y,
+            format!(
+                "labels of shape {:?}: expected ({n},), one class index per input",
+                ys.shape
+            ),
+        ));
+    }
+    let labels = ys
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if v >= 0.0 && v.fract() == 0.0 {
+                Ok(v as usize)
+            } else {
+                Err(fail(y, format!("label {i} is {v}, not a class index")))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let scale = if xs.bytes { 1.0 / 255.0 } else { 1.0 };
+    Ok(Dataset {
+        shape: shape.to_vec(),
+        pixels: xs.values.iter().map(|v| v * scale).collect(),
+        labels,
+        ..Default::default()
+    })
+}
+
 /// Read one split ("train" or "test") of the spec's data source.
 pub fn read_split(spec: &Spec, which: &str) -> Result<Option<(Dataset, Option<Vec<String>>)>> {
     let d = spec.data()?;
@@ -126,6 +182,18 @@ pub fn read_split(spec: &Spec, which: &str) -> Result<Option<(Dataset, Option<Ve
                 "[data]",
                 "a series is split by time into windows, not read as samples".into(),
             ));
+        }
+        DataSource::Npy {
+            train_x,
+            train_y,
+            test_x,
+            test_y,
+        } => {
+            return match (which, test_x, test_y) {
+                ("train", _, _) => Ok(Some((npy_pair(train_x, train_y, shape)?, None))),
+                (_, Some(x), Some(y)) => Ok(Some((npy_pair(x, y, shape)?, None))),
+                _ => Ok(None),
+            };
         }
         _ => {}
     }
