@@ -3,7 +3,7 @@
 //! training data.
 
 mod common;
-use common::{MODEL, bars, convnet, write_idx};
+use common::{MODEL, bars, convnet, npy, write_idx};
 
 #[test]
 fn data_paths_are_relative_to_the_spec_and_runs_work_from_any_folder() {
@@ -226,26 +226,6 @@ fn csv_files_are_read_as_spreadsheets_write_them() {
     std::fs::write(d.join("px.csv"), &px[..px.rfind("1,30,\"x\"").unwrap()]).unwrap();
     let (ok, _, err) = convnet(d, &["train", "px.toml", "--out", "px"]);
     assert!(ok, "{err}");
-}
-
-/// A `.npy` file (format 1.0) of `descr` values with `shape`.
-fn npy(shape: &[usize], descr: &str, data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
-    out.extend(data);
-    out
 }
 
 #[test]

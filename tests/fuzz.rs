@@ -21,6 +21,7 @@ use std::sync::Once;
 
 use convnet::Rng;
 
+mod common;
 #[path = "fuzz/mutate.rs"]
 mod mutate;
 
@@ -353,35 +354,29 @@ fn fuzz_idx() {
 }
 
 fn npy_seeds() -> Vec<Vec<u8>> {
-    let make = |shape: &str, descr: &str, data: Vec<u8>| {
-        let mut header =
-            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut out = b"\x93NUMPY\x01\x00".to_vec();
-        out.extend((header.len() as u16).to_le_bytes());
-        out.extend(header.as_bytes());
-        out.extend(data);
-        out
-    };
+    use common::npy;
     vec![
-        make(
-            "(2, 3)",
+        npy(
+            &[2, 3],
             "<f4",
-            (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect(),
+            &(0..6)
+                .flat_map(|i| (i as f32).to_le_bytes())
+                .collect::<Vec<_>>(),
         ),
-        make(
-            "(4,)",
+        npy(
+            &[4],
             "<i8",
-            (0..4).flat_map(|i| (i as i64).to_le_bytes()).collect(),
+            &(0..4)
+                .flat_map(|i| (i as i64).to_le_bytes())
+                .collect::<Vec<_>>(),
         ),
-        make("(2, 2, 2)", "|u1", (0..8).collect()),
-        make(
-            "(3,)",
+        npy(&[2, 2, 2], "|u1", &(0..8).collect::<Vec<u8>>()),
+        npy(
+            &[3],
             "<f8",
-            (0..3).flat_map(|i| (i as f64).to_le_bytes()).collect(),
+            &(0..3)
+                .flat_map(|i| (i as f64).to_le_bytes())
+                .collect::<Vec<_>>(),
         ),
     ]
 }
