@@ -54,17 +54,23 @@ pub fn set_budget(bytes: u64) {
 
 /// `Ok` when `bytes` fit the budget; otherwise an error saying that `what` needs them.
 pub fn check(what: &str, bytes: u64) -> Result<()> {
+    check_with(bytes, || what.to_string())
+}
+
+/// [`check`] with the description made only when it is needed (on hot paths).
+pub fn check_with(bytes: u64, what: impl FnOnce() -> String) -> Result<()> {
     let b = budget();
     if bytes <= b {
         return Ok(());
     }
+    let what = what();
     let whence = if EXPLICIT.load(Ordering::Relaxed) != 0 {
         "set with --max-memory"
     } else {
         "3/4 of this machine's memory; set another with --max-memory"
     };
     Err(Error::TooLarge {
-        what: what.to_string(),
+        what,
         msg: format!(
             "needs {}, more than the memory budget of {} ({whence})",
             fmt_bytes(bytes),

@@ -58,10 +58,9 @@ pub(crate) fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> 
             msg: format!("shape {shape:?} has too many elements"),
         })?;
     if !is_meta() {
-        crate::limits::check(
-            &format!("{op}: a tensor of shape {shape:?}"),
-            crate::limits::f32_bytes(n),
-        )?;
+        crate::limits::check_with(crate::limits::f32_bytes(n), || {
+            format!("{op}: a tensor of shape {shape:?}")
+        })?;
     }
     Ok(n)
 }
