@@ -182,7 +182,7 @@ pub(super) fn load(
     };
     let (tensors, st) = match read(&path, spec) {
         Ok(v) => v,
-        Err(e @ Error::Format { .. }) if path == latest && prev.exists() => {
+        Err(Error::Format { msg, .. }) if path == latest && prev.exists() => {
             let offer = match read(&prev, spec) {
                 Ok((_, p)) => format!(
                     "; the previous checkpoint (epoch {}, step {}) is intact: `convnet train --resume {} --from-previous` continues from it",
@@ -194,11 +194,7 @@ pub(super) fn load(
             };
             return Err(Error::Format {
                 path: path.display().to_string(),
-                msg: format!(
-                    "{}{offer}",
-                    e.to_string()
-                        .trim_start_matches(&format!("{}: ", path.display()))
-                ),
+                msg: format!("{msg}{offer}"),
             });
         }
         Err(e) => return Err(e),
