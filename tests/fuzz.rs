@@ -301,27 +301,11 @@ fn checkpoint_seeds() -> Vec<Vec<u8>> {
     // the same without the checksum, as another tool writes it: mutations reach the checks
     // behind the checksum
     let (t, _) = convnet::io::load(&p).unwrap();
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = t
+    let tensors = t
         .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                v.shape().to_vec(),
-                v.to_vec().iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
+        .map(|(k, v)| (k.clone(), v.shape().to_vec(), v.to_vec()))
         .collect();
-    let views: Vec<_> = bytes
-        .iter()
-        .map(|(k, s, b)| {
-            (
-                k.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    let plain = safetensors::serialize(views, None).unwrap();
+    let plain = common::safetensors_plain(tensors, None);
     vec![with_sum, plain]
 }
 
@@ -574,24 +558,7 @@ fn write_issue_regressions() {
         ],
     );
     // a PNG declaring 20000 x 20000 pixels with a few bytes of data
-    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
-        out.extend((data.len() as u32).to_be_bytes());
-        let mut crc = flate2::Crc::new();
-        crc.update(kind);
-        crc.update(data);
-        out.extend(kind);
-        out.extend(data);
-        out.extend(crc.sum().to_be_bytes());
-    };
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = 20000u32.to_be_bytes().to_vec();
-    ihdr.extend(20000u32.to_be_bytes());
-    ihdr.extend([8, 0, 0, 0, 0]);
-    chunk(&mut png, b"IHDR", &ihdr);
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-    z.write_all(&[0; 4096]).unwrap();
-    chunk(&mut png, b"IDAT", &z.finish().unwrap());
-    chunk(&mut png, b"IEND", &[]);
+    let png = common::png_declaring(20000, 20000);
     put("image", "png_declaring_20000x20000.png", &png);
     // checkpoints naming optimizer slots 999999999999 and u64::MAX
     let model = small_model();

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 mod common;
-use common::{convnet, refused_within, write_idx};
+use common::{convnet, png_declaring, refused_within, write_idx};
 
 const MIB: u64 = 256;
 
@@ -235,30 +235,6 @@ fn a_gzip_bomb_is_refused_without_inflating_it() {
         MIB,
         10,
     );
-}
-
-/// A PNG that declares `w x h` grayscale pixels and holds a few bytes of data.
-fn png_declaring(w: u32, h: u32) -> Vec<u8> {
-    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
-        out.extend((data.len() as u32).to_be_bytes());
-        let mut crc = flate2::Crc::new();
-        crc.update(kind);
-        crc.update(data);
-        out.extend(kind);
-        out.extend(data);
-        out.extend(crc.sum().to_be_bytes());
-    }
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend(w.to_be_bytes());
-    ihdr.extend(h.to_be_bytes());
-    ihdr.extend([8, 0, 0, 0, 0]);
-    chunk(&mut png, b"IHDR", &ihdr);
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-    z.write_all(&[0; 64]).unwrap();
-    chunk(&mut png, b"IDAT", &z.finish().unwrap());
-    chunk(&mut png, b"IEND", &[]);
-    png
 }
 
 #[test]

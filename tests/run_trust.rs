@@ -24,22 +24,9 @@ fn rewrite(p: &Path, f: impl FnOnce(&mut Tensors, &mut Meta)) {
         .collect();
     meta.remove(convnet::io::CHECKSUM);
     f(&mut t, &mut meta);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = t
-        .into_iter()
-        .map(|(k, (s, v))| (k, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let views: Vec<_> = bytes
-        .iter()
-        .map(|(k, s, b)| {
-            (
-                k.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    let meta: std::collections::HashMap<_, _> = meta.into_iter().collect();
-    std::fs::write(p, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+    let tensors = t.into_iter().map(|(k, (s, v))| (k, s, v)).collect();
+    let meta = Some(meta.into_iter().collect());
+    std::fs::write(p, common::safetensors_plain(tensors, meta)).unwrap();
 }
 
 fn fails(d: &Path, args: &[&str], want: &[&str]) {

@@ -170,3 +170,47 @@ pub fn npy(shape: &[usize], descr: &str, data: &[u8]) -> Vec<u8> {
     out.extend(data);
     out
 }
+
+/// A PNG that declares `w x h` grayscale pixels and holds a few bytes of data.
+pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend(kind);
+        out.extend(data);
+        out.extend(crc.sum().to_be_bytes());
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]);
+    chunk(&mut png, b"IHDR", &ihdr);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut z, &[0; 64]).unwrap();
+    chunk(&mut png, b"IDAT", &z.finish().unwrap());
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+/// A safetensors file of f32 `tensors` (name, shape, values) and `metadata`, as another tool
+/// writes it: without convnet's checksum.
+pub fn safetensors_plain(
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Vec<u8> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(k, s, v)| (k, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<_> = bytes
+        .iter()
+        .map(|(k, s, b)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+            (k.clone(), view.unwrap())
+        })
+        .collect();
+    safetensors::serialize(views, metadata).unwrap()
+}
