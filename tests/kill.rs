@@ -21,23 +21,32 @@ fn moments() -> usize {
 /// Epochs of every run here: long enough for many moments (15 steps and a checkpoint each).
 const EPOCHS: &str = "10";
 
-fn start(d: &Path, out: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_convnet"))
-        .current_dir(d)
-        .args([
-            "train",
-            "bars.toml",
-            "--out",
-            out,
-            "--threads",
-            "1",
-            "--epochs",
-            EPOCHS,
-        ])
+/// The binary in `d` with `args`, its output discarded.
+fn quiet(d: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_convnet"));
+    c.current_dir(d)
+        .args(args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::null());
+    c
+}
+
+/// A new training of `bars.toml` into `out`, as every run here trains.
+fn train_args(out: &str) -> [&str; 8] {
+    [
+        "train",
+        "bars.toml",
+        "--out",
+        out,
+        "--threads",
+        "1",
+        "--epochs",
+        EPOCHS,
+    ]
+}
+
+fn start(d: &Path, out: &str) -> Child {
+    quiet(d, &train_args(out)).spawn().unwrap()
 }
 
 /// Bring the run in `out` to its end after an interruption: resume from its checkpoint, or
@@ -139,11 +148,7 @@ fn killed_at_any_moment_a_run_resumes_to_the_uninterrupted_weights() {
         let _ = child.wait();
         // every fifth run is killed a second time, while it resumes
         if k % 5 == 4 && d.join(&out).join("checkpoint.safetensors").exists() {
-            let mut again = Command::new(env!("CARGO_BIN_EXE_convnet"))
-                .current_dir(d)
-                .args(["train", "--resume", &out, "--threads", "1"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
+            let mut again = quiet(d, &["train", "--resume", &out, "--threads", "1"])
                 .spawn()
                 .unwrap();
             std::thread::sleep(total.mul_f64(0.3));
@@ -220,21 +225,8 @@ fn a_crash_in_the_middle_of_any_write_leaves_a_run_that_resumes_to_the_same_weig
     ];
     for (i, (file, n)) in points.iter().enumerate() {
         let out = format!("c{i}");
-        let status = Command::new(env!("CARGO_BIN_EXE_convnet"))
-            .current_dir(d)
-            .args([
-                "train",
-                "bars.toml",
-                "--out",
-                &out,
-                "--threads",
-                "1",
-                "--epochs",
-                EPOCHS,
-            ])
+        let status = quiet(d, &train_args(&out))
             .env("CONVNET_CRASH_IN_WRITE", format!("{file}:{n}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .status()
             .unwrap();
         assert!(!status.success(), "{file}:{n} did not crash");
