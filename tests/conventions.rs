@@ -270,3 +270,145 @@ fn numpy_arrays_are_an_input_format() {
         "{err}"
     );
 }
+
+/// The `.npz` archives NumPy writes (tools/make_npz_fixtures.py), stored and deflated, read
+/// to the value.
+#[test]
+fn numpy_npz_archives_are_read_as_numpy_writes_them() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for file in ["arrays.npz", "arrays_compressed.npz"] {
+        let p = fixtures.join(file);
+        let names = convnet::data::npz_names(&p).unwrap();
+        assert_eq!(names, ["x_train", "y_train", "x_test", "y_test", "wide"]);
+        let x = convnet::data::read_npz(&p, "x_train").unwrap();
+        assert_eq!(x.shape, [6, 4, 4]);
+        assert!(x.bytes);
+        let want: Vec<f32> = (0..96).map(|i| (i * 37 % 256) as f32).collect();
+        assert_eq!(x.values, want);
+        let y = convnet::data::read_npz(&p, "y_train").unwrap();
+        assert_eq!(y.values, [0.0, 1.0, 0.0, 1.0, 2.0, 2.0]);
+        let t = convnet::data::read_npz(&p, "x_test").unwrap();
+        assert_eq!(t.shape, [3, 1, 4, 4]);
+        let want: Vec<f32> = (0..48).map(|i| (i as f64 / 10.0) as f32).collect();
+        assert_eq!(t.values, want);
+        assert_eq!(
+            convnet::data::read_npz(&p, "y_test").unwrap().values,
+            [2.0, 0.0, 1.0]
+        );
+        let w = convnet::data::read_npz(&p, "wide").unwrap();
+        assert_eq!(w.shape, [2, 3]);
+        assert_eq!(w.values, [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]);
+        // a missing array names the ones the archive holds
+        let err = convnet::data::read_npz(&p, "x_valid")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(file) && err.contains("no array `x_valid`") && err.contains("`x_train`"),
+            "{err}"
+        );
+    }
+    // a truncated archive is an error that names the file
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixtures.join("arrays_compressed.npz")).unwrap();
+    let cut = dir.path().join("cut.npz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = convnet::data::npz_names(&cut).err().unwrap().to_string();
+    assert!(err.contains("cut.npz") && err.contains("zip"), "{err}");
+}
+
+/// An archive of `.npy` members, each stored or deflated.
+fn npz(members: &[(&str, Vec<u8>)], deflate: bool) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let method = if deflate {
+        zip::CompressionMethod::Deflated
+    } else {
+        zip::CompressionMethod::Stored
+    };
+    let options = zip::write::SimpleFileOptions::default().compression_method(method);
+    for (name, data) in members {
+        zip.start_file(format!("{name}.npy"), options).unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+#[test]
+fn an_npz_archive_trains_and_evaluates_with_keras_array_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (px, lab) = bars(120, 1);
+    let labels: Vec<u8> = lab.iter().flat_map(|&l| (l as i64).to_le_bytes()).collect();
+    let (tpx, tlab) = bars(30, 2);
+    let tlabels: Vec<u8> = tlab
+        .iter()
+        .flat_map(|&l| (l as i64).to_le_bytes())
+        .collect();
+    let members = [
+        ("x_train", npy(&[120, 8, 8], "|u1", &px)),
+        ("y_train", npy(&[120], "<i8", &labels)),
+        ("x_test", npy(&[30, 8, 8], "|u1", &tpx)),
+        ("y_test", npy(&[30], "<i8", &tlabels)),
+    ];
+    std::fs::create_dir(d.join("data")).unwrap();
+    std::fs::write(d.join("data/bars.npz"), npz(&members, true)).unwrap();
+    let spec = format!(
+        "{MODEL}[data]\nformat = \"npz\"\npath = \"data/bars.npz\"\n[train]\nepochs = 3\nbatch_size = 16\n"
+    );
+    std::fs::write(d.join("z.toml"), spec).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "z.toml", "--out", "run"]);
+    assert!(ok, "{out}{err}");
+    // evaluated from another folder: the archive is found relative to the spec
+    let elsewhere = d.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let (ok, out, err) = convnet(&elsewhere, &["eval", "../run", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["samples"], 30);
+    assert!(v["accuracy"].as_f64().unwrap() > 0.5, "{v}");
+
+    // other names, stored members, and no test arrays: training works, eval has nothing
+    let members = [
+        ("images", npy(&[120, 8, 8], "|u1", &px)),
+        ("labels", npy(&[120], "<i8", &labels)),
+    ];
+    std::fs::write(d.join("data/own.npz"), npz(&members, false)).unwrap();
+    let spec = format!(
+        "{MODEL}[data]\nformat = \"npz\"\npath = \"data/own.npz\"\ntrain_x = \"images\"\ntrain_y = \"labels\"\n[train]\nepochs = 1\nbatch_size = 16\n"
+    );
+    std::fs::write(d.join("own.toml"), &spec).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "own.toml", "--out", "own"]);
+    assert!(ok, "{out}{err}");
+    // test arrays named but absent: the error names the archive and what it holds
+    std::fs::write(
+        d.join("own.toml"),
+        spec.replace(
+            "[train]",
+            "test_x = \"x_test\"\ntest_y = \"y_test\"\n[train]",
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = convnet(d, &["train", "own.toml", "--out", "own2"]);
+    assert!(
+        !ok && err.contains("own.npz")
+            && err.contains("no array `x_test`")
+            && err.contains("`images`"),
+        "{err}"
+    );
+    // a member that inflates past the memory budget is refused before it is inflated
+    let zeros = npy(&[4096, 8, 8], "|u1", &vec![0; 4096 * 64]);
+    let members = [("images", zeros), ("labels", npy(&[120], "<i8", &labels))];
+    let packed = npz(&members, true);
+    assert!(packed.len() < 4096, "{}", packed.len());
+    std::fs::write(d.join("data/own.npz"), packed).unwrap();
+    std::fs::write(d.join("own.toml"), &spec).unwrap();
+    let (ok, _, err) = convnet(
+        d,
+        &["train", "own.toml", "--out", "own3", "--max-memory", "200K"],
+    );
+    assert!(
+        !ok && err.contains("own.npz: array `images`") && err.contains("memory budget"),
+        "{err}"
+    );
+}

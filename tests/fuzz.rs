@@ -152,6 +152,15 @@ fn npy_reader(p: &Path) -> Result<(), String> {
     e2s(convnet::data::read_npy(p))
 }
 
+/// Every array of an archive, as training reads them.
+fn npz_reader(p: &Path) -> Result<(), String> {
+    let names = convnet::data::npz_names(p).map_err(|e| e.to_string())?;
+    for name in names {
+        e2s(convnet::data::read_npz(p, &name))?;
+    }
+    Ok(())
+}
+
 fn csv_reader(p: &Path) -> Result<(), String> {
     e2s(convnet::data::read_csv(p, "label", &[1, 2, 2], 255.0))
 }
@@ -371,6 +380,17 @@ fn fuzz_npy() {
 }
 
 #[test]
+fn fuzz_npz() {
+    // the archives NumPy writes: stored (np.savez) and deflated (np.savez_compressed)
+    let fixtures = Path::new(ROOT).join("tests/fixtures");
+    let seeds: Vec<Vec<u8>> = ["arrays.npz", "arrays_compressed.npz"]
+        .iter()
+        .map(|f| std::fs::read(fixtures.join(f)).unwrap())
+        .collect();
+    fuzz("npz", "data.npz", &seeds, true, npz_reader, cases());
+}
+
+#[test]
 fn fuzz_csv() {
     let seed = b"label,p0,p1,p2,p3\n0,0,10,255,3\n1,30,0,0,0\n2,1.5,2,3,4\n".to_vec();
     fuzz("csv", "data.csv", &[seed], false, csv_reader, cases());
@@ -448,8 +468,9 @@ fn fuzz_run_json() {
 #[test]
 fn regressions_stay_fixed() {
     quiet();
-    let readers: [(&str, Reader); 10] = [
+    let readers: [(&str, Reader); 11] = [
         ("npy", npy_reader),
+        ("npz", npz_reader),
         ("spec", spec_reader),
         ("idx", idx_reader),
         ("csv", csv_reader),

@@ -14,7 +14,7 @@ pub use augment::Augment;
 pub use idx::{read_idx_images, read_idx_labels};
 pub use images::{image_to_sample, load_image, read_csv, read_folder, read_image, resize_images};
 pub use loader::{Batch, Loader};
-pub use npy::{Npy, read_npy};
+pub use npy::{Npy, npz_names, read_npy, read_npz};
 pub use series::{
     Series, SeriesRead, column_stats, interpolate, make_relative, read_series_csv, windows,
 };

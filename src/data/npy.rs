@@ -2,6 +2,10 @@
 //! `descr`, `fortran_order` and `shape`), then the values in C order. Read as f32 (inputs) or
 //! class indices (labels); every size in the header is checked against the file's length and
 //! the memory budget before the values are read.
+//!
+//! `.npz` archives (`np.savez`, `np.savez_compressed`, Keras's `mnist.npz`) are zip files of
+//! `.npy` members: a member is found by its name, its declared size is checked against the
+//! budget, and it is inflated only as far as that size.
 
 use std::path::Path;
 
@@ -42,6 +46,77 @@ pub fn read_npy(path: &Path) -> Result<Npy> {
         path: path.display().to_string(),
         source: e,
     })?;
+    parse_npy(&bytes, path)
+}
+
+/// The names of the arrays in the `.npz` archive at `path`, in the archive's order.
+pub fn npz_names(path: &Path) -> Result<Vec<String>> {
+    Ok(arrays(&open_npz(path)?))
+}
+
+fn arrays(zip: &zip::ZipArchive<std::fs::File>) -> Vec<String> {
+    zip.file_names()
+        .filter_map(|n| Some(n.ok()?.strip_suffix(".npy")?.to_string()))
+        .collect()
+}
+
+/// The array `name` of the `.npz` archive at `path` (the member `name.npy`).
+pub fn read_npz(path: &Path, name: &str) -> Result<Npy> {
+    use std::io::Read;
+    let mut zip = open_npz(path)?;
+    let member = format!("{name}.npy");
+    let held = arrays(&zip);
+    let entry = zip.by_name(&member).map_err(|e| match e {
+        zip::result::ZipError::FileNotFound => {
+            let names: Vec<String> = held.iter().map(|n| format!("`{n}`")).collect();
+            fail(
+                path,
+                format!(
+                    "no array `{name}` in the archive (it holds {})",
+                    if names.is_empty() {
+                        "no arrays".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            )
+        }
+        e => fail(path, format!("array `{name}`: {e}")),
+    })?;
+    let size = entry.size();
+    crate::limits::check(
+        &format!("{}: array `{name}` of {size} bytes", path.display()),
+        size,
+    )?;
+    let mut bytes = Vec::new();
+    // a member inflates to at most its declared size (plus one byte, to notice a lie)
+    entry
+        .take(size.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(path, format!("array `{name}`: {e}")))?;
+    if bytes.len() as u64 != size {
+        return Err(fail(
+            path,
+            format!(
+                "array `{name}` declares {size} bytes but inflates to {}",
+                bytes.len()
+            ),
+        ));
+    }
+    parse_npy(&bytes, &path.join(member))
+}
+
+fn open_npz(path: &Path) -> Result<zip::ZipArchive<std::fs::File>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    zip::ZipArchive::new(file)
+        .map_err(|e| fail(path, format!("not a readable .npz (zip) archive: {e}")))
+}
+
+/// An `.npy` array from its bytes; `path` names it in errors.
+fn parse_npy(bytes: &[u8], path: &Path) -> Result<Npy> {
     let bad = |msg: &str| fail(path, msg.to_string());
     if !bytes.starts_with(b"\x93NUMPY") || bytes.len() < 10 {
         return Err(bad("not a NumPy .npy file (no \\x93NUMPY magic)"));

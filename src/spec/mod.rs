@@ -57,6 +57,18 @@ pub enum DataSource {
         test_x: Option<PathBuf>,
         test_y: Option<PathBuf>,
     },
+    /// A NumPy `.npz` archive holding the same arrays by name (Keras's `x_train`, `y_train`,
+    /// `x_test`, `y_test` unless named otherwise).
+    Npz {
+        path: PathBuf,
+        train_x: String,
+        train_y: String,
+        test_x: String,
+        test_y: String,
+        /// Whether the test arrays were named in the spec (then they must exist); otherwise
+        /// they are read when the archive has them.
+        test_named: bool,
+    },
     /// A time series in a CSV file, cut into windows to forecast from.
     Series(SeriesSource),
 }
@@ -129,6 +141,7 @@ impl DataSource {
                 v.extend(test_x.iter_mut().chain(test_y.iter_mut()));
                 v
             }
+            DataSource::Npz { path, .. } => vec![path],
             DataSource::Series(s) => vec![&mut s.path],
         }
     }
@@ -629,9 +642,9 @@ fn parse_data(t: &Table) -> R<DataSpec> {
         "format",
         t.choice(
             "format",
-            &["idx", "csv", "folder", "ts", "tsv", "series", "npy"],
+            &["idx", "csv", "folder", "ts", "tsv", "series", "npy", "npz"],
         ),
-        "\"idx\", \"csv\", \"folder\", \"ts\", \"tsv\" or \"series\"",
+        "\"idx\", \"csv\", \"folder\", \"ts\", \"tsv\", \"series\", \"npy\" or \"npz\"",
     )?;
     let source = match format {
         "idx" => DataSource::Idx {
@@ -662,6 +675,19 @@ fn parse_data(t: &Table) -> R<DataSpec> {
             test_x: path_of(t, "test_x")?,
             test_y: path_of(t, "test_y")?,
         },
+        "npz" => {
+            let name = |key: &str, default: &str| -> R<String> {
+                Ok(t.str(key)?.unwrap_or(default).to_string())
+            };
+            DataSource::Npz {
+                path: t.required("path", path_of(t, "path"), "the .npz archive")?,
+                train_x: name("train_x", "x_train")?,
+                train_y: name("train_y", "y_train")?,
+                test_x: name("test_x", "x_test")?,
+                test_y: name("test_y", "y_test")?,
+                test_named: t.get("test_x").is_some() || t.get("test_y").is_some(),
+            }
+        }
         "csv" => DataSource::Csv {
             train: t.required("train", path_of(t, "train"), "path of the training CSV")?,
             test: path_of(t, "test")?,

@@ -99,15 +99,43 @@ fn labeled(
     Ok((ls.to_dataset(), ls.class_names))
 }
 
-/// Inputs and labels from two `.npy` files: `x` of shape `(n, *shape)` (or `(n, h, w)` when
-/// `shape` has one channel), `y` of `n` class indices.
+/// Inputs and labels from two `.npy` files.
 fn npy_pair(x: &Path, y: &Path, shape: &[usize]) -> Result<Dataset> {
+    let xs = crate::data::read_npy(x)?;
+    let ys = crate::data::read_npy(y)?;
+    npy_dataset(xs, x, ys, y, shape)
+}
+
+/// Inputs and labels from two arrays of an `.npz` archive; `None` when the test arrays were
+/// not named and the archive has none.
+fn npz_pair(
+    path: &Path,
+    (x, y): (&str, &str),
+    required: bool,
+    shape: &[usize],
+) -> Result<Option<Dataset>> {
+    if !required && !crate::data::npz_names(path)?.iter().any(|n| n == x) {
+        return Ok(None);
+    }
+    let xs = crate::data::read_npz(path, x)?;
+    let ys = crate::data::read_npz(path, y)?;
+    let member = |n: &str| path.join(format!("{n}.npy"));
+    npy_dataset(xs, &member(x), ys, &member(y), shape).map(Some)
+}
+
+/// A dataset from arrays `xs` (read from `x`) of shape `(n, *shape)` (or `(n, h, w)` when
+/// `shape` has one channel) and `ys` (from `y`) of `n` class indices.
+fn npy_dataset(
+    xs: crate::data::Npy,
+    x: &Path,
+    ys: crate::data::Npy,
+    y: &Path,
+    shape: &[usize],
+) -> Result<Dataset> {
     let fail = |p: &Path, msg: String| Error::Format {
         path: p.display().to_string(),
         msg,
     };
-    let xs = crate::data::read_npy(x)?;
-    let ys = crate::data::read_npy(y)?;
     let n = xs.shape.first().copied().unwrap_or(0);
     let per: &[usize] = xs.shape.get(1..).unwrap_or(&[]);
     let fits = per == shape || (shape.first() == Some(&1) && per == &shape[1..]);
@@ -194,6 +222,20 @@ pub fn read_split(spec: &Spec, which: &str) -> Result<Option<(Dataset, Option<Ve
                 (_, Some(x), Some(y)) => Ok(Some((npy_pair(x, y, shape)?, None))),
                 _ => Ok(None),
             };
+        }
+        DataSource::Npz {
+            path,
+            train_x,
+            train_y,
+            test_x,
+            test_y,
+            test_named,
+        } => {
+            let (names, required) = match which {
+                "train" => ((train_x.as_str(), train_y.as_str()), true),
+                _ => ((test_x.as_str(), test_y.as_str()), *test_named),
+            };
+            return Ok(npz_pair(path, names, required, shape)?.map(|ds| (ds, None)));
         }
         _ => {}
     }
