@@ -116,6 +116,15 @@ impl Activation {
         }
     }
 
+    /// Values a layer's output of `n` values and this activation keep for training's backward:
+    /// with an activation, the values before it too.
+    pub fn kept(&self, n: u64) -> u64 {
+        match self {
+            Activation::Linear => n,
+            _ => n.saturating_mul(2),
+        }
+    }
+
     /// FLOPs per element, roughly (0 for linear).
     pub fn flops_per_element(&self) -> u64 {
         match self {

@@ -260,6 +260,15 @@ impl Layer for Residual {
         self.activation.apply_owned(ops::add(&h, &s)?)
     }
 
+    /// The sum and its activation, and the shortcut's output (the body's parts have rows).
+    fn kept(&self, input: &[usize], output: &[usize]) -> u64 {
+        let own = self.activation.kept(super::count(output));
+        match &self.shortcut {
+            Some(c) => own.saturating_add(c.kept(input, output)),
+            None => own,
+        }
+    }
+
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
         let mut info = chain_infer(self.body.iter().map(|l| l.as_ref()), input)?;
         if let Some(s) = &self.shortcut {

@@ -349,6 +349,25 @@ impl Layer for Conv {
         self.kind.name()
     }
 
+    /// The output (and the values before the activation); a transposed convolution cropped
+    /// to `same` makes its uncropped output first.
+    fn kept(&self, _input: &[usize], output: &[usize]) -> u64 {
+        let mut kept = self.activation.kept(super::count(output));
+        if matches!(
+            self.kind,
+            ConvKind::ConvTranspose1d | ConvKind::ConvTranspose2d
+        ) && let Ok(t) = self.transpose_padding()
+            && t.crop_end.iter().any(|&c| c > 0)
+        {
+            let mut full = output.to_vec();
+            for (d, c) in full.iter_mut().skip(1).zip(&t.crop_end) {
+                *d += c;
+            }
+            kept = kept.saturating_add(super::count(&full));
+        }
+        kept
+    }
+
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
         let b = self.bias.as_ref();
         let weight = self.effective_weight()?;

@@ -58,6 +58,11 @@ impl Layer for Dense {
             .apply_owned(ops::linear(x, &self.weight, self.bias.as_ref())?)
     }
 
+    /// The output, and the values before the activation that its backward reads.
+    fn kept(&self, _input: &[usize], output: &[usize]) -> u64 {
+        self.activation.kept(super::count(output))
+    }
+
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
         match input.last() {
             Some(&f) if f == self.in_features => {}

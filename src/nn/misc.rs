@@ -64,6 +64,15 @@ impl Layer for Dropout {
     fn lowered(&self) -> super::Lowered<'_> {
         super::Lowered::Dropout(self)
     }
+    /// The output and the mask (one value per element, or per channel plane).
+    fn kept(&self, _input: &[usize], output: &[usize]) -> u64 {
+        let mask = if self.spatial {
+            output.first().copied().unwrap_or(1) as u64
+        } else {
+            super::count(output)
+        };
+        super::count(output).saturating_add(mask)
+    }
 }
 
 /// Flattens each sample to one axis.

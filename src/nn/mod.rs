@@ -140,6 +140,15 @@ pub trait Layer: Send + Sync {
     fn parts(&self) -> Vec<(String, &dyn Layer)> {
         Vec::new()
     }
+    /// Values per sample the eager forward keeps for backward beyond what the rows of its
+    /// parts show (for a plain layer, its output; a view keeps nothing of its own). The
+    /// training-memory estimate sums them.
+    fn kept(&self, _input: &[usize], output: &[usize]) -> u64 {
+        match self.lowered() {
+            Lowered::View => 0,
+            _ => count(output),
+        }
+    }
     /// What a compiled plan ([`crate::plan`]) sees of this layer; `Opaque` (the default):
     /// the plan does not compile it, and the model runs eagerly.
     fn lowered(&self) -> Lowered<'_> {

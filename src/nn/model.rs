@@ -16,7 +16,11 @@ pub struct LayerReport {
     pub depth: usize,
     pub kind: String,
     /// Per sample.
+    pub input_shape: Vec<usize>,
+    /// Per sample.
     pub output_shape: Vec<usize>,
+    /// Values per sample the eager forward keeps for backward ([`Layer::kept`]).
+    pub kept: u64,
     /// Trainable parameters (a block's row counts its parts').
     pub params: usize,
     /// Non-trainable values: buffers such as batch norm's running statistics (Keras counts
@@ -347,7 +351,9 @@ fn report_rows(
             name,
             depth,
             kind: layer.kind().to_string(),
+            input_shape: shape.clone(),
             output_shape: info.output.clone(),
+            kept: layer.kept(&shape, &info.output),
             params: layer.params().iter().map(|(_, t)| t.numel()).sum(),
             buffers: layer.buffers().iter().map(|(_, t)| t.numel()).sum(),
             flops: info.flops,

@@ -222,6 +222,33 @@ impl Layer for TcnBlock {
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         Ok(self.forward_with_skip(x, ctx)?.0)
     }
+    /// Per convolution: its output, the norm's, the activation's and the dropout's (with its
+    /// mask of one value per channel); then the shortcut's output, the sum, its activation.
+    fn kept(&self, input: &[usize], output: &[usize]) -> u64 {
+        let n = super::count(output);
+        let mut kept = 0u64;
+        let mid = self
+            .conv1
+            .infer(input)
+            .map_or(output.to_vec(), |i| i.output);
+        for (conv, norm, x) in [
+            (&self.conv1, &self.norm1, input),
+            (&self.conv2, &self.norm2, &mid[..]),
+        ] {
+            kept = kept.saturating_add(conv.kept(x, output));
+            if let Some(norm) = norm {
+                kept = kept.saturating_add(norm.kept(output, output));
+            }
+            kept = kept.saturating_add(n);
+            if self.dropout_rate > 0.0 {
+                kept = kept.saturating_add(n + output[0] as u64);
+            }
+        }
+        if let Some(s) = &self.shortcut {
+            kept = kept.saturating_add(s.kept(input, output));
+        }
+        kept.saturating_add(n.saturating_mul(2))
+    }
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
         let a = self.conv1.infer(input)?;
         let b = self.conv2.infer(&a.output)?;
@@ -325,6 +352,17 @@ impl Tcn {
 impl Layer for Tcn {
     fn kind(&self) -> &'static str {
         "tcn"
+    }
+
+    /// The running sums of the blocks' skip outputs, and the output (the blocks have rows).
+    fn kept(&self, input: &[usize], output: &[usize]) -> u64 {
+        let sums = match (self.config.use_skip_connections, self.blocks.first()) {
+            (true, Some(b)) => b.infer(input).map_or(0, |i| {
+                super::count(&i.output).saturating_mul(self.blocks.len() as u64 - 1)
+            }),
+            _ => 0,
+        };
+        sums.saturating_add(super::count(output))
     }
 
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {

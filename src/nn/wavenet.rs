@@ -101,6 +101,20 @@ impl Layer for GatedLayer {
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         Ok(self.forward_with_skip(x, ctx)?.0)
     }
+    /// The gated convolution's output, its two halves, their tanh and sigmoid, their
+    /// product; the skip output; the residual output and the sum.
+    fn kept(&self, input: &[usize], _output: &[usize]) -> u64 {
+        let Ok(g) = self.gated.infer(input) else {
+            return 0;
+        };
+        let z = super::count(&g.output) / 2;
+        let length = g.output.get(1).copied().unwrap_or(1) as u64;
+        let skip = (self.skip.filters as u64).saturating_mul(length);
+        let residual = if self.residual.is_some() { 2 * z } else { 0 };
+        z.saturating_mul(7)
+            .saturating_add(skip)
+            .saturating_add(residual)
+    }
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {
         let g = self.gated.infer(input)?;
         let z = [g.output[0] / 2, g.output[1]];
@@ -205,6 +219,18 @@ impl WaveNet {
 impl Layer for WaveNet {
     fn kind(&self) -> &'static str {
         "wavenet"
+    }
+
+    /// The input convolution's output, the running sums of the skip outputs, the head's
+    /// two activations and convolution, and the output (the gated layers have rows).
+    fn kept(&self, input: &[usize], output: &[usize]) -> u64 {
+        let length = input.get(1).copied().unwrap_or(1) as u64;
+        let c = &self.config;
+        let per_step = (c.residual_channels + c.skip_channels * (self.layers.len() + 2))
+            .saturating_add(c.output_channels) as u64;
+        per_step
+            .saturating_mul(length)
+            .saturating_add(super::count(output))
     }
 
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {

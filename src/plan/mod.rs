@@ -23,8 +23,10 @@
 
 mod step;
 mod train;
+mod train_lower;
 
 pub use train::TrainPlan;
+pub use train_lower::{PlanFootprint, footprint as train_footprint};
 
 use crate::error::{Error, Result};
 use crate::kernels::conv::{ConvForward, Epilogue};

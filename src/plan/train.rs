@@ -10,16 +10,14 @@
 
 use rayon::prelude::*;
 
-use super::{Weighted, not_compiled};
+use super::Weighted;
+use super::train_lower::{build, shape_steps};
 use crate::error::{Error, Result};
-use crate::kernels::conv::{
-    Conv2dGeom, ConvForward, conv2d_backward_input, conv2d_backward_weight,
-};
-use crate::kernels::dense::DenseForward;
+use crate::kernels::conv::{Conv2dGeom, conv2d_backward_input, conv2d_backward_weight};
 use crate::kernels::gemm::{MatRef, sgemm_par};
 use crate::kernels::pool::{self, Pool2dGeom};
 use crate::kernels::sum_f64;
-use crate::nn::{Activation, BatchNorm, Lowered, PoolKind, Sequential};
+use crate::nn::{BatchNorm, Sequential};
 use crate::ops::Pointwise;
 use crate::ops::dropout::fill_mask;
 use crate::ops::norm::{
@@ -29,7 +27,7 @@ use crate::rng::Rng;
 use crate::tensor::Tensor;
 
 /// One step of a training plan (reads activation `k`, writes activation `k + 1`).
-enum TStep {
+pub(super) enum TStep {
     Conv {
         fwd: Box<dyn Weighted + Send>,
         g: Conv2dGeom,
@@ -74,7 +72,7 @@ enum TStep {
 }
 
 /// The parameters the steps use, each with its gradient buffer.
-type Params = Vec<(Tensor, Vec<f32>)>;
+pub(super) type Params = Vec<(Tensor, Vec<f32>)>;
 
 /// Steps with the per-sample lengths of their input and output.
 type Steps = Vec<(TStep, usize, usize)>;
@@ -95,32 +93,19 @@ pub struct TrainPlan {
     n: usize,
 }
 
-fn param(params: &mut Params, t: &Tensor) -> usize {
-    params.push((t.clone(), vec![0.0; t.numel()]));
-    params.len() - 1
-}
-
-/// The activation after layer `j`, if it is elementwise with a derivative from its output.
-fn fusable(layers: &[Box<dyn crate::nn::Layer>], j: usize) -> Option<Pointwise> {
-    match layers.get(j).map(|l| l.lowered()) {
-        Some(Lowered::Activation(a)) => a.pointwise().filter(|p| p.derivative_from_output()),
-        _ => None,
-    }
-}
-
 impl TrainPlan {
     /// Compile `model` for training steps on up to `batch` samples shaped `input`.
     pub fn compile(model: &Sequential, input: &[usize], batch: usize) -> Result<TrainPlan> {
-        let layers = model.layers();
-        let shapes = super::layer_shapes(model, input)?;
+        let (decided, shapes) = shape_steps(model, input, batch)?;
         let numel = |s: &[usize]| s.iter().product::<usize>();
         let mut params = Vec::new();
-        let mut steps = Vec::new();
-        let mut i = 0;
-        while i < layers.len() {
-            let end = lower(layers, &shapes, i, batch, (&mut steps, &mut params))?;
-            i = end;
-        }
+        let steps: Steps = decided
+            .iter()
+            .map(|d| {
+                let step = build(d, &*model.layers()[d.layer], batch, &mut params);
+                (step, d.inp, d.out)
+            })
+            .collect();
         let alloc = |per: usize| -> Result<Vec<f32>> {
             per.checked_mul(batch)
                 .map(|len| vec![0.0; len])
@@ -226,143 +211,6 @@ impl TrainPlan {
         }
         Ok(())
     }
-}
-
-/// The training step layer `i` and the layers fused into it become (pushed with their
-/// per-sample input and output lengths, their parameters registered); returns the index of
-/// the first layer not taken.
-fn lower(
-    layers: &[Box<dyn crate::nn::Layer>],
-    shapes: &[Vec<usize>],
-    i: usize,
-    batch: usize,
-    (steps, params): (&mut Steps, &mut Params),
-) -> Result<usize> {
-    let numel = |s: &[usize]| s.iter().product::<usize>();
-    let (layer, shape) = (&*layers[i], &shapes[i]);
-    let mut end = i + 1;
-    let own = |a: Activation| -> Result<Option<Pointwise>> {
-        match (a, a.pointwise()) {
-            (Activation::Linear, _) => Ok(None),
-            (_, Some(p)) => Ok(Some(p)),
-            _ => Err(not_compiled(
-                i,
-                layer,
-                "training runs softmax outputs eagerly (the loss takes logits)",
-            )),
-        }
-    };
-    let step = match layer.lowered() {
-        Lowered::Conv(conv) => {
-            let g = conv
-                .zero_padded_geom(batch, shape)
-                .map_err(|why| not_compiled(i, layer, format!("it is {why}")))?;
-            let mut act = own(conv.activation)?;
-            if act.is_some_and(|p| !p.derivative_from_output()) {
-                return Err(not_compiled(i, layer, "its activation needs its input"));
-            }
-            if act.is_none()
-                && let Some(p) = fusable(layers, end)
-            {
-                act = Some(p);
-                end += 1;
-            }
-            TStep::Conv {
-                fwd: Box::new(ConvForward::new(g)),
-                g,
-                weight: param(params, &conv.weight),
-                bias: conv.bias.as_ref().map(|b| param(params, b)),
-                act,
-            }
-        }
-        Lowered::Dense(d) if shape.len() == 1 => {
-            let mut act = own(d.activation)?;
-            if act.is_some_and(|p| !p.derivative_from_output()) {
-                return Err(not_compiled(i, layer, "its activation needs its input"));
-            }
-            if act.is_none()
-                && let Some(p) = fusable(layers, end)
-            {
-                act = Some(p);
-                end += 1;
-            }
-            TStep::Dense {
-                fwd: Box::new(DenseForward::new(d.in_features, d.units, batch)),
-                weight: param(params, &d.weight),
-                bias: d.bias.as_ref().map(|b| param(params, b)),
-                act,
-                in_f: d.in_features,
-                units: d.units,
-            }
-        }
-        Lowered::BatchNorm(bn) => {
-            let act = fusable(layers, end);
-            if act.is_some() {
-                end += 1;
-            }
-            let c = bn.channels;
-            TStep::BatchNorm {
-                bn: bn.clone(),
-                weight: param(params, &bn.weight),
-                bias: param(params, &bn.bias),
-                act,
-                inner: numel(&shape[1..]),
-                mean: vec![0.0; c],
-                var: vec![0.0; c],
-                invstd: vec![0.0; c],
-                scale: vec![0.0; c],
-                shift: vec![0.0; c],
-                sums: vec![(0.0, 0.0); c],
-            }
-        }
-        Lowered::Activation(a) => match (a, a.pointwise()) {
-            (_, Some(p)) => TStep::Act(p),
-            (Activation::Linear, _) => {
-                return Ok(end);
-            }
-            _ => {
-                return Err(not_compiled(
-                    i,
-                    layer,
-                    "training runs softmax outputs eagerly (the loss takes logits)",
-                ));
-            }
-        },
-        Lowered::Pool(p) => {
-            let g = super::pool_geom(batch, p, shape, &shapes[end]);
-            match p.kind {
-                PoolKind::Max => TStep::MaxPool(g),
-                PoolKind::Avg => TStep::AvgPool(g, p.count_include_pad),
-            }
-        }
-        Lowered::GlobalPool(gp) => {
-            let (c, h, w) = super::chw(shape);
-            match gp.kind {
-                PoolKind::Avg => TStep::GlobalAvg { c, inner: h * w },
-                PoolKind::Max => TStep::MaxPool(super::global_max_geom(batch, shape)),
-            }
-        }
-        Lowered::Dropout(d) => {
-            let group = if d.spatial { numel(&shape[1..]) } else { 1 };
-            TStep::Dropout {
-                rate: d.rate,
-                group: group.max(1),
-                mask: vec![0.0; batch * numel(shape) / group.max(1)],
-            }
-        }
-        Lowered::View => {
-            return Ok(end);
-        }
-        Lowered::Dense(_) | Lowered::Opaque => {
-            return Err(not_compiled(
-                i,
-                layer,
-                "the compiled plan does not train this layer",
-            ));
-        }
-    };
-    steps.push((step, numel(shape), numel(&shapes[end])));
-    Ok(end)
 }
 
 fn forward(

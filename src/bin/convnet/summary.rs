@@ -8,15 +8,7 @@ use convnet::explain::summarize;
 use convnet::rng::Rng;
 use convnet::spec::Spec;
 use convnet::tensor::meta;
-use convnet::train::memory::{MemoryEstimate, estimate_spec};
-
-fn memory_json(m: &MemoryEstimate) -> serde_json::Value {
-    serde_json::json!({
-        "batch": m.batch, "total_bytes": m.total(), "weights_bytes": m.weights,
-        "gradients_bytes": m.gradients, "optimizer_bytes": m.optimizer,
-        "activations_bytes": m.activations,
-    })
-}
+use convnet::train::memory::estimate_spec;
 
 pub fn run(spec: &Path, json: bool) -> Result<()> {
     let spec = Spec::read(spec)?;
@@ -29,7 +21,7 @@ pub fn run(spec: &Path, json: bool) -> Result<()> {
         let (s, ds) = (summarize(&g)?, summarize(&d)?);
         if json {
             let v = serde_json::json!({"generator": s.to_json(), "discriminator": ds.to_json(),
-                "training_memory": memory_json(&memory)});
+                "training_memory": memory.to_json()});
             writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         } else {
             write!(
@@ -46,7 +38,7 @@ pub fn run(spec: &Path, json: bool) -> Result<()> {
     let s = summarize(&model)?;
     if json {
         let mut v = s.to_json();
-        v["training_memory"] = memory_json(&memory);
+        v["training_memory"] = memory.to_json();
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         write!(out, "{}", s.to_table())?;

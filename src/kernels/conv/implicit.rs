@@ -47,6 +47,20 @@ impl Implicit {
         self.hp * self.wp
     }
 
+    /// Values the weight gradient of `g` allocates at once: the widened output gradient and
+    /// the padded input, for every image.
+    /// (Saturating: sizes a model of shapes only, of any size.)
+    pub(crate) fn backward_len(&self, g: &Conv2dGeom) -> u64 {
+        let per = crate::nn::count(&[g.c_out, self.q_all])
+            .saturating_add(crate::nn::count(&[g.c_in, self.hp, self.wp]));
+        per.saturating_mul(g.n as u64)
+    }
+
+    /// Values of the padded input of `g`, saturating (see [`Implicit::backward_len`]).
+    pub(crate) fn padded_values(&self, g: &Conv2dGeom) -> u64 {
+        crate::nn::count(&[g.n, g.c_in, self.hp, self.wp])
+    }
+
     /// Distance between output rows in the wide layout.
     pub(crate) fn row_stride(&self) -> usize {
         self.wq

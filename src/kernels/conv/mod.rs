@@ -91,6 +91,15 @@ enum ForwardPath {
 }
 
 impl ConvForward {
+    /// Values [`ConvForward::new`] allocates for `g` beside the packed weights: the padded
+    /// input of the implicit path (a sizing from the geometry alone, for memory estimates).
+    pub fn buffer_len(g: &Conv2dGeom) -> u64 {
+        match (Micro::best(), Implicit::of(g)) {
+            (Some(_), Some(im)) if !g.is_depthwise() && !im.in_place(g) => im.padded_values(g),
+            _ => 0,
+        }
+    }
+
     /// Prepared for the fastest micro-kernel of this CPU.
     pub fn new(g: Conv2dGeom) -> ConvForward {
         ConvForward::with(Micro::best(), g)
@@ -246,6 +255,15 @@ pub(crate) fn conv2d_backward_input_with(
         return implicit::forward(mk, &gt, &im, dy, &flipped, None, dx);
     }
     tiled::backward_input(g, dy, w, dx)
+}
+
+/// Values the backward of `g` allocates at once, at most (the implicit lowering's padded
+/// input and widened output gradient; the other paths work in per-thread blocks).
+pub fn backward_scratch_len(g: &Conv2dGeom) -> u64 {
+    match Implicit::of(g) {
+        Some(im) if !g.is_depthwise() => im.backward_len(g),
+        _ => 0,
+    }
 }
 
 /// Gradients of the convolution with respect to its weight and bias.
