@@ -143,3 +143,53 @@ fn completions_and_the_manual_page_are_generated() {
         assert!(man.contains(sub), "the manual page lacks {sub}");
     }
 }
+
+/// The progress bar as a terminal of 80 columns shows it: run under `script` (a pseudo
+/// terminal set to 80 x 24), every redraw of the bar fits in one line.
+#[test]
+fn the_progress_bar_fits_an_80_column_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sunspots_conv1d.toml");
+    let bin = env!("CARGO_BIN_EXE_convnet");
+    let command = format!(
+        "stty cols 80 rows 24; exec '{bin}' train '{}' --out '{}' --epochs 3",
+        spec.display(),
+        dir.path().join("run").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("`script` (util-linux) runs the binary in a pseudo terminal");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // each redraw starts after a carriage return; escape sequences take no columns
+    let visible = |s: &str| {
+        let mut n = 0;
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI: ESC [ parameters, then a final letter
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                n += 1;
+            }
+        }
+        n
+    };
+    let bars: Vec<usize> = text
+        .split(['\r', '\n'])
+        .filter(|l| l.contains("epoch ") && l.contains(" ETA "))
+        .map(visible)
+        .collect();
+    assert!(!bars.is_empty(), "no progress bar drawn:\n{text}");
+    assert!(bars.iter().all(|&w| w <= 80), "bar widths {bars:?}");
+}

@@ -37,6 +37,14 @@ pub struct Args {
     pub threads_given: bool,
 }
 
+/// An epoch's bar: `epoch 3/10 [=====>    ] 412/938 loss 0.4321 ... ETA 12s`, as wide as
+/// the terminal (the bar takes what the text leaves).
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("epoch {prefix} [{wide_bar}] {pos}/{len} {msg} ETA {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
 struct Bar {
     bar: Option<ProgressBar>,
     epoch: usize,
@@ -52,11 +60,7 @@ impl Observer for Bar {
         self.epoch = epoch;
         self.epochs = epochs;
         let bar = ProgressBar::new(steps as u64);
-        bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{wide_bar}] {pos}/{len} {msg} ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
+        bar.set_style(bar_style());
         bar.set_prefix(format!("{epoch}/{epochs}"));
         bar.set_position(start as u64);
         self.bar = Some(bar);
@@ -109,11 +113,7 @@ struct GanBar {
 impl Observer for GanBar {
     fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize, _start: usize) {
         let bar = ProgressBar::new(steps as u64);
-        bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{wide_bar}] {pos}/{len} {msg} ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
+        bar.set_style(bar_style());
         bar.set_prefix(format!("{epoch}/{epochs}"));
         self.bar = Some(bar);
     }
