@@ -412,3 +412,43 @@ fn an_npz_archive_trains_and_evaluates_with_keras_array_names() {
         "{err}"
     );
 }
+
+/// Series as NumPy arrays: `(n, length)` for one channel, classified by a 1-D model.
+#[test]
+fn an_npz_archive_of_series_trains_a_1d_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // class 0 rises, class 1 falls, with a seeded wobble
+    let mut rng = convnet::Rng::new(3);
+    let (n, len) = (80, 16);
+    let mut values = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..n {
+        let class = i % 2;
+        for t in 0..len {
+            let trend = if class == 0 {
+                t as f32
+            } else {
+                (len - t) as f32
+            } / len as f32;
+            values.extend((trend + 0.1 * rng.normal()).to_le_bytes());
+        }
+        labels.extend((class as i64).to_le_bytes());
+    }
+    let members = [
+        ("x_train", npy(&[n, len], "<f4", &values)),
+        ("y_train", npy(&[n], "<i8", &labels)),
+        ("x_test", npy(&[n, 1, len], "<f4", &values)),
+        ("y_test", npy(&[n], "<i8", &labels)),
+    ];
+    std::fs::write(d.join("series.npz"), npz(&members, true)).unwrap();
+    let spec = "[model]\ninput = [1, 16]\n[[model.layers]]\ntype = \"conv1d\"\nfilters = 4\nkernel_size = 3\nactivation = \"relu\"\n[[model.layers]]\ntype = \"global_avg_pool\"\n[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"npz\"\npath = \"series.npz\"\n[train]\nepochs = 20\nbatch_size = 8\n[train.optimizer]\ntype = \"adam\"\nlr = 0.02\n";
+    std::fs::write(d.join("s.toml"), spec).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "s.toml", "--out", "run"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = convnet(d, &["eval", "run", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["samples"], 80);
+    assert!(v["accuracy"].as_f64().unwrap() > 0.8, "{v}");
+}
