@@ -20,6 +20,7 @@ pub mod data;
 pub mod error;
 pub mod explain;
 pub mod init;
+pub mod interop;
 pub mod io;
 pub mod kernels;
 pub mod limits;

@@ -146,3 +146,18 @@ mod tests {
         assert!(machine_memory().is_some_and(|m| m > 0));
     }
 }
+
+/// The bytes of the file at `path`, refused before it is read when `factor` times its length
+/// (what reading it will hold at most) is beyond the budget.
+pub fn read_file(path: &std::path::Path, factor: u64) -> Result<Vec<u8>> {
+    let io = |e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    check(
+        &format!("{}: reading", path.display()),
+        len.saturating_mul(factor),
+    )?;
+    std::fs::read(path).map_err(io)
+}

@@ -161,6 +161,16 @@ fn npz_reader(p: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A PyTorch state dict (any dtypes) read for the sunspots_conv1d example model.
+fn torch_reader(p: &Path) -> Result<(), String> {
+    let spec = convnet::spec::Spec::load(&Path::new(ROOT).join("examples/sunspots_conv1d.toml"))
+        .map_err(|e| e.to_string())?;
+    let model = spec
+        .build_model(&mut Rng::new(0))
+        .map_err(|e| e.to_string())?;
+    e2s(convnet::interop::torch::load_torch(&model, p))
+}
+
 fn csv_reader(p: &Path) -> Result<(), String> {
     e2s(convnet::data::read_csv(p, "label", &[1, 2, 2], 255.0))
 }
@@ -391,6 +401,24 @@ fn fuzz_npz() {
 }
 
 #[test]
+fn fuzz_torch_state_dict() {
+    use std::io::Read;
+    let mut seed = Vec::new();
+    let gz = Path::new(ROOT).join("tests/torch/sunspots_conv1d.safetensors.gz");
+    flate2::read::GzDecoder::new(std::fs::File::open(gz).unwrap())
+        .read_to_end(&mut seed)
+        .unwrap();
+    fuzz(
+        "torch",
+        "weights.safetensors",
+        &[seed],
+        true,
+        torch_reader,
+        cases(),
+    );
+}
+
+#[test]
 fn fuzz_csv() {
     let seed = b"label,p0,p1,p2,p3\n0,0,10,255,3\n1,30,0,0,0\n2,1.5,2,3,4\n".to_vec();
     fuzz("csv", "data.csv", &[seed], false, csv_reader, cases());
@@ -468,7 +496,8 @@ fn fuzz_run_json() {
 #[test]
 fn regressions_stay_fixed() {
     quiet();
-    let readers: [(&str, Reader); 11] = [
+    let readers: [(&str, Reader); 12] = [
+        ("torch", torch_reader),
         ("npy", npy_reader),
         ("npz", npz_reader),
         ("spec", spec_reader),

@@ -25,17 +25,12 @@ use crate::rng::Rng;
 
 /// The text of a data file; a failure names the file.
 pub(crate) fn read_text(path: &std::path::Path) -> Result<String> {
-    let io = |e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    };
     // parsed text takes a few times its size: one f32 per 2 or more characters
-    let len = std::fs::metadata(path).map_err(io)?.len();
-    crate::limits::check(
-        &format!("{}: reading", path.display()),
-        len.saturating_mul(3),
-    )?;
-    let text = std::fs::read_to_string(path).map_err(io)?;
+    let bytes = crate::limits::read_file(path, 3)?;
+    let text = String::from_utf8(bytes).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
     Ok(strip_bom(text))
 }
 

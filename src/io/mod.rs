@@ -147,16 +147,8 @@ fn crash_point(path: &Path, f: &mut std::fs::File, bytes: &[u8]) {
 /// carries a checksum, checked here: a file damaged since is an error that says so. Values
 /// must be finite (a NaN weight is damage too).
 pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, BTreeMap<String, String>)> {
-    let io = |e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    };
-    let len = std::fs::metadata(path).map_err(io)?.len();
-    crate::limits::check(
-        &format!("{}: reading", path.display()),
-        len.saturating_mul(2),
-    )?;
-    let bytes = std::fs::read(path).map_err(io)?;
+    // the tensors take as much again as the file
+    let bytes = crate::limits::read_file(path, 2)?;
     let fmt = |msg: String| Error::Format {
         path: path.display().to_string(),
         msg,
@@ -197,25 +189,126 @@ pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, BTreeMap<String, S
                 view.dtype()
             )));
         }
-        let data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(fmt(format!(
-                "tensor `{name}` holds {} at index {i}: the weights are damaged",
-                data[i]
-            )));
-        }
-        out.insert(name.to_string(), Tensor::from_vec(data, view.shape())?);
+        out.insert(name.to_string(), to_tensor(&name, &view, path)?);
     }
     Ok((out, metadata))
+}
+
+/// A view's values as an f32 tensor (F32, or F64, F16 and BF16 converted); values must be
+/// finite.
+fn to_tensor(name: &str, view: &safetensors::tensor::TensorView, path: &Path) -> Result<Tensor> {
+    let b = view.data();
+    let data: Vec<f32> = match view.dtype() {
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F64 => b
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+            .collect(),
+        other => {
+            return Err(Error::Format {
+                path: path.display().to_string(),
+                msg: format!("tensor `{name}` is {other:?}, not floating point"),
+            });
+        }
+    };
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Format {
+            path: path.display().to_string(),
+            msg: format!(
+                "tensor `{name}` holds {} at index {i}: the weights are damaged",
+                data[i]
+            ),
+        });
+    }
+    Tensor::from_vec(data, view.shape())
+}
+
+/// An IEEE half-precision value as f32 (subnormals, infinities and NaN included).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        // subnormal: frac * 2^-24
+        (0, f) => {
+            let v = f as f32 * 2f32.powi(-24);
+            return if sign != 0 { -v } else { v };
+        }
+        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// The tensors of a safetensors file another tool wrote (a PyTorch state dict): the
+/// floating-point ones as f32 (F16, BF16 and F64 converted), and apart, the names and dtypes
+/// of the others (integers, such as batch norm's `num_batches_tracked`).
+pub fn load_foreign(path: &Path) -> Result<ForeignTensors> {
+    // the tensors take as much again as the file
+    let bytes = crate::limits::read_file(path, 2)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Format {
+        path: path.display().to_string(),
+        msg: format!("not a valid safetensors file (truncated or corrupt): {e}"),
+    })?;
+    let mut out = ForeignTensors::default();
+    for (name, view) in st.tensors() {
+        match view.dtype() {
+            Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16 => {
+                if view.dtype() != Dtype::F32 {
+                    out.converted.push(format!("{name} ({:?})", view.dtype()));
+                }
+                out.floats
+                    .insert(name.clone(), to_tensor(&name, &view, path)?);
+            }
+            other => out.others.push((name, format!("{other:?}"))),
+        }
+    }
+    out.converted.sort();
+    out.others.sort();
+    Ok(out)
+}
+
+/// What [`load_foreign`] reads.
+#[derive(Default)]
+pub struct ForeignTensors {
+    pub floats: BTreeMap<String, Tensor>,
+    /// Floating-point tensors converted to f32, as `name (F16)`.
+    pub converted: Vec<String>,
+    /// Tensors of other dtypes, with their dtype.
+    pub others: Vec<(String, String)>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_precision_converts_exactly() {
+        for (h, v) in [
+            (0x3c00u16, 1.0f32),
+            (0xc000, -2.0),
+            (0x3555, 0.333_251_95),
+            (0x0001, 5.960_464_5e-8),
+            (0x8001, -5.960_464_5e-8),
+            (0x7bff, 65504.0),
+            (0x0000, 0.0),
+        ] {
+            assert_eq!(f16_to_f32(h), v, "{h:#x}");
+        }
+        assert!(f16_to_f32(0x7c00).is_infinite() && f16_to_f32(0x7e00).is_nan());
+    }
 
     #[test]
     fn write_atomic_replaces_whole_files_and_leaves_nothing_on_failure() {

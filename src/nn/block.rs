@@ -260,6 +260,21 @@ impl Layer for Residual {
         self.activation.apply_owned(ops::add(&h, &s)?)
     }
 
+    /// The body numbered as PyTorch numbers a `nn.Sequential` of it (see [`super::torch`]);
+    /// the shortcut's names unchanged.
+    fn torch_local(&self, input: &[usize]) -> Result<Vec<(String, String)>> {
+        let body: Vec<&dyn Layer> = self.body.iter().map(|l| l.as_ref()).collect();
+        let mut names = super::torch::chain_names(&body, input, ("body.", "body."))?;
+        if let Some(s) = &self.shortcut {
+            names.extend(
+                s.params()
+                    .into_iter()
+                    .map(|(n, _)| (format!("shortcut.{n}"), format!("shortcut.{n}"))),
+            );
+        }
+        Ok(names)
+    }
+
     /// The sum and its activation, and the shortcut's output (the body's parts have rows).
     fn kept(&self, input: &[usize], output: &[usize]) -> u64 {
         let own = self.activation.kept(super::count(output));

@@ -349,6 +349,31 @@ impl Layer for Conv {
         self.kind.name()
     }
 
+    /// A padding module before an uneven padding; a crop after a transposed convolution
+    /// cropped to `same`; the activation written inside as a module after.
+    fn torch_span(&self, input: &[usize]) -> Result<super::torch::TorchSpan> {
+        let act = usize::from(self.activation != Activation::Linear);
+        if self.kind.transposed() {
+            let crop = self.transpose_padding()?.crop_end.iter().any(|&c| c > 0);
+            return Ok(super::torch::TorchSpan {
+                before: 0,
+                after: usize::from(crop) + act,
+            });
+        }
+        let pads = resolve_padding(
+            self.kind.name(),
+            &self.padding,
+            input.get(1..).unwrap_or(&[]),
+            &self.kernel,
+            &self.stride,
+            &self.dilation,
+        )?;
+        Ok(super::torch::TorchSpan {
+            before: usize::from(pads.iter().any(|(a, b)| a != b)),
+            after: act,
+        })
+    }
+
     /// The output (and the values before the activation); a transposed convolution cropped
     /// to `same` makes its uncropped output first.
     fn kept(&self, _input: &[usize], output: &[usize]) -> u64 {

@@ -58,6 +58,14 @@ impl Layer for Dense {
             .apply_owned(ops::linear(x, &self.weight, self.bias.as_ref())?)
     }
 
+    /// An activation written inside is PyTorch's next module.
+    fn torch_span(&self, _input: &[usize]) -> Result<super::torch::TorchSpan> {
+        Ok(super::torch::TorchSpan {
+            before: 0,
+            after: usize::from(self.activation != super::Activation::Linear),
+        })
+    }
+
     /// The output, and the values before the activation that its backward reads.
     fn kept(&self, _input: &[usize], output: &[usize]) -> u64 {
         self.activation.kept(super::count(output))

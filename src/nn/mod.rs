@@ -12,6 +12,7 @@ mod model;
 mod norm;
 mod pool;
 mod tcn;
+pub(crate) mod torch;
 mod wavenet;
 
 pub use activation::Activation;
@@ -148,6 +149,17 @@ pub trait Layer: Send + Sync {
             Lowered::View => 0,
             _ => count(output),
         }
+    }
+    /// The PyTorch modules this layer becomes around the one holding its weights, for a
+    /// per-sample `input` (see [`torch`]); none by default.
+    fn torch_span(&self, _input: &[usize]) -> Result<torch::TorchSpan> {
+        Ok(torch::TorchSpan::default())
+    }
+    /// `(convnet's, PyTorch's)` local names of this layer's weights (`weight`, `body.0.weight`);
+    /// the same by default.
+    fn torch_local(&self, _input: &[usize]) -> Result<Vec<(String, String)>> {
+        let names = self.params().into_iter().chain(self.buffers());
+        Ok(names.map(|(n, _)| (n.clone(), n)).collect())
     }
     /// What a compiled plan ([`crate::plan`]) sees of this layer; `Opaque` (the default):
     /// the plan does not compile it, and the model runs eagerly.

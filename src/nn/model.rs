@@ -228,6 +228,13 @@ impl Sequential {
         )
     }
 
+    /// `(convnet name, PyTorch name)` of every tensor of the state dict: the names of the
+    /// equivalent `nn.Sequential` (see [`super::torch`]).
+    pub fn torch_names(&self) -> Result<Vec<(String, String)>> {
+        let layers: Vec<&dyn Layer> = self.layers.iter().map(|l| l.as_ref()).collect();
+        super::torch::chain_names(&layers, &self.input, ("layers.", ""))
+    }
+
     /// Copy values from `state` into the model; every key must be present with its shape, and
     /// no key may be left over.
     pub fn load_state_dict(&self, state: &BTreeMap<String, Tensor>, source: &str) -> Result<()> {

@@ -143,6 +143,29 @@ pub struct RunInfo {
 }
 
 impl RunInfo {
+    /// A run of `spec` on the data `prepared` (the normalisation fitted, the class names),
+    /// watching `monitor`; not finished, no best epoch yet. Without data (weights trained
+    /// elsewhere, a spec without `[data]`): no normalisation and no names.
+    pub fn new(spec: &Spec, prepared: Option<&Prepared>, monitor: &str) -> RunInfo {
+        let target = prepared.and_then(|p| p.target_norm.as_ref());
+        RunInfo {
+            convnet_version: crate::VERSION.into(),
+            class_names: prepared.map_or(vec![], |p| p.class_names.clone()),
+            normalize_mean: prepared.map_or(vec![], |p| p.normalize.mean.clone()),
+            normalize_std: prepared.map_or(vec![], |p| p.normalize.std.clone()),
+            target_names: prepared.map_or(vec![], |p| p.target_names.clone()),
+            target_mean: target.map_or(vec![], |n| n.mean.clone()),
+            target_std: target.map_or(vec![], |n| n.std.clone()),
+            best_epoch: None,
+            monitor: monitor.to_string(),
+            finished: false,
+            seed: spec.train.seed,
+            epochs: spec.train.epochs,
+            threads: Some(rayon::current_num_threads()),
+            spec_dir: spec.base().map(Path::to_path_buf),
+        }
+    }
+
     /// Read `dir/run.json`.
     pub fn load(dir: &Path) -> Result<RunInfo> {
         let p = dir.join(files::RUN);
@@ -386,26 +409,9 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         (LoopState::default(), None)
     };
     let info = |best_epoch: Option<usize>, finished: bool| RunInfo {
-        convnet_version: crate::VERSION.into(),
-        class_names: prepared.class_names.clone(),
-        normalize_mean: prepared.normalize.mean.clone(),
-        normalize_std: prepared.normalize.std.clone(),
-        target_names: prepared.target_names.clone(),
-        target_mean: prepared
-            .target_norm
-            .as_ref()
-            .map_or(vec![], |n| n.mean.clone()),
-        target_std: prepared
-            .target_norm
-            .as_ref()
-            .map_or(vec![], |n| n.std.clone()),
         best_epoch,
-        monitor: monitor.clone(),
         finished,
-        seed: t.seed,
-        epochs: t.epochs,
-        threads: Some(rayon::current_num_threads()),
-        spec_dir: spec.base().map(Path::to_path_buf),
+        ..RunInfo::new(spec, Some(&prepared), &monitor)
     };
     info(st.best_epoch, false).save(dir)?;
 

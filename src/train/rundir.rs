@@ -305,3 +305,48 @@ mod tests {
         }
     }
 }
+
+/// Make `out` (absent or empty) the run directory of weights trained elsewhere: the spec, the
+/// model's weights as the best, and run.json with what evaluation needs, fitted on the spec's
+/// data as a training would fit it (the normalisation, the class names); without `[data]`,
+/// none. `eval`, `predict`, `explain` and `export` then take it like a trained run.
+pub fn write_imported(spec: &Spec, model: &crate::nn::Sequential, out: &Path) -> Result<()> {
+    let taken = out.exists()
+        && std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true);
+    if taken {
+        return Err(refused(
+            out,
+            "already exists and is not empty: give another --out",
+        ));
+    }
+    let prepared = match spec.data {
+        Some(_) => {
+            let task = super::Task::of(spec, model)?;
+            Some(super::prepare(
+                spec,
+                &task,
+                super::split_seed(spec.train.seed),
+            )?)
+        }
+        None => None,
+    };
+    let info = RunInfo {
+        finished: true,
+        epochs: 0,
+        ..RunInfo::new(spec, prepared.as_ref(), "imported")
+    };
+    std::fs::create_dir_all(out).map_err(|e| Error::Io {
+        path: out.display().to_string(),
+        source: e,
+    })?;
+    let _lock = Lock::acquire(out)?;
+    super::write_file(&out.join(files::SPEC), &spec.text)?;
+    crate::io::save(
+        &out.join(files::BEST),
+        &model.state_dict(),
+        &super::checkpoint::weights_meta(spec),
+    )?;
+    info.save(out)
+}

@@ -6,6 +6,7 @@ mod eval;
 mod explain;
 mod forecast;
 mod generate;
+mod interop;
 mod playground;
 mod predict;
 mod summary;
@@ -199,6 +200,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load a PyTorch state dict (safetensors) into the model a spec describes, as a run
+    /// directory that eval, predict, explain and export take. Names are those of the
+    /// equivalent nn.Sequential (README: "PyTorch weights").
+    ImportWeights {
+        /// The spec of the model.
+        spec: PathBuf,
+        /// The weights: a .safetensors state dict.
+        weights: PathBuf,
+        /// The run directory to make (absent or empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a run's weights for another tool: --torch FILE, a PyTorch state dict
+    /// (safetensors) that load_state_dict(strict=True) of the equivalent nn.Sequential takes.
+    Export {
+        /// The run directory.
+        dir: PathBuf,
+        /// The PyTorch state dict to write.
+        #[arg(long, value_name = "FILE", required = true)]
+        torch: Option<PathBuf>,
+    },
     /// Print a shell completion script: `source <(convnet completions bash)`, or save it where
     /// the shell loads completions from.
     Completions {
@@ -335,6 +357,10 @@ fn main() -> ExitCode {
             json,
         } => predict::run(&dir, &files, top, resize, json),
         Command::Bench { json, filter, reps } => bench::run(json, filter.as_deref(), reps),
+        Command::ImportWeights { spec, weights, out } => {
+            interop::import_weights(&spec, &weights, &out)
+        }
+        Command::Export { dir, torch } => interop::export(&dir, torch.as_deref()),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

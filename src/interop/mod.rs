@@ -1,0 +1,3 @@
+//! Models and weights to and from other tools: PyTorch state dicts ([`torch`]).
+
+pub mod torch;
