@@ -41,6 +41,10 @@ pub enum Error {
     /// convnet did not write, resuming with another seed, a second writer on one run).
     #[error("{path}: {msg}")]
     Refused { path: String, msg: String },
+
+    /// A layer or node another format cannot express (ONNX export or import).
+    #[error("{at}: cannot be converted: {why}")]
+    Convert { at: String, why: String },
     /// A size beyond the memory budget (see [`crate::limits`]), refused before allocating.
     #[error("{what} {msg}")]
     TooLarge { what: String, msg: String },

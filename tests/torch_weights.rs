@@ -6,44 +6,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::convnet;
+use common::{convnet, gunzip_into, torch_fixtures};
 use convnet::Tensor;
 use convnet::interop::torch;
 use convnet::rng::Rng;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-/// The fixture's weights, unpacked into `dir`.
-fn unpack(gz: &Path, dir: &Path) -> PathBuf {
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(gz).unwrap())
-        .read_to_end(&mut bytes)
-        .unwrap();
-    let out = dir.join(gz.file_stem().unwrap());
-    std::fs::write(&out, bytes).unwrap();
-    out
-}
-
-/// Every example with a fixture: (spec name, inputs and outputs, the unpacked weights).
-fn fixtures(dir: &Path) -> Vec<(String, BTreeMap<String, Tensor>, PathBuf)> {
-    let root = Path::new(ROOT).join("tests/torch");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(&root).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        let Some(spec) = name.strip_suffix(".io.safetensors") else {
-            continue;
-        };
-        let (io, meta) = convnet::io::load(&p).unwrap();
-        let weights = unpack(&root.join(&meta["weights"]), dir);
-        out.push((spec.to_string(), io, weights));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
 
 fn model_of(spec: &str) -> convnet::nn::Sequential {
     let path = Path::new(ROOT)
@@ -68,7 +38,7 @@ fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
 #[test]
 fn every_example_loads_pytorch_weights_and_gives_pytorch_outputs() {
     let dir = tempfile::tempdir().unwrap();
-    let all = fixtures(dir.path());
+    let all = torch_fixtures(dir.path());
     assert!(all.len() >= 14, "{} fixtures", all.len());
     let mut table = String::new();
     for (spec, io, weights) in &all {
@@ -126,7 +96,7 @@ fn every_example_loads_pytorch_weights_and_gives_pytorch_outputs() {
 #[test]
 fn weights_go_back_under_pytorch_names() {
     let dir = tempfile::tempdir().unwrap();
-    for (spec, _, weights) in fixtures(dir.path()) {
+    for (spec, _, weights) in torch_fixtures(dir.path()) {
         let model = model_of(&spec);
         model
             .load_state_dict(&torch::load_torch(&model, &weights).unwrap().state, &spec)
@@ -154,7 +124,7 @@ fn weights_go_back_under_pytorch_names() {
 /// (the dense layer).
 fn small(dir: &Path) -> (BTreeMap<String, Tensor>, convnet::nn::Sequential) {
     let gz = Path::new(ROOT).join("tests/torch/sunspots_conv1d.safetensors.gz");
-    let file = convnet::io::load_foreign(&unpack(&gz, dir)).unwrap();
+    let file = convnet::io::load_foreign(&gunzip_into(&gz, dir)).unwrap();
     (file.floats, model_of("sunspots_conv1d"))
 }
 
@@ -271,7 +241,7 @@ fn import_weights_and_export_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let gz = Path::new(ROOT).join("tests/torch/sunspots_conv1d.safetensors.gz");
-    let weights = unpack(&gz, d);
+    let weights = gunzip_into(&gz, d);
     let spec = Path::new(ROOT).join("examples/sunspots_conv1d.toml");
     let spec = spec.to_str().unwrap();
     let w = weights.to_str().unwrap();
@@ -311,5 +281,5 @@ fn import_weights_and_export_from_the_command_line() {
         "{err}"
     );
     let (ok, _, err) = convnet(d, &["export", "run"]);
-    assert!(!ok && err.contains("--torch"), "{err}");
+    assert!(!ok && err.contains("--onnx"), "{err}");
 }

@@ -108,6 +108,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let p = p.display().to_string();
         move |e| Error::Io { path: p, source: e }
     };
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+    {
+        return Err(Error::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("the folder {} does not exist", dir.display()),
+            ),
+        });
+    }
     let written = std::fs::File::create(&tmp)
         .and_then(|mut f| {
             crash_point(path, &mut f, bytes);

@@ -260,6 +260,23 @@ impl Layer for Residual {
         self.activation.apply_owned(ops::add(&h, &s)?)
     }
 
+    /// `activation(body(x) + shortcut(x))`.
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        input: &[usize],
+    ) -> Result<String> {
+        use crate::interop::onnx::layers as onnx;
+        let (h, _) = onnx::chain(g, "body.", &self.body, x, input)?;
+        let s = match &self.shortcut {
+            Some(c) => onnx::within(g, "shortcut", c, x, input)?,
+            None => x.to_string(),
+        };
+        let sum = onnx::add(g, &h, &s);
+        onnx::activation(g, self.activation, &sum)
+    }
+
     /// The body numbered as PyTorch numbers a `nn.Sequential` of it (see [`super::torch`]);
     /// the shortcut's names unchanged.
     fn torch_local(&self, input: &[usize]) -> Result<Vec<(String, String)>> {

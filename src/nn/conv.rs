@@ -210,7 +210,7 @@ impl Conv {
     /// `total = dilation * (k - 1) + 1 - stride` off the full output: half (rounded down) from
     /// each side by the padding, the odd one from the end by cropping; a negative total is
     /// made up by output padding.
-    fn transpose_padding(&self) -> Result<TransposePads> {
+    pub(crate) fn transpose_padding(&self) -> Result<TransposePads> {
         let d = self.kind.dims();
         let pads = |pad: Vec<usize>| TransposePads {
             pad,
@@ -324,10 +324,10 @@ impl Conv {
 }
 
 /// See [`Conv::transpose_padding`].
-struct TransposePads {
-    pad: Vec<usize>,
-    output_padding: Vec<usize>,
-    crop_end: Vec<usize>,
+pub(crate) struct TransposePads {
+    pub(crate) pad: Vec<usize>,
+    pub(crate) output_padding: Vec<usize>,
+    pub(crate) crop_end: Vec<usize>,
 }
 
 impl TransposePads {
@@ -347,6 +347,15 @@ impl TransposePads {
 impl Layer for Conv {
     fn kind(&self) -> &'static str {
         self.kind.name()
+    }
+
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        input: &[usize],
+    ) -> Result<String> {
+        crate::interop::onnx::layers::conv(self, g, x, input)
     }
 
     /// A padding module before an uneven padding; a crop after a transposed convolution

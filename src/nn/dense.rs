@@ -58,6 +58,15 @@ impl Layer for Dense {
             .apply_owned(ops::linear(x, &self.weight, self.bias.as_ref())?)
     }
 
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        input: &[usize],
+    ) -> Result<String> {
+        crate::interop::onnx::layers::dense(self, g, x, input)
+    }
+
     /// An activation written inside is PyTorch's next module.
     fn torch_span(&self, _input: &[usize]) -> Result<super::torch::TorchSpan> {
         Ok(super::torch::TorchSpan {

@@ -38,6 +38,15 @@ impl Layer for Dropout {
             "dropout"
         }
     }
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        _input: &[usize],
+    ) -> Result<String> {
+        let _ = g;
+        Ok(x.to_string())
+    }
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         if self.spatial {
             ops::spatial_dropout(x, self.rate, ctx.training, ctx.rng)
@@ -82,6 +91,14 @@ impl Layer for Flatten {
     fn kind(&self) -> &'static str {
         "flatten"
     }
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        input: &[usize],
+    ) -> Result<String> {
+        crate::interop::onnx::layers::reshape(g, x, &[super::count(input) as usize])
+    }
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
         if x.rank() < 2 {
             return shape_err(
@@ -113,6 +130,14 @@ impl Layer for Flatten {
 impl Layer for Activation {
     fn kind(&self) -> &'static str {
         "activation"
+    }
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        _input: &[usize],
+    ) -> Result<String> {
+        crate::interop::onnx::layers::activation(g, *self, x)
     }
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
         self.apply(x)
@@ -172,6 +197,15 @@ impl Layer for Reshape {
     fn kind(&self) -> &'static str {
         "reshape"
     }
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        input: &[usize],
+    ) -> Result<String> {
+        let out = self.infer(input)?.output;
+        crate::interop::onnx::layers::reshape(g, x, &out)
+    }
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
         let mut shape = vec![x.shape().first().copied().unwrap_or(0)];
         shape.extend(self.resolve(&x.shape()[1.min(x.rank())..])?);
@@ -201,6 +235,14 @@ pub struct Upsample {
 impl Layer for Upsample {
     fn kind(&self) -> &'static str {
         "upsample"
+    }
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        _input: &[usize],
+    ) -> Result<String> {
+        crate::interop::onnx::layers::upsample(self, g, x)
     }
 
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {

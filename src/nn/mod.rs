@@ -161,6 +161,16 @@ pub trait Layer: Send + Sync {
         let names = self.params().into_iter().chain(self.buffers());
         Ok(names.map(|(n, _)| (n.clone(), n)).collect())
     }
+    /// This layer as ONNX nodes on the value `x` (`(N, *input)`), returning its output's name
+    /// (see [`crate::interop::onnx`]); by default, an error naming the layer.
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        _x: &str,
+        _input: &[usize],
+    ) -> Result<String> {
+        Err(g.cannot(format!("a {} layer has no ONNX form", self.kind())))
+    }
     /// What a compiled plan ([`crate::plan`]) sees of this layer; `Opaque` (the default):
     /// the plan does not compile it, and the model runs eagerly.
     fn lowered(&self) -> Lowered<'_> {

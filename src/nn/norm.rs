@@ -51,6 +51,14 @@ impl Layer for BatchNorm {
     fn kind(&self) -> &'static str {
         "batch_norm"
     }
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        _input: &[usize],
+    ) -> Result<String> {
+        crate::interop::onnx::layers::batch_norm(self, g, x)
+    }
 
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         ops::batch_norm(
@@ -134,6 +142,14 @@ impl LayerNorm {
 impl Layer for LayerNorm {
     fn kind(&self) -> &'static str {
         "layer_norm"
+    }
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        input: &[usize],
+    ) -> Result<String> {
+        crate::interop::onnx::layers::layer_norm(self, g, x, input)
     }
 
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {

@@ -43,6 +43,14 @@ impl Layer for Pool {
     fn kind(&self) -> &'static str {
         self.name()
     }
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        _input: &[usize],
+    ) -> Result<String> {
+        crate::interop::onnx::layers::pool(self, g, x)
+    }
 
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
         if self.dims() == 1 {
@@ -154,6 +162,14 @@ impl Layer for GlobalPool {
             PoolKind::Max => "global_max_pool",
             PoolKind::Avg => "global_avg_pool",
         }
+    }
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        _input: &[usize],
+    ) -> Result<String> {
+        crate::interop::onnx::layers::global_pool(self.kind, g, x)
     }
 
     fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {

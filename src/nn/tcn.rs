@@ -199,6 +199,36 @@ impl SkipBlock for TcnBlock {
 }
 
 impl TcnBlock {
+    /// The block as ONNX nodes: its output and its skip output (the branch).
+    fn onnx_with_skip(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        input: &[usize],
+    ) -> Result<(String, String)> {
+        use crate::interop::onnx::layers as onnx;
+        let (mut h, mut shape) = (x.to_string(), input.to_vec());
+        let parts = [
+            ("conv1", &self.conv1, "norm1", &self.norm1),
+            ("conv2", &self.conv2, "norm2", &self.norm2),
+        ];
+        for (name, conv, norm_name, norm) in parts {
+            h = onnx::within(g, name, conv, &h, &shape)?;
+            shape = conv.infer(&shape)?.output;
+            if let Some(n) = norm {
+                h = onnx::within(g, norm_name, n.as_ref(), &h, &shape)?;
+            }
+            // (dropout is the identity at inference)
+            h = onnx::activation(g, self.activation, &h)?;
+        }
+        let s = match &self.shortcut {
+            Some(c) => onnx::within(g, "shortcut", c, x, input)?,
+            None => x.to_string(),
+        };
+        let sum = onnx::add(g, &h, &s);
+        Ok((onnx::activation(g, self.activation, &sum)?, h))
+    }
+
     fn children(&self) -> Vec<(String, &dyn Layer)> {
         let mut v: Vec<(String, &dyn Layer)> = vec![("conv1".into(), &self.conv1)];
         if let Some(n) = &self.norm1 {
@@ -352,6 +382,34 @@ impl Tcn {
 impl Layer for Tcn {
     fn kind(&self) -> &'static str {
         "tcn"
+    }
+
+    /// The blocks, their skip outputs summed (or the last block's output), and the time step
+    /// kept (the last, or the middle for `same` padding) unless every step is returned.
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        input: &[usize],
+    ) -> Result<String> {
+        use crate::interop::onnx::layers as onnx;
+        let (mut h, mut shape, mut skips) = (x.to_string(), input.to_vec(), None);
+        for (i, b) in self.blocks.iter().enumerate() {
+            let (out, skip) = onnx::scoped(g, &format!("blocks.{i}"), |g| {
+                b.onnx_with_skip(g, &h, &shape)
+            })?;
+            shape = b.infer(&shape)?.output;
+            h = out;
+            if self.config.use_skip_connections {
+                skips = Some(onnx::accumulate(g, skips, skip));
+            }
+        }
+        let y = skips.unwrap_or(h);
+        Ok(match (self.config.return_sequences, &self.config.padding) {
+            (true, _) => y,
+            (false, Padding::Same) => onnx::middle_step(g, &y),
+            (false, _) => onnx::time_step(g, &y, -1),
+        })
     }
 
     /// The running sums of the blocks' skip outputs, and the output (the blocks have rows).

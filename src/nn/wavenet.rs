@@ -221,6 +221,56 @@ impl Layer for WaveNet {
         "wavenet"
     }
 
+    /// The input convolution, the gated layers (tanh and sigmoid of the gated convolution's
+    /// halves, multiplied; skip and residual 1x1 convolutions), the skip outputs summed, the
+    /// ReLU-1x1-ReLU-1x1 head, and the last time step unless every step is returned.
+    fn onnx(
+        &self,
+        g: &mut crate::interop::onnx::Graph,
+        x: &str,
+        input: &[usize],
+    ) -> Result<String> {
+        use crate::interop::onnx::layers as onnx;
+        let r = self.config.residual_channels;
+        let mut h = onnx::within(g, "input", &self.input, x, input)?;
+        let shape = self.input.infer(input)?.output;
+        let mut skips = None;
+        for (i, l) in self.layers.iter().enumerate() {
+            let (out, skip) = onnx::scoped(g, &format!("layers.{i}"), |g| {
+                let gated = onnx::within(g, "gated", &l.gated, &h, &shape)?;
+                let filter = onnx::channels(g, &gated, 0, r);
+                let gate = onnx::channels(g, &gated, r, 2 * r);
+                let filter = g.node("Tanh", &[&filter], vec![]);
+                let gate = g.node("Sigmoid", &[&gate], vec![]);
+                let z = g.node("Mul", &[&filter, &gate], vec![]);
+                let skip = onnx::within(g, "skip", &l.skip, &z, &shape)?;
+                let out = match &l.residual {
+                    Some(c) => {
+                        let res = onnx::within(g, "residual", c, &z, &shape)?;
+                        onnx::add(g, &h, &res)
+                    }
+                    None => h.clone(),
+                };
+                Ok((out, skip))
+            })?;
+            h = out;
+            skips = Some(onnx::accumulate(g, skips, skip));
+        }
+        let Some(skips) = skips else {
+            return Err(g.cannot("a WaveNet without layers"));
+        };
+        let s = [self.config.skip_channels, shape[1]];
+        let a = g.node("Relu", &[&skips], vec![]);
+        let a = onnx::within(g, "head", &self.head, &a, &s)?;
+        let a = g.node("Relu", &[&a], vec![]);
+        let y = onnx::within(g, "output", &self.output, &a, &s)?;
+        Ok(if self.config.return_sequences {
+            y
+        } else {
+            onnx::time_step(g, &y, -1)
+        })
+    }
+
     /// The input convolution's output, the running sums of the skip outputs, the head's
     /// two activations and convolution, and the output (the gated layers have rows).
     fn kept(&self, input: &[usize], output: &[usize]) -> u64 {

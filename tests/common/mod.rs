@@ -214,3 +214,40 @@ pub fn safetensors_plain(
         .collect();
     safetensors::serialize(views, metadata).unwrap()
 }
+
+/// The gzipped file `gz` unpacked into `dir` (its name without `.gz`).
+pub fn gunzip_into(gz: &Path, dir: &Path) -> PathBuf {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(gz).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let out = dir.join(gz.file_stem().unwrap());
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+/// The PyTorch fixtures of tools/make_torch_fixtures.py: per example spec with one, its name,
+/// its inputs and outputs (`input0`, `output0`, ...) and its weights unpacked into `dir`.
+pub fn torch_fixtures(
+    dir: &Path,
+) -> Vec<(
+    String,
+    std::collections::BTreeMap<String, convnet::Tensor>,
+    PathBuf,
+)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/torch");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&root).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(spec) = name.strip_suffix(".io.safetensors") else {
+            continue;
+        };
+        let (io, meta) = convnet::io::load(&p).unwrap();
+        let weights = gunzip_into(&root.join(&meta["weights"]), dir);
+        out.push((spec.to_string(), io, weights));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}

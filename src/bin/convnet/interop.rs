@@ -40,16 +40,50 @@ pub fn import_weights(spec: &Path, weights: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn export(dir: &Path, torch_out: Option<&Path>) -> Result<()> {
-    let Some(file) = torch_out else {
-        bail!("say what to export: --torch FILE (a PyTorch state dict as safetensors)");
-    };
+pub fn export(
+    dir: &Path,
+    onnx: Option<&Path>,
+    opset: Option<i64>,
+    torch_out: Option<&Path>,
+) -> Result<()> {
+    if onnx.is_none() && torch_out.is_none() {
+        bail!("say what to export: --onnx FILE or --torch FILE");
+    }
     let (_, model, _) = convnet::train::load_run(dir)?;
-    torch::save_torch(&model, file)?;
-    println!(
-        "wrote {} ({} tensors under PyTorch's names)",
-        file.display(),
-        model.state_dict().len()
-    );
+    if let Some(file) = onnx {
+        convnet::interop::onnx::save(&model, file, opset)?;
+        println!(
+            "wrote {} (ONNX opset {}, input `input` {}, output `output`)",
+            file.display(),
+            opset.unwrap_or(convnet::interop::onnx::DEFAULT_OPSET),
+            shape_text(&model)
+        );
+    }
+    if let Some(file) = torch_out {
+        torch::save_torch(&model, file)?;
+        println!(
+            "wrote {} ({} tensors under PyTorch's names)",
+            file.display(),
+            model.state_dict().len()
+        );
+    }
     Ok(())
+}
+
+/// `(N, 1, H, W)`: the batch and the open sizes by name.
+fn shape_text(model: &convnet::nn::Sequential) -> String {
+    let names = if model.input.len() == 2 {
+        ["L", "L"]
+    } else {
+        ["H", "W"]
+    };
+    let mut v = vec!["N".to_string()];
+    for (i, d) in model.input.iter().enumerate() {
+        v.push(if i > 0 && model.any_size[i] {
+            names[i - 1].to_string()
+        } else {
+            d.to_string()
+        });
+    }
+    format!("({})", v.join(", "))
 }

@@ -212,13 +212,20 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Write a run's weights for another tool: --torch FILE, a PyTorch state dict
-    /// (safetensors) that load_state_dict(strict=True) of the equivalent nn.Sequential takes.
+    /// Write a run's model for another tool: --onnx FILE, the model as ONNX (a dynamic batch
+    /// axis); --torch FILE, its weights as a PyTorch state dict (safetensors) that
+    /// load_state_dict(strict=True) of the equivalent nn.Sequential takes.
     Export {
         /// The run directory.
         dir: PathBuf,
+        /// The ONNX model to write.
+        #[arg(long, value_name = "FILE", required_unless_present = "torch")]
+        onnx: Option<PathBuf>,
+        /// The ONNX opset (13 to 21; default 17).
+        #[arg(long, requires = "onnx", value_parser = clap::value_parser!(i64).range(13..=21))]
+        opset: Option<i64>,
         /// The PyTorch state dict to write.
-        #[arg(long, value_name = "FILE", required = true)]
+        #[arg(long, value_name = "FILE")]
         torch: Option<PathBuf>,
     },
     /// Print a shell completion script: `source <(convnet completions bash)`, or save it where
@@ -360,7 +367,12 @@ fn main() -> ExitCode {
         Command::ImportWeights { spec, weights, out } => {
             interop::import_weights(&spec, &weights, &out)
         }
-        Command::Export { dir, torch } => interop::export(&dir, torch.as_deref()),
+        Command::Export {
+            dir,
+            onnx,
+            opset,
+            torch,
+        } => interop::export(&dir, onnx.as_deref(), opset, torch.as_deref()),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
