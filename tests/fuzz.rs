@@ -171,6 +171,16 @@ fn torch_reader(p: &Path) -> Result<(), String> {
     e2s(convnet::interop::torch::load_torch(&model, p))
 }
 
+/// An ONNX model read as a spec and weights, and the spec built.
+fn onnx_reader(p: &Path) -> Result<(), String> {
+    let imported = convnet::interop::onnx::import(p).map_err(|e| e.to_string())?;
+    let spec = convnet::spec::Spec::parse(&imported.spec, Path::new("imported.toml"))
+        .map_err(|e| e.to_string())?;
+    let model =
+        convnet::tensor::meta(|| spec.build_model(&mut Rng::new(0))).map_err(|e| e.to_string())?;
+    e2s(convnet::explain::summarize(&model))
+}
+
 fn csv_reader(p: &Path) -> Result<(), String> {
     e2s(convnet::data::read_csv(p, "label", &[1, 2, 2], 255.0))
 }
@@ -419,6 +429,15 @@ fn fuzz_torch_state_dict() {
 }
 
 #[test]
+fn fuzz_onnx() {
+    let seeds: Vec<Vec<u8>> = ["causal_1d", "resnet", "vgg_bn"]
+        .iter()
+        .map(|m| std::fs::read(Path::new(ROOT).join(format!("tests/onnx/{m}.onnx"))).unwrap())
+        .collect();
+    fuzz("onnx", "model.onnx", &seeds, true, onnx_reader, cases());
+}
+
+#[test]
 fn fuzz_csv() {
     let seed = b"label,p0,p1,p2,p3\n0,0,10,255,3\n1,30,0,0,0\n2,1.5,2,3,4\n".to_vec();
     fuzz("csv", "data.csv", &[seed], false, csv_reader, cases());
@@ -496,7 +515,8 @@ fn fuzz_run_json() {
 #[test]
 fn regressions_stay_fixed() {
     quiet();
-    let readers: [(&str, Reader); 12] = [
+    let readers: [(&str, Reader); 13] = [
+        ("onnx", onnx_reader),
         ("torch", torch_reader),
         ("npy", npy_reader),
         ("npz", npz_reader),

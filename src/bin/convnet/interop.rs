@@ -7,6 +7,21 @@ use convnet::interop::torch;
 use convnet::rng::Rng;
 use convnet::spec::Spec;
 
+pub fn import(model: &Path, out: &Path) -> Result<()> {
+    let imported = convnet::interop::onnx::import_run(model, out)?;
+    let layers = imported.spec.matches("[[model.layers").count();
+    println!(
+        "imported {} ({} nodes, {} evaluated as constants) as {layers} layers with {} weights into {}; `convnet summary {}` shows them",
+        model.display(),
+        imported.nodes + imported.folded,
+        imported.folded,
+        imported.state.len(),
+        out.display(),
+        out.join("spec.toml").display()
+    );
+    Ok(())
+}
+
 pub fn import_weights(spec: &Path, weights: &Path, out: &Path) -> Result<()> {
     let spec = Spec::load(spec)?;
     if spec.discriminator.is_some() {

@@ -200,6 +200,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Import an ONNX model (a chain of layers with residual additions) as a run directory
+    /// with its spec and weights, which predict, explain, summary and export take (and eval,
+    /// once the spec has [data]).
+    Import {
+        /// The .onnx file.
+        model: PathBuf,
+        /// The run directory to make (absent or empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Load a PyTorch state dict (safetensors) into the model a spec describes, as a run
     /// directory that eval, predict, explain and export take. Names are those of the
     /// equivalent nn.Sequential (README: "PyTorch weights").
@@ -364,6 +374,7 @@ fn main() -> ExitCode {
             json,
         } => predict::run(&dir, &files, top, resize, json),
         Command::Bench { json, filter, reps } => bench::run(json, filter.as_deref(), reps),
+        Command::Import { model, out } => interop::import(&model, &out),
         Command::ImportWeights { spec, weights, out } => {
             interop::import_weights(&spec, &weights, &out)
         }
