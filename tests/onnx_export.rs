@@ -250,6 +250,20 @@ fn every_example_model_runs_the_same_in_onnx_runtime() {
         &[random(&[3, 64], 4)],
         None,
     );
+    // circular padding: a Pad node of mode "wrap", from opset 19
+    let circular = drawn(
+        &spec_of(
+            "[model]\ninput = [2, 12]\n[[model.layers]]\ntype = \"conv1d\"\nfilters = 3\nkernel_size = 5\npadding = \"same\"\npadding_mode = \"circular\"\n",
+        ),
+        8,
+    );
+    case(
+        &dir,
+        "circular_opset19",
+        &circular,
+        &[random(&[2, 2, 12], 9)],
+        Some(19),
+    );
     for (name, text, shape) in EXTRA {
         let model = drawn(&spec_of(text), 5);
         let mut inputs = vec![random(shape, 6)];

@@ -172,3 +172,66 @@ fn a_node_convnet_cannot_express_is_named_with_its_op_and_why() {
     std::fs::write(&p, &bytes[..bytes.len() / 3]).unwrap();
     assert!(convnet::interop::onnx::import(&p).is_err());
 }
+
+/// An imported model fine-tunes: `train --init-from` starts from its weights.
+#[test]
+fn an_imported_model_fine_tunes_from_its_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let onnx = Path::new(ROOT).join("tests/onnx/lenet.onnx");
+    convnet::interop::onnx::import_run(&onnx, &d.join("lenet")).unwrap();
+    let mut r = Rng::new(1);
+    let pixels: Vec<u8> = (0..64 * 784).map(|_| (r.uniform() * 255.0) as u8).collect();
+    let labels: Vec<u8> = (0..64).map(|i| (i % 10) as u8).collect();
+    common::write_idx(&d.join("x.idx"), 3, &[64, 28, 28], &pixels);
+    common::write_idx(&d.join("y.idx"), 1, &[64], &labels);
+    let spec = std::fs::read_to_string(d.join("lenet/spec.toml")).unwrap()
+        + "\n[data]\nformat = \"idx\"\ntrain_images = \"x.idx\"\ntrain_labels = \"y.idx\"\nnormalize = \"scale\"\n[train]\nepochs = 1\nbatch_size = 32\n[train.optimizer]\ntype = \"sgd\"\nlr = 1e-6\n";
+    std::fs::write(d.join("tune.toml"), spec).unwrap();
+    let (ok, out, err) = convnet(
+        d,
+        &[
+            "train",
+            "tune.toml",
+            "--init-from",
+            "lenet",
+            "--out",
+            "tuned",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = convnet(d, &["train", "tune.toml", "--out", "fresh"]);
+    assert!(ok, "{err}");
+    let weights = |run: &str| {
+        let p = [
+            d.join(run).join("best.safetensors"),
+            d.join(run).join("last.safetensors"),
+        ]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap();
+        convnet::io::load(&p).unwrap().0
+    };
+    let (imported, tuned, fresh) = (weights("lenet"), weights("tuned"), weights("fresh"));
+    let diff = |a: &Tensor, b: &Tensor| {
+        a.data()
+            .iter()
+            .zip(b.data().iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    let w = "layers.0.weight";
+    assert!(
+        diff(&tuned[w], &imported[w]) < 1e-4,
+        "{}",
+        diff(&tuned[w], &imported[w])
+    );
+    assert!(diff(&fresh[w], &imported[w]) > 1e-2);
+    // a model of other tensors is refused, naming the run
+    std::fs::write(d.join("other.toml"), "[model]\ninput = [1, 28, 28]\n[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"dense\"\nunits = 10\n[data]\nformat = \"idx\"\ntrain_images = \"x.idx\"\ntrain_labels = \"y.idx\"\n[train]\nepochs = 1\n").unwrap();
+    let (ok, _, err) = convnet(
+        d,
+        &["train", "other.toml", "--init-from", "lenet", "--out", "o"],
+    );
+    assert!(!ok && err.contains("lenet"), "{err}");
+}

@@ -237,6 +237,7 @@ fn an_interrupted_run_resumed_matches_an_uninterrupted_one() {
         out: d.join("part"),
         resume: convnet::train::Resume::No,
         stop: Some(flag),
+        init: None,
     };
     let res = convnet::train::train(&spec, &opts, &mut obs).unwrap();
     assert_eq!(

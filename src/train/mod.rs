@@ -87,6 +87,9 @@ pub struct TrainOptions {
     pub resume: Resume,
     /// Raised (by Ctrl-C) to stop after the current step, saving a checkpoint.
     pub stop: Option<Arc<AtomicBool>>,
+    /// A new run starts from the weights of this run directory (fine-tuning a trained or an
+    /// imported model) instead of drawn ones; the model must hold the same tensors.
+    pub init: Option<PathBuf>,
 }
 
 /// The result of a run.
@@ -361,6 +364,10 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
     memory::check_fits(spec)?;
     let _lock = rundir::Lock::acquire(dir)?;
     let model = spec.build_model(&mut Rng::new(mix(t.seed, 0x1417)))?;
+    if let (Some(from), Resume::No) = (&opts.init, opts.resume) {
+        let (state, _) = io::load(&run_weights(from)?)?;
+        model.load_state_dict(&state, &from.display().to_string())?;
+    }
     let task = Task::of(spec, &model)?;
     let prepared = prepare(spec, &task, split_seed(t.seed))?;
     let task = match &prepared.target_norm {
@@ -675,6 +682,20 @@ impl Engine {
     }
 }
 
+/// The weights file of the run directory `dir`: the best, or else the last.
+fn run_weights(dir: &Path) -> Result<PathBuf> {
+    [files::BEST, files::LAST]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists())
+        .ok_or_else(|| Error::Format {
+            path: dir.display().to_string(),
+            msg:
+                "no weights (best.safetensors or last.safetensors): has the run finished an epoch?"
+                    .into(),
+        })
+}
+
 /// Load a trained model from a run directory: its spec, and the best weights (or the last).
 pub fn load_run(dir: &Path) -> Result<(Spec, Sequential, RunInfo)> {
     // Building the model checks the spec; no need to build it twice.
@@ -685,16 +706,7 @@ pub fn load_run(dir: &Path) -> Result<(Spec, Sequential, RunInfo)> {
         info.spec_dir.as_deref(),
     )?;
     let model = spec.build_model(&mut Rng::new(0))?;
-    let weights = [files::BEST, files::LAST]
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.exists())
-        .ok_or_else(|| Error::Format {
-            path: dir.display().to_string(),
-            msg:
-                "no weights (best.safetensors or last.safetensors): has the run finished an epoch?"
-                    .into(),
-        })?;
+    let weights = run_weights(dir)?;
     info.check(&spec, &model, dir)?;
     let (state, meta) = io::load(&weights)?;
     checkpoint::check_spec(&meta, &spec, &weights)?;

@@ -78,6 +78,10 @@ enum Command {
         /// Replace the contents of an existing --out directory.
         #[arg(long)]
         overwrite: bool,
+        /// Start from the weights of this run directory (fine-tuning a trained or imported
+        /// model; the spec's model must hold the same tensors).
+        #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+        init_from: Option<PathBuf>,
     },
     /// Explain a trained model on one input: a self-contained HTML page with every layer's
     /// shape, arithmetic, receptive field and feature maps, filters, Grad-CAM and the output.
@@ -289,6 +293,7 @@ fn main() -> ExitCode {
             resume,
             from_previous,
             overwrite,
+            init_from,
         } => train::run(train::Args {
             spec,
             out,
@@ -297,6 +302,7 @@ fn main() -> ExitCode {
             resume,
             from_previous,
             overwrite,
+            init_from,
             threads_given: cli.threads.is_some(),
         }),
         Command::Eval {

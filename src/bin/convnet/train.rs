@@ -33,6 +33,8 @@ pub struct Args {
     /// Resume from the checkpoint before the latest (when the latest is damaged).
     pub from_previous: bool,
     pub overwrite: bool,
+    /// Start from this run's weights.
+    pub init_from: Option<PathBuf>,
     /// `--threads` was given (else a resumed run takes the thread count it was started with).
     pub threads_given: bool,
 }
@@ -248,6 +250,9 @@ pub fn run(a: Args) -> Result<()> {
         if resume {
             bail!("GAN runs do not resume: start a new run");
         }
+        if a.init_from.is_some() {
+            bail!("--init-from takes one model's weights; a GAN trains two");
+        }
         let mut obs = GanBar { bar: None };
         let started = std::time::Instant::now();
         let rows = train::gan::train_gan(&spec, &out, Some(stop), &mut obs)?;
@@ -276,6 +281,7 @@ pub fn run(a: Args) -> Result<()> {
                 (true, true) => train::Resume::Previous,
             },
             stop: Some(stop),
+            init: a.init_from.clone(),
         },
         &mut obs,
     )?;
