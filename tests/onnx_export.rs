@@ -1,5 +1,5 @@
 //! ONNX export: every example model (with the PyTorch fixtures' weights, whose batch-norm
-//! statistics are not the trivial ones), the GAN's generator, and small models for the ops the
+//! statistics are not the trivial ones; a GAN's generator and discriminator), and small models for the ops the
 //! examples do not use, written as ONNX; `onnx.checker` accepts each file and ONNX Runtime's
 //! outputs equal convnet's within 1e-5 relative (tools/check_onnx.py, in the virtual
 //! environment .ci/run makes). Without that environment the ONNX Runtime check is skipped
@@ -222,13 +222,7 @@ fn every_example_model_runs_the_same_in_onnx_runtime() {
     std::fs::create_dir(&dir).unwrap();
     let mut names = Vec::new();
     for (spec, io, weights) in torch_fixtures(tmp.path()) {
-        let path = Path::new(ROOT)
-            .join("examples")
-            .join(format!("{spec}.toml"));
-        let model = convnet::spec::Spec::load(&path)
-            .unwrap()
-            .build_model(&mut Rng::new(0))
-            .unwrap();
+        let model = common::fixture_model(&spec);
         let state = convnet::interop::torch::load_torch(&model, &weights)
             .unwrap()
             .state;
@@ -239,17 +233,6 @@ fn every_example_model_runs_the_same_in_onnx_runtime() {
         case(&dir, &spec, &model, &inputs, None);
         names.push(spec);
     }
-    // the GAN's generator (its spec's [model])
-    let gan =
-        convnet::spec::Spec::load(&Path::new(ROOT).join("examples/fashion_dcgan.toml")).unwrap();
-    let generator = drawn(&gan, 3);
-    case(
-        &dir,
-        "fashion_dcgan_generator",
-        &generator,
-        &[random(&[3, 64], 4)],
-        None,
-    );
     // circular padding: a Pad node of mode "wrap", from opset 19
     let circular = drawn(
         &spec_of(
@@ -277,7 +260,11 @@ fn every_example_model_runs_the_same_in_onnx_runtime() {
             case(&dir, "ops_2d_opset21", &model, &inputs, Some(21));
         }
     }
-    assert!(names.len() >= 14, "{names:?}");
+    // every example, the GAN's two models among them
+    assert!(
+        names.len() >= 16 && names.contains(&"fashion_dcgan.discriminator".to_string()),
+        "{names:?}"
+    );
     // the files are ONNX as their schema reads them: named input and output, dynamic batch
     let bytes = std::fs::read(dir.join("fashion_fcn.onnx")).unwrap();
     let m = ModelProto::decode(bytes.as_slice()).unwrap();

@@ -16,11 +16,7 @@ use convnet::rng::Rng;
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn model_of(spec: &str) -> convnet::nn::Sequential {
-    let path = Path::new(ROOT)
-        .join("examples")
-        .join(format!("{spec}.toml"));
-    let spec = convnet::spec::Spec::load(&path).unwrap();
-    spec.build_model(&mut Rng::new(7)).unwrap()
+    common::fixture_model(spec)
 }
 
 /// The largest difference relative to the largest value of `want`.
@@ -39,7 +35,7 @@ fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
 fn every_example_loads_pytorch_weights_and_gives_pytorch_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let all = torch_fixtures(dir.path());
-    assert!(all.len() >= 14, "{} fixtures", all.len());
+    assert!(all.len() >= 16, "{} fixtures", all.len());
     let mut table = String::new();
     for (spec, io, weights) in &all {
         let model = model_of(spec);
@@ -282,4 +278,47 @@ fn import_weights_and_export_from_the_command_line() {
     );
     let (ok, _, err) = convnet(d, &["export", "run"]);
     assert!(!ok && err.contains("--onnx"), "{err}");
+}
+
+/// A GAN's two state dicts make a run that `generate` samples from.
+#[test]
+fn a_gan_imports_with_its_discriminator() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = Path::new(ROOT).join("tests/torch");
+    let g = gunzip_into(&root.join("fashion_dcgan.safetensors.gz"), d);
+    let disc = gunzip_into(&root.join("fashion_dcgan.discriminator.safetensors.gz"), d);
+    let spec = Path::new(ROOT).join("examples/fashion_dcgan.toml");
+    let (spec, g, disc) = (
+        spec.to_str().unwrap(),
+        g.to_str().unwrap(),
+        disc.to_str().unwrap(),
+    );
+    let (ok, _, err) = convnet(d, &["import-weights", spec, g, "--out", "gan"]);
+    assert!(!ok && err.contains("--discriminator"), "{err}");
+    let (ok, out, err) = convnet(
+        d,
+        &[
+            "import-weights",
+            spec,
+            g,
+            "--discriminator",
+            disc,
+            "--out",
+            "gan",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let saved = convnet::io::load(&d.join("gan/discriminator.safetensors"))
+        .unwrap()
+        .0;
+    assert_eq!(
+        saved.len(),
+        convnet::io::load_foreign(Path::new(disc))
+            .unwrap()
+            .floats
+            .len()
+    );
+    let (ok, _, err) = convnet(d, &["generate", "gan", "--count", "4", "--out", "s.png"]);
+    assert!(ok && d.join("s.png").exists(), "{err}");
 }

@@ -10,7 +10,8 @@ The correspondence is the one convnet's `import-weights` and `export --torch` us
 "PyTorch weights"): a layer is one module, except that an uneven padding (causal, `same` with
 an even kernel or a stride) is a padding module before the convolution, a transposed
 convolution cropped to `same` is followed by a crop, and an activation written inside a
-convolution or dense layer is a module after it.
+convolution or dense layer is a module after it. A GAN's spec is two models: the generator's
+fixtures are `<spec>.*`, the discriminator's `<spec>.discriminator.*`.
 
 Weights are drawn as k / 15 * bound (k an integer in [-15, 15], bound = 1 / sqrt(fan_in)),
 values of few significant bits, so that the fixtures compress (they are stored gzipped,
@@ -41,8 +42,7 @@ import torch.nn.functional as F
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 OUT = os.path.join(ROOT, "tests", "torch")
-# a GAN's two models are not one nn.Sequential
-SKIP = {"fashion_dcgan"}
+SKIP = set()
 # models of any input size: (channels, h, w) for the second input
 SECOND_SIZE = {"fashion_fcn": (1, 40, 40)}
 
@@ -416,35 +416,51 @@ def main():
             continue
         with open(os.path.join(examples, file), "rb") as f:
             spec = tomllib.load(f)
-        shape = nominal(spec["model"]["input"])
-        model, _ = chain(spec["model"]["layers"], shape)
-        key = json.dumps([spec["model"]["input"][0], spec["model"]["layers"]], sort_keys=True)
-        owner = made.setdefault(key, name)
-        gen = torch.Generator().manual_seed(sum(map(ord, owner)))
+        if "generator" in spec:
+            parts = [(name, spec["generator"], False),
+                     (f"{name}.discriminator", spec["discriminator"], False)]
+        else:
+            parts = [(name, spec["model"], check)]
+        for fixture, table, checked in parts:
+            model = make(fixture, table, made)
+            if checked:
+                check_export(check, os.path.join(examples, file),
+                             os.path.join(OUT, f"{made[key_of(table)]}.safetensors.gz"), model)
+
+
+def key_of(table):
+    return json.dumps([table["input"][0], table["layers"]], sort_keys=True)
+
+
+def make(name, table, made):
+    """The fixtures of the model `table` describes, named `name`; returns the model."""
+    shape = nominal(table["input"])
+    model, _ = chain(table["layers"], shape)
+    owner = made.setdefault(key_of(table), name)
+    gen = torch.Generator().manual_seed(sum(map(ord, owner)))
+    with torch.no_grad():
+        fill(model, gen)
+    model.eval()
+    io = {}
+    sizes = [shape] + ([list(SECOND_SIZE[name])] if name in SECOND_SIZE else [])
+    for i, s in enumerate(sizes):
+        x = (torch.randint(-64, 65, [2] + s, generator=gen).float() / 32)
         with torch.no_grad():
-            fill(model, gen)
-        model.eval()
-        io = {}
-        sizes = [shape] + ([list(SECOND_SIZE[name])] if name in SECOND_SIZE else [])
-        for i, s in enumerate(sizes):
-            x = (torch.randint(-64, 65, [2] + s, generator=gen).float() / 32)
-            with torch.no_grad():
-                y = model.double()(x.double()).float()
-            model.float()
-            io[f"input{i}"], io[f"output{i}"] = x, y
-        weights = os.path.join(OUT, f"{owner}.safetensors.gz")
-        if owner == name:
-            with tempfile.TemporaryDirectory() as d:
-                plain = os.path.join(d, "w.safetensors")
-                save(plain, dict(model.state_dict()), {"format": "pt"})
-                with open(plain, "rb") as f, gzip.GzipFile(weights, "wb", 9, mtime=0) as g:
-                    g.write(f.read())
-        save(os.path.join(OUT, f"{name}.io.safetensors"), io,
-             {"weights": os.path.basename(weights)})
-        print(f"{name}: {sum(p.numel() for p in model.state_dict().values())} values"
-              + ("" if owner == name else f" (the weights of {owner})"))
-        if check:
-            check_export(check, os.path.join(examples, file), weights, model)
+            y = model.double()(x.double()).float()
+        model.float()
+        io[f"input{i}"], io[f"output{i}"] = x, y
+    weights = os.path.join(OUT, f"{owner}.safetensors.gz")
+    if owner == name:
+        with tempfile.TemporaryDirectory() as d:
+            plain = os.path.join(d, "w.safetensors")
+            save(plain, dict(model.state_dict()), {"format": "pt"})
+            with open(plain, "rb") as f, gzip.GzipFile(weights, "wb", 9, mtime=0) as g:
+                g.write(f.read())
+    save(os.path.join(OUT, f"{name}.io.safetensors"), io,
+         {"weights": os.path.basename(weights)})
+    print(f"{name}: {sum(p.numel() for p in model.state_dict().values())} values"
+          + ("" if owner == name else f" (the weights of {owner})"))
+    return model
 
 
 def check_export(binary, spec, packed, model):

@@ -309,8 +309,14 @@ mod tests {
 /// Make `out` (absent or empty) the run directory of weights trained elsewhere: the spec, the
 /// model's weights as the best, and run.json with what evaluation needs, fitted on the spec's
 /// data as a training would fit it (the normalisation, the class names); without `[data]`,
-/// none. `eval`, `predict`, `explain` and `export` then take it like a trained run.
-pub fn write_imported(spec: &Spec, model: &crate::nn::Sequential, out: &Path) -> Result<()> {
+/// none. `eval`, `predict`, `explain` and `export` then take it like a trained run. A GAN's
+/// `discriminator` is written beside its generator (`model`), as training writes it.
+pub fn write_imported(
+    spec: &Spec,
+    model: &crate::nn::Sequential,
+    discriminator: Option<&crate::nn::Sequential>,
+    out: &Path,
+) -> Result<()> {
     let taken = out.exists()
         && std::fs::read_dir(out)
             .map(|mut d| d.next().is_some())
@@ -321,16 +327,11 @@ pub fn write_imported(spec: &Spec, model: &crate::nn::Sequential, out: &Path) ->
             "already exists and is not empty: give another --out",
         ));
     }
-    let prepared = match spec.data {
-        Some(_) => {
-            let task = super::Task::of(spec, model)?;
-            Some(super::prepare(
-                spec,
-                &task,
-                super::split_seed(spec.train.seed),
-            )?)
-        }
-        None => None,
+    let seed = super::split_seed(spec.train.seed);
+    let prepared = match (&spec.data, discriminator) {
+        (None, _) => None,
+        (Some(_), Some(_)) => Some(super::prepare_samples(spec, usize::MAX, seed)?),
+        (Some(_), None) => Some(super::prepare(spec, &super::Task::of(spec, model)?, seed)?),
     };
     let info = RunInfo {
         finished: true,
@@ -343,10 +344,10 @@ pub fn write_imported(spec: &Spec, model: &crate::nn::Sequential, out: &Path) ->
     })?;
     let _lock = Lock::acquire(out)?;
     super::write_file(&out.join(files::SPEC), &spec.text)?;
-    crate::io::save(
-        &out.join(files::BEST),
-        &model.state_dict(),
-        &super::checkpoint::weights_meta(spec),
-    )?;
+    let meta = super::checkpoint::weights_meta(spec);
+    crate::io::save(&out.join(files::BEST), &model.state_dict(), &meta)?;
+    if let Some(d) = discriminator {
+        crate::io::save(&out.join(super::gan::DISCRIMINATOR), &d.state_dict(), &meta)?;
+    }
     info.save(out)
 }

@@ -251,3 +251,22 @@ pub fn torch_fixtures(
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
+
+/// The model a fixture of tools/make_torch_fixtures.py is for: `NAME` the model of
+/// examples/NAME.toml (a GAN's generator), `NAME.discriminator` a GAN's discriminator.
+pub fn fixture_model(name: &str) -> convnet::nn::Sequential {
+    let (spec, disc) = match name.strip_suffix(".discriminator") {
+        Some(s) => (s, true),
+        None => (name, false),
+    };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(format!("{spec}.toml"));
+    let spec = convnet::spec::Spec::load(&path).unwrap();
+    let mut rng = Rng::new(7);
+    if disc {
+        spec.build_discriminator(&mut rng).unwrap().unwrap()
+    } else {
+        spec.build_model(&mut rng).unwrap()
+    }
+}

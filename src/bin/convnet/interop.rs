@@ -22,18 +22,35 @@ pub fn import(model: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn import_weights(spec: &Path, weights: &Path, out: &Path) -> Result<()> {
+pub fn import_weights(
+    spec: &Path,
+    weights: &Path,
+    discriminator: Option<&Path>,
+    out: &Path,
+) -> Result<()> {
     let spec = Spec::load(spec)?;
-    if spec.discriminator.is_some() {
-        bail!(
-            "{}: a GAN holds two models; import-weights takes a spec of one",
-            spec.path.display()
-        );
-    }
     let model = spec.build_model(&mut Rng::new(0))?;
     let imported = torch::load_torch(&model, weights)?;
     model.load_state_dict(&imported.state, &weights.display().to_string())?;
-    convnet::train::rundir::write_imported(&spec, &model, out)?;
+    let disc = match (spec.build_discriminator(&mut Rng::new(0))?, discriminator) {
+        (Some(d), Some(file)) => {
+            d.load_state_dict(
+                &torch::load_torch(&d, file)?.state,
+                &file.display().to_string(),
+            )?;
+            Some(d)
+        }
+        (Some(_), None) => bail!(
+            "{} is a GAN: give the discriminator's weights too (--discriminator FILE)",
+            spec.path.display()
+        ),
+        (None, Some(_)) => bail!(
+            "{} has no discriminator for --discriminator",
+            spec.path.display()
+        ),
+        (None, None) => None,
+    };
+    convnet::train::rundir::write_imported(&spec, &model, disc.as_ref(), out)?;
     let names = if imported.native {
         "convnet's names".to_string()
     } else if imported.prefix.is_empty() {

@@ -220,8 +220,11 @@ enum Command {
     ImportWeights {
         /// The spec of the model.
         spec: PathBuf,
-        /// The weights: a .safetensors state dict.
+        /// The weights: a .safetensors state dict (a GAN's generator).
         weights: PathBuf,
+        /// A GAN's discriminator weights.
+        #[arg(long, value_name = "FILE")]
+        discriminator: Option<PathBuf>,
         /// The run directory to make (absent or empty).
         #[arg(long)]
         out: PathBuf,
@@ -381,9 +384,12 @@ fn main() -> ExitCode {
         } => predict::run(&dir, &files, top, resize, json),
         Command::Bench { json, filter, reps } => bench::run(json, filter.as_deref(), reps),
         Command::Import { model, out } => interop::import(&model, &out),
-        Command::ImportWeights { spec, weights, out } => {
-            interop::import_weights(&spec, &weights, &out)
-        }
+        Command::ImportWeights {
+            spec,
+            weights,
+            discriminator,
+            out,
+        } => interop::import_weights(&spec, &weights, discriminator.as_deref(), &out),
         Command::Export {
             dir,
             onnx,

@@ -27,6 +27,6 @@ pub fn import_run(path: &std::path::Path, out: &std::path::Path) -> crate::Resul
     let spec = crate::spec::Spec::parse(&imported.spec, &out.join("spec.toml"))?;
     let model = spec.build_model(&mut crate::Rng::new(0))?;
     model.load_state_dict(&imported.state, &path.display().to_string())?;
-    crate::train::rundir::write_imported(&spec, &model, out)?;
+    crate::train::rundir::write_imported(&spec, &model, None, out)?;
     Ok(imported)
 }
