@@ -417,15 +417,18 @@ def main():
         with open(os.path.join(examples, file), "rb") as f:
             spec = tomllib.load(f)
         if "generator" in spec:
-            parts = [(name, spec["generator"], False),
-                     (f"{name}.discriminator", spec["discriminator"], False)]
-        else:
-            parts = [(name, spec["model"], check)]
-        for fixture, table, checked in parts:
-            model = make(fixture, table, made)
-            if checked:
+            generator = make(name, spec["generator"], made)
+            make(f"{name}.discriminator", spec["discriminator"], made)
+            if check:
+                # the run holds both; export --torch writes the generator
                 check_export(check, os.path.join(examples, file),
-                             os.path.join(OUT, f"{made[key_of(table)]}.safetensors.gz"), model)
+                             os.path.join(OUT, f"{name}.safetensors.gz"), generator,
+                             os.path.join(OUT, f"{name}.discriminator.safetensors.gz"))
+            continue
+        model = make(name, spec["model"], made)
+        if check:
+            check_export(check, os.path.join(examples, file),
+                         os.path.join(OUT, f"{made[key_of(spec['model'])]}.safetensors.gz"), model)
 
 
 def key_of(table):
@@ -463,14 +466,19 @@ def make(name, table, made):
     return model
 
 
-def check_export(binary, spec, packed, model):
+def check_export(binary, spec, packed, model, discriminator=None):
     """convnet imports the fixture and exports it; PyTorch loads the export strictly."""
     with tempfile.TemporaryDirectory() as d:
         run, back = os.path.join(d, "run"), os.path.join(d, "back.safetensors")
         weights = os.path.join(d, "weights.safetensors")
         with gzip.open(packed, "rb") as g, open(weights, "wb") as f:
             f.write(g.read())
-        r = subprocess.run([binary, "import-weights", spec, weights, "--out", run],
+        extra = []
+        if discriminator:
+            extra = ["--discriminator", os.path.join(d, "discriminator.safetensors")]
+            with gzip.open(discriminator, "rb") as g, open(extra[1], "wb") as f:
+                f.write(g.read())
+        r = subprocess.run([binary, "import-weights", spec, weights, "--out", run] + extra,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if r.returncode != 0 and "No such file" in r.stderr:
             # import-weights fits the normalisation on the spec's data, absent here
