@@ -346,3 +346,63 @@ fn relative_windows_forecast_a_trend_beyond_the_training_range() {
     assert_eq!(f.len(), 24);
     assert!(f.iter().all(|&v| (250.0..800.0).contains(&v)), "{f:?}");
 }
+
+/// `normalize = "per_series"`: each series z-normalised by its own statistics, in training and
+/// in `eval` (run.json says so), so that a model does not see a series' offset or scale.
+#[test]
+fn per_series_normalisation_makes_a_model_blind_to_offset_and_scale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("train.ts"), unequal_ts(60, 1)).unwrap();
+    let test = unequal_ts(30, 2);
+    std::fs::write(d.join("test.ts"), &test).unwrap();
+    let spec = "[model]\ninput = [1, \"any\"]\n[[model.layers]]\ntype = \"conv1d\"\nfilters = 8\nkernel_size = 5\npadding = \"same\"\nactivation = \"relu\"\n[[model.layers]]\ntype = \"global_avg_pool\"\n[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"ts\"\ntrain = \"train.ts\"\ntest = \"test.ts\"\nnormalize = \"per_series\"\n[train]\nepochs = 6\nbatch_size = 8\n[train.optimizer]\ntype = \"adam\"\nlr = 0.01\n";
+    std::fs::write(d.join("s.toml"), spec).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "s.toml", "--out", "run"]);
+    assert!(ok, "{out}{err}");
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("run/run.json")).unwrap()).unwrap();
+    assert_eq!(info["normalize_per_series"], true);
+    let eval = || {
+        let (ok, out, err) = convnet(d, &["eval", "run", "--json"]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (v["accuracy"].as_f64().unwrap(), v["loss"].as_f64().unwrap())
+    };
+    let before = eval();
+    // every test series scaled and shifted by its own amounts
+    let mut r = convnet::Rng::new(9);
+    let moved: String = test
+        .lines()
+        .map(|l| match l.rsplit_once(':') {
+            Some((values, label)) if !l.starts_with('@') => {
+                let (a, b) = (0.5 + 3.0 * r.uniform(), 100.0 * r.normal());
+                let v: Vec<String> = values
+                    .split(',')
+                    .map(|x| format!("{}", a * x.parse::<f32>().unwrap() + b))
+                    .collect();
+                format!("{}:{label}\n", v.join(","))
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(d.join("test.ts"), moved).unwrap();
+    let after = eval();
+    assert_eq!(before.0, after.0, "accuracy {before:?} then {after:?}");
+    assert!(
+        (before.1 - after.1).abs() < 1e-3,
+        "loss {before:?} then {after:?}"
+    );
+    // a forecaster's windows are not series to normalise one by one
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let f = std::fs::read_to_string(root.join("examples/sunspots_conv1d.toml"))
+        .unwrap()
+        .replace("../data/", &format!("{}/data/", root.display()))
+        .replace("[data]", "[data]\nnormalize = \"per_series\"");
+    std::fs::write(d.join("f.toml"), f).unwrap();
+    let (ok, _, err) = convnet(d, &["train", "f.toml", "--out", "f"]);
+    assert!(
+        !ok && err.contains("normalize") && err.contains("standardize"),
+        "{err}"
+    );
+}

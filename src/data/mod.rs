@@ -357,30 +357,76 @@ impl Dataset {
     }
 }
 
-/// Per-channel normalisation `(x - mean) / std`, applied after augmentation.
+/// Per-channel normalisation `(x - mean) / std`, applied after augmentation; with
+/// `per_sample`, each sample's channels are first z-normalised by their own mean and standard
+/// deviation (as the UCR/UEA papers normalise each series).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Normalize {
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    pub per_sample: bool,
 }
 
 impl Normalize {
-    /// The identity.
-    pub fn identity(channels: usize) -> Self {
+    pub fn new(mean: Vec<f32>, std: Vec<f32>) -> Self {
         Normalize {
-            mean: vec![0.0; channels],
-            std: vec![1.0; channels],
+            mean,
+            std,
+            per_sample: false,
         }
     }
-    /// Normalise one sample `(c, *spatial)` in place.
+    /// The identity.
+    pub fn identity(channels: usize) -> Self {
+        Normalize::new(vec![0.0; channels], vec![1.0; channels])
+    }
+    /// Each sample's channels z-normalised by their own statistics.
+    pub fn per_sample(channels: usize) -> Self {
+        Normalize {
+            per_sample: true,
+            ..Normalize::identity(channels)
+        }
+    }
+    /// Normalise one sample `(c, *spatial)` in place (a sample of unequal size trimmed to its
+    /// own size, so that its statistics are its values').
     pub fn apply(&self, x: &mut [f32]) {
         let c = self.mean.len();
         let plane = x.len() / c.max(1);
         for ch in 0..c {
+            let v = &mut x[ch * plane..(ch + 1) * plane];
+            if self.per_sample && !v.is_empty() {
+                let n = v.len() as f64;
+                let mean = v.iter().map(|&a| a as f64).sum::<f64>() / n;
+                let var = v.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / n;
+                // a constant channel becomes zeros
+                let sd = if var > 1e-16 { var.sqrt() } else { 1.0 };
+                for a in v.iter_mut() {
+                    *a = ((*a as f64 - mean) / sd) as f32;
+                }
+            }
             let (m, s) = (self.mean[ch], self.std[ch]);
-            for v in &mut x[ch * plane..(ch + 1) * plane] {
-                *v = (*v - m) / s;
+            for a in v.iter_mut() {
+                *a = (*a - m) / s;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod normalize_tests {
+    use super::Normalize;
+
+    #[test]
+    fn per_sample_normalisation_gives_each_channel_mean_0_and_std_1() {
+        // two channels of 4 steps: a ramp, and a constant channel (which becomes zeros)
+        let mut x = vec![1.0, 2.0, 3.0, 4.0, 7.0, 7.0, 7.0, 7.0];
+        Normalize::per_sample(2).apply(&mut x);
+        let m: f32 = x[..4].iter().sum::<f32>() / 4.0;
+        let v: f32 = x[..4].iter().map(|a| (a - m) * (a - m)).sum::<f32>() / 4.0;
+        assert!(m.abs() < 1e-6 && (v - 1.0).abs() < 1e-5, "{x:?}");
+        assert_eq!(&x[4..], &[0.0; 4]);
+        // dataset statistics alone leave the sample's own offset
+        let mut y = vec![1.0, 2.0, 3.0, 4.0];
+        Normalize::new(vec![1.0], vec![2.0]).apply(&mut y);
+        assert_eq!(y, [0.0, 0.5, 1.0, 1.5]);
     }
 }

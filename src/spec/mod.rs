@@ -166,6 +166,9 @@ pub enum NormalizeSpec {
     Standardize,
     /// Given per-channel mean and standard deviation (of [0, 1] pixels).
     Fixed { mean: Vec<f32>, std: Vec<f32> },
+    /// Each sample's channels z-normalised by their own mean and standard deviation (a
+    /// series, as the UCR/UEA papers normalise; an image, per-image standardisation).
+    PerSeries,
 }
 
 /// `[data]`.
@@ -739,6 +742,7 @@ fn parse_data(t: &Table) -> R<DataSpec> {
         None => NormalizeSpec::Standardize,
         Some(toml::Value::String(s)) if s == "standardize" => NormalizeSpec::Standardize,
         Some(toml::Value::String(s)) if s == "scale" || s == "none" => NormalizeSpec::Scale,
+        Some(toml::Value::String(s)) if s == "per_series" => NormalizeSpec::PerSeries,
         Some(toml::Value::Table(nt)) => {
             let n = Table::new(t.path, "[data.normalize]", nt);
             let mean = n.required("mean", n.f32_list("mean"), "per-channel means")?;
@@ -755,7 +759,7 @@ fn parse_data(t: &Table) -> R<DataSpec> {
         Some(v) => return Err(t.err(
             "normalize",
             format!(
-                "expected \"standardize\", \"scale\" or {{ mean = [...], std = [...] }}, got {v}"
+                "expected \"standardize\", \"scale\", \"per_series\" or {{ mean = [...], std = [...] }}, got {v}"
             ),
         )),
     };

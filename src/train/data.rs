@@ -359,9 +359,10 @@ pub fn prepare_samples(spec: &Spec, classes: usize, seed: u64) -> Result<Prepare
     let c = spec.sample_shape().0[0];
     let normalize = match &d.normalize {
         NormalizeSpec::Scale => Normalize::identity(c),
+        NormalizeSpec::PerSeries => Normalize::per_sample(c),
         NormalizeSpec::Standardize => {
             let (mean, std) = train.channel_stats();
-            Normalize { mean, std }
+            Normalize::new(mean, std)
         }
         NormalizeSpec::Fixed { mean, std } => {
             if mean.len() != c {
@@ -370,10 +371,7 @@ pub fn prepare_samples(spec: &Spec, classes: usize, seed: u64) -> Result<Prepare
                     format!("{} means for {c} input channels", mean.len()),
                 ));
             }
-            Normalize {
-                mean: mean.clone(),
-                std: std.clone(),
-            }
+            Normalize::new(mean.clone(), std.clone())
         }
     };
     let class_names = match (&d.class_names, folder_names) {
@@ -474,18 +472,18 @@ fn prepare_series(spec: &Spec, s: &SeriesSource, norm: &NormalizeSpec) -> Result
         NormalizeSpec::Scale => Normalize::identity(cols.len()),
         NormalizeSpec::Standardize => {
             let (mean, std) = column_stats(&cols, 0..split);
-            Normalize { mean, std }
+            Normalize::new(mean, std)
         }
-        NormalizeSpec::Fixed { .. } => {
+        NormalizeSpec::Fixed { .. } | NormalizeSpec::PerSeries => {
             return Err(spec.err("[data], key `normalize`",
                 "a series is normalised with \"standardize\" (fitted on the training part) or \"none\"".into(),
             ));
         }
     };
-    let target_norm = Normalize {
-        mean: targets.iter().map(|&j| normalize.mean[j]).collect(),
-        std: targets.iter().map(|&j| normalize.std[j]).collect(),
-    };
+    let target_norm = Normalize::new(
+        targets.iter().map(|&j| normalize.mean[j]).collect(),
+        targets.iter().map(|&j| normalize.std[j]).collect(),
+    );
     // Training windows forecast steps before the split only; validation windows start there.
     let mut train = windows(
         &cols,
@@ -513,7 +511,7 @@ fn prepare_series(spec: &Spec, s: &SeriesSource, norm: &NormalizeSpec) -> Result
                     .collect();
                 let tcols: Vec<&[f32]> = tv.iter().map(|v| v.as_slice()).collect();
                 let (tm, ts) = column_stats(&tcols, 0..tv[0].len());
-                (Normalize { mean, std }, Normalize { mean: tm, std: ts })
+                (Normalize::new(mean, std), Normalize::new(tm, ts))
             }
             _ => (normalize, target_norm),
         }

@@ -108,10 +108,7 @@ impl<'a> Forecaster<'a> {
             source,
             window: spec.input[1],
             input_norm: info.normalize(),
-            target_norm: Normalize {
-                mean: info.target_mean.clone(),
-                std: info.target_std.clone(),
-            },
+            target_norm: Normalize::new(info.target_mean.clone(), info.target_std.clone()),
             target_names: info.target_names.clone(),
             targets: Vec::new(),
         })

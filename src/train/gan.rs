@@ -179,6 +179,7 @@ pub fn train_gan(
         target_names: Vec::new(),
         target_mean: Vec::new(),
         target_std: Vec::new(),
+        normalize_per_series: prepared.normalize.per_sample,
     };
     info.save(dir)?;
     let (gp, dp) = (g.named_params(), d.named_params());

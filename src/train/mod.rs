@@ -139,6 +139,10 @@ pub struct RunInfo {
     /// A forecaster's target columns, and their normalisation (fitted on the training part).
     #[serde(default)]
     pub target_names: Vec<String>,
+    /// Each series (or image) z-normalised by its own statistics first (`normalize =
+    /// "per_series"`).
+    #[serde(default)]
+    pub normalize_per_series: bool,
     #[serde(default)]
     pub target_mean: Vec<f32>,
     #[serde(default)]
@@ -156,6 +160,7 @@ impl RunInfo {
             class_names: prepared.map_or(vec![], |p| p.class_names.clone()),
             normalize_mean: prepared.map_or(vec![], |p| p.normalize.mean.clone()),
             normalize_std: prepared.map_or(vec![], |p| p.normalize.std.clone()),
+            normalize_per_series: prepared.is_some_and(|p| p.normalize.per_sample),
             target_names: prepared.map_or(vec![], |p| p.target_names.clone()),
             target_mean: target.map_or(vec![], |n| n.mean.clone()),
             target_std: target.map_or(vec![], |n| n.std.clone()),
@@ -247,6 +252,7 @@ impl RunInfo {
         Normalize {
             mean: self.normalize_mean.clone(),
             std: self.normalize_std.clone(),
+            per_sample: self.normalize_per_series,
         }
     }
 }
