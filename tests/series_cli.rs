@@ -406,3 +406,39 @@ fn per_series_normalisation_makes_a_model_blind_to_offset_and_scale() {
         "{err}"
     );
 }
+
+/// Batch norm on small batches is warned about: in `summary` from the spec's batch size, in
+/// `train` from the batches the data makes (series of unequal length batched by length).
+#[test]
+fn batch_norm_on_small_batches_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("train.ts"), unequal_ts(60, 1)).unwrap();
+    let spec = |norm: &str, batch: usize| {
+        format!(
+            "[model]\ninput = [1, \"any\"]\n[[model.layers]]\ntype = \"conv1d\"\nfilters = 4\nkernel_size = 3\npadding = \"same\"\n{norm}[[model.layers]]\ntype = \"global_avg_pool\"\n[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"ts\"\ntrain = \"train.ts\"\n[train]\nepochs = 1\nbatch_size = {batch}\n"
+        )
+    };
+    let bn = "[[model.layers]]\ntype = \"batch_norm\"\n";
+    std::fs::write(d.join("bn.toml"), spec(bn, 16)).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "bn.toml", "--out", "r"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: batch norm (1 layer) trains on batches of fewer than 8")
+            && err.contains("batched by length"),
+        "{out}{err}"
+    );
+    std::fs::write(d.join("small.toml"), spec(bn, 4)).unwrap();
+    let (ok, out, _) = convnet(d, &["summary", "small.toml"]);
+    assert!(
+        ok && out.contains("batch norm (1 layer) trains on batches of fewer than 8"),
+        "{out}"
+    );
+    // without batch norm, or with batches large enough, nothing is said
+    std::fs::write(d.join("plain.toml"), spec("", 4)).unwrap();
+    let (ok, out, _) = convnet(d, &["summary", "plain.toml"]);
+    assert!(ok && !out.contains("batch norm"), "{out}");
+    std::fs::write(d.join("big.toml"), spec(bn, 16)).unwrap();
+    let (ok, out, _) = convnet(d, &["summary", "big.toml"]);
+    assert!(ok && !out.contains("fewer than 8"), "{out}");
+}

@@ -432,7 +432,12 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
     let n = prepared.train.len();
     // series of unequal length batch by length, so the count can exceed n / batch_size
     let all: Vec<usize> = (0..n).collect();
-    let steps = prepared.train.batches(&all, t.batch_size).len();
+    let epoch_batches = prepared.train.batches(&all, t.batch_size);
+    let steps = epoch_batches.len();
+    let sizes: Vec<usize> = epoch_batches.iter().map(|b| b.len()).collect();
+    if let Some(w) = small_batch_warning(&model, &sizes)? {
+        obs.message(&format!("warning: {w}"));
+    }
     if let Some(from) = &from {
         st.check(steps, from)?;
     }
@@ -686,6 +691,40 @@ impl Engine {
             Engine::Eager(why) => format!("training eagerly ({why})"),
         }
     }
+}
+
+/// Batches smaller than this give batch norm statistics too noisy to keep.
+pub const SMALL_BATCH: usize = 8;
+
+/// A warning when `model` has batch norm and at least a quarter of an epoch's batches (of
+/// `sizes` samples) are smaller than [`SMALL_BATCH`]: its running statistics, used in
+/// evaluation, are then far from what training saw (series of unequal length are batched by
+/// length, and can make many small batches).
+pub fn small_batch_warning(model: &Sequential, sizes: &[usize]) -> Result<Option<String>> {
+    let norms = model
+        .report()?
+        .iter()
+        .filter(|r| r.kind == "batch_norm")
+        .count();
+    let small = sizes.iter().filter(|&&n| n < SMALL_BATCH).count();
+    if norms == 0 || sizes.is_empty() || small * 4 < sizes.len() {
+        return Ok(None);
+    }
+    let median = {
+        let mut s = sizes.to_vec();
+        s.sort_unstable();
+        s[s.len() / 2]
+    };
+    Ok(Some(format!(
+        "batch norm ({norms} layer{}) trains on batches of fewer than {SMALL_BATCH} samples in {small} of {} batches per epoch (median {median}): its running statistics, which evaluation uses, will be unreliable; give a larger batch_size{}, or use layer_norm",
+        if norms == 1 { "" } else { "s" },
+        sizes.len(),
+        if sizes.len() > 1 && median < SMALL_BATCH {
+            " (series of unequal length are batched by length: resample them to one length)"
+        } else {
+            ""
+        }
+    )))
 }
 
 /// The weights file of the run directory `dir`: the best, or else the last.

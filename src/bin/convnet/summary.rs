@@ -35,7 +35,12 @@ pub fn run(spec: &Path, json: bool) -> Result<()> {
         return Ok(());
     }
     let model = meta(|| spec.build_model(&mut Rng::new(0)))?;
-    let s = summarize(&model)?;
+    let mut s = summarize(&model)?;
+    // (the spec's batch size; training also checks the batches the data makes)
+    s.warnings.extend(convnet::train::small_batch_warning(
+        &model,
+        &[spec.train.batch_size],
+    )?);
     if json {
         let mut v = s.to_json();
         v["training_memory"] = memory.to_json();
