@@ -442,3 +442,33 @@ fn batch_norm_on_small_batches_is_warned_about() {
     let (ok, out, _) = convnet(d, &["summary", "big.toml"]);
     assert!(ok && !out.contains("fewer than 8"), "{out}");
 }
+
+/// `[data] resample = N`: series of unequal length resampled to one length take a model of a
+/// fixed input length (flatten and dense), in training and evaluation.
+#[test]
+fn series_resampled_to_one_length_train_a_fixed_length_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("train.ts"), unequal_ts(60, 1)).unwrap();
+    std::fs::write(d.join("test.ts"), unequal_ts(30, 2)).unwrap();
+    let spec = "[model]\ninput = [1, 32]\n[[model.layers]]\ntype = \"conv1d\"\nfilters = 4\nkernel_size = 3\nactivation = \"relu\"\n[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"ts\"\ntrain = \"train.ts\"\ntest = \"test.ts\"\nresample = 32\n[train]\nepochs = 8\nbatch_size = 8\n[train.optimizer]\ntype = \"adam\"\nlr = 0.01\n";
+    std::fs::write(d.join("r.toml"), spec).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "r.toml", "--out", "run"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = convnet(d, &["eval", "run", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["samples"], 30);
+    assert!(v["accuracy"].as_f64().unwrap() >= 0.8, "{v}");
+    // a resampling to fewer than 2 steps is refused, naming the key
+    std::fs::write(
+        d.join("bad.toml"),
+        spec.replace("resample = 32", "resample = 1"),
+    )
+    .unwrap();
+    let (ok, _, err) = convnet(d, &["train", "bad.toml", "--out", "b"]);
+    assert!(
+        !ok && err.contains("resample") && err.contains("at least 2"),
+        "{err}"
+    );
+}

@@ -29,6 +29,28 @@ impl LabeledSeries {
     }
     /// Every series as a dataset `(n, channels, longest)`: shorter series padded with zeros at
     /// the end, their lengths kept (so batches hold one length each and never see padding).
+    /// Every series resampled to `len` steps (`len` >= 2), each channel linearly interpolated
+    /// between its first and last values (step `i` at position `i (n - 1) / (len - 1)`).
+    pub fn resample(&mut self, len: usize) {
+        for s in &mut self.series {
+            for ch in s.iter_mut() {
+                let n = ch.len();
+                if n == len || n == 0 {
+                    continue;
+                }
+                *ch = (0..len)
+                    .map(|i| {
+                        let x = i as f64 * (n - 1) as f64 / (len - 1).max(1) as f64;
+                        let lo = (x.floor() as usize).min(n - 1);
+                        let hi = (lo + 1).min(n - 1);
+                        let f = x - lo as f64;
+                        (ch[lo] as f64 * (1.0 - f) + ch[hi] as f64 * f) as f32
+                    })
+                    .collect();
+            }
+        }
+    }
+
     pub fn to_dataset(&self) -> Dataset {
         let samples = self
             .series
@@ -374,4 +396,27 @@ pub fn read_ucr_tsv(path: &Path, classes: Option<&[String]>) -> Result<LabeledSe
         out.series.push(vec![values]);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod resample_tests {
+    use super::LabeledSeries;
+
+    #[test]
+    fn resampling_interpolates_between_the_ends() {
+        let mut ls = LabeledSeries {
+            series: vec![
+                vec![vec![0.0, 2.0, 4.0]],
+                vec![vec![1.0, 1.0, 3.0, 3.0, 5.0]],
+            ],
+            labels: vec![0, 1],
+            class_names: vec!["a".into(), "b".into()],
+        };
+        ls.resample(5);
+        assert_eq!(ls.series[0][0], [0.0, 1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(ls.series[1][0], [1.0, 1.0, 3.0, 3.0, 5.0]);
+        ls.resample(3);
+        assert_eq!(ls.series[1][0], [1.0, 3.0, 5.0]);
+        assert_eq!(ls.lengths(), [3]);
+    }
 }

@@ -181,6 +181,8 @@ pub struct DataSpec {
     pub class_names: Option<Vec<String>>,
     /// Resize images of another size to the model's input (folders, predict).
     pub resize: bool,
+    /// Labelled series resampled (linearly) to this many steps.
+    pub resample: Option<usize>,
 }
 
 /// `[train.early_stopping]`.
@@ -778,6 +780,19 @@ fn parse_data(t: &Table) -> R<DataSpec> {
     }
     let class_names = t.str_list("class_names")?;
     let resize = t.bool("resize")?.unwrap_or(false);
+    let resample = t.usize("resample")?;
+    match (resample, &source) {
+        (Some(n), _) if n < 2 => {
+            return Err(t.err("resample", format!("{n} steps: at least 2")));
+        }
+        (Some(_), DataSource::Labeled { .. }) | (None, _) => {}
+        (Some(_), _) => {
+            return Err(t.err(
+                "resample",
+                "resamples labelled series (format = \"ts\" or \"tsv\")",
+            ));
+        }
+    }
     t.finish()?;
     Ok(DataSpec {
         source,
@@ -786,6 +801,7 @@ fn parse_data(t: &Table) -> R<DataSpec> {
         augment,
         class_names,
         resize,
+        resample,
     })
 }
 

@@ -60,11 +60,14 @@ fn labeled(
     tsv: bool,
     classes: Option<&[String]>,
 ) -> Result<(Dataset, Vec<String>)> {
-    let ls = if tsv {
+    let mut ls = if tsv {
         read_ucr_tsv(path, classes)?
     } else {
         read_ts(path, classes)?
     };
+    if let Some(n) = spec.data()?.resample {
+        ls.resample(n);
+    }
     let (shape, any_size) = spec.sample_shape();
     let fmt = |msg: String| Error::Format {
         path: path.display().to_string(),
