@@ -12,6 +12,9 @@ use std::path::Path;
 use prost::Message;
 
 use super::fold::{self, Const};
+use super::nodes::{
+    activation, conv_entry, conv_transpose, dense, pool, shortcut, transpose2, upsample,
+};
 use super::proto::{
     ModelProto, NodeProto, tensor_shape_proto::dimension::Value as Dim, type_proto,
 };
@@ -30,26 +33,26 @@ pub struct Imported {
 /// One `[[model.layers]]` entry: its keys (TOML values as written), its weights by local
 /// name, and a residual block's body.
 #[derive(Default)]
-struct Entry {
-    keys: Vec<(&'static str, String)>,
-    weights: Vec<(String, Tensor)>,
-    body: Vec<Entry>,
+pub(super) struct Entry {
+    pub(super) keys: Vec<(&'static str, String)>,
+    pub(super) weights: Vec<(String, Tensor)>,
+    pub(super) body: Vec<Entry>,
 }
 
 impl Entry {
-    fn of(kind: &str) -> Entry {
+    pub(super) fn of(kind: &str) -> Entry {
         Entry {
             keys: vec![("type", format!("\"{kind}\""))],
             ..Default::default()
         }
     }
-    fn key(mut self, k: &'static str, v: impl std::fmt::Display) -> Entry {
+    pub(super) fn key(mut self, k: &'static str, v: impl std::fmt::Display) -> Entry {
         self.keys.push((k, v.to_string()));
         self
     }
 }
 
-fn list(v: &[i64]) -> String {
+pub(super) fn list(v: &[i64]) -> String {
     format!(
         "[{}]",
         v.iter()
@@ -59,33 +62,33 @@ fn list(v: &[i64]) -> String {
     )
 }
 
-struct Graph<'a> {
+pub(super) struct Graph<'a> {
     nodes: Vec<&'a NodeProto>,
     consts: HashMap<String, Const>,
     consumers: HashMap<String, Vec<usize>>,
     output: String,
 }
 
-fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a super::proto::AttributeProto> {
+pub(super) fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a super::proto::AttributeProto> {
     n.attribute.iter().find(|a| a.name == name)
 }
-fn ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+pub(super) fn ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
     attr(n, name).map(|a| a.ints.clone())
 }
-fn int(n: &NodeProto, name: &str, d: i64) -> i64 {
+pub(super) fn int(n: &NodeProto, name: &str, d: i64) -> i64 {
     attr(n, name).map_or(d, |a| a.i)
 }
-fn float(n: &NodeProto, name: &str, d: f32) -> f32 {
+pub(super) fn float(n: &NodeProto, name: &str, d: f32) -> f32 {
     attr(n, name).map_or(d, |a| a.f)
 }
-fn string(n: &NodeProto, name: &str, d: &str) -> String {
+pub(super) fn string(n: &NodeProto, name: &str, d: &str) -> String {
     attr(n, name).map_or(d.to_string(), |a| {
         String::from_utf8_lossy(&a.s).into_owned()
     })
 }
 
 /// The error for node `n`.
-fn refuse(n: &NodeProto, why: impl Into<String>) -> Error {
+pub(super) fn refuse(n: &NodeProto, why: impl Into<String>) -> Error {
     let name = if n.name.is_empty() {
         n.output.first().cloned().unwrap_or_default()
     } else {
@@ -98,7 +101,7 @@ fn refuse(n: &NodeProto, why: impl Into<String>) -> Error {
 }
 
 impl<'a> Graph<'a> {
-    fn weight(&self, n: &NodeProto, i: usize) -> Result<Tensor> {
+    pub(super) fn weight(&self, n: &NodeProto, i: usize) -> Result<Tensor> {
         let name = n
             .input
             .get(i)
@@ -111,7 +114,7 @@ impl<'a> Graph<'a> {
         })?;
         Tensor::from_vec(c.floats(), &c.dims)
     }
-    fn constant(&self, n: &NodeProto, i: usize) -> Option<&Const> {
+    pub(super) fn constant(&self, n: &NodeProto, i: usize) -> Option<&Const> {
         n.input
             .get(i)
             .filter(|s| !s.is_empty())
@@ -426,40 +429,7 @@ impl<'a> Walk<'_, 'a> {
         }
         Ok(match n.op_type.as_str() {
             "Identity" | "Dropout" => (None, out),
-            "Pad" => {
-                let conv = g
-                    .only_user(&out)
-                    .filter(|c| c.op_type == "Conv")
-                    .ok_or_else(|| refuse(n, "a padding is read here only before a convolution"))?;
-                let pads = match g.constant(n, 1) {
-                    Some(c) => c.ints(),
-                    None => ints(n, "pads").unwrap_or_default(),
-                };
-                if g.constant(n, 2)
-                    .is_some_and(|c| c.floats().iter().any(|&v| v != 0.0))
-                {
-                    return Err(refuse(n, "a constant padding other than 0"));
-                }
-                let r = pads.len() / 2;
-                if r != self.rank || pads[..2].iter().chain(&pads[r..r + 2]).any(|&p| p != 0) {
-                    return Err(refuse(
-                        n,
-                        format!("pads {pads:?}: only the spatial axes are padded here"),
-                    ));
-                }
-                let mode = match string(n, "mode", "constant").as_str() {
-                    "constant" => "zeros",
-                    "reflect" => "reflect",
-                    "edge" => "replicate",
-                    "wrap" => "circular",
-                    m => return Err(refuse(n, format!("mode {m}"))),
-                };
-                let extra: Vec<(i64, i64)> = (2..r).map(|a| (pads[a], pads[r + a])).collect();
-                (
-                    Some(conv_entry(g, conv, &extra, mode)?),
-                    conv.output[0].clone(),
-                )
-            }
+            "Pad" => self.pad_then_conv(n)?,
             "Conv" => (
                 Some(conv_entry(g, n, &vec![(0, 0); spatial], "zeros")?),
                 out,
@@ -476,38 +446,7 @@ impl<'a> Walk<'_, 'a> {
             }
             "MaxPool" | "AveragePool" => (Some(pool(n, spatial)?), out),
             "GlobalAveragePool" | "GlobalMaxPool" | "ReduceMean" | "ReduceMax" => {
-                let kind = if n.op_type.contains("Max") {
-                    "global_max_pool"
-                } else {
-                    "global_avg_pool"
-                };
-                if n.op_type.starts_with("Reduce") {
-                    let axes = g
-                        .constant(n, 1)
-                        .map(|c| c.ints())
-                        .or_else(|| ints(n, "axes"))
-                        .unwrap_or_default();
-                    let rank = self.rank as i64;
-                    let mut a: Vec<i64> = axes.iter().map(|&x| x.rem_euclid(rank)).collect();
-                    a.sort();
-                    if a != (2..rank).collect::<Vec<_>>() || int(n, "keepdims", 1) != 0 {
-                        return Err(refuse(
-                            n,
-                            "only a mean or max over every spatial axis, not kept, is global pooling",
-                        ));
-                    }
-                    self.rank = 2;
-                    return Ok((Some(Entry::of(kind)), out));
-                }
-                // (N, C, 1, 1) then flattened: convnet's global pooling gives (N, C)
-                let flat = g
-                    .only_user(&out)
-                    .filter(|f| matches!(f.op_type.as_str(), "Flatten" | "Reshape" | "Squeeze"))
-                    .ok_or_else(|| {
-                        refuse(n, "global pooling is read here when flattened right after")
-                    })?;
-                self.rank = 2;
-                (Some(Entry::of(kind)), flat.output[0].clone())
+                self.global_pool(n)?
             }
             "Flatten" => {
                 if int(n, "axis", 1) != 1 {
@@ -516,27 +455,7 @@ impl<'a> Walk<'_, 'a> {
                 self.rank = 2;
                 (Some(Entry::of("flatten")), out)
             }
-            "Reshape" => {
-                let shape = g
-                    .constant(n, 1)
-                    .ok_or_else(|| refuse(n, "a shape computed at run time"))?
-                    .ints();
-                if shape.len() < 2 || !matches!(shape[0], 0 | -1) && shape[1..].contains(&-1) {
-                    return Err(refuse(
-                        n,
-                        format!("shape {shape:?}: the batch axis must stay first"),
-                    ));
-                }
-                self.rank = shape.len();
-                if shape.len() == 2 {
-                    (Some(Entry::of("flatten")), out)
-                } else {
-                    (
-                        Some(Entry::of("reshape").key("target_shape", list(&shape[1..]))),
-                        out,
-                    )
-                }
-            }
+            "Reshape" => self.reshape(n)?,
             "Gemm" => {
                 if int(n, "transA", 0) != 0
                     || float(n, "alpha", 1.0) != 1.0
@@ -575,262 +494,103 @@ impl<'a> Walk<'_, 'a> {
     }
 }
 
-/// The activation node `n` is, as its spec value (`"relu"`), or `None`.
-fn activation(n: &NodeProto) -> Result<Option<String>> {
-    Ok(Some(match n.op_type.as_str() {
-        "Relu" => "\"relu\"".into(),
-        "Sigmoid" => "\"sigmoid\"".into(),
-        "Tanh" => "\"tanh\"".into(),
-        "LeakyRelu" => format!("\"leaky_relu\"\nalpha = {}", float(n, "alpha", 0.01)),
-        "Elu" => format!("\"elu\"\nalpha = {}", float(n, "alpha", 1.0)),
-        "Gelu" if string(n, "approximate", "none") == "none" => "\"gelu\"".into(),
-        "Softmax" | "LogSoftmax" => {
-            let axis = int(n, "axis", -1);
-            if axis != 1 && axis != -1 {
-                return Err(refuse(
-                    n,
-                    format!("a softmax over axis {axis}; convnet's is over the channels"),
-                ));
-            }
-            if n.op_type == "Softmax" {
-                "\"softmax\"".into()
-            } else {
-                "\"log_softmax\"".into()
-            }
+impl Walk<'_, '_> {
+    /// A Pad node and the convolution after it, as one convolution with that padding.
+    fn pad_then_conv(&mut self, n: &NodeProto) -> Result<(Option<Entry>, String)> {
+        let g = self.g;
+        let out = n.output[0].clone();
+        let conv = g
+            .only_user(&out)
+            .filter(|c| c.op_type == "Conv")
+            .ok_or_else(|| refuse(n, "a padding is read here only before a convolution"))?;
+        let pads = match g.constant(n, 1) {
+            Some(c) => c.ints(),
+            None => ints(n, "pads").unwrap_or_default(),
+        };
+        if g.constant(n, 2)
+            .is_some_and(|c| c.floats().iter().any(|&v| v != 0.0))
+        {
+            return Err(refuse(n, "a constant padding other than 0"));
         }
-        _ => return Ok(None),
-    }))
-}
-
-fn transpose2(w: &Tensor) -> Result<Tensor> {
-    let (r, c) = match w.shape() {
-        [r, c] => (*r, *c),
-        s => {
-            return Err(Error::Convert {
-                at: "a dense weight".into(),
-                why: format!("shape {s:?}"),
-            });
-        }
-    };
-    let d = w.data();
-    Tensor::from_vec(
-        (0..r * c).map(|k| d[(k % r) * c + k / r]).collect(),
-        &[c, r],
-    )
-}
-
-fn dense(w: Tensor, b: Option<Tensor>) -> Entry {
-    let mut e = Entry::of("dense").key("units", w.shape()[0]);
-    if b.is_none() {
-        e = e.key("use_bias", false);
-    }
-    e.weights.push(("weight".into(), w));
-    if let Some(b) = b {
-        e.weights.push(("bias".into(), b));
-    }
-    e
-}
-
-/// A convolution with `extra` spatial padding from a Pad node before it (in `mode`).
-fn conv_entry(g: &Graph, n: &NodeProto, extra: &[(i64, i64)], mode: &str) -> Result<Entry> {
-    let w = g.weight(n, 1)?;
-    let d = w.shape().len().saturating_sub(2);
-    if !(1..=2).contains(&d) {
-        return Err(refuse(n, format!("a weight of shape {:?}", w.shape())));
-    }
-    let kind = if d == 1 { "conv1d" } else { "conv2d" };
-    let pads = ints(n, "pads").unwrap_or(vec![0; 2 * d]);
-    if pads.len() != 2 * d || extra.len() != d {
-        return Err(refuse(n, format!("pads {pads:?} for {d} spatial axes")));
-    }
-    let auto = string(n, "auto_pad", "NOTSET");
-    let mut e = Entry::of(kind)
-        .key("filters", w.shape()[0])
-        .key(
-            "kernel_size",
-            list(&w.shape()[2..].iter().map(|&k| k as i64).collect::<Vec<_>>()),
-        )
-        .key("strides", list(&ints(n, "strides").unwrap_or(vec![1; d])))
-        .key(
-            "dilation_rate",
-            list(&ints(n, "dilations").unwrap_or(vec![1; d])),
-        )
-        .key("groups", int(n, "group", 1));
-    e = match auto.as_str() {
-        "SAME_UPPER" if extra.iter().all(|&p| p == (0, 0)) => e.key("padding", "\"same\""),
-        "NOTSET" | "VALID" => {
-            let pairs: Vec<String> = (0..d)
-                .map(|a| {
-                    let (b, f) = extra.get(a).copied().unwrap_or((0, 0));
-                    let own = |i: usize| pads.get(i).copied().unwrap_or(0);
-                    format!(
-                        "[{}, {}]",
-                        own(a).saturating_add(b),
-                        own(d + a).saturating_add(f)
-                    )
-                })
-                .collect();
-            e.key("padding", format!("[{}]", pairs.join(", ")))
-        }
-        other => return Err(refuse(n, format!("auto_pad {other}"))),
-    };
-    if mode != "zeros" {
-        if pads.iter().any(|&p| p != 0) {
+        let r = pads.len() / 2;
+        if r != self.rank || pads[..2].iter().chain(&pads[r..r + 2]).any(|&p| p != 0) {
             return Err(refuse(
                 n,
-                "a convolution's own zero padding after a padding of other values",
+                format!("pads {pads:?}: only the spatial axes are padded here"),
             ));
         }
-        e = e.key("padding_mode", format!("\"{mode}\""));
+        let mode = match string(n, "mode", "constant").as_str() {
+            "constant" => "zeros",
+            "reflect" => "reflect",
+            "edge" => "replicate",
+            "wrap" => "circular",
+            m => return Err(refuse(n, format!("mode {m}"))),
+        };
+        let extra: Vec<(i64, i64)> = (2..r).map(|a| (pads[a], pads[r + a])).collect();
+        Ok((
+            Some(conv_entry(g, conv, &extra, mode)?),
+            conv.output[0].clone(),
+        ))
     }
-    let b = g.constant(n, 2).map(|_| g.weight(n, 2)).transpose()?;
-    if b.is_none() {
-        e = e.key("use_bias", false);
-    }
-    e.weights.push(("weight".into(), w));
-    if let Some(b) = b {
-        e.weights.push(("bias".into(), b));
-    }
-    Ok(e)
-}
 
-fn conv_transpose(g: &Graph, n: &NodeProto) -> Result<Entry> {
-    let w = g.weight(n, 1)?;
-    let d = w.shape().len().saturating_sub(2);
-    if !(1..=2).contains(&d) || int(n, "group", 1) != 1 {
-        return Err(refuse(
-            n,
-            "a grouped or other than 1-D or 2-D transposed convolution",
-        ));
-    }
-    let pads = ints(n, "pads").unwrap_or(vec![0; 2 * d]);
-    if pads.len() != 2 * d || pads[..d] != pads[d..] || ints(n, "output_shape").is_some() {
-        return Err(refuse(
-            n,
-            format!("pads {pads:?}: only even pads (or output_padding) are read"),
-        ));
-    }
-    let mut e = Entry::of(if d == 1 {
-        "conv1d_transpose"
-    } else {
-        "conv2d_transpose"
-    })
-    .key("filters", w.shape()[1])
-    .key(
-        "kernel_size",
-        list(&w.shape()[2..].iter().map(|&k| k as i64).collect::<Vec<_>>()),
-    )
-    .key("strides", list(&ints(n, "strides").unwrap_or(vec![1; d])))
-    .key(
-        "dilation_rate",
-        list(&ints(n, "dilations").unwrap_or(vec![1; d])),
-    )
-    .key("padding", list(&pads[..d]))
-    .key(
-        "output_padding",
-        list(&ints(n, "output_padding").unwrap_or(vec![0; d])),
-    );
-    let b = g.constant(n, 2).map(|_| g.weight(n, 2)).transpose()?;
-    if b.is_none() {
-        e = e.key("use_bias", false);
-    }
-    e.weights.push(("weight".into(), w));
-    if let Some(b) = b {
-        e.weights.push(("bias".into(), b));
-    }
-    Ok(e)
-}
-
-fn pool(n: &NodeProto, spatial: usize) -> Result<Entry> {
-    let k = ints(n, "kernel_shape").ok_or_else(|| refuse(n, "no kernel_shape"))?;
-    let pads = ints(n, "pads").unwrap_or(vec![0; 2 * k.len()]);
-    if pads.len() != 2 * k.len() || pads[..k.len()] != pads[k.len()..] {
-        return Err(refuse(n, format!("pads {pads:?}: only even pads are read")));
-    }
-    if ints(n, "dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) || k.len() != spatial {
-        return Err(refuse(n, "a dilated pooling, or one over other axes"));
-    }
-    let max = n.op_type == "MaxPool";
-    let kind = format!("{}_pool{}d", if max { "max" } else { "avg" }, k.len());
-    let mut e = Entry::of(&kind)
-        .key("pool_size", list(&k))
-        .key(
-            "strides",
-            list(&ints(n, "strides").unwrap_or(vec![1; k.len()])),
-        )
-        .key("padding", list(&pads[..k.len()]))
-        .key("ceil_mode", int(n, "ceil_mode", 0) != 0);
-    if !max {
-        e = e.key("count_include_pad", int(n, "count_include_pad", 0) != 0);
-    }
-    Ok(e)
-}
-
-fn upsample(g: &Graph, n: &NodeProto) -> Result<Entry> {
-    let scales = (1..n.input.len())
-        .rev()
-        .find_map(|i| g.constant(n, i).filter(|c| !c.floats().is_empty()))
-        .ok_or_else(|| refuse(n, "scales computed at run time"))?
-        .floats();
-    if scales.len() < 3 || scales[..2] != [1.0, 1.0] || scales.iter().any(|s| s.fract() != 0.0) {
-        return Err(refuse(
-            n,
-            format!("scales {scales:?}: whole factors on the spatial axes"),
-        ));
-    }
-    let factors: Vec<i64> = scales[2..].iter().map(|&s| s as i64).collect();
-    let mode = string(n, "mode", "nearest");
-    let ct = string(n, "coordinate_transformation_mode", "half_pixel");
-    let interpolation = match (mode.as_str(), ct.as_str()) {
-        ("nearest", "asymmetric") if string(n, "nearest_mode", "round_prefer_floor") == "floor" => {
-            "nearest"
-        }
-        ("linear", "half_pixel" | "pytorch_half_pixel") => "bilinear",
-        _ => return Err(refuse(n, format!("mode {mode} with {ct} coordinates"))),
-    };
-    Ok(Entry::of("upsample")
-        .key("size", list(&factors))
-        .key("interpolation", format!("\"{interpolation}\"")))
-}
-
-/// A residual shortcut: a 1x1 convolution without padding (a batch norm after it folded in).
-fn shortcut(g: &Graph, conv: &NodeProto, bn: Option<&NodeProto>) -> Result<Vec<(String, Tensor)>> {
-    let w = g.weight(conv, 1)?;
-    if w.shape().len() < 3
-        || w.shape()[2..].iter().any(|&k| k != 1)
-        || ints(conv, "pads").is_some_and(|p| p.iter().any(|&x| x != 0))
-        || int(conv, "group", 1) != 1
-    {
-        return Err(refuse(conv, "a shortcut other than a 1x1 convolution"));
-    }
-    let c = w.shape()[0];
-    let per = w.numel() / c.max(1);
-    let mut wv = w.data().to_vec();
-    let mut bv = match g.constant(conv, 2) {
-        Some(_) => g.weight(conv, 2)?.data().to_vec(),
-        None => vec![0.0; c],
-    };
-    if let Some(bn) = bn {
-        if bn.op_type != "BatchNormalization" {
-            return Err(refuse(
-                bn,
-                "only a batch norm follows a shortcut's convolution",
-            ));
-        }
-        let p: Vec<Vec<f32>> = (1..=4)
-            .map(|i| Ok(g.weight(bn, i)?.data().to_vec()))
-            .collect::<Result<_>>()?;
-        let eps = float(bn, "epsilon", 1e-5) as f64;
-        for o in 0..c {
-            let s = p[0][o] as f64 / (p[3][o] as f64 + eps).sqrt();
-            for v in &mut wv[o * per..(o + 1) * per] {
-                *v = (*v as f64 * s) as f32;
+    /// Global pooling: its node and the flatten after it, or a mean or max over the spatial axes.
+    fn global_pool(&mut self, n: &NodeProto) -> Result<(Option<Entry>, String)> {
+        let g = self.g;
+        let out = n.output[0].clone();
+        let kind = if n.op_type.contains("Max") {
+            "global_max_pool"
+        } else {
+            "global_avg_pool"
+        };
+        if n.op_type.starts_with("Reduce") {
+            let axes = g
+                .constant(n, 1)
+                .map(|c| c.ints())
+                .or_else(|| ints(n, "axes"))
+                .unwrap_or_default();
+            let rank = self.rank as i64;
+            let mut a: Vec<i64> = axes.iter().map(|&x| x.rem_euclid(rank)).collect();
+            a.sort();
+            if a != (2..rank).collect::<Vec<_>>() || int(n, "keepdims", 1) != 0 {
+                return Err(refuse(
+                    n,
+                    "only a mean or max over every spatial axis, not kept, is global pooling",
+                ));
             }
-            bv[o] = ((bv[o] as f64 - p[2][o] as f64) * s + p[1][o] as f64) as f32;
+            self.rank = 2;
+            return Ok((Some(Entry::of(kind)), out));
         }
+        // (N, C, 1, 1) then flattened: convnet's global pooling gives (N, C)
+        let flat = g
+            .only_user(&out)
+            .filter(|f| matches!(f.op_type.as_str(), "Flatten" | "Reshape" | "Squeeze"))
+            .ok_or_else(|| refuse(n, "global pooling is read here when flattened right after"))?;
+        self.rank = 2;
+        Ok((Some(Entry::of(kind)), flat.output[0].clone()))
     }
-    Ok(vec![
-        ("shortcut.weight".into(), Tensor::from_vec(wv, w.shape())?),
-        ("shortcut.bias".into(), Tensor::from_vec(bv, &[c])?),
-    ])
+
+    /// A Reshape to a constant shape, the batch axis first: a flatten, or a reshape.
+    fn reshape(&mut self, n: &NodeProto) -> Result<(Option<Entry>, String)> {
+        let g = self.g;
+        let out = n.output[0].clone();
+        let shape = g
+            .constant(n, 1)
+            .ok_or_else(|| refuse(n, "a shape computed at run time"))?
+            .ints();
+        if shape.len() < 2 || !matches!(shape[0], 0 | -1) && shape[1..].contains(&-1) {
+            return Err(refuse(
+                n,
+                format!("shape {shape:?}: the batch axis must stay first"),
+            ));
+        }
+        self.rank = shape.len();
+        Ok(if shape.len() == 2 {
+            (Some(Entry::of("flatten")), out)
+        } else {
+            (
+                Some(Entry::of("reshape").key("target_shape", list(&shape[1..]))),
+                out,
+            )
+        })
+    }
 }

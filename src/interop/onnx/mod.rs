@@ -7,6 +7,7 @@ mod fold;
 mod graph;
 mod import;
 pub mod layers;
+mod nodes;
 
 pub use import::{Imported, import};
 
