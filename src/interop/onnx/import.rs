@@ -181,28 +181,8 @@ pub fn import(path: &Path) -> Result<Imported> {
             g.output.len()
         )));
     };
-    // constants first: what is computed from constants alone
-    let mut live = Vec::new();
-    let mut folded = 0;
-    for n in &g.node {
-        match fold::fold(n, &consts).map_err(|e| refuse(n, e))? {
-            Some(c) if n.output.len() == 1 => {
-                consts.insert(n.output[0].clone(), c);
-                folded += 1;
-            }
-            _ => live.push(n),
-        }
-    }
-    let mut consumers: HashMap<String, Vec<usize>> = HashMap::new();
-    for (k, n) in live.iter().enumerate() {
-        for i in n
-            .input
-            .iter()
-            .filter(|i| !i.is_empty() && !consts.contains_key(*i))
-        {
-            consumers.entry(i.clone()).or_default().push(k);
-        }
-    }
+    let (live, folded) = fold_constants(&g.node, &mut consts)?;
+    let consumers = consumers_of(&live, &consts);
     let graph = Graph {
         nodes: live,
         consts,
@@ -241,6 +221,44 @@ pub fn import(path: &Path) -> Result<Imported> {
         nodes: graph.nodes.len(),
         folded,
     })
+}
+
+/// The nodes computed from constants alone, evaluated into `consts` (their count returned),
+/// and the others, in order.
+fn fold_constants<'a>(
+    nodes: &'a [NodeProto],
+    consts: &mut HashMap<String, Const>,
+) -> Result<(Vec<&'a NodeProto>, usize)> {
+    let mut live = Vec::new();
+    let mut folded = 0;
+    for n in nodes {
+        match fold::fold(n, consts).map_err(|e| refuse(n, e))? {
+            Some(c) if n.output.len() == 1 => {
+                consts.insert(n.output[0].clone(), c);
+                folded += 1;
+            }
+            _ => live.push(n),
+        }
+    }
+    Ok((live, folded))
+}
+
+/// For every value that is not a constant, the nodes (indices into `live`) that read it.
+fn consumers_of(
+    live: &[&NodeProto],
+    consts: &HashMap<String, Const>,
+) -> HashMap<String, Vec<usize>> {
+    let mut consumers: HashMap<String, Vec<usize>> = HashMap::new();
+    for (k, n) in live.iter().enumerate() {
+        for i in n
+            .input
+            .iter()
+            .filter(|i| !i.is_empty() && !consts.contains_key(*i))
+        {
+            consumers.entry(i.clone()).or_default().push(k);
+        }
+    }
+    consumers
 }
 
 /// The per-sample input shape (`None`: a size given at run time).
