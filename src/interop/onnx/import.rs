@@ -46,6 +46,14 @@ impl Entry {
             ..Default::default()
         }
     }
+    /// The `activation` key (and `alpha`, where the activation has one).
+    fn activation(self, (name, alpha): (&str, Option<f32>)) -> Entry {
+        let e = self.key("activation", format!("\"{name}\""));
+        match alpha {
+            Some(a) => e.key("alpha", a),
+            None => e,
+        }
+    }
     pub(super) fn key(mut self, k: &'static str, v: impl std::fmt::Display) -> Entry {
         self.keys.push((k, v.to_string()));
         self
@@ -430,7 +438,7 @@ impl<'a> Walk<'_, 'a> {
         if let Some(n) = g.only_user(&after)
             && let Some(a) = activation(n)?
         {
-            e = e.key("activation", a);
+            e = e.activation(a);
             after = n.output[0].clone();
         }
         e.body = body;
@@ -443,7 +451,7 @@ impl<'a> Walk<'_, 'a> {
         let out = n.output[0].clone();
         let spatial = self.rank.saturating_sub(2);
         if let Some(a) = activation(n)? {
-            return Ok((Some(Entry::of("activation").key("activation", a)), out));
+            return Ok((Some(Entry::of("activation").activation(a)), out));
         }
         Ok(match n.op_type.as_str() {
             "Identity" | "Dropout" => (None, out),

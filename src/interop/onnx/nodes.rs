@@ -6,15 +6,15 @@ use super::proto::NodeProto;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// The activation node `n` is, as its spec value (`"relu"`), or `None`.
-pub(super) fn activation(n: &NodeProto) -> Result<Option<String>> {
+/// The activation node `n` is, as its spec name and `alpha` (leaky ReLU, ELU), or `None`.
+pub(super) fn activation(n: &NodeProto) -> Result<Option<(&'static str, Option<f32>)>> {
     Ok(Some(match n.op_type.as_str() {
-        "Relu" => "\"relu\"".into(),
-        "Sigmoid" => "\"sigmoid\"".into(),
-        "Tanh" => "\"tanh\"".into(),
-        "LeakyRelu" => format!("\"leaky_relu\"\nalpha = {}", float(n, "alpha", 0.01)),
-        "Elu" => format!("\"elu\"\nalpha = {}", float(n, "alpha", 1.0)),
-        "Gelu" if string(n, "approximate", "none") == "none" => "\"gelu\"".into(),
+        "Relu" => ("relu", None),
+        "Sigmoid" => ("sigmoid", None),
+        "Tanh" => ("tanh", None),
+        "LeakyRelu" => ("leaky_relu", Some(float(n, "alpha", 0.01))),
+        "Elu" => ("elu", Some(float(n, "alpha", 1.0))),
+        "Gelu" if string(n, "approximate", "none") == "none" => ("gelu", None),
         "Softmax" | "LogSoftmax" => {
             let axis = int(n, "axis", -1);
             if axis != 1 && axis != -1 {
@@ -24,9 +24,9 @@ pub(super) fn activation(n: &NodeProto) -> Result<Option<String>> {
                 ));
             }
             if n.op_type == "Softmax" {
-                "\"softmax\"".into()
+                ("softmax", None)
             } else {
-                "\"log_softmax\"".into()
+                ("log_softmax", None)
             }
         }
         _ => return Ok(None),
@@ -51,7 +51,12 @@ pub(super) fn transpose2(w: &Tensor) -> Result<Tensor> {
 }
 
 pub(super) fn dense(w: Tensor, b: Option<Tensor>) -> Entry {
-    let mut e = Entry::of("dense").key("units", w.shape()[0]);
+    let units = w.shape()[0];
+    with_weights(Entry::of("dense").key("units", units), w, b)
+}
+
+/// `e` with its `weight` and its `bias` (or `use_bias = false`).
+fn with_weights(mut e: Entry, w: Tensor, b: Option<Tensor>) -> Entry {
     if b.is_none() {
         e = e.key("use_bias", false);
     }
@@ -60,6 +65,22 @@ pub(super) fn dense(w: Tensor, b: Option<Tensor>) -> Entry {
         e.weights.push(("bias".into(), b));
     }
     e
+}
+
+/// The bias of a Conv or ConvTranspose node, where it has one.
+fn bias(g: &Graph, n: &NodeProto) -> Result<Option<Tensor>> {
+    g.constant(n, 2).map(|_| g.weight(n, 2)).transpose()
+}
+
+/// A convolution's kernel size, strides and dilations (`d` spatial axes, kernel from `w`).
+fn geometry(e: Entry, n: &NodeProto, w: &Tensor, d: usize) -> Entry {
+    let kernel: Vec<i64> = w.shape()[2..].iter().map(|&k| k as i64).collect();
+    e.key("kernel_size", list(&kernel))
+        .key("strides", list(&ints(n, "strides").unwrap_or(vec![1; d])))
+        .key(
+            "dilation_rate",
+            list(&ints(n, "dilations").unwrap_or(vec![1; d])),
+        )
 }
 
 /// A convolution with `extra` spatial padding from a Pad node before it (in `mode`).
@@ -80,17 +101,7 @@ pub(super) fn conv_entry(
         return Err(refuse(n, format!("pads {pads:?} for {d} spatial axes")));
     }
     let auto = string(n, "auto_pad", "NOTSET");
-    let mut e = Entry::of(kind)
-        .key("filters", w.shape()[0])
-        .key(
-            "kernel_size",
-            list(&w.shape()[2..].iter().map(|&k| k as i64).collect::<Vec<_>>()),
-        )
-        .key("strides", list(&ints(n, "strides").unwrap_or(vec![1; d])))
-        .key(
-            "dilation_rate",
-            list(&ints(n, "dilations").unwrap_or(vec![1; d])),
-        )
+    let mut e = geometry(Entry::of(kind).key("filters", w.shape()[0]), n, &w, d)
         .key("groups", int(n, "group", 1));
     e = match auto.as_str() {
         "SAME_UPPER" if extra.iter().all(|&p| p == (0, 0)) => e.key("padding", "\"same\""),
@@ -119,15 +130,8 @@ pub(super) fn conv_entry(
         }
         e = e.key("padding_mode", format!("\"{mode}\""));
     }
-    let b = g.constant(n, 2).map(|_| g.weight(n, 2)).transpose()?;
-    if b.is_none() {
-        e = e.key("use_bias", false);
-    }
-    e.weights.push(("weight".into(), w));
-    if let Some(b) = b {
-        e.weights.push(("bias".into(), b));
-    }
-    Ok(e)
+    let b = bias(g, n)?;
+    Ok(with_weights(e, w, b))
 }
 
 pub(super) fn conv_transpose(g: &Graph, n: &NodeProto) -> Result<Entry> {
@@ -146,35 +150,19 @@ pub(super) fn conv_transpose(g: &Graph, n: &NodeProto) -> Result<Entry> {
             format!("pads {pads:?}: only even pads (or output_padding) are read"),
         ));
     }
-    let mut e = Entry::of(if d == 1 {
+    let kind = if d == 1 {
         "conv1d_transpose"
     } else {
         "conv2d_transpose"
-    })
-    .key("filters", w.shape()[1])
-    .key(
-        "kernel_size",
-        list(&w.shape()[2..].iter().map(|&k| k as i64).collect::<Vec<_>>()),
-    )
-    .key("strides", list(&ints(n, "strides").unwrap_or(vec![1; d])))
-    .key(
-        "dilation_rate",
-        list(&ints(n, "dilations").unwrap_or(vec![1; d])),
-    )
-    .key("padding", list(&pads[..d]))
-    .key(
-        "output_padding",
-        list(&ints(n, "output_padding").unwrap_or(vec![0; d])),
-    );
-    let b = g.constant(n, 2).map(|_| g.weight(n, 2)).transpose()?;
-    if b.is_none() {
-        e = e.key("use_bias", false);
-    }
-    e.weights.push(("weight".into(), w));
-    if let Some(b) = b {
-        e.weights.push(("bias".into(), b));
-    }
-    Ok(e)
+    };
+    let e = geometry(Entry::of(kind).key("filters", w.shape()[1]), n, &w, d)
+        .key("padding", list(&pads[..d]))
+        .key(
+            "output_padding",
+            list(&ints(n, "output_padding").unwrap_or(vec![0; d])),
+        );
+    let b = bias(g, n)?;
+    Ok(with_weights(e, w, b))
 }
 
 pub(super) fn pool(n: &NodeProto, spatial: usize) -> Result<Entry> {
