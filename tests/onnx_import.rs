@@ -14,21 +14,6 @@ use prost::Message;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
-    assert_eq!(got.shape(), want.shape());
-    let scale = want
-        .data()
-        .iter()
-        .fold(0f64, |m, v| m.max(v.abs() as f64))
-        .max(1e-12);
-    got.data()
-        .iter()
-        .zip(want.data().iter())
-        .map(|(a, b)| (*a as f64 - *b as f64).abs())
-        .fold(0.0, f64::max)
-        / scale
-}
-
 #[test]
 fn pytorch_exported_models_import_and_give_pytorch_outputs() {
     let dir = tempfile::tempdir().unwrap();
@@ -47,7 +32,7 @@ fn pytorch_exported_models_import_and_give_pytorch_outputs() {
             rng: &mut rng,
         };
         let got = model.forward(&io["input0"], &mut ctx).unwrap();
-        let err = rel_err(&got, &io["output0"]);
+        let err = common::rel_err(&got, &io["output0"]);
         let kinds: Vec<String> = model
             .report()
             .unwrap()

@@ -19,18 +19,6 @@ fn model_of(spec: &str) -> convnet::nn::Sequential {
     common::fixture_model(spec)
 }
 
-/// The largest difference relative to the largest value of `want`.
-fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
-    assert_eq!(got.shape(), want.shape());
-    let (g, w) = (got.data(), want.data());
-    let scale = w.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-12);
-    g.iter()
-        .zip(w.iter())
-        .map(|(a, b)| (*a as f64 - *b as f64).abs())
-        .fold(0.0, f64::max)
-        / scale
-}
-
 #[test]
 fn every_example_loads_pytorch_weights_and_gives_pytorch_outputs() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,7 +58,7 @@ fn every_example_loads_pytorch_weights_and_gives_pytorch_outputs() {
                 rng: &mut rng,
             };
             let got = model.forward(x, &mut ctx).unwrap();
-            let err = rel_err(&got, want);
+            let err = common::rel_err(&got, want);
             let scale = want.data().iter().fold(0f32, |m, v| m.max(v.abs()));
             assert!(scale > 1e-3, "{spec}: outputs of at most {scale}");
             table += &format!(

@@ -270,3 +270,19 @@ pub fn fixture_model(name: &str) -> convnet::nn::Sequential {
         spec.build_model(&mut rng).unwrap()
     }
 }
+
+/// The largest difference between `got` and `want` relative to the largest value of `want`.
+pub fn rel_err(got: &convnet::Tensor, want: &convnet::Tensor) -> f64 {
+    assert_eq!(got.shape(), want.shape());
+    let scale = want
+        .data()
+        .iter()
+        .fold(0f64, |m, v| m.max(v.abs() as f64))
+        .max(1e-12);
+    got.data()
+        .iter()
+        .zip(want.data().iter())
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
