@@ -306,6 +306,15 @@ mod tests {
     }
 }
 
+/// Whether `path` holds something the user could lose: a file, or a folder that is not empty
+/// (or cannot be read).
+pub fn is_taken(path: &Path) -> bool {
+    path.exists()
+        && std::fs::read_dir(path)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+}
+
 /// Make `out` (absent or empty) the run directory of weights trained elsewhere: the spec, the
 /// model's weights as the best, and run.json with what evaluation needs, fitted on the spec's
 /// data as a training would fit it (the normalisation, the class names); without `[data]`,
@@ -317,11 +326,7 @@ pub fn write_imported(
     discriminator: Option<&crate::nn::Sequential>,
     out: &Path,
 ) -> Result<()> {
-    let taken = out.exists()
-        && std::fs::read_dir(out)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true);
-    if taken {
+    if is_taken(out) {
         return Err(refused(
             out,
             "already exists and is not empty: give another --out",

@@ -133,13 +133,6 @@ impl Observer for GanBar {
     }
 }
 
-/// A directory that holds nothing the user could lose.
-fn is_empty_dir(p: &Path) -> bool {
-    std::fs::read_dir(p)
-        .map(|mut d| d.next().is_none())
-        .unwrap_or(false)
-}
-
 /// `runs/<stem>`, or `runs/<stem>-2`, `-3`, ... when taken.
 fn fresh_dir(spec: &Path) -> PathBuf {
     let stem = spec
@@ -212,7 +205,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         // a training beyond the memory budget is refused before the folder is made
         train::memory::check_fits(&spec)?;
-        let taken = out.exists() && !is_empty_dir(&out);
+        let taken = rundir::is_taken(&out);
         if taken && !a.overwrite {
             bail!(
                 "{} already exists and is not empty: pass --resume {} to continue that run, --overwrite to replace it, or another --out",
