@@ -264,6 +264,36 @@ fn import_weights_and_export_from_the_command_line() {
         !ok && err.contains("already exists and is not empty"),
         "{err}"
     );
+    // an existing file is replaced only when asked; a run's own files never
+    let (ok, _, err) = convnet(d, &["export", "run", "--torch", "back.safetensors"]);
+    assert!(
+        !ok && err.contains("already exists") && err.contains("--overwrite"),
+        "{err}"
+    );
+    let (ok, _, err) = convnet(
+        d,
+        &[
+            "export",
+            "run",
+            "--torch",
+            "back.safetensors",
+            "--overwrite",
+        ],
+    );
+    assert!(ok, "{err}");
+    let best = std::fs::read(d.join("run/best.safetensors")).unwrap();
+    let (ok, _, err) = convnet(
+        d,
+        &[
+            "export",
+            "run",
+            "--onnx",
+            "run/best.safetensors",
+            "--overwrite",
+        ],
+    );
+    assert!(!ok && err.contains("a file of the run"), "{err}");
+    assert_eq!(std::fs::read(d.join("run/best.safetensors")).unwrap(), best);
     let (ok, _, err) = convnet(d, &["export", "run"]);
     assert!(!ok && err.contains("--onnx"), "{err}");
 }

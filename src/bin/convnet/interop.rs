@@ -77,9 +77,39 @@ pub fn export(
     onnx: Option<&Path>,
     opset: Option<i64>,
     torch_out: Option<&Path>,
+    overwrite: bool,
 ) -> Result<()> {
     if onnx.is_none() && torch_out.is_none() {
         bail!("say what to export: --onnx FILE or --torch FILE");
+    }
+    // checked before anything is written
+    for file in onnx.iter().chain(torch_out.iter()) {
+        let in_run = file
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .zip(file.file_name())
+            .is_some_and(|(p, name)| {
+                same_dir(p, dir) && convnet::train::rundir::is_run_file(&name.to_string_lossy())
+            });
+        if in_run {
+            bail!(
+                "{}: a file of the run {}; export to another name",
+                file.display(),
+                dir.display()
+            );
+        }
+        if file.exists() && !overwrite {
+            bail!(
+                "{} already exists: pass --overwrite to replace it, or another name",
+                file.display()
+            );
+        }
     }
     let (_, model, _) = convnet::train::load_run(dir)?;
     if let Some(file) = onnx {
@@ -118,4 +148,12 @@ fn shape_text(model: &convnet::nn::Sequential) -> String {
         });
     }
     format!("({})", v.join(", "))
+}
+
+/// Whether `a` and `b` are the same folder.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }

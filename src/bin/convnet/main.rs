@@ -244,6 +244,9 @@ enum Command {
         /// The PyTorch state dict to write.
         #[arg(long, value_name = "FILE")]
         torch: Option<PathBuf>,
+        /// Replace a FILE that exists (a run's own files are never replaced).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Print a shell completion script: `source <(convnet completions bash)`, or save it where
     /// the shell loads completions from.
@@ -395,7 +398,8 @@ fn main() -> ExitCode {
             onnx,
             opset,
             torch,
-        } => interop::export(&dir, onnx.as_deref(), opset, torch.as_deref()),
+            overwrite,
+        } => interop::export(&dir, onnx.as_deref(), opset, torch.as_deref(), overwrite),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
