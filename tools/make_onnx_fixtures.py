@@ -16,31 +16,14 @@ by PyTorch in float64 and stored as float32:
 Run: python3 tools/make_onnx_fixtures.py   (Debian's python3-torch)
 Made with PyTorch 1.13 (Debian 1.13.1+dfsg-4).
 """
-import json
 import os
-import struct
 
 import torch
 import torch.nn as nn
 
+from safetensors_file import save
+
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "onnx")
-
-
-def save(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name in sorted(tensors):
-        raw = tensors[name].contiguous().numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
 
 
 class Block(nn.Module):
