@@ -30,6 +30,7 @@ fn main() -> convnet::error::Result<()> {
             &mut Ctx {
                 training: false,
                 rng: &mut Rng::new(0),
+                lengths: None,
             },
         )
     })?;

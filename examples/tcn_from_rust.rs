@@ -69,6 +69,7 @@ fn main() -> convnet::Result<()> {
                 &mut Ctx {
                     training: true,
                     rng: &mut rng,
+                    lengths: None,
                 },
             )?;
             let loss = ops::mse(&out, &y)?;
@@ -90,6 +91,7 @@ fn main() -> convnet::Result<()> {
             &mut Ctx {
                 training: false,
                 rng: &mut rng,
+                lengths: None,
             },
         )
     })?;

@@ -88,6 +88,7 @@ fn a_fixed_size_model_refuses_another_size_naming_the_layer() {
             &mut Ctx {
                 training: false,
                 rng: &mut Rng::new(0),
+                lengths: None,
             },
         )
     })
@@ -112,6 +113,7 @@ fn a_fixed_size_model_refuses_another_size_naming_the_layer() {
     let mut ctx = Ctx {
         training: false,
         rng: &mut Rng::new(0),
+        lengths: None,
     };
     for (h, w) in [(8, 8), (13, 20), (2, 2)] {
         let x = Tensor::zeros(&[1, 1, h, w]).unwrap();

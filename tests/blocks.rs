@@ -23,6 +23,7 @@ fn run(m: &Sequential, x: &Tensor, training: bool) -> Tensor {
         &mut Ctx {
             training,
             rng: &mut Rng::new(1),
+            lengths: None,
         },
     )
     .unwrap()

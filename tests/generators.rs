@@ -44,6 +44,7 @@ fn fwd(l: &dyn Layer, x: &Tensor) -> Tensor {
             &mut Ctx {
                 training: false,
                 rng: &mut Rng::new(0),
+                lengths: None,
             },
         )
     })
@@ -155,6 +156,7 @@ fn every_stride_and_padding_gives_the_size_its_arithmetic_promises() {
                         &mut Ctx {
                             training: false,
                             rng: &mut rng,
+                            lengths: None,
                         },
                     )
                     .unwrap();

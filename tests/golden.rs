@@ -509,6 +509,7 @@ fn whole_models_match_pytorch_forward_and_backward() {
                 &mut Ctx {
                     training: false,
                     rng: &mut convnet::Rng::new(0),
+                    lengths: None,
                 },
             )
             .unwrap();

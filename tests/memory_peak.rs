@@ -103,6 +103,7 @@ fn measure(spec_file: &str) -> (convnet::train::memory::MemoryEstimate, usize) {
                     let mut ctx = convnet::nn::Ctx {
                         training: true,
                         rng: &mut rng,
+                        lengths: None,
                     };
                     let out = model.forward(&x, &mut ctx).unwrap();
                     loss(&out).unwrap().backward().unwrap();

@@ -25,6 +25,7 @@ fn forward_shape(s: &Spec) -> convnet::Result<(Vec<usize>, Vec<usize>)> {
         &mut Ctx {
             training: true,
             rng: &mut Rng::new(3),
+            lengths: None,
         },
     )?;
     Ok((model.output_shape().to_vec(), y.shape()[1..].to_vec()))
@@ -197,6 +198,7 @@ fn inference_gives_the_training_graphs_numbers() {
             &mut Ctx {
                 training: false,
                 rng: &mut Rng::new(0),
+                lengths: None,
             },
         )
         .unwrap();
@@ -207,6 +209,7 @@ fn inference_gives_the_training_graphs_numbers() {
             &mut Ctx {
                 training: false,
                 rng: &mut Rng::new(0),
+                lengths: None,
             },
         )
     })

@@ -29,6 +29,7 @@ fn outputs(model: &convnet::nn::Sequential, x: &Tensor) -> Tensor {
     let mut ctx = convnet::nn::Ctx {
         training: false,
         rng: &mut rng,
+        lengths: None,
     };
     model.forward(x, &mut ctx).unwrap()
 }

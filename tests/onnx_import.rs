@@ -30,6 +30,7 @@ fn pytorch_exported_models_import_and_give_pytorch_outputs() {
         let mut ctx = convnet::nn::Ctx {
             training: false,
             rng: &mut rng,
+            lengths: None,
         };
         let got = model.forward(&io["input0"], &mut ctx).unwrap();
         let err = common::rel_err(&got, &io["output0"]);

@@ -46,6 +46,7 @@ fn eager(model: &Sequential, x: &Tensor) -> Vec<f32> {
             &mut Ctx {
                 training: false,
                 rng: &mut rng,
+                lengths: None,
             },
         )
     })
@@ -398,6 +399,7 @@ fn check_training(text: &str, input: &[usize], classes: usize, what: &str) {
                 &mut Ctx {
                     training: true,
                     rng: &mut rng,
+                    lengths: None,
                 },
             )
             .unwrap();

@@ -208,7 +208,15 @@ fn ts_files_univariate_multichannel_unequal_and_bad() {
         (x.shape().to_vec(), x.to_vec()),
         (vec![1, 2, 2], vec![10.0, 20.0, 30.0, 40.0])
     );
-    assert!(ds.batch_input(&[0, 1], |_, _| {}).is_err());
+    // or, mixed, each padded to the longest with its length beside
+    let x = ds
+        .batch_input(&[1, 0], |_, x| x.iter_mut().for_each(|v| *v += 1.0))
+        .unwrap();
+    assert_eq!(x.shape(), &[2, 2, 3]);
+    assert_eq!(&x.to_vec()[..6], &[2.0, 3.0, 0.0, 4.0, 5.0, 0.0]);
+    assert_eq!(ds.batch_lengths(&[1, 0]), Some(vec![2, 3]));
+    assert_eq!(ds.batch_lengths(&[1, 1]), None);
+    assert_eq!(ds.bucketed(&[0, 1, 1, 0], 2), vec![vec![1, 1], vec![0, 0]]);
     let bad = |body: &str| {
         let p = write(
             dir.path(),

@@ -44,10 +44,35 @@ fn forecaster_trains_evaluates_beside_baselines_and_forecasts() {
     assert!(out.contains("seasonal naive (m=132)"), "{out}");
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert!(metrics.starts_with("epoch,train_loss,train_mae,val_loss,val_mae"));
+    // three parts: the validation part chose the epoch, the test part after it is reported
+    assert!(
+        out.contains("validation part from step 2868: 132 origin(s)")
+            && out.contains("test part from step 3000: 126 origin(s)")
+            && out.contains("chosen by val_loss on the validation part"),
+        "{out}"
+    );
 
+    // eval reports the test part unless asked for the validation part
     let json: serde_json::Value = serde_json::from_str(&ok(&["eval", &s(&run), "--json"])).unwrap();
+    assert_eq!(json["part"], "test");
     assert_eq!(json["split"], 3000);
     assert_eq!(json["origins"], 126);
+    let val: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", &s(&run), "--data", "val", "--json"])).unwrap();
+    assert_eq!(
+        (&val["part"], &val["split"], &val["origins"]),
+        (&"validation".into(), &2868.into(), &132.into())
+    );
+    // the validation part's origins are the windows that chose the epoch: its MAE is the
+    // best epoch's val_mae
+    let best: Vec<f64> = metrics
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(4).unwrap().parse().unwrap())
+        .collect();
+    let chosen = best.iter().copied().fold(f64::INFINITY, f64::min);
+    let mae = val["model"]["mae"].as_f64().unwrap();
+    assert!((mae - chosen).abs() < 1e-3 * chosen, "{mae} vs {best:?}");
     assert!((json["naive"]["mae"].as_f64().unwrap() - 11.9437).abs() < 1e-3);
     assert!(json["model"]["mase"].as_f64().unwrap() > 0.0);
     // six months ahead from every origin: the one-step model is fed its own forecasts
@@ -133,8 +158,8 @@ fn forecaster_trains_evaluates_beside_baselines_and_forecasts() {
         e.contains("no column `month`") || e.contains("no column `sunspots`"),
         "{e}"
     );
-    let e = fails(&["eval", &s(&run), "--data", "test"]);
-    assert!(e.contains("--data val"), "{e}");
+    let e = fails(&["eval", &s(&run), "--data", "train"]);
+    assert!(e.contains("--data val") && e.contains("--data test"), "{e}");
     // forecasting needs the series it is given, not the training file: from another folder
     std::fs::copy(
         root().join("data/sunspots/sunspots_monthly.csv"),
@@ -233,6 +258,46 @@ fn summary_reports_block_receptive_fields() {
     assert!(!out.contains("warning"), "{out}");
 }
 
+/// `convnet baseline`: one nearest neighbour with the Euclidean distance, as the UCR archive
+/// reports it (GunPoint 0.087 error, ItalyPowerDemand 0.045); series of unequal length are
+/// resampled to the longest training series.
+#[test]
+fn the_nearest_neighbour_baseline_matches_the_published_figures() {
+    let json = |spec: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(&["baseline", spec, "--json"])).unwrap()
+    };
+    let g = json("examples/gunpoint_fcn.toml");
+    assert_eq!(
+        (g["samples"].as_u64(), g["resampled_to"].as_u64()),
+        (Some(150), None)
+    );
+    assert!(
+        (g["accuracy"].as_f64().unwrap() - 0.9133).abs() < 1e-4,
+        "{g}"
+    );
+    let i = json("examples/italypower_fcn.toml");
+    assert!(
+        (i["accuracy"].as_f64().unwrap() - 0.9553).abs() < 1e-4,
+        "{i}"
+    );
+    let out = ok(&["baseline", "examples/gunpoint_fcn.toml"]);
+    assert!(out.contains("test accuracy 91.33% on 150 series"), "{out}");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("train.ts"), unequal_ts(60, 1)).unwrap();
+    std::fs::write(d.join("test.ts"), unequal_ts(30, 2)).unwrap();
+    std::fs::write(d.join("s.toml"), "[model]\ninput = [1, \"any\"]\n[[model.layers]]\ntype = \"global_avg_pool\"\n[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"ts\"\ntrain = \"train.ts\"\ntest = \"test.ts\"\n").unwrap();
+    let (good, out, err) = convnet(d, &["baseline", "s.toml", "--json"]);
+    assert!(good, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["resampled_to"], 43, "the longest training series");
+    // ramps up or down: the nearest resampled ramp has the same direction
+    assert!(v["accuracy"].as_f64().unwrap() > 0.8, "{v}");
+    std::fs::write(d.join("n.toml"), "[model]\ninput = [1, \"any\"]\n[[model.layers]]\ntype = \"global_avg_pool\"\n[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"ts\"\ntrain = \"train.ts\"\n").unwrap();
+    let (good, _, err) = convnet(d, &["baseline", "n.toml"]);
+    assert!(!good && err.contains("no test data"), "{err}");
+}
+
 /// A `.ts` file of two classes (a rising or a falling ramp with noise) whose series are 20 to
 /// 44 steps long.
 fn unequal_ts(n: usize, seed: u64) -> String {
@@ -264,7 +329,7 @@ fn series_of_unequal_length_train_a_length_independent_model() {
     std::fs::write(tmp.path().join("test.ts"), unequal_ts(30, 2)).unwrap();
     let spec = |input: &str, head: &str| {
         format!(
-            "[model]\ninput = {input}\n[[model.layers]]\ntype = \"conv1d\"\nfilters = 8\nkernel_size = 5\npadding = \"same\"\nactivation = \"relu\"\n{head}[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"ts\"\ntrain = \"train.ts\"\ntest = \"test.ts\"\nvalidation_split = 0.2\n[train]\nepochs = 8\nbatch_size = 8\n[train.optimizer]\ntype = \"adam\"\nlr = 0.01\n"
+            "[model]\ninput = {input}\n[[model.layers]]\ntype = \"conv1d\"\nfilters = 8\nkernel_size = 5\npadding = \"same\"\nactivation = \"relu\"\n{head}[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"ts\"\ntrain = \"train.ts\"\ntest = \"test.ts\"\nvalidation_split = 0.2\n[train]\nepochs = 30\nbatch_size = 8\n[train.optimizer]\ntype = \"adam\"\nlr = 0.01\n"
         )
     };
     let gap = "[[model.layers]]\ntype = \"global_avg_pool\"\n";
@@ -408,24 +473,38 @@ fn per_series_normalisation_makes_a_model_blind_to_offset_and_scale() {
 }
 
 /// Batch norm on small batches is warned about: in `summary` from the spec's batch size, in
-/// `train` from the batches the data makes (series of unequal length batched by length).
+/// `train` from the batches the data makes (series of unequal length batched by length when
+/// a layer cannot take padded, masked batches; none when every layer can).
 #[test]
 fn batch_norm_on_small_batches_is_warned_about() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     std::fs::write(d.join("train.ts"), unequal_ts(60, 1)).unwrap();
-    let spec = |norm: &str, batch: usize| {
+    let spec_mode = |norm: &str, batch: usize, mode: &str| {
         format!(
-            "[model]\ninput = [1, \"any\"]\n[[model.layers]]\ntype = \"conv1d\"\nfilters = 4\nkernel_size = 3\npadding = \"same\"\n{norm}[[model.layers]]\ntype = \"global_avg_pool\"\n[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"ts\"\ntrain = \"train.ts\"\n[train]\nepochs = 1\nbatch_size = {batch}\n"
+            "[model]\ninput = [1, \"any\"]\n[[model.layers]]\ntype = \"conv1d\"\nfilters = 4\nkernel_size = 3\npadding = \"same\"\npadding_mode = \"{mode}\"\n{norm}[[model.layers]]\ntype = \"global_avg_pool\"\n[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"ts\"\ntrain = \"train.ts\"\n[train]\nepochs = 1\nbatch_size = {batch}\n"
         )
     };
+    let spec = |norm: &str, batch: usize| spec_mode(norm, batch, "zeros");
     let bn = "[[model.layers]]\ntype = \"batch_norm\"\n";
-    std::fs::write(d.join("bn.toml"), spec(bn, 16)).unwrap();
+    // reflect padding would read a padded batch's zeros: one length per batch
+    std::fs::write(d.join("bn.toml"), spec_mode(bn, 16, "reflect")).unwrap();
     let (ok, out, err) = convnet(d, &["train", "bn.toml", "--out", "r"]);
     assert!(ok, "{err}");
     assert!(
         err.contains("warning: batch norm (1 layer) trains on batches of fewer than 8")
-            && err.contains("batched by length"),
+            && err.contains("batched by length")
+            && err.contains(
+                "one length per batch (layer 0 (conv1d) would mix a series with its padding)"
+            ),
+        "{out}{err}"
+    );
+    // zero padding takes the mask: full batches, bucketed by length, and no warning
+    std::fs::write(d.join("bn0.toml"), spec(bn, 16)).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "bn0.toml", "--out", "r0"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("padded to its longest and masked") && !err.contains("warning"),
         "{out}{err}"
     );
     std::fs::write(d.join("small.toml"), spec(bn, 4)).unwrap();
@@ -451,7 +530,7 @@ fn series_resampled_to_one_length_train_a_fixed_length_model() {
     let d = tmp.path();
     std::fs::write(d.join("train.ts"), unequal_ts(60, 1)).unwrap();
     std::fs::write(d.join("test.ts"), unequal_ts(30, 2)).unwrap();
-    let spec = "[model]\ninput = [1, 32]\n[[model.layers]]\ntype = \"conv1d\"\nfilters = 4\nkernel_size = 3\nactivation = \"relu\"\n[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"ts\"\ntrain = \"train.ts\"\ntest = \"test.ts\"\nresample = 32\n[train]\nepochs = 8\nbatch_size = 8\n[train.optimizer]\ntype = \"adam\"\nlr = 0.01\n";
+    let spec = "[model]\ninput = [1, 32]\n[[model.layers]]\ntype = \"conv1d\"\nfilters = 4\nkernel_size = 3\nactivation = \"relu\"\n[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"dense\"\nunits = 2\n[data]\nformat = \"ts\"\ntrain = \"train.ts\"\ntest = \"test.ts\"\nresample = 32\n[train]\nepochs = 30\nbatch_size = 8\n[train.optimizer]\ntype = \"adam\"\nlr = 0.01\n";
     std::fs::write(d.join("r.toml"), spec).unwrap();
     let (ok, out, err) = convnet(d, &["train", "r.toml", "--out", "run"]);
     assert!(ok, "{out}{err}");

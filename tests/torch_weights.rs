@@ -56,6 +56,7 @@ fn every_example_loads_pytorch_weights_and_gives_pytorch_outputs() {
             let mut ctx = convnet::nn::Ctx {
                 training: false,
                 rng: &mut rng,
+                lengths: None,
             };
             let got = model.forward(x, &mut ctx).unwrap();
             let err = common::rel_err(&got, want);

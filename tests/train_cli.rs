@@ -114,14 +114,30 @@ fn train_writes_the_run_and_eval_and_predict_use_it() {
         "epoch,train_loss,train_acc,val_loss,val_acc,seconds,lr"
     );
     assert_eq!(lines.len(), 4, "{csv}");
-    assert!(out.contains("test (90 samples"), "{out}");
+    // three parts: the report names the part that chose the weights
+    let best = lines[1..]
+        .iter()
+        .map(|l| l.split(',').nth(3).unwrap().parse::<f64>().unwrap())
+        .enumerate()
+        .fold(
+            (0, f64::INFINITY),
+            |b, (i, v)| if v < b.1 { (i + 1, v) } else { b },
+        )
+        .0;
+    assert!(
+        out.contains(&format!(
+            "test (90 samples; weights of epoch {best}, chosen by val_loss on the validation part)"
+        )),
+        "{out}"
+    );
     let acc: f64 = lines[3].split(',').nth(4).unwrap().parse().unwrap();
     assert!(acc > 0.8, "the bars are easy: {csv}");
 
     let (ok, out, err) = convnet(d, &["eval", "run"]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("90 samples of `test`")
+        out.contains("90 samples of `test` (weights of epoch")
+            && out.contains("chosen by val_loss on the validation part)")
             && out.contains("precision")
             && out.contains("confusion matrix"),
         "{out}"
@@ -392,6 +408,48 @@ fn a_second_training_into_a_folder_being_written_is_refused() {
     let (ok, _, err) = convnet(d, &resume);
     assert!(ok, "{err}");
     assert!(!d.join("run/train.lock").exists());
+}
+
+/// `[train] max_seconds`: no epoch starts once the budget is spent; the run is finished and
+/// its best weights usable. Without a validation part the weights are chosen by the
+/// training loss, and the report says so.
+#[test]
+fn a_time_budget_ends_training_after_the_epoch_that_spends_it() {
+    let (dir, spec) = setup("max_seconds = 0.001");
+    let d = dir.path();
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("epochs = 3", "epochs = 50")
+        .replace("validation_split = 0.2", "validation_split = 0.0");
+    std::fs::write(&spec, text).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "bars.toml", "--out", "run"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("stopped after epoch 1 of 50") && out.contains("reached max_seconds"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "weights of epoch 1, chosen by train_loss on the training data (no validation part)"
+        ),
+        "{out}"
+    );
+    let csv = std::fs::read_to_string(d.join("run/metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    let info = std::fs::read_to_string(d.join("run/run.json")).unwrap();
+    assert!(info.contains("\"finished\": true"), "{info}");
+    std::fs::write(
+        &spec,
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("max_seconds = 0.001", "max_seconds = -1"),
+    )
+    .unwrap();
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "run2"]);
+    assert!(
+        !ok && err.contains("max_seconds") && err.contains("positive"),
+        "{err}"
+    );
 }
 
 #[test]

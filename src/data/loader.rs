@@ -18,6 +18,8 @@ pub struct Batch {
     pub labels: Vec<usize>,
     pub targets: Option<Tensor>,
     pub step: usize,
+    /// Each series' valid length when the batch mixes lengths (padded to its longest).
+    pub lengths: Option<Vec<usize>>,
 }
 
 impl Batch {
@@ -90,6 +92,7 @@ impl Loader {
                     labels,
                     targets,
                     step,
+                    lengths: data.batch_lengths(idx),
                 };
                 if tx.send(batch).is_err() {
                     return; // the consumer stopped early

@@ -18,7 +18,7 @@ pub use npy::{Npy, npz_names, read_npy, read_npz};
 pub use series::{
     Series, SeriesRead, column_stats, interpolate, make_relative, read_series_csv, windows,
 };
-pub use ts::{LabeledSeries, class_names, read_ts, read_ucr_tsv};
+pub use ts::{LabeledSeries, class_names, read_ts, read_ucr_tsv, resample};
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -77,6 +77,10 @@ pub fn strip_bom(text: String) -> String {
         None => text,
     }
 }
+
+/// Batches' worth of samples sorted by length together by [`Dataset::bucketed`]: enough for
+/// batches of similar length, few enough that an epoch's batches still mix the whole set.
+pub const BUCKET: usize = 8;
 
 /// Samples in memory, laid out `(n, *shape)`: images with pixels scaled to [0, 1] and class
 /// labels, series windows `(channels, length)` with class labels, or series windows with
@@ -222,28 +226,93 @@ impl Dataset {
             .collect()
     }
 
-    /// The inputs of the samples `idx` (all of one size) as a batch `(n, c, *size)`;
-    /// `prepare(k, x)` may change the k-th sample (augmentation, normalisation) first.
+    /// Whether the samples are series of several lengths, which a batch can mix (padded to
+    /// its longest, with [`Dataset::batch_lengths`] for the mask).
+    pub fn mixes_lengths(&self) -> bool {
+        self.shape.len() == 2 && !self.sizes.is_empty()
+    }
+
+    /// The batches of an epoch of series of several lengths that visits samples in `order`,
+    /// bucketed so that padding stays small: each run of [`BUCKET`] batches' worth of samples
+    /// is sorted by length and cut into batches of `batch_size` (a shuffled order gives
+    /// batches of similar lengths drawn from all over the set; shuffle the batches too).
+    pub fn bucketed(&self, order: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+        let bs = batch_size.max(1);
+        let mut batches = Vec::new();
+        for pool in order.chunks(bs.saturating_mul(BUCKET)) {
+            let mut pool = pool.to_vec();
+            pool.sort_by_key(|&i| self.size(i).first().copied().unwrap_or(0));
+            batches.extend(pool.chunks(bs).map(|c| c.to_vec()));
+        }
+        batches
+    }
+
+    /// An epoch's batches in `order`: [`Dataset::bucketed`] when `mixed` (the model takes
+    /// padded batches of series, see [`crate::nn::mask`]), else [`Dataset::batches`].
+    pub fn epoch_batches(
+        &self,
+        order: &[usize],
+        batch_size: usize,
+        mixed: bool,
+    ) -> Vec<Vec<usize>> {
+        if mixed && self.mixes_lengths() {
+            self.bucketed(order, batch_size)
+        } else {
+            self.batches(order, batch_size)
+        }
+    }
+
+    /// Each sample's length when the series `idx` differ in length (the batch is padded to
+    /// the longest), `None` when they are all of one size.
+    pub fn batch_lengths(&self, idx: &[usize]) -> Option<Vec<usize>> {
+        if !self.mixes_lengths() {
+            return None;
+        }
+        let lengths: Vec<usize> = idx.iter().map(|&i| self.size(i)[0]).collect();
+        lengths.iter().any(|&l| l != lengths[0]).then_some(lengths)
+    }
+
+    /// The inputs of the samples `idx` as a batch `(n, c, *size)`: all of one size, or series
+    /// of several lengths each padded with zeros at its end to the longest; `prepare(k, x)`
+    /// may change the k-th sample's own values (augmentation, normalisation) first.
     pub fn batch_input(
         &self,
         idx: &[usize],
         mut prepare: impl FnMut(usize, &mut [f32]),
     ) -> Result<crate::tensor::Tensor> {
-        let size = idx.first().map_or(&[][..], |&i| self.size(i));
-        let mut shape = vec![idx.len(), self.shape.first().copied().unwrap_or(1)];
-        shape.extend(size);
+        let lengths = self.batch_lengths(idx);
+        let size: Vec<usize> = match &lengths {
+            Some(l) => vec![l.iter().copied().max().unwrap_or(0)],
+            None => idx.first().map_or(vec![], |&i| self.size(i).to_vec()),
+        };
+        let c = self.shape.first().copied().unwrap_or(1);
+        let mut shape = vec![idx.len(), c];
+        shape.extend(&size);
         let per: usize = shape[1..].iter().product();
         let mut pixels = Vec::with_capacity(idx.len() * per);
         for (k, &i) in idx.iter().enumerate() {
             let start = pixels.len();
-            pixels.extend_from_slice(&self.sample_trimmed(i));
+            match &lengths {
+                Some(_) => {
+                    let mut x = self.sample_trimmed(i).into_owned();
+                    prepare(k, &mut x);
+                    let l = self.size(i)[0];
+                    for row in x.chunks(l.max(1)).take(c) {
+                        pixels.extend_from_slice(row);
+                        pixels.resize(pixels.len() + size[0] - l, 0.0);
+                    }
+                }
+                None => {
+                    pixels.extend_from_slice(&self.sample_trimmed(i));
+                    prepare(k, &mut pixels[start..]);
+                }
+            }
             if pixels.len() - start != per {
                 return Err(Error::Format {
                     path: "batch".into(),
                     msg: format!("sample {i} has size {:?}, the batch {size:?}", self.size(i)),
                 });
             }
-            prepare(k, &mut pixels[start..]);
         }
         crate::tensor::Tensor::from_vec(pixels, &shape)
     }

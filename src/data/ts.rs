@@ -34,19 +34,9 @@ impl LabeledSeries {
     pub fn resample(&mut self, len: usize) {
         for s in &mut self.series {
             for ch in s.iter_mut() {
-                let n = ch.len();
-                if n == len || n == 0 {
-                    continue;
+                if ch.len() != len && !ch.is_empty() {
+                    *ch = resample(ch, len);
                 }
-                *ch = (0..len)
-                    .map(|i| {
-                        let x = i as f64 * (n - 1) as f64 / (len - 1).max(1) as f64;
-                        let lo = (x.floor() as usize).min(n - 1);
-                        let hi = (lo + 1).min(n - 1);
-                        let f = x - lo as f64;
-                        (ch[lo] as f64 * (1.0 - f) + ch[hi] as f64 * f) as f32
-                    })
-                    .collect();
             }
         }
     }
@@ -59,6 +49,24 @@ impl LabeledSeries {
             .collect();
         Dataset::padded(self.channels(), samples, self.labels.clone())
     }
+}
+
+/// `values` resampled to `len` steps (`len` >= 2): linearly interpolated between the first
+/// and last values, step `i` at position `i (n - 1) / (len - 1)`.
+pub fn resample(values: &[f32], len: usize) -> Vec<f32> {
+    let n = values.len();
+    if n == 0 {
+        return vec![0.0; len];
+    }
+    (0..len)
+        .map(|i| {
+            let x = i as f64 * (n - 1) as f64 / (len - 1).max(1) as f64;
+            let lo = (x.floor() as usize).min(n - 1);
+            let hi = (lo + 1).min(n - 1);
+            let f = x - lo as f64;
+            (values[lo] as f64 * (1.0 - f) + values[hi] as f64 * f) as f32
+        })
+        .collect()
 }
 
 fn fmt_err(path: &Path, msg: String) -> Error {

@@ -355,6 +355,7 @@ fn grad_cam(
             &mut Ctx {
                 training: false,
                 rng: &mut ctx_rng,
+                lengths: None,
             },
         )?;
     }
@@ -443,6 +444,7 @@ pub fn explain(spec: &Spec, model: &Sequential, input: &ExplainInput) -> Result<
                 &mut Ctx {
                     training: false,
                     rng: &mut ctx_rng,
+                    lengths: None,
                 },
             )
         })?;
@@ -642,6 +644,7 @@ pub fn explain(spec: &Spec, model: &Sequential, input: &ExplainInput) -> Result<
                         &mut Ctx {
                             training: false,
                             rng: &mut ctx_rng,
+                            lengths: None,
                         },
                     )
                 })?;

@@ -176,6 +176,8 @@ pub struct Residual {
     pub body: Vec<Box<dyn Layer>>,
     pub shortcut: Option<Conv>,
     pub activation: Activation,
+    /// The input's channels.
+    channels: usize,
 }
 
 impl Residual {
@@ -229,6 +231,7 @@ impl Residual {
             body,
             shortcut,
             activation,
+            channels: input[0],
         })
     }
 
@@ -249,6 +252,11 @@ impl Residual {
 impl Layer for Residual {
     fn kind(&self) -> &'static str {
         "residual"
+    }
+
+    /// When its body takes the mask and keeps the length (the shortcut is then pointwise).
+    fn takes_mask(&self) -> bool {
+        super::mask::chain_takes_mask(self.body.iter().map(|l| l.as_ref()), self.channels)
     }
 
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {

@@ -402,7 +402,16 @@ impl Layer for Conv {
         kept
     }
 
-    fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        // a window wider than one position reads past a short series' end: zeros there, as
+        // its own zero padding would give it
+        let masked;
+        let x = if self.kind == ConvKind::Conv1d && ctx.lengths.is_some() && self.kernel[0] > 1 {
+            masked = super::mask::zero_tail(x, ctx)?;
+            &masked
+        } else {
+            x
+        };
         let b = self.bias.as_ref();
         let weight = self.effective_weight()?;
         let y = match self.kind {
@@ -664,5 +673,12 @@ impl Layer for Conv {
     }
     fn lowered(&self) -> super::Lowered<'_> {
         super::Lowered::Conv(self)
+    }
+    /// A 1-D convolution with zero padding whose padding does not depend on the length
+    /// (TensorFlow's `same` with a stride does).
+    fn takes_mask(&self) -> bool {
+        self.kind == ConvKind::Conv1d
+            && self.pad_mode == PadMode::Zeros
+            && (self.stride[0] == 1 || self.padding != Padding::Same)
     }
 }

@@ -73,6 +73,10 @@ impl Layer for Dropout {
     fn lowered(&self) -> super::Lowered<'_> {
         super::Lowered::Dropout(self)
     }
+    /// Pointwise (or per channel): the padding's values do not reach valid positions.
+    fn takes_mask(&self) -> bool {
+        true
+    }
     /// The output and the mask (one value per element, or per channel plane).
     fn kept(&self, _input: &[usize], output: &[usize]) -> u64 {
         let mask = if self.spatial {
@@ -151,6 +155,10 @@ impl Layer for Activation {
     }
     fn lowered(&self) -> super::Lowered<'_> {
         super::Lowered::Activation(*self)
+    }
+    /// Pointwise: the padding's values do not reach valid positions.
+    fn takes_mask(&self) -> bool {
+        true
     }
 }
 

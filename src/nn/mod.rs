@@ -7,6 +7,7 @@ mod activation;
 mod block;
 mod conv;
 mod dense;
+pub mod mask;
 mod misc;
 mod model;
 mod norm;
@@ -30,10 +31,25 @@ use crate::error::Result;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
-/// What a forward pass needs beside the input: the mode and a generator for dropout.
+/// What a forward pass needs beside the input: the mode, a generator for dropout, and for a
+/// batch of series padded to its longest, each series' valid length (see [`mask`]).
 pub struct Ctx<'a> {
     pub training: bool,
     pub rng: &'a mut Rng,
+    /// Valid positions of each sample along the time axis of the tensor being processed;
+    /// `None` when every sample fills it.
+    pub lengths: Option<Vec<usize>>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for batches whose samples fill the input (no lengths).
+    pub fn new(training: bool, rng: &'a mut Rng) -> Ctx<'a> {
+        Ctx {
+            training,
+            rng,
+            lengths: None,
+        }
+    }
 }
 
 /// Receptive field of one output position along each spatial axis: `size` input positions,
@@ -170,6 +186,12 @@ pub trait Layer: Send + Sync {
         _input: &[usize],
     ) -> Result<String> {
         Err(g.cannot(format!("a {} layer has no ONNX form", self.kind())))
+    }
+    /// Whether the layer honours [`Ctx::lengths`] for series padded to a batch's longest:
+    /// its output at a series' valid positions does not depend on the padding (see
+    /// [`mask`]). False by default: a model with such a layer batches one length at a time.
+    fn takes_mask(&self) -> bool {
+        false
     }
     /// What a compiled plan ([`crate::plan`]) sees of this layer; `Opaque` (the default):
     /// the plan does not compile it, and the model runs eagerly.

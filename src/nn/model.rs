@@ -200,7 +200,15 @@ impl Sequential {
         }
         let mut h = x.clone();
         for layer in &self.layers {
+            let channels = h.shape().get(1).copied().unwrap_or(0);
             h = layer.forward(&h, ctx)?;
+            if let Some(lengths) = &ctx.lengths {
+                // each series' length after the layer, from its shape arithmetic
+                ctx.lengths = match h.rank() {
+                    3 => super::mask::lengths_after(layer.as_ref(), channels, lengths),
+                    _ => None,
+                };
+            }
         }
         Ok(h)
     }

@@ -61,18 +61,24 @@ impl Layer for BatchNorm {
     }
 
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        ops::batch_norm(
-            x,
-            &ops::BatchNormArgs {
-                weight: Some(&self.weight),
-                bias: Some(&self.bias),
-                running_mean: Some(&self.running_mean),
-                running_var: Some(&self.running_var),
-                training: ctx.training,
-                momentum: self.momentum,
-                eps: self.eps,
-            },
-        )
+        let args = ops::BatchNormArgs {
+            weight: Some(&self.weight),
+            bias: Some(&self.bias),
+            running_mean: Some(&self.running_mean),
+            running_var: Some(&self.running_var),
+            training: ctx.training,
+            momentum: self.momentum,
+            eps: self.eps,
+        };
+        match super::mask::batch_norm(x, ctx, &args)? {
+            Some(y) => Ok(y),
+            None => ops::batch_norm(x, &args),
+        }
+    }
+
+    /// Statistics over each series' valid positions in training; per position in evaluation.
+    fn takes_mask(&self) -> bool {
+        true
     }
 
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {

@@ -52,8 +52,14 @@ impl Layer for Pool {
         crate::interop::onnx::layers::pool(self, g, x)
     }
 
-    fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         if self.dims() == 1 {
+            // a short series' padding, as its own pooling would see it: zeros for an average
+            // (PyTorch's zero padding), below every value for a maximum
+            let x = &match self.kind {
+                PoolKind::Max => super::mask::max_pool_input(x, ctx)?,
+                PoolKind::Avg => super::mask::zero_tail(x, ctx)?,
+            };
             let cfg = ops::Pool1dConfig {
                 kernel: self.pool_size[0],
                 stride: Some(self.stride[0]),
@@ -149,6 +155,13 @@ impl Layer for Pool {
     fn lowered(&self) -> super::Lowered<'_> {
         super::Lowered::Pool(self)
     }
+    /// 1-D pools; an average only where its divisor cannot count positions past a series'
+    /// end (no `ceil_mode`, and zero padding counted).
+    fn takes_mask(&self) -> bool {
+        self.dims() == 1
+            && (self.kind == PoolKind::Max
+                || (!self.ceil_mode && (self.count_include_pad || self.padding[0] == 0)))
+    }
 }
 
 /// Global average or max pooling: `(channels, *spatial)` -> `(channels)`.
@@ -172,7 +185,12 @@ impl Layer for GlobalPool {
         crate::interop::onnx::layers::global_pool(self.kind, g, x)
     }
 
-    fn forward(&self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        if x.rank() == 3 {
+            if let Some(y) = super::mask::global_pool(self.kind, x, ctx)? {
+                return Ok(y);
+            }
+        }
         match (self.kind, x.rank()) {
             (PoolKind::Avg, 3) => ops::global_avg_pool1d(x),
             (PoolKind::Max, 3) => ops::global_max_pool1d(x),
@@ -211,5 +229,9 @@ impl Layer for GlobalPool {
     }
     fn lowered(&self) -> super::Lowered<'_> {
         super::Lowered::GlobalPool(self)
+    }
+    /// Over each series' own positions.
+    fn takes_mask(&self) -> bool {
+        true
     }
 }

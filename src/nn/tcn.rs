@@ -427,11 +427,19 @@ impl Layer for Tcn {
         let (h, skips) = run_with_skips(&self.blocks, x, ctx, self.config.use_skip_connections)?;
         let y = skips.unwrap_or(h);
         if self.config.return_sequences {
-            Ok(y)
-        } else {
-            let l = y.shape()[2];
-            time_step(&y, self.output_step(l))
+            return Ok(y);
         }
+        if let Some(y) = super::mask::time_steps(&y, ctx, |l| self.output_step(l))? {
+            return Ok(y);
+        }
+        let l = y.shape()[2];
+        time_step(&y, self.output_step(l))
+    }
+
+    /// Its convolutions keep the length (`same` or causal, stride 1) and read zeros past a
+    /// series' end; its batch norms take the mask; the kept step is each series' own.
+    fn takes_mask(&self) -> bool {
+        true
     }
 
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {

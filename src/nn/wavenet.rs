@@ -293,11 +293,18 @@ impl Layer for WaveNet {
         let h = ops::relu(&self.head.forward(&h, ctx)?)?;
         let y = self.output.forward(&h, ctx)?;
         if self.config.return_sequences {
-            Ok(y)
-        } else {
-            let l = y.shape()[2];
-            time_step(&y, l - 1)
+            return Ok(y);
         }
+        if let Some(y) = super::mask::time_steps(&y, ctx, |l| l - 1)? {
+            return Ok(y);
+        }
+        let l = y.shape()[2];
+        time_step(&y, l - 1)
+    }
+
+    /// Causal convolutions that keep the length; the kept step is each series' last.
+    fn takes_mask(&self) -> bool {
+        true
     }
 
     fn infer(&self, input: &[usize]) -> Result<ShapeInfo> {

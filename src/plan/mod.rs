@@ -484,8 +484,14 @@ impl<'m> Inference<'m> {
 
     /// The model's output in evaluation mode for the batch `x`, `(n, *input)`.
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.forward_masked(x, None)
+    }
+
+    /// As [`Inference::forward`] for a batch of series padded to its longest, each of its
+    /// valid length in `lengths` (eagerly, with the mask; see [`crate::nn::mask`]).
+    pub fn forward_masked(&mut self, x: &Tensor, lengths: Option<&[usize]>) -> Result<Tensor> {
         let (n, sample) = (x.shape()[0], x.shape()[1..].to_vec());
-        if self.eager.is_none() && n <= self.batch && n > 0 {
+        if self.eager.is_none() && lengths.is_none() && n <= self.batch && n > 0 {
             if !self.plans.contains_key(&sample) {
                 // shapes the model refuses get the eager engine's own error below
                 if self.model.fits(&sample) {
@@ -511,6 +517,7 @@ impl<'m> Inference<'m> {
                 &mut crate::nn::Ctx {
                     training: false,
                     rng: &mut crate::rng::Rng::new(0),
+                    lengths: lengths.map(<[usize]>::to_vec),
                 },
             )
         })

@@ -94,6 +94,9 @@ pub struct SeriesSource {
     /// Steps between the starts of neighbouring training windows.
     pub stride: usize,
     pub split: SeriesSplit,
+    /// Where the test part starts (`test_start`, `test_split`): the validation part ends
+    /// there; `None`: no test part (the validation part is reported).
+    pub test: Option<SeriesSplit>,
     /// The season's length in steps (12 for monthly data with a yearly cycle), for the
     /// seasonal-naive baseline and MASE.
     pub seasonality: Option<usize>,
@@ -148,12 +151,29 @@ impl DataSource {
 }
 
 impl SeriesSource {
-    /// The first validation step of a series of `len` steps.
+    /// The first validation step of a series of `len` steps (a fraction counts back from the
+    /// test part, or from the end without one).
     pub fn split_at(&self, len: usize) -> usize {
+        let end = self.test_at(len).unwrap_or(len);
         match self.split {
             SeriesSplit::At(i) => i,
-            SeriesSplit::Fraction(f) => len - ((len as f64 * f as f64).round() as usize).min(len),
+            SeriesSplit::Fraction(f) => {
+                end.saturating_sub((len as f64 * f as f64).round() as usize)
+            }
         }
+    }
+
+    /// The first step of the test part, if the spec sets one apart.
+    pub fn test_at(&self, len: usize) -> Option<usize> {
+        Some(match self.test.clone()? {
+            SeriesSplit::At(i) => i,
+            SeriesSplit::Fraction(f) => len - ((len as f64 * f as f64).round() as usize).min(len),
+        })
+    }
+
+    /// The end of the validation part: the test part's start, or the series' end.
+    pub fn val_end(&self, len: usize) -> usize {
+        self.test_at(len).unwrap_or(len)
     }
 }
 
@@ -208,6 +228,9 @@ pub struct TrainSpec {
     pub schedule: Schedule,
     pub clip_grad_norm: Option<f32>,
     pub early_stopping: Option<EarlyStopping>,
+    /// A budget of training time in seconds: no epoch starts once the epochs so far took
+    /// this long (a resumed run counts the epochs before it).
+    pub max_seconds: Option<f32>,
     /// `cross_entropy` for classifiers; `mse`, `mae` or `huber` for forecasters; `mse` or
     /// `bce` for autoencoders; `None`: cross-entropy or MSE, as the data asks.
     pub loss: Option<Loss>,
@@ -835,6 +858,18 @@ fn parse_series(t: &Table) -> R<SeriesSource> {
         (None, Some(f)) => return Err(t.err("validation_split", format!("{f} is not in [0, 1)"))),
         (None, None) => SeriesSplit::Fraction(0.2),
     };
+    let test = match (t.usize("test_start")?, t.f32("test_split")?) {
+        (Some(_), Some(_)) => {
+            return Err(t.err(
+                "test_split",
+                "give `test_start` (the first test step) or `test_split` (a fraction), not both",
+            ));
+        }
+        (Some(i), None) => Some(SeriesSplit::At(i)),
+        (None, Some(f)) if f > 0.0 && f < 1.0 => Some(SeriesSplit::Fraction(f)),
+        (None, Some(f)) => return Err(t.err("test_split", format!("{f} is not in (0, 1)"))),
+        (None, None) => None,
+    };
     let seasonality = t.usize("seasonality")?;
     if seasonality == Some(0) {
         return Err(t.err("seasonality", "must be positive"));
@@ -846,6 +881,7 @@ fn parse_series(t: &Table) -> R<SeriesSource> {
         horizon,
         stride,
         split,
+        test,
         seasonality,
         relative: t.bool("relative")?.unwrap_or(false),
     })
@@ -891,6 +927,10 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         ));
     }
     let seed = t.usize("seed")?.unwrap_or(0) as u64;
+    let max_seconds = t.f32("max_seconds")?;
+    if max_seconds.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
+        return Err(t.err("max_seconds", "must be a positive number of seconds"));
+    }
     let task = match t.choice("task", &["supervised", "autoencoder", "gan"])? {
         Some("autoencoder") => TaskKind::Autoencoder,
         Some("gan") => TaskKind::Gan,
@@ -1033,6 +1073,7 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         schedule,
         clip_grad_norm,
         early_stopping,
+        max_seconds,
         loss,
         task,
     })

@@ -462,6 +462,17 @@ pub fn series_columns(spec: &Spec, s: &SeriesSource) -> Result<(crate::data::Ser
             ),
         ));
     }
+    if let Some(test) = s.test_at(series.len()) {
+        if test < split + s.horizon || test + s.horizon > series.len() {
+            return Err(spec.err("[data], key `test_start`",
+                format!(
+                    "the test part starts at step {test} of {}: the validation part (from step {split}) and the test part each need at least horizon = {} steps",
+                    series.len(),
+                    s.horizon
+                ),
+            ));
+        }
+    }
     Ok((series, targets))
 }
 
@@ -496,10 +507,25 @@ fn prepare_series(spec: &Spec, s: &SeriesSource, norm: &NormalizeSpec) -> Result
         s.stride,
         window..split + 1 - s.horizon,
     );
-    let mut val = windows(&cols, &tcols, window, s.horizon, 1, split..series.len());
+    // validation windows forecast steps before the test part only; test windows start there
+    let val_end = s.val_end(series.len());
+    let mut val = windows(
+        &cols,
+        &tcols,
+        window,
+        s.horizon,
+        1,
+        split..val_end + 1 - s.horizon,
+    );
+    let mut test = s
+        .test_at(series.len())
+        .map(|t| windows(&cols, &tcols, window, s.horizon, 1, t..series.len()));
     let (normalize, target_norm) = if s.relative {
         make_relative(&mut train, &targets);
         make_relative(&mut val, &targets);
+        if let Some(t) = &mut test {
+            make_relative(t, &targets);
+        }
         match norm {
             // the relative windows' own statistics, from the training windows
             NormalizeSpec::Standardize => {
@@ -527,7 +553,7 @@ fn prepare_series(spec: &Spec, s: &SeriesSource, norm: &NormalizeSpec) -> Result
     Ok(Prepared {
         train: Arc::new(train),
         val: if val.is_empty() { None } else { Some(val) },
-        test: None,
+        test: test.filter(|t| !t.is_empty()),
         class_names: Vec::new(),
         normalize,
         target_names: targets.iter().map(|&j| series.names[j].clone()).collect(),

@@ -224,6 +224,7 @@ impl<'a> Forecaster<'a> {
                         &mut Ctx {
                             training: false,
                             rng: &mut rng,
+                            lengths: None,
                         },
                     )
                 })?;
@@ -253,10 +254,32 @@ impl<'a> Forecaster<'a> {
     }
 }
 
-/// Model and baselines on the validation part of a forecaster's series: every origin from the
-/// split on whose `horizon` steps are known.
+/// The part of a forecaster's series to score: the validation part (between `split` and the
+/// test part, whose windows chose the weights) or the test part (after it, seen by nothing
+/// before the report).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Part {
+    Validation,
+    Test,
+}
+
+impl Part {
+    /// `validation` or `test`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Validation => "validation",
+            Part::Test => "test",
+        }
+    }
+}
+
+/// Model and baselines on a part of a forecaster's series: every origin of the part whose
+/// `horizon` steps are known and inside it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ForecastReport {
+    /// `validation` or `test` (empty for a forecast from one origin).
+    pub part: String,
+    /// The first step of the part (of the training part's end for MASE's scale).
     pub split: usize,
     pub origins: usize,
     pub horizon: usize,
@@ -267,13 +290,15 @@ pub struct ForecastReport {
     pub seasonality: Option<usize>,
 }
 
-/// Evaluate a forecaster on its validation part, `horizon` steps from each origin (the
-/// model's own horizon by default).
+/// Evaluate a forecaster on a part of its series, `horizon` steps from each origin (the
+/// model's own horizon by default), none reaching past the part's end. MASE is scaled by the
+/// naive forecast's error on the training part in both parts.
 pub fn evaluate_forecaster(
     spec: &Spec,
     model: &Sequential,
     info: &RunInfo,
     horizon: Option<usize>,
+    part: Part,
 ) -> Result<ForecastReport> {
     let mut f = Forecaster::new(spec, model, info)?;
     let (series, targets) = series_columns(spec, f.source)?;
@@ -286,20 +311,34 @@ pub fn evaluate_forecaster(
             msg: "must be at least 1".into(),
         });
     }
-    let split = f.source.split_at(series.len());
-    let origins: Vec<usize> =
-        (split.max(f.window)..=series.len().saturating_sub(horizon)).collect();
+    let len = series.len();
+    let split = f.source.split_at(len);
+    let (start, end) = match (part, f.source.test_at(len)) {
+        (Part::Validation, _) => (split, f.source.val_end(len)),
+        (Part::Test, Some(t)) => (t, len),
+        (Part::Test, None) => {
+            return Err(Error::Param {
+                op: "forecast",
+                param: "data",
+                msg: "the spec sets no test part apart ([data] test_start or test_split)".into(),
+            });
+        }
+    };
+    let origins: Vec<usize> = (start.max(f.window)..=end.saturating_sub(horizon)).collect();
     if origins.is_empty() {
         return Err(Error::Param {
             op: "forecast",
             param: "horizon",
             msg: format!(
-                "no origin after the split (step {split} of {}) has {horizon} known steps",
-                series.len()
+                "no origin of the {} part (steps {start} to {end} of {len}) has {horizon} known steps inside it",
+                part.name()
             ),
         });
     }
-    report(&f, &series, &targets, split, &origins, horizon)
+    let mut r = report(&f, &series, &targets, split, &origins, horizon)?;
+    r.part = part.name().into();
+    r.split = start;
+    Ok(r)
 }
 
 /// Metrics of the model and the baselines from `origins`, `horizon` steps each.
@@ -360,6 +399,7 @@ pub fn score(
         .all(|s| s.is_finite())
         .then_some(sc.as_slice());
     ForecastReport {
+        part: String::new(),
         split: mase_split.unwrap_or(origins.first().copied().unwrap_or(0)),
         origins: origins.len(),
         horizon,

@@ -111,6 +111,7 @@ fn sample(g: &Sequential, z: &Tensor, norm: &Normalize) -> Result<Vec<Vec<f32>>>
             &mut Ctx {
                 training: false,
                 rng: &mut Rng::new(0),
+                lengths: None,
             },
         )
     })?;
@@ -219,6 +220,7 @@ pub fn train_gan(
             let mut ctx = Ctx {
                 training: true,
                 rng: &mut srng,
+                lengths: None,
             };
             // the discriminator: real batch -> 1, generated batch -> 0
             let z = noise(bn, &g.input, ctx.rng)?;

@@ -84,8 +84,13 @@ pub(crate) fn for_each_batch(
     mut f: impl FnMut(&Batch, &Tensor) -> Result<()>,
 ) -> Result<()> {
     let mut infer = crate::plan::Inference::new(model, batch);
-    let all: Vec<usize> = (0..data.len()).collect();
-    for idx in data.batches(&all, batch) {
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    let mixed = data.mixes_lengths() && crate::nn::mask::support(model).is_ok();
+    if mixed {
+        // shortest first: the least padding
+        order.sort_by_key(|&i| data.size(i)[0]);
+    }
+    for idx in data.epoch_batches(&order, batch, mixed) {
         let b = Batch {
             x: data.batch_input(&idx, |_, s| norm.apply(s))?,
             labels: idx
@@ -94,8 +99,9 @@ pub(crate) fn for_each_batch(
                 .collect(),
             targets: data.batch_targets(&idx, target_norm)?,
             step: 0,
+            lengths: data.batch_lengths(&idx),
         };
-        let out = infer.forward(&b.x)?;
+        let out = infer.forward_masked(&b.x, b.lengths.as_deref())?;
         f(&b, &out)?;
     }
     Ok(())

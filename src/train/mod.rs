@@ -8,6 +8,7 @@
 //! any step and resumed gives the weights of an uninterrupted run.
 
 pub mod autoencoder;
+pub mod baseline;
 mod checkpoint;
 mod data;
 pub mod forecast;
@@ -77,6 +78,8 @@ pub enum Outcome {
     EarlyStopped { epoch: usize },
     /// The stop flag was raised; a checkpoint holds the state after this step (epoch 1-based).
     Interrupted { epoch: usize, step: usize },
+    /// `[train] max_seconds` was spent after this epoch (1-based).
+    OutOfTime { epoch: usize, seconds: f64 },
 }
 
 /// Settings of one `train` call beside the spec.
@@ -246,6 +249,21 @@ impl RunInfo {
             ));
         }
         Ok(())
+    }
+
+    /// Which weights a report uses and what chose them: `weights of epoch 12, chosen by
+    /// val_loss on the validation part` (or `by train_loss on the training data` without a
+    /// validation part): a figure on the part that chose the weights is optimistic.
+    pub fn chosen_by(&self) -> String {
+        let on = if self.monitor.starts_with("val_") {
+            "the validation part"
+        } else {
+            "the training data (no validation part)"
+        };
+        match self.best_epoch {
+            Some(e) => format!("weights of epoch {e}, chosen by {} on {on}", self.monitor),
+            None => "the last weights".into(),
+        }
     }
 
     pub fn normalize(&self) -> Normalize {
@@ -432,7 +450,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
     let n = prepared.train.len();
     // series of unequal length batch by length, so the count can exceed n / batch_size
     let all: Vec<usize> = (0..n).collect();
-    let epoch_batches = prepared.train.batches(&all, t.batch_size);
+    let mixed = mixes_lengths(&model, &prepared.train, obs);
+    let epoch_batches = prepared.train.epoch_batches(&all, t.batch_size, mixed);
     let steps = epoch_batches.len();
     let sizes: Vec<usize> = epoch_batches.iter().map(|b| b.len()).collect();
     if let Some(w) = small_batch_warning(&model, &sizes)? {
@@ -461,9 +480,9 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         let mut order: Vec<usize> = (0..n).collect();
         let mut rng = Rng::new(es);
         rng.shuffle(&mut order);
-        let mut batches = prepared.train.batches(&order, t.batch_size);
+        let mut batches = prepared.train.epoch_batches(&order, t.batch_size, mixed);
         if !prepared.train.sizes.is_empty() {
-            // grouped by size: mix the sizes over the epoch
+            // grouped or bucketed by size: mix the sizes over the epoch
             rng.shuffle(&mut batches);
         }
         let augment = spec.data()?.augment.clone();
@@ -494,6 +513,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
                         &mut Ctx {
                             training: true,
                             rng: &mut rng,
+                            lengths: batch.lengths.clone(),
                         },
                     )?;
                     let loss = task.loss(&out, &batch)?;
@@ -643,6 +663,19 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
                 break;
             }
         }
+        let spent: f64 = st.history.iter().map(|r| r.seconds).sum();
+        if t.max_seconds.is_some_and(|m| spent >= m as f64) && st.epoch < t.epochs {
+            outcome = Outcome::OutOfTime {
+                epoch: e + 1,
+                seconds: spent,
+            };
+            obs.message(&format!(
+                "stopping after epoch {}: {spent:.0} s of training reach max_seconds = {}",
+                e + 1,
+                t.max_seconds.unwrap_or(0.0)
+            ));
+            break;
+        }
         if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) && st.epoch < t.epochs {
             outcome = Outcome::Interrupted {
                 epoch: st.epoch,
@@ -677,7 +710,11 @@ impl Engine {
         }
         if data.sizes.iter().any(|s| s[..] != data.shape[1..]) {
             // one engine for every batch keeps a resumed run equal to an uninterrupted one
-            return Engine::Eager("the samples are of several sizes".into());
+            return Engine::Eager(if data.mixes_lengths() {
+                "the series are of several lengths".into()
+            } else {
+                "the samples are of several sizes".into()
+            });
         }
         match crate::plan::TrainPlan::compile(model, &data.shape, batch) {
             Ok(p) => Engine::Plan(p),
@@ -693,13 +730,34 @@ impl Engine {
     }
 }
 
+/// Whether training batches mix series of several lengths (padded to each batch's longest,
+/// masked, bucketed by length): when the data has several lengths and every layer of
+/// `model` honours the mask; otherwise each batch holds one length, and `obs` hears why.
+fn mixes_lengths(model: &Sequential, data: &crate::data::Dataset, obs: &mut dyn Observer) -> bool {
+    if !data.mixes_lengths() {
+        return false;
+    }
+    match crate::nn::mask::support(model) {
+        Ok(()) => {
+            obs.message("series of several lengths: each batch padded to its longest and masked, batches bucketed by length");
+            true
+        }
+        Err(why) => {
+            obs.message(&format!(
+                "series of several lengths: one length per batch ({why})"
+            ));
+            false
+        }
+    }
+}
+
 /// Batches smaller than this give batch norm statistics too noisy to keep.
 pub const SMALL_BATCH: usize = 8;
 
 /// A warning when `model` has batch norm and at least a quarter of an epoch's batches (of
 /// `sizes` samples) are smaller than [`SMALL_BATCH`]: its running statistics, used in
-/// evaluation, are then far from what training saw (series of unequal length are batched by
-/// length, and can make many small batches).
+/// evaluation, are then far from what training saw (series of unequal length batched by
+/// length, for a model that cannot take padded batches, can make many small batches).
 pub fn small_batch_warning(model: &Sequential, sizes: &[usize]) -> Result<Option<String>> {
     let norms = model
         .report()?
@@ -707,7 +765,7 @@ pub fn small_batch_warning(model: &Sequential, sizes: &[usize]) -> Result<Option
         .filter(|r| r.kind == "batch_norm")
         .count();
     let small = sizes.iter().filter(|&&n| n < SMALL_BATCH).count();
-    if norms == 0 || sizes.is_empty() || small * 4 < sizes.len() {
+    if norms == 0 || sizes.is_empty() || small * 4 <= sizes.len() {
         return Ok(None);
     }
     let median = {
@@ -720,7 +778,7 @@ pub fn small_batch_warning(model: &Sequential, sizes: &[usize]) -> Result<Option
         if norms == 1 { "" } else { "s" },
         sizes.len(),
         if sizes.len() > 1 && median < SMALL_BATCH {
-            " (series of unequal length are batched by length: resample them to one length)"
+            " (series of unequal length are batched by length where a layer cannot take the mask of a padded batch: resample them to one length)"
         } else {
             ""
         }

@@ -467,6 +467,7 @@ fn net_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Re
                         let ctx = &mut Ctx {
                             training: true,
                             rng,
+                            lengths: None,
                         };
                         ce(&model.forward(&x, ctx)?)?.backward()?;
                     }
@@ -519,6 +520,7 @@ fn net_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Re
                         &mut Ctx {
                             training: false,
                             rng: &mut Rng::new(0),
+                            lengths: None,
                         },
                     )
                     .expect("valid")

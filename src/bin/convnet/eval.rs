@@ -153,17 +153,24 @@ fn run_autoencoder(
 pub fn print_forecast_report(
     out: &mut dyn Write,
     r: &ForecastReport,
-    best_epoch: Option<usize>,
+    info: &train::RunInfo,
 ) -> Result<()> {
-    let epoch = best_epoch.map_or(String::new(), |e| format!(", best weights from epoch {e}"));
     writeln!(
         out,
-        "validation from step {}: {} origin(s), horizon {}, target(s) {}{epoch}",
+        "{} part from step {}: {} origin(s), horizon {}, target(s) {}; {}",
+        r.part,
         r.split,
         r.origins,
         r.horizon,
-        r.targets.join(", ")
+        r.targets.join(", "),
+        info.chosen_by()
     )?;
+    if r.part == "validation" && info.monitor.starts_with("val_") {
+        writeln!(
+            out,
+            "(these weights were chosen on this part: set a test part apart with [data] test_start or test_split for a figure that did not choose them)"
+        )?;
+    }
     writeln!(
         out,
         "{:<22} {:>10} {:>10} {:>9} {:>8}",
@@ -202,17 +209,29 @@ fn run_forecaster(
     horizon: Option<usize>,
     json: bool,
 ) -> Result<()> {
-    if data != "val" {
-        bail!(
-            "a forecaster is evaluated on the part of its series after the split (--data val); use `convnet forecast DIR SERIES.csv --start STEP` for another series"
-        );
-    }
-    let r = train::forecast::evaluate_forecaster(spec, model, info, horizon)?;
+    use train::forecast::Part;
+    let has_test = matches!(
+        spec.data.as_ref().map(|d| &d.source),
+        Some(DataSource::Series(s)) if s.test.is_some()
+    );
+    let part = match data {
+        "val" => Part::Validation,
+        "test" if has_test => Part::Test,
+        "test" => bail!(
+            "the spec sets no test part apart ([data] test_start or test_split): pass --data val"
+        ),
+        _ => bail!(
+            "a forecaster is evaluated on its validation part (--data val) or test part (--data test); use `convnet forecast DIR SERIES.csv --start STEP` for another series"
+        ),
+    };
+    let r = train::forecast::evaluate_forecaster(spec, model, info, horizon, part)?;
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+        let mut v = serde_json::to_value(&r)?;
+        v["chosen_by"] = info.chosen_by().into();
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        print_forecast_report(&mut out, &r, info.best_epoch)?;
+        print_forecast_report(&mut out, &r, info)?;
     }
     Ok(())
 }
@@ -252,8 +271,10 @@ pub fn run(a: Args) -> Result<()> {
     if size.is_some() && !classifier {
         bail!("--size resizes the images of a classifier; this run is not one");
     }
-    if let Some(DataSource::Series(_)) = spec.data.as_ref().map(|d| &d.source) {
-        return run_forecaster(&spec, &model, &info, data.unwrap_or("val"), horizon, json);
+    if let Some(DataSource::Series(s)) = spec.data.as_ref().map(|d| &d.source) {
+        // the test part where the spec sets one apart: the figure nothing chose
+        let part = data.unwrap_or(if s.test.is_some() { "test" } else { "val" });
+        return run_forecaster(&spec, &model, &info, part, horizon, json);
     }
     let data = data.unwrap_or("test");
     if spec.train.task == convnet::spec::TaskKind::Autoencoder {
@@ -319,6 +340,7 @@ pub fn run(a: Args) -> Result<()> {
     if json {
         let v = serde_json::json!({
             "data": data,
+            "chosen_by": info.chosen_by(),
             "samples": r.samples,
             "loss": r.loss,
             "accuracy": r.accuracy,
@@ -334,8 +356,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     writeln!(
         out,
-        "{} samples of `{data}`: loss {:.4}, accuracy {:.2}%",
+        "{} samples of `{data}` ({}): loss {:.4}, accuracy {:.2}%",
         r.samples,
+        info.chosen_by(),
         r.loss,
         100.0 * r.accuracy
     )?;

@@ -1,5 +1,6 @@
 //! The `convnet` command line: one module per subcommand.
 
+mod baseline;
 mod bench;
 mod demo;
 mod eval;
@@ -51,6 +52,15 @@ enum Command {
         /// The model spec (TOML).
         spec: PathBuf,
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One nearest neighbour with the Euclidean distance on a series classifier's training
+    /// and test data: the baseline a trained model should beat.
+    Baseline {
+        /// The classifier's spec (TOML), with test data.
+        spec: PathBuf,
+        /// Print JSON instead of a line.
         #[arg(long)]
         json: bool,
     },
@@ -291,6 +301,7 @@ fn main() -> ExitCode {
         }
         Command::Demo { seed } => demo::run(seed),
         Command::Summary { spec, json } => summary::run(&spec, json),
+        Command::Baseline { spec, json } => baseline::run(&spec, json),
         Command::Train {
             spec,
             out,

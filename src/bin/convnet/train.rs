@@ -289,6 +289,11 @@ pub fn run(a: Args) -> Result<()> {
             return Err(Interrupted.into());
         }
         Outcome::EarlyStopped { epoch } => writeln!(so, "stopped early after epoch {epoch}")?,
+        Outcome::OutOfTime { epoch, seconds } => writeln!(
+            so,
+            "stopped after epoch {epoch} of {}: {seconds:.0} s of training reached max_seconds",
+            spec.train.epochs
+        )?,
         Outcome::Finished => {}
     }
     if spec.train.task == convnet::spec::TaskKind::Autoencoder {
@@ -311,11 +316,15 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     }
     if res.prepared.target_norm.is_some() {
+        use train::forecast::{Part, evaluate_forecaster};
         let (_, best, info) = train::load_run(&out)?;
-        let r = train::forecast::evaluate_forecaster(&spec, &best, &info, None)?;
-        crate::eval::print_forecast_report(&mut so, &r, res.best_epoch)?;
-    }
-    if let Some(test) = &res.prepared.test {
+        let r = evaluate_forecaster(&spec, &best, &info, None, Part::Validation)?;
+        crate::eval::print_forecast_report(&mut so, &r, &info)?;
+        if res.prepared.test.is_some() {
+            let r = evaluate_forecaster(&spec, &best, &info, None, Part::Test)?;
+            crate::eval::print_forecast_report(&mut so, &r, &info)?;
+        }
+    } else if let Some(test) = &res.prepared.test {
         let classes = res.prepared.class_names.len();
         let (_, best, info) = train::load_run(&out)?;
         let r = train::evaluate(
@@ -328,9 +337,9 @@ pub fn run(a: Args) -> Result<()> {
         )?;
         writeln!(
             so,
-            "test ({} samples, best weights from epoch {}): loss {:.4}, accuracy {:.2}%",
+            "test ({} samples; {}): loss {:.4}, accuracy {:.2}%",
             r.samples,
-            res.best_epoch.unwrap_or(0),
+            info.chosen_by(),
             r.loss,
             100.0 * r.accuracy
         )?;
