@@ -5,8 +5,8 @@
                -> data/sunspots/sunspots_monthly.csv  (month,sunspots; 3126 months, 1749-01 .. 2009-06)
   sktime 1.2.0 sktime/datasets/data/Airline/Airline.csv                (BSD-3-Clause)
                -> data/airline/airline.csv             (month,passengers; 144 months)
-               sktime/datasets/data/{GunPoint,ItalyPowerDemand}/*_{TRAIN,TEST}.ts
-               -> data/ucr/                            (UCR archive, .ts format, as shipped)
+               sktime/datasets/data/{GunPoint,ItalyPowerDemand,JapaneseVowels}/*_{TRAIN,TEST}.ts
+               -> data/ucr/                            (UCR/UEA archives, .ts format, as shipped)
                and the sktime licence -> data/ucr/LICENSE, data/airline/LICENSE
 
 Run:  pip download --no-deps statsmodels sktime==1.2.0 -d /tmp/wheels
@@ -56,7 +56,7 @@ def sktime(z):
     assert airline[0] == "Date,Passengers", airline[0]
     write("airline/airline.csv", ("\n".join(["month,passengers"] + airline[1:]) + "\n").encode())
     write("airline/LICENSE", licence)
-    for name in ["GunPoint", "ItalyPowerDemand"]:
+    for name in ["GunPoint", "ItalyPowerDemand", "JapaneseVowels"]:
         for split in ["TRAIN", "TEST"]:
             f = f"{name}_{split}.ts"
             write(f"ucr/{f}", z.read(f"sktime/datasets/data/{name}/{f}"))

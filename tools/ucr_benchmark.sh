@@ -5,27 +5,31 @@
 # wall time.
 #
 #   tools/ucr_benchmark.sh FOLDER [--models fcn,resnet] [--seeds 5] [--epochs N]
-#                          [--max-seconds S] [--out DIR]
+#                          [--max-seconds S] [--normalize per_series|standardize|none]
+#                          [--out DIR]
 #
 # FOLDER holds NAME_TRAIN.ts and NAME_TEST.ts (or .tsv) pairs. Each set gets the examples'
 # spec (examples/gunpoint_fcn.toml, examples/gunpoint_resnet.toml) with its channels, classes
 # and files put in, the input length open ("any": series of unequal length train in padded,
-# masked batches) and every series z-normalised on its own. --epochs and --max-seconds
-# replace the examples' budget. Runs, specs and the tables (results.md, results.csv) go
+# masked batches) and every series z-normalised on its own (--normalize standardize: per
+# channel over the training set instead, for sets whose levels matter). --epochs and
+# --max-seconds replace the examples' budget. Runs, specs and the tables (results.md, results.csv) go
 # to DIR (default runs/ucr_benchmark). The published means are those of Fawaz et al. (2019),
 # "Deep learning for time series classification: a review" (tools/ucr_published.csv).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
-folder="" models="fcn,resnet" seeds=5 epochs="" max_seconds="" out="runs/ucr_benchmark"
+folder="" models="fcn,resnet" seeds=5 epochs="" max_seconds="" normalize="per_series"
+out="runs/ucr_benchmark"
 while [ $# -gt 0 ]; do
     case "$1" in
         --models) models="$2"; shift 2 ;;
         --seeds) seeds="$2"; shift 2 ;;
         --epochs) epochs="$2"; shift 2 ;;
         --max-seconds) max_seconds="$2"; shift 2 ;;
+        --normalize) normalize="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
         *) folder="$1"; shift ;;
     esac
@@ -39,12 +43,12 @@ folder="$(cd "$folder" && pwd)"
 # channels, classes: from a .ts header, or a .tsv file's first column
 describe() {
     case "$1" in
-        *.ts) awk 'BEGIN{IGNORECASE=1; c=1}
-                /^@dimensions/ {c=$2}
-                /^@univariate/ && tolower($2)=="false" && c==1 {c=0}
-                /^@classlabel/ {k=NF-2}
-                /^@data/ {exit}
-                END {print c, k}' "$1" ;;
+        *.ts) awk '{k1 = tolower($1)}
+                k1 == "@dimensions" {d = $2}
+                k1 == "@univariate" {u = tolower($2)}
+                k1 == "@classlabel" {k = NF - 2}
+                k1 == "@data" {exit}
+                END {print (u == "true" ? 1 : (d ? d : 0)), k}' "$1" ;;
         *.tsv) awk -F'\t' '{seen[$1]=1} END {print 1, length(seen)}' "$1" ;;
     esac
 }
@@ -58,7 +62,7 @@ spec_for() { # model set train test format channels classes
         -e "s|^format = .*|format = \"$5\"|" \
         -e "s|^train = .*|train = \"$3\"|" \
         -e "s|^test = .*|test = \"$4\"|" \
-        -e "s|^normalize = .*|normalize = \"per_series\"|" \
+        -e "s|^normalize = .*|normalize = \"$normalize\"|" \
         ${epochs:+-e "s|^epochs = .*|epochs = $epochs|"} \
         ${max_seconds:+-e "s|^max_seconds = .*|max_seconds = $max_seconds|"} \
         "$t"
@@ -112,6 +116,7 @@ done
 {
     echo "| set | model | seeds | test accuracy % (mean ± std) | published mean % | 1-NN ED % | seconds per run |"
     echo "|---|---|---|---|---|---|---|"
-    awk -F, 'NR>1 {printf "| %s | %s | %s | %s ± %s | %s | %s | %s |\n", $1, toupper($2), $3, $4, $5, $6, $7, $8}' "$csv"
+    awk -F, 'NR>1 {m = ($2 == "fcn" ? "FCN" : ($2 == "resnet" ? "ResNet" : $2))
+        printf "| %s | %s | %s | %s ± %s | %s | %s | %s |\n", $1, m, $3, $4, $5, $6, $7, $8}' "$csv"
 } > "$out/results.md"
 cat "$out/results.md"

@@ -1,0 +1,488 @@
+//! The training loop of a classifier, forecaster or autoencoder: [`train`] sets a run up
+//! (model, data, optimizer, what watches the epochs, a resumed position), then each epoch is
+//! its batches ([`Run::train_epoch`]) and what follows them ([`Run::end_epoch`]: validation,
+//! best and last weights, metrics, the schedule, a checkpoint, the rules that stop a run).
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::checkpoint::{self, LoopState};
+use super::{
+    EpochRow, Observer, Outcome, Prepared, Resume, RunInfo, Task, TrainOptions, TrainResult,
+    epoch_seed, evaluate_task, files, memory, mix, prepare, run_weights, rundir, split_seed,
+    write_curves, write_file, write_metrics,
+};
+use crate::data::{Batch, Dataset, Loader};
+use crate::error::{Error, Result};
+use crate::io;
+use crate::nn::{Ctx, Sequential};
+use crate::optim::{Optimizer, ScheduleState, clip_grad_norm};
+use crate::rng::Rng;
+use crate::spec::Spec;
+use crate::tensor::Tensor;
+
+/// Train the classifier, forecaster or autoencoder that `spec` describes, writing the run
+/// into `opts.out` (a GAN trains with [`super::gan::train_gan`]).
+pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result<TrainResult> {
+    let t = &spec.train;
+    let dir = &opts.out;
+    if t.task == crate::spec::TaskKind::Gan {
+        return Err(spec.err(
+            "[train], key `task`",
+            "a GAN trains with train::gan::train_gan".into(),
+        ));
+    }
+    memory::check_fits(spec)?;
+    let _lock = rundir::Lock::acquire(dir)?;
+    let model = spec.build_model(&mut Rng::new(mix(t.seed, 0x1417)))?;
+    if let (Some(from), Resume::No) = (&opts.init, opts.resume) {
+        let (state, _) = io::load(&run_weights(from)?)?;
+        model.load_state_dict(&state, &from.display().to_string())?;
+    }
+    let task = Task::of(spec, &model)?;
+    let prepared = prepare(spec, &task, split_seed(t.seed))?;
+    let task = match &prepared.target_norm {
+        Some(n) => task.with_target_norm(n),
+        None => task,
+    };
+    obs.metric(task.metric());
+    let mut opt = Optimizer::new(t.optimizer.clone(), t.weight_decay)?;
+    let (monitor, minimize) = monitor(spec, &task, &prepared)?;
+    let (mut st, from) = if opts.resume != Resume::No {
+        let (st, from, note) = checkpoint::load(dir, opts.resume, spec, &model, &mut opt)?;
+        if let Some(note) = note {
+            obs.message(&note);
+        }
+        obs.message(&format!(
+            "resuming at epoch {}, step {}",
+            st.epoch + 1,
+            st.step
+        ));
+        (st, Some(from))
+    } else {
+        write_file(&dir.join(files::SPEC), &spec.text)?;
+        (LoopState::default(), None)
+    };
+    let mut run = Run {
+        spec,
+        dir,
+        opts,
+        task,
+        mixed: mixes_lengths(&model, &prepared.train, obs),
+        engine: Engine::for_data(&model, &prepared.train, t.batch_size),
+        model,
+        prepared,
+        opt,
+        monitor,
+        minimize,
+        steps: 0,
+    };
+    run.info(st.best_epoch, false).save(dir)?;
+    let all: Vec<usize> = (0..run.prepared.train.len()).collect();
+    // series of unequal length batch by length, so the count can exceed n / batch_size
+    let epoch_batches = run
+        .prepared
+        .train
+        .epoch_batches(&all, t.batch_size, run.mixed);
+    run.steps = epoch_batches.len();
+    let sizes: Vec<usize> = epoch_batches.iter().map(|b| b.len()).collect();
+    if let Some(w) = super::small_batch_warning(&run.model, &sizes)? {
+        obs.message(&format!("warning: {w}"));
+    }
+    if let Some(from) = &from {
+        st.check(run.steps, from)?;
+    }
+    let mut sched = ScheduleState {
+        scale: st.schedule.0,
+        best: st.schedule.1,
+        bad_epochs: st.schedule.2,
+    };
+    obs.message(&run.engine.describe());
+    let mut outcome = Outcome::Finished;
+    while st.epoch < t.epochs {
+        let (stopped, lr) = run.train_epoch(&mut st, &sched, obs)?;
+        if let Some(o) = stopped {
+            outcome = o;
+            break;
+        }
+        if let Some(o) = run.end_epoch(&mut st, &mut sched, lr, obs)? {
+            outcome = o;
+            break;
+        }
+    }
+    if !matches!(outcome, Outcome::Interrupted { .. }) {
+        run.info(st.best_epoch, true).save(dir)?;
+    }
+    Ok(TrainResult {
+        outcome,
+        history: st.history.clone(),
+        best_epoch: st.best_epoch,
+        model: run.model,
+        prepared: run.prepared,
+    })
+}
+
+/// What chooses the best weights, and whether lower is better: the early-stopping monitor
+/// (val_loss by default), or the training loss without a validation part.
+fn monitor(spec: &Spec, task: &Task, prepared: &Prepared) -> Result<(String, bool)> {
+    let metric = task.metric();
+    let monitor = match (&prepared.val, &spec.train.early_stopping) {
+        (None, _) => "train_loss".to_string(),
+        (Some(_), Some(e)) => e.monitor.clone(),
+        (Some(_), None) => "val_loss".to_string(),
+    };
+    if monitor.starts_with("val_")
+        && !monitor.ends_with("loss")
+        && monitor != format!("val_{}", metric.name())
+    {
+        return Err(spec.err(
+            "[train.early_stopping], key `monitor`",
+            format!(
+                "{monitor} does not apply: this run reports val_loss and val_{}",
+                metric.name()
+            ),
+        ));
+    }
+    let minimize = monitor.ends_with("loss") || !metric.higher_is_better();
+    Ok((monitor, minimize))
+}
+
+/// A run being trained: what every epoch needs.
+struct Run<'a> {
+    spec: &'a Spec,
+    dir: &'a Path,
+    opts: &'a TrainOptions,
+    task: Task,
+    model: Sequential,
+    prepared: Prepared,
+    opt: Optimizer,
+    engine: Engine,
+    /// Batches mix series of several lengths (padded and masked).
+    mixed: bool,
+    monitor: String,
+    minimize: bool,
+    /// Batches per epoch.
+    steps: usize,
+}
+
+impl Run<'_> {
+    fn info(&self, best_epoch: Option<usize>, finished: bool) -> RunInfo {
+        RunInfo {
+            best_epoch,
+            finished,
+            ..RunInfo::new(self.spec, Some(&self.prepared), &self.monitor)
+        }
+    }
+
+    fn stop_asked(&self) -> bool {
+        self.opts
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+
+    /// The batches of epoch `st.epoch` from step `st.step` on; the outcome when the run was
+    /// stopped inside it (a checkpoint saved), and the last learning rate.
+    fn train_epoch(
+        &mut self,
+        st: &mut LoopState,
+        sched: &ScheduleState,
+        obs: &mut dyn Observer,
+    ) -> Result<(Option<Outcome>, f32)> {
+        let t = &self.spec.train;
+        let (e, steps) = (st.epoch, self.steps);
+        let es = epoch_seed(t.seed, e);
+        let mut order: Vec<usize> = (0..self.prepared.train.len()).collect();
+        let mut rng = Rng::new(es);
+        rng.shuffle(&mut order);
+        let mut batches = self
+            .prepared
+            .train
+            .epoch_batches(&order, t.batch_size, self.mixed);
+        if !self.prepared.train.sizes.is_empty() {
+            // grouped or bucketed by size: mix the sizes over the epoch
+            rng.shuffle(&mut batches);
+        }
+        let augment = self.spec.data()?.augment.clone();
+        let loader = Loader::spawn(
+            self.prepared.train.clone(),
+            batches,
+            st.step,
+            augment.is_active().then_some(augment),
+            self.prepared.normalize.clone(),
+            self.prepared.target_norm.clone(),
+            es,
+        );
+        obs.epoch_start(e + 1, t.epochs, steps, st.step);
+        let started = Instant::now();
+        let base_seconds = st.epoch_seconds;
+        let mut lr = 0.0;
+        for batch in loader {
+            lr = t.schedule.lr(t.lr, sched, e, batch.step, steps, t.epochs);
+            let mut rng = Rng::new(mix(es, batch.step as u64 + (1 << 40)));
+            let (out, lv) = self.step(&batch, &mut rng, lr, e + 1)?;
+            let bsz = batch.len();
+            st.loss_sum += lv * bsz as f64;
+            let (m, terms) = self.task.metric_sum(&out, &batch);
+            st.metric_sum += m;
+            st.metric_terms += terms;
+            st.seen += bsz;
+            st.step = batch.step + 1;
+            st.optimizer_steps = self.opt.steps;
+            let secs = base_seconds + started.elapsed().as_secs_f64();
+            obs.step(
+                batch.step + 1,
+                st.loss_sum / st.seen as f64,
+                st.metric_sum / st.metric_terms.max(1) as f64,
+                st.seen as f64 / secs.max(1e-9),
+            );
+            if self.stop_asked() && st.step < steps {
+                st.epoch_seconds = secs;
+                st.schedule = (sched.scale, sched.best, sched.bad_epochs);
+                checkpoint::save(self.dir, self.spec, &self.model, &self.opt, st)?;
+                let at = Outcome::Interrupted {
+                    epoch: e + 1,
+                    step: st.step,
+                };
+                return Ok((Some(at), lr));
+            }
+        }
+        if st.step < steps {
+            // the loader ends early only when it could not build a batch
+            return Err(Error::Format {
+                path: "training data".into(),
+                msg: format!(
+                    "epoch {}: the data gave {} of {steps} batches (a batch could not be assembled)",
+                    e + 1,
+                    st.step
+                ),
+            });
+        }
+        st.epoch_seconds = base_seconds + started.elapsed().as_secs_f64();
+        Ok((None, lr))
+    }
+
+    /// One training step of `epoch` (1-based) at learning rate `lr`: forward, loss and
+    /// backward (on the compiled plan where it takes the batch), the divergence checks,
+    /// clipping, the optimizer. The output and the loss.
+    fn step(
+        &mut self,
+        batch: &Batch,
+        rng: &mut Rng,
+        lr: f32,
+        epoch: usize,
+    ) -> Result<(Tensor, f64)> {
+        let t = &self.spec.train;
+        let task = &self.task;
+        let (out, loss) = match &mut self.engine {
+            Engine::Plan(p) if p.fits(&batch.x) => {
+                p.step(&batch.x, rng, |o| task.loss(o, batch))?
+            }
+            _ => {
+                let out = self.model.forward(
+                    &batch.x,
+                    &mut Ctx {
+                        training: true,
+                        rng,
+                        lengths: batch.lengths.clone(),
+                    },
+                )?;
+                let loss = task.loss(&out, batch)?;
+                loss.backward()?;
+                (out, loss)
+            }
+        };
+        let lv = loss.item()? as f64;
+        let at = |what: String| {
+            Error::Autograd(format!(
+                "training diverged at epoch {epoch}, step {}: {what}",
+                batch.step + 1
+            ))
+        };
+        if !lv.is_finite() || lv > 1e6 {
+            return Err(at(format!(
+                "the loss is {lv} (try a lower learning rate than {lr}, or clip_grad_norm); the weights of the last finished epoch are in {}",
+                self.dir.join(files::LAST).display()
+            )));
+        }
+        let params = self.model.named_params();
+        if let Some(c) = t.clip_grad_norm {
+            let norm = clip_grad_norm(&params, c);
+            if !norm.is_finite() {
+                return Err(at(format!("the gradient norm is {norm}")));
+            }
+        }
+        self.opt.step(&params, lr)?;
+        Ok((out, lv))
+    }
+
+    /// After the batches of epoch `st.epoch`: validation, the epoch's row, last and best
+    /// weights, the schedule, metrics and curves, a checkpoint; the outcome when a rule ends
+    /// the run here (early stopping, the time budget, a stop asked for).
+    fn end_epoch(
+        &mut self,
+        st: &mut LoopState,
+        sched: &mut ScheduleState,
+        lr: f32,
+        obs: &mut dyn Observer,
+    ) -> Result<Option<Outcome>> {
+        let (t, dir, e) = (&self.spec.train, self.dir, st.epoch);
+        let val = match &self.prepared.val {
+            Some(v) => Some(evaluate_task(
+                &self.model,
+                v,
+                &self.prepared.normalize,
+                self.prepared.target_norm.as_ref(),
+                &self.task,
+                256,
+            )?),
+            None => None,
+        };
+        let row = EpochRow {
+            epoch: e + 1,
+            train_loss: st.loss_sum / st.seen.max(1) as f64,
+            train_metric: st.metric_sum / st.metric_terms.max(1) as f64,
+            val_loss: val.map(|v| v.0),
+            val_metric: val.map(|v| v.1),
+            lr: lr as f64,
+            seconds: st.epoch_seconds,
+        };
+        let watched = match self.monitor.as_str() {
+            "val_acc" | "val_mae" => row.val_metric.unwrap_or(row.train_metric),
+            "val_loss" => row.val_loss.unwrap_or(row.train_loss),
+            _ => row.train_loss,
+        };
+        let min_delta = t
+            .early_stopping
+            .as_ref()
+            .map_or(0.0, |e| e.min_delta as f64);
+        let improved = match st.best {
+            None => true,
+            Some(b) if self.minimize => watched < b - min_delta,
+            Some(b) => watched > b + min_delta,
+        };
+        st.history.push(row.clone());
+        let weights = |file: &str| {
+            io::save(
+                &dir.join(file),
+                &self.model.state_dict(),
+                &checkpoint::weights_meta(self.spec),
+            )
+        };
+        weights(files::LAST)?;
+        if improved {
+            st.best = Some(watched);
+            st.best_epoch = Some(e + 1);
+            st.bad_epochs = 0;
+            weights(files::BEST)?;
+        } else {
+            st.bad_epochs += 1;
+        }
+        t.schedule.end_epoch(sched, watched as f32, self.minimize);
+        obs.epoch_end(&row, improved);
+        let metric = self.task.metric();
+        write_metrics(dir, &st.history, metric)?;
+        let title = self.spec.path.file_stem().unwrap_or_default();
+        write_curves(dir, &st.history, &title.to_string_lossy(), metric)?;
+        st.epoch += 1;
+        st.step = 0;
+        st.loss_sum = 0.0;
+        st.metric_sum = 0.0;
+        st.metric_terms = 0;
+        st.seen = 0;
+        st.epoch_seconds = 0.0;
+        st.schedule = (sched.scale, sched.best, sched.bad_epochs);
+        checkpoint::save(dir, self.spec, &self.model, &self.opt, st)?;
+        self.info(st.best_epoch, false).save(dir)?;
+        Ok(self.stop_rule(st, obs))
+    }
+
+    /// Whether the run ends after the epoch just finished: early stopping, the time
+    /// budget, or a stop asked for.
+    fn stop_rule(&self, st: &LoopState, obs: &mut dyn Observer) -> Option<Outcome> {
+        let (t, epoch) = (&self.spec.train, st.epoch);
+        if let Some(es) = &t.early_stopping {
+            // As Keras: stop once `patience` epochs in a row brought no improvement.
+            if st.bad_epochs >= es.patience.max(1) {
+                obs.message(&format!(
+                    "early stopping after epoch {epoch}: {} has not improved for {} epochs",
+                    es.monitor, st.bad_epochs
+                ));
+                return Some(Outcome::EarlyStopped { epoch });
+            }
+        }
+        if epoch >= t.epochs {
+            return None;
+        }
+        let spent: f64 = st.history.iter().map(|r| r.seconds).sum();
+        if let Some(max) = t.max_seconds.filter(|&m| spent >= m as f64) {
+            obs.message(&format!(
+                "stopping after epoch {epoch}: {spent:.0} s of training reach max_seconds = {max}"
+            ));
+            return Some(Outcome::OutOfTime {
+                epoch,
+                seconds: spent,
+            });
+        }
+        self.stop_asked().then_some(Outcome::Interrupted {
+            epoch,
+            step: self.steps,
+        })
+    }
+}
+
+/// What runs the training steps: a plan compiled for the data's sample shape, or the eager
+/// engine, with the reason.
+enum Engine {
+    Plan(crate::plan::TrainPlan),
+    Eager(String),
+}
+
+impl Engine {
+    fn for_data(model: &Sequential, data: &Dataset, batch: usize) -> Engine {
+        if std::env::var_os("CONVNET_EAGER").is_some() {
+            return Engine::Eager("CONVNET_EAGER is set".into());
+        }
+        if data.sizes.iter().any(|s| s[..] != data.shape[1..]) {
+            // one engine for every batch keeps a resumed run equal to an uninterrupted one
+            return Engine::Eager(if data.mixes_lengths() {
+                "the series are of several lengths".into()
+            } else {
+                "the samples are of several sizes".into()
+            });
+        }
+        match crate::plan::TrainPlan::compile(model, &data.shape, batch) {
+            Ok(p) => Engine::Plan(p),
+            Err(e) => Engine::Eager(e.to_string()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Engine::Plan(_) => "training on the compiled plan".into(),
+            Engine::Eager(why) => format!("training eagerly ({why})"),
+        }
+    }
+}
+
+/// Whether training batches mix series of several lengths (padded to each batch's longest,
+/// masked, bucketed by length): when the data has several lengths and every layer of
+/// `model` honours the mask; otherwise each batch holds one length, and `obs` hears why.
+fn mixes_lengths(model: &Sequential, data: &Dataset, obs: &mut dyn Observer) -> bool {
+    if !data.mixes_lengths() {
+        return false;
+    }
+    match crate::nn::mask::support(model) {
+        Ok(()) => {
+            obs.message("series of several lengths: each batch padded to its longest and masked, batches bucketed by length");
+            true
+        }
+        Err(why) => {
+            obs.message(&format!(
+                "series of several lengths: one length per batch ({why})"
+            ));
+            false
+        }
+    }
+}
