@@ -72,52 +72,13 @@ pub(crate) fn max_pool_input(x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
 }
 
 /// Batch normalisation in training over `(n, c, l)` with statistics from each series' valid
-/// positions only, running statistics updated as [`ops::batch_norm`] does (unbiased variance
-/// over the valid count); `None` when nothing is padded (the plain op applies).
+/// positions only ([`ops::norm::batch_norm_masked`]); `None` when nothing is padded or in
+/// evaluation (the plain op applies).
 pub(crate) fn batch_norm(x: &Tensor, ctx: &Ctx, a: &ops::BatchNormArgs) -> Result<Option<Tensor>> {
-    let Some(lengths) = short(x, ctx).filter(|_| a.training) else {
-        return Ok(None);
-    };
-    let c = x.shape()[1];
-    let count: usize = lengths.iter().map(|&v| v.min(x.shape()[2])).sum();
-    if count <= 1 {
-        return crate::error::shape_err(
-            "batch_norm",
-            format!("expected more than 1 valid value per channel, got {count}"),
-        );
+    match short(x, ctx).filter(|_| a.training) {
+        Some(lengths) => ops::norm::batch_norm_masked(x, &lengths, a).map(Some),
+        None => Ok(None),
     }
-    let m = mask(&lengths, x.shape()[2])?;
-    let per_channel = |t: &Tensor| -> Result<Tensor> {
-        ops::mul_scalar(&ops::sum(t, &[0, 2], true)?, 1.0 / count as f32)
-    };
-    let mean = per_channel(&ops::mul(x, &m)?)?;
-    let centred = ops::sub(x, &mean)?;
-    let valid = ops::mul(&centred, &m)?;
-    let var = per_channel(&ops::mul(&valid, &valid)?)?;
-    let inv = ops::div(
-        &Tensor::scalar(1.0),
-        &ops::sqrt(&ops::add_scalar(&var, a.eps)?)?,
-    )?;
-    let mut y = ops::mul(&centred, &inv)?;
-    if let Some(w) = a.weight {
-        y = ops::mul(&y, &ops::reshape(w, &[1, c, 1])?)?;
-    }
-    if let Some(b) = a.bias {
-        y = ops::add(&y, &ops::reshape(b, &[1, c, 1])?)?;
-    }
-    if let (Some(rm), Some(rv)) = (a.running_mean, a.running_var) {
-        let var: Vec<f64> = var.to_vec().iter().map(|&v| v as f64).collect();
-        let mean = mean.to_vec();
-        ops::norm::update_running(
-            &mut rm.data_mut(),
-            &mut rv.data_mut(),
-            &mean,
-            &var,
-            a.momentum,
-            count,
-        );
-    }
-    Ok(Some(y))
 }
 
 /// Global pooling of `(n, c, l)` over each series' valid positions, `(n, c)`; `None` when

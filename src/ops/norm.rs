@@ -444,3 +444,145 @@ pub fn weight_norm(v: &Tensor, g: &Tensor) -> Result<Tensor> {
     }
     super::mul(v, &super::div(g, &filter_norms(v)?)?)
 }
+
+/// Batch normalisation in training of series padded to the longest, `(n, c, l)`: sample
+/// `i`'s valid positions are its first `lengths[i]`. Statistics (and the running statistics,
+/// updated as [`batch_norm`] does, the variance unbiased over the valid count) come from
+/// valid positions only; padded positions of the output are 0 and pass no gradient. Equal
+/// to [`batch_norm`] over the valid parts laid end to end.
+pub fn batch_norm_masked(x: &Tensor, lengths: &[usize], a: &BatchNormArgs) -> Result<Tensor> {
+    const OP: &str = "batch_norm";
+    if x.rank() != 3 || lengths.len() != x.shape()[0] {
+        return shape_err(
+            OP,
+            format!(
+                "masked batch norm takes (n, c, l) with one length per sample, got {:?} and {} lengths",
+                x.shape(),
+                lengths.len()
+            ),
+        );
+    }
+    let (n, c, l) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+    for (name, t) in [("weight", a.weight), ("bias", a.bias)] {
+        check_vec(OP, name, t, c)?;
+    }
+    let valid: Vec<usize> = lengths.iter().map(|&v| v.min(l)).collect();
+    let m: usize = valid.iter().sum();
+    if m <= 1 {
+        return shape_err(
+            OP,
+            format!("expected more than 1 valid value per channel, got {m}"),
+        );
+    }
+    let vr = &valid;
+    let parts = move |ch: usize| (0..n).map(move |i| ((i * c + ch) * l, vr[i]));
+    let (mut mean, mut var) = (vec![0f32; c], vec![0f64; c]);
+    {
+        let xd = x.data();
+        mean.par_iter_mut()
+            .zip(var.par_iter_mut())
+            .enumerate()
+            .for_each(|(ch, (mu_out, var_out))| {
+                let s: f64 = parts(ch).map(|(o, v)| sum_f64(&xd[o..o + v])).sum();
+                let mu = s / m as f64;
+                let q: f64 = parts(ch)
+                    .map(|(o, v)| {
+                        xd[o..o + v]
+                            .iter()
+                            .map(|&x| (x as f64 - mu).powi(2))
+                            .sum::<f64>()
+                    })
+                    .sum();
+                (*mu_out, *var_out) = (mu as f32, q / m as f64);
+            });
+    }
+    let invstd: Vec<f32> = var.iter().map(|&v| inv_std(v, a.eps)).collect();
+    if let (Some(rm), Some(rv)) = (a.running_mean, a.running_var) {
+        update_running(
+            &mut rm.data_mut(),
+            &mut rv.data_mut(),
+            &mean,
+            &var,
+            a.momentum,
+            m,
+        );
+    }
+    let wv: Vec<f32> = a.weight.map_or(vec![1.0; c], |w| w.to_vec());
+    let bv: Vec<f32> = a.bias.map_or(vec![0.0; c], |b| b.to_vec());
+    let (mut scale, mut shift) = (vec![0f32; c], vec![0f32; c]);
+    scale_shift(&wv, &bv, &mean, &invstd, &mut scale, &mut shift);
+    let mut y = vec![0f32; n * c * l];
+    {
+        let xd = x.data();
+        y.par_chunks_mut(l.max(1))
+            .enumerate()
+            .for_each(|(plane, yp)| {
+                let (ch, v) = (plane % c, lengths[plane / c].min(l));
+                let xp = &xd[plane * l..plane * l + v];
+                for (o, &xv) in yp[..v].iter_mut().zip(xp) {
+                    *o = xv * scale[ch] + shift[ch];
+                }
+            });
+    }
+    let mut inputs = vec![x];
+    inputs.extend(a.weight);
+    inputs.extend(a.bias);
+    let (hw, hb) = (a.weight.is_some(), a.bias.is_some());
+    let (shape, xc, lengths) = (x.shape().to_vec(), x.clone(), lengths.to_vec());
+    Ok(output(OP, y, shape.clone(), &inputs, move |g| {
+        let (gd, xd) = (g.data(), xc.data());
+        let valid: Vec<usize> = lengths.iter().map(|&v| v.min(l)).collect();
+        let vr = &valid;
+        let parts = move |ch: usize| (0..n).map(move |i| ((i * c + ch) * l, vr[i]));
+        // per channel: sum(g) and sum(g * xhat) over valid positions
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mu, is) = (mean[ch], invstd[ch]);
+                parts(ch).fold((0f64, 0f64), |(sg, sgx), (o, v)| {
+                    let (gp, xp) = (&gd[o..o + v], &xd[o..o + v]);
+                    let a: f64 = gp.iter().map(|&g| g as f64).sum();
+                    let b: f64 = gp
+                        .iter()
+                        .zip(xp)
+                        .map(|(&g, &x)| (g * (x - mu) * is) as f64)
+                        .sum();
+                    (sg + a, sgx + b)
+                })
+            })
+            .collect();
+        let mut dx = vec![0f32; gd.len()];
+        dx.par_chunks_mut(l.max(1))
+            .enumerate()
+            .for_each(|(plane, dp)| {
+                let (ch, v) = (plane % c, valid[plane / c]);
+                let o = plane * l;
+                let k = wv[ch] * invstd[ch];
+                let (mg, mgx) = (
+                    (sums[ch].0 / m as f64) as f32,
+                    (sums[ch].1 / m as f64) as f32,
+                );
+                for ((d, &gv), &xv) in dp[..v].iter_mut().zip(&gd[o..o + v]).zip(&xd[o..o + v]) {
+                    *d = k * (gv - mg - (xv - mean[ch]) * invstd[ch] * mgx);
+                }
+            });
+        let mut grads = vec![Some(Tensor::make(dx, shape, false, None))];
+        if hw {
+            grads.push(Some(Tensor::make(
+                sums.iter().map(|s| s.1 as f32).collect(),
+                vec![c],
+                false,
+                None,
+            )));
+        }
+        if hb {
+            grads.push(Some(Tensor::make(
+                sums.iter().map(|s| s.0 as f32).collect(),
+                vec![c],
+                false,
+                None,
+            )));
+        }
+        Ok(grads)
+    }))
+}
