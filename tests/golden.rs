@@ -380,6 +380,41 @@ fn check_optimizer(case: &Case) -> Vec<String> {
     failures
 }
 
+/// A schedule's learning rate and momentum at every step against `torch.optim.lr_scheduler`.
+fn check_schedule(case: &Case) -> Vec<String> {
+    use convnet::optim::{OneCycle, Schedule, ScheduleState};
+    let c = &case.cfg;
+    let g = |k: &str, d: f32| c.get(k).map_or(d, f);
+    let d = OneCycle::default();
+    let s = Schedule::OneCycle(OneCycle {
+        max_lr: Some(g("max_lr", 0.0)),
+        pct_start: g("pct_start", d.pct_start),
+        div_factor: g("div_factor", d.div_factor),
+        final_div_factor: g("final_div_factor", d.final_div_factor),
+        three_phase: c
+            .get("three_phase")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        momentum: Some((g("base_momentum", 0.85), g("max_momentum", 0.95))),
+    });
+    let (epochs, steps) = (g("epochs", 1.0) as usize, g("steps", 1.0) as usize);
+    let (mut lr, mut mom) = (Vec::new(), Vec::new());
+    for e in 0..epochs {
+        for i in 0..steps {
+            // the optimizer's own lr does not matter once max_lr is given
+            lr.push(s.lr(1.0, &ScheduleState::default(), e, i, steps, epochs));
+            mom.push(s.momentum(e, i, steps, epochs).unwrap());
+        }
+    }
+    let n = lr.len();
+    let mut failures = Vec::new();
+    for (what, got) in [("lr", lr), ("momentum", mom)] {
+        let got = Tensor::from_vec(got, &[n]).unwrap();
+        failures.extend(compare(&case.name, what, &got, &case.tensors[what], 1e-5));
+    }
+    failures
+}
+
 #[test]
 fn every_op_matches_pytorch_forward_and_backward() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
@@ -400,6 +435,10 @@ fn every_op_matches_pytorch_forward_and_backward() {
         let case = load(p);
         if case.op == "optimizer" {
             failures.extend(check_optimizer(&case));
+            continue;
+        }
+        if case.op == "schedule" {
+            failures.extend(check_schedule(&case));
             continue;
         }
         ops_seen.insert(case.op.clone());

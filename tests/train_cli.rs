@@ -452,6 +452,35 @@ fn a_time_budget_ends_training_after_the_epoch_that_spends_it() {
     );
 }
 
+/// `schedule = { type = "one_cycle" }` from the spec: per-batch steps up to max_lr and down
+/// to max_lr / div_factor / final_div_factor at the last step (the formulas themselves are
+/// checked against PyTorch in tests/golden.rs); bad settings name their key.
+#[test]
+fn the_one_cycle_schedule_trains_from_the_spec() {
+    let (dir, spec) = setup(
+        "schedule = { type = \"one_cycle\", max_lr = 0.02, pct_start = 0.5, final_div_factor = 100.0 }",
+    );
+    let d = dir.path();
+    let (ok, out, err) = convnet(d, &["train", "bars.toml", "--out", "run"]);
+    assert!(ok, "{out}{err}");
+    let csv = std::fs::read_to_string(d.join("run/metrics.csv")).unwrap();
+    let lr: Vec<f64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    // the last step of the last epoch: 0.02 / 25 / 100
+    assert!((lr[2] - 8e-6).abs() < 1e-9, "{lr:?}");
+    assert!(lr[0] > 8e-4 && lr[0] <= 0.02, "{lr:?}");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replace("pct_start = 0.5", "pct_start = 1.5")).unwrap();
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "run2"]);
+    assert!(
+        !ok && err.contains("[train.schedule], key `pct_start`: 1.5 is not in (0, 1)"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_diverging_loss_stops_with_the_epoch_and_step() {
     let (dir, _) = setup("");

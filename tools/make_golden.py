@@ -384,6 +384,35 @@ def add_optimizer_cases():
 OPTIM = []
 
 
+def add_schedule_cases():
+    """OneCycleLR's learning rate and momentum (Adam's beta1, SGD's momentum) at every step of
+    a run of `epochs` x `steps`."""
+    for name, make, cfg in [
+        ("one_cycle_adam", lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.01, epochs=5, steps_per_epoch=7),
+         {"optimizer": "adam", "max_lr": 0.01, "epochs": 5, "steps": 7}),
+        ("one_cycle_sgd_three_phase", lambda o: torch.optim.lr_scheduler.OneCycleLR(
+            o, max_lr=0.4, epochs=3, steps_per_epoch=11, pct_start=0.25, div_factor=10.0,
+            final_div_factor=100.0, three_phase=True, base_momentum=0.8, max_momentum=0.9),
+         {"optimizer": "sgd", "max_lr": 0.4, "epochs": 3, "steps": 11, "pct_start": 0.25,
+          "div_factor": 10.0, "final_div_factor": 100.0, "three_phase": True,
+          "base_momentum": 0.8, "max_momentum": 0.9}),
+    ]:
+        p = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.Adam([p], lr=1.0) if cfg["optimizer"] == "adam" else torch.optim.SGD([p], lr=1.0, momentum=0.9)
+        sched = make(opt)
+        lrs, moms = [], []
+        for _ in range(cfg["epochs"] * cfg["steps"]):
+            g = opt.param_groups[0]
+            lrs.append(g["lr"])
+            moms.append(g["betas"][0] if "betas" in g else g["momentum"])
+            opt.step()
+            sched.step()
+        SCHED.append((name, cfg, torch.tensor(lrs, dtype=torch.float64), torch.tensor(moms, dtype=torch.float64)))
+
+
+SCHED = []
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for f in os.listdir(OUT):
@@ -398,6 +427,10 @@ def main():
     add_weight_norm_cases()
     add_upsample_cases()
     add_optimizer_cases()
+    add_schedule_cases()
+    for name, cfg, lrs, moms in SCHED:
+        save(os.path.join(OUT, "schedule_" + name + ".safetensors"), {"lr": lrs, "momentum": moms},
+             {"op": "schedule", "cfg": json.dumps(cfg), "torch": torch.__version__})
     for name, cfg, p0, grads, after in OPTIM:
         save(os.path.join(OUT, "optim_" + name + ".safetensors"), {"in.p": p0, "in.grads": grads, "out": after},
              {"op": "optimizer", "cfg": json.dumps(cfg), "torch": torch.__version__})
@@ -421,7 +454,7 @@ def main():
         save(os.path.join(OUT, name + ".safetensors"), tensors, {"op": op, "cfg": json.dumps(cfg), "torch": torch.__version__})
     add_model_cases()
     write_models()
-    print(f"wrote {len(CASES) + len(OPTIM)} cases and {len(MODELS)} models to {os.path.normpath(OUT)}", file=sys.stderr)
+    print(f"wrote {len(CASES) + len(OPTIM) + len(SCHED)} cases and {len(MODELS)} models to {os.path.normpath(OUT)}", file=sys.stderr)
 
 
 def add_weight_norm_cases():

@@ -3,7 +3,7 @@
 
 mod schedule;
 
-pub use schedule::{Schedule, ScheduleState};
+pub use schedule::{OneCycle, Schedule, ScheduleState};
 
 use std::collections::BTreeMap;
 
@@ -47,6 +47,17 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
+    /// Set the momentum a schedule cycles (PyTorch's `OneCycleLR`): SGD's and RMSprop's
+    /// `momentum`, Adam's and AdamW's `beta1`.
+    pub fn set_momentum(&mut self, m: f32) {
+        match &mut self.kind {
+            OptimizerKind::Sgd { momentum, .. } | OptimizerKind::RmsProp { momentum, .. } => {
+                *momentum = m
+            }
+            OptimizerKind::Adam { beta1, .. } | OptimizerKind::AdamW { beta1, .. } => *beta1 = m,
+        }
+    }
+
     /// Checks the hyperparameters.
     pub fn new(kind: OptimizerKind, weight_decay: f32) -> Result<Optimizer> {
         let bad = |p: &'static str, m: String| param_err::<()>("optimizer", p, m);

@@ -1,5 +1,7 @@
 //! Learning-rate schedules: constant, step, exponential, cosine with linear warm-up (per
-//! step), and reduce-on-plateau (per epoch, from the monitored validation metric).
+//! step), reduce-on-plateau (per epoch, from the monitored validation metric), and the
+//! one-cycle policy (per step, with momentum cycled against the learning rate, as PyTorch's
+//! `OneCycleLR`).
 
 /// A schedule and its settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +27,80 @@ pub enum Schedule {
         patience: usize,
         min_lr: f32,
     },
+    /// PyTorch's `OneCycleLR` with cosine annealing, stepped per batch.
+    OneCycle(OneCycle),
+}
+
+/// The one-cycle policy (Smith and Topin, 2019) as PyTorch's `OneCycleLR` with
+/// `anneal_strategy="cos"`: from `max_lr / div_factor` up to `max_lr` over the first
+/// `pct_start` of the steps, then down to `max_lr / div_factor / final_div_factor` (with
+/// `three_phase`: back to the start first, then down); the momentum (SGD's and RMSprop's
+/// `momentum`, Adam's `beta1`) the other way, between `max_momentum` and `base_momentum`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OneCycle {
+    /// The peak learning rate (`None`: the optimizer's `lr`).
+    pub max_lr: Option<f32>,
+    pub pct_start: f32,
+    pub div_factor: f32,
+    pub final_div_factor: f32,
+    pub three_phase: bool,
+    /// `(base_momentum, max_momentum)`; `None`: the momentum is not cycled.
+    pub momentum: Option<(f32, f32)>,
+}
+
+impl Default for OneCycle {
+    /// PyTorch's defaults.
+    fn default() -> Self {
+        OneCycle {
+            max_lr: None,
+            pct_start: 0.3,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+            three_phase: false,
+            momentum: Some((0.85, 0.95)),
+        }
+    }
+}
+
+impl OneCycle {
+    /// `(learning rate, momentum)` at global step `step` (0-based) of `total`, the optimizer's
+    /// `lr` being `base`; PyTorch's phases and `_annealing_cos` in f64.
+    pub fn at(&self, base: f32, step: usize, total: usize) -> (f32, Option<f32>) {
+        let max = self.max_lr.unwrap_or(base) as f64;
+        let initial = max / self.div_factor as f64;
+        let min = initial / self.final_div_factor as f64;
+        let (lo, hi) = self
+            .momentum
+            .map_or((0.0, 0.0), |(b, m)| (b as f64, m as f64));
+        let (total, pct) = (total.max(1) as f64, self.pct_start as f64);
+        // (end step, lr from, lr to, momentum from, momentum to)
+        let phases: Vec<(f64, f64, f64, f64, f64)> = if self.three_phase {
+            vec![
+                (pct * total - 1.0, initial, max, hi, lo),
+                (2.0 * pct * total - 2.0, max, initial, lo, hi),
+                (total - 1.0, initial, min, hi, hi),
+            ]
+        } else {
+            vec![
+                (pct * total - 1.0, initial, max, hi, lo),
+                (total - 1.0, max, min, lo, hi),
+            ]
+        };
+        let cos = |from: f64, to: f64, p: f64| {
+            to + (from - to) / 2.0 * ((std::f64::consts::PI * p).cos() + 1.0)
+        };
+        let s = step as f64;
+        let mut start = 0.0;
+        for (i, &(end, l0, l1, m0, m1)) in phases.iter().enumerate() {
+            if s <= end || i == phases.len() - 1 {
+                let p = (s - start) / (end - start);
+                let m = self.momentum.map(|_| cos(m0, m1, p) as f32);
+                return (cos(l0, l1, p) as f32, m);
+            }
+            start = end;
+        }
+        (min as f32, None)
+    }
 }
 
 /// What a schedule remembers across epochs (reduce-on-plateau only).
@@ -70,6 +146,27 @@ impl Schedule {
             Schedule::Plateau { min_lr, .. } => {
                 (base * if state.scale > 0.0 { state.scale } else { 1.0 }).max(min_lr)
             }
+            Schedule::OneCycle(ref c) => {
+                let spe = steps_per_epoch.max(1);
+                c.at(base, epoch * spe + step, epochs * spe).0
+            }
+        }
+    }
+
+    /// The momentum the schedule sets at that step (the one-cycle policy's), if any.
+    pub fn momentum(
+        &self,
+        epoch: usize,
+        step: usize,
+        steps_per_epoch: usize,
+        epochs: usize,
+    ) -> Option<f32> {
+        match self {
+            Schedule::OneCycle(c) => {
+                let spe = steps_per_epoch.max(1);
+                c.at(1.0, epoch * spe + step, epochs * spe).1
+            }
+            _ => None,
         }
     }
 

@@ -887,6 +887,42 @@ fn parse_series(t: &Table) -> R<SeriesSource> {
     })
 }
 
+/// `[train.schedule] type = "one_cycle"`: PyTorch's `OneCycleLR` keys and defaults.
+fn parse_one_cycle(s: &Table) -> R<crate::optim::OneCycle> {
+    let d = crate::optim::OneCycle::default();
+    let positive = |k: &str, v: Option<f32>| -> R<Option<f32>> {
+        match v {
+            Some(x) if !(x > 0.0 && x.is_finite()) => {
+                Err(s.err(k, format!("{x} must be positive")))
+            }
+            _ => Ok(v),
+        }
+    };
+    let pct_start = s.f32("pct_start")?.unwrap_or(d.pct_start);
+    if !(pct_start > 0.0 && pct_start < 1.0) {
+        return Err(s.err("pct_start", format!("{pct_start} is not in (0, 1)")));
+    }
+    let (base, max) = (
+        s.f32("base_momentum")?.unwrap_or(0.85),
+        s.f32("max_momentum")?.unwrap_or(0.95),
+    );
+    if !(0.0..1.0).contains(&base) || !(0.0..1.0).contains(&max) {
+        return Err(s.err("base_momentum", "momenta are in [0, 1)"));
+    }
+    Ok(crate::optim::OneCycle {
+        max_lr: positive("max_lr", s.f32("max_lr")?)?,
+        pct_start,
+        div_factor: positive("div_factor", s.f32("div_factor")?)?.unwrap_or(d.div_factor),
+        final_div_factor: positive("final_div_factor", s.f32("final_div_factor")?)?
+            .unwrap_or(d.final_div_factor),
+        three_phase: s.bool("three_phase")?.unwrap_or(false),
+        momentum: s
+            .bool("cycle_momentum")?
+            .unwrap_or(true)
+            .then_some((base, max)),
+    })
+}
+
 fn parse_augment(t: &Table) -> R<Augment> {
     let prob = |k: &str| -> R<f32> {
         let v = t.f32(k)?.unwrap_or(0.0);
@@ -1016,9 +1052,16 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
                 "type",
                 s.choice(
                     "type",
-                    &["constant", "step", "exponential", "cosine", "plateau"],
+                    &[
+                        "constant",
+                        "step",
+                        "exponential",
+                        "cosine",
+                        "plateau",
+                        "one_cycle",
+                    ],
                 ),
-                "constant, step, exponential, cosine or plateau",
+                "constant, step, exponential, cosine, plateau or one_cycle",
             )?;
             let sched = match kind {
                 "step" => Schedule::Step {
@@ -1037,6 +1080,7 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
                     patience: s.usize("patience")?.unwrap_or(2),
                     min_lr: s.f32("min_lr")?.unwrap_or(0.0),
                 },
+                "one_cycle" => Schedule::OneCycle(parse_one_cycle(&s)?),
                 _ => Schedule::Constant,
             };
             s.finish()?;

@@ -220,6 +220,9 @@ impl Run<'_> {
         let mut lr = 0.0;
         for batch in loader {
             lr = t.schedule.lr(t.lr, sched, e, batch.step, steps, t.epochs);
+            if let Some(m) = t.schedule.momentum(e, batch.step, steps, t.epochs) {
+                self.opt.set_momentum(m);
+            }
             let mut rng = Rng::new(mix(es, batch.step as u64 + (1 << 40)));
             let (out, lv) = self.step(&batch, &mut rng, lr, e + 1)?;
             let bsz = batch.len();

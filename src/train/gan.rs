@@ -215,6 +215,10 @@ pub fn train_gan(
             lr = t
                 .schedule
                 .lr(t.lr, &Default::default(), e, batch.step, steps, t.epochs);
+            if let Some(m) = t.schedule.momentum(e, batch.step, steps, t.epochs) {
+                opt_d.set_momentum(m);
+                opt_g.set_momentum(m);
+            }
             let bn = batch.len();
             let mut srng = Rng::new(mix(es, batch.step as u64 + (1 << 40)));
             let mut ctx = Ctx {
