@@ -452,6 +452,91 @@ fn a_time_budget_ends_training_after_the_epoch_that_spends_it() {
     );
 }
 
+/// `[train] ema`: the moving average is what validation scores and best.safetensors holds,
+/// saved as ema.safetensors beside the raw weights (last.safetensors), and a run interrupted
+/// mid-epoch and resumed ends with the average an uninterrupted run ends with, bit for bit.
+#[test]
+fn the_weight_average_is_validated_saved_and_resumed() {
+    let (dir, spec_path) = setup("ema = { decay = 0.8 }");
+    let d = dir.path();
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "full", "--epochs", "2"]);
+    assert!(ok, "{err}");
+    let read = |p: &str| std::fs::read(d.join(p)).unwrap();
+    assert_ne!(read("full/ema.safetensors"), read("full/last.safetensors"));
+    // validation scored the average: eval of best.safetensors repeats the best epoch's
+    // val_loss, the raw weights do not
+    let csv = std::fs::read_to_string(d.join("full/metrics.csv")).unwrap();
+    let val: Vec<f64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(3).unwrap().parse().unwrap())
+        .collect();
+    let best = val.iter().copied().fold(f64::INFINITY, f64::min);
+    let loss = |run: &str| -> f64 {
+        let (ok, out, err) = convnet(d, &["eval", run, "--data", "val", "--json"]);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["loss"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        (loss("full") - best).abs() < 1e-4,
+        "{} vs {val:?}",
+        loss("full")
+    );
+    std::fs::create_dir_all(d.join("raw")).unwrap();
+    for f in ["spec.toml", "run.json"] {
+        std::fs::copy(d.join("full").join(f), d.join("raw").join(f)).unwrap();
+    }
+    std::fs::copy(
+        d.join("full/last.safetensors"),
+        d.join("raw/best.safetensors"),
+    )
+    .unwrap();
+    assert!(
+        (loss("raw") - val[1]).abs() > 1e-4,
+        "the raw weights score as the average"
+    );
+    // interrupted mid-epoch 2, resumed: the same average
+    let text = std::fs::read_to_string(&spec_path).unwrap();
+    let text = text.replace("= \"t", &format!("= \"{}/t", d.display()));
+    std::fs::write(d.join("abs.toml"), text).unwrap();
+    let mut spec = convnet::spec::Spec::load(&d.join("abs.toml")).unwrap();
+    spec.train.epochs = 2;
+    std::fs::create_dir_all(d.join("part")).unwrap();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut obs = StopAt {
+        steps: 20,
+        seen: 0,
+        flag: flag.clone(),
+    };
+    let opts = convnet::train::TrainOptions {
+        out: d.join("part"),
+        resume: convnet::train::Resume::No,
+        stop: Some(flag),
+        init: None,
+    };
+    convnet::train::train(&spec, &opts, &mut obs).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "--resume", "part"]);
+    assert!(ok, "{out}{err}");
+    for f in ["ema.safetensors", "best.safetensors", "last.safetensors"] {
+        assert_eq!(
+            read(&format!("full/{f}")),
+            read(&format!("part/{f}")),
+            "{f}"
+        );
+    }
+    let bad = std::fs::read_to_string(&spec_path)
+        .unwrap()
+        .replace("decay = 0.8", "decay = 1.5");
+    std::fs::write(&spec_path, bad).unwrap();
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "x"]);
+    assert!(
+        !ok && err.contains("[train.ema], key `decay`: 1.5 is not in (0, 1)"),
+        "{err}"
+    );
+}
+
 /// `schedule = { type = "one_cycle" }` from the spec: per-batch steps up to max_lr and down
 /// to max_lr / div_factor / final_div_factor at the last step (the formulas themselves are
 /// checked against PyTorch in tests/golden.rs); bad settings name their key.

@@ -231,6 +231,9 @@ pub struct TrainSpec {
     /// A budget of training time in seconds: no epoch starts once the epochs so far took
     /// this long (a resumed run counts the epochs before it).
     pub max_seconds: Option<f32>,
+    /// The decay of a moving average of the weights kept beside them (`ema = { decay = 0.999 }`;
+    /// see [`crate::train::ema`]).
+    pub ema: Option<f32>,
     /// `cross_entropy` for classifiers; `mse`, `mae` or `huber` for forecasters; `mse` or
     /// `bce` for autoencoders; `None`: cross-entropy or MSE, as the data asks.
     pub loss: Option<Loss>,
@@ -1087,6 +1090,24 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
             sched
         }
     };
+    let ema = match t.get("ema") {
+        None => None,
+        Some(toml::Value::Table(et)) => {
+            let e = Table::new(t.path, "[train.ema]", et);
+            let decay = e.required("decay", e.f32("decay"), "a number in (0, 1), e.g. 0.999")?;
+            if !(decay > 0.0 && decay < 1.0) {
+                return Err(e.err("decay", format!("{decay} is not in (0, 1)")));
+            }
+            e.finish()?;
+            Some(decay)
+        }
+        Some(v) => {
+            return Err(t.err(
+                "ema",
+                format!("expected a table such as {{ decay = 0.999 }}, got {v}"),
+            ));
+        }
+    };
     let early_stopping = match t.get("early_stopping") {
         None => None,
         Some(toml::Value::Table(et)) => {
@@ -1118,6 +1139,7 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         clip_grad_norm,
         early_stopping,
         max_seconds,
+        ema,
         loss,
         task,
     })

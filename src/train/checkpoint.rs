@@ -46,6 +46,9 @@ pub(super) struct LoopState {
     pub best_epoch: Option<usize>,
     pub bad_epochs: usize,
     pub history: Vec<EpochRow>,
+    /// Updates of the moving average of the weights (`[train] ema`).
+    #[serde(default)]
+    pub ema_updates: u64,
 }
 
 impl LoopState {
@@ -114,10 +117,12 @@ pub(super) fn save(
     spec: &Spec,
     model: &Sequential,
     opt: &Optimizer,
+    ema: Option<&super::ema::Ema>,
     st: &LoopState,
 ) -> Result<()> {
     let mut tensors = model.state_dict();
     tensors.extend(opt.state_tensors());
+    tensors.extend(ema.map(|e| e.tensors()).unwrap_or_default());
     let mut meta = weights_meta(spec);
     meta.insert(
         "loop".to_string(),
@@ -155,14 +160,15 @@ fn read(path: &Path, spec: &Spec) -> Result<(BTreeMap<String, crate::Tensor>, Lo
     Ok((tensors, st))
 }
 
-/// Restore `model` and `opt` from the checkpoint `which` names; returns the loop state, the
-/// file it came from and a note when it is not the one asked for.
+/// Restore `model`, `opt` and the moving average `ema` from the checkpoint `which` names;
+/// returns the loop state, the file it came from and a note when it is not the one asked for.
 pub(super) fn load(
     dir: &Path,
     which: Resume,
     spec: &Spec,
     model: &Sequential,
     opt: &mut Optimizer,
+    ema: Option<&mut super::ema::Ema>,
 ) -> Result<(LoopState, std::path::PathBuf, Option<String>)> {
     let (latest, prev) = (
         dir.join(files::CHECKPOINT),
@@ -199,10 +205,16 @@ pub(super) fn load(
         }
         Err(e) => return Err(e),
     };
-    let (model_t, opt_t): (BTreeMap<_, _>, BTreeMap<_, _>) = tensors
+    let (ema_t, rest): (BTreeMap<_, _>, BTreeMap<_, _>) = tensors
+        .into_iter()
+        .partition(|(k, _)| k.starts_with(super::ema::PREFIX));
+    let (model_t, opt_t): (BTreeMap<_, _>, BTreeMap<_, _>) = rest
         .into_iter()
         .partition(|(k, _)| !k.starts_with("state."));
     model.load_state_dict(&model_t, &path.display().to_string())?;
     opt.load_state(&opt_t, st.optimizer_steps, &model.named_params(), &path)?;
+    if let Some(ema) = ema {
+        ema.load(&ema_t, st.ema_updates, &path.display().to_string())?;
+    }
     Ok((st, path, note))
 }

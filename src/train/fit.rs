@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::checkpoint::{self, LoopState};
+use super::ema::Ema;
 use super::{
     EpochRow, Observer, Outcome, Prepared, Resume, RunInfo, Task, TrainOptions, TrainResult,
     epoch_seed, evaluate_task, files, memory, mix, prepare, run_weights, rundir, split_seed,
@@ -49,8 +50,10 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
     obs.metric(task.metric());
     let mut opt = Optimizer::new(t.optimizer.clone(), t.weight_decay)?;
     let (monitor, minimize) = monitor(spec, &task, &prepared)?;
+    let mut ema = t.ema.map(|d| Ema::new(spec, d)).transpose()?;
     let (mut st, from) = if opts.resume != Resume::No {
-        let (st, from, note) = checkpoint::load(dir, opts.resume, spec, &model, &mut opt)?;
+        let (st, from, note) =
+            checkpoint::load(dir, opts.resume, spec, &model, &mut opt, ema.as_mut())?;
         if let Some(note) = note {
             obs.message(&note);
         }
@@ -74,6 +77,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         model,
         prepared,
         opt,
+        ema,
         monitor,
         minimize,
         steps: 0,
@@ -157,6 +161,8 @@ struct Run<'a> {
     model: Sequential,
     prepared: Prepared,
     opt: Optimizer,
+    /// The moving average of the weights, validated and saved in their place.
+    ema: Option<Ema>,
     engine: Engine,
     /// Batches mix series of several lengths (padded and masked).
     mixed: bool,
@@ -173,6 +179,24 @@ impl Run<'_> {
             finished,
             ..RunInfo::new(self.spec, Some(&self.prepared), &self.monitor)
         }
+    }
+
+    /// The model validation evaluates and `best.safetensors` holds: the moving average where
+    /// there is one.
+    fn evaluated(&self) -> &Sequential {
+        self.ema.as_ref().map_or(&self.model, |e| &e.model)
+    }
+
+    fn checkpoint(&self, st: &mut LoopState) -> Result<()> {
+        st.ema_updates = self.ema.as_ref().map_or(0, |e| e.updates);
+        checkpoint::save(
+            self.dir,
+            self.spec,
+            &self.model,
+            &self.opt,
+            self.ema.as_ref(),
+            st,
+        )
     }
 
     fn stop_asked(&self) -> bool {
@@ -243,7 +267,7 @@ impl Run<'_> {
             if self.stop_asked() && st.step < steps {
                 st.epoch_seconds = secs;
                 st.schedule = (sched.scale, sched.best, sched.bad_epochs);
-                checkpoint::save(self.dir, self.spec, &self.model, &self.opt, st)?;
+                self.checkpoint(st)?;
                 let at = Outcome::Interrupted {
                     epoch: e + 1,
                     step: st.step,
@@ -317,6 +341,9 @@ impl Run<'_> {
             }
         }
         self.opt.step(&params, lr)?;
+        if let Some(ema) = &mut self.ema {
+            ema.update(&self.model);
+        }
         Ok((out, lv))
     }
 
@@ -333,7 +360,7 @@ impl Run<'_> {
         let (t, dir, e) = (&self.spec.train, self.dir, st.epoch);
         let val = match &self.prepared.val {
             Some(v) => Some(evaluate_task(
-                &self.model,
+                self.evaluated(),
                 v,
                 &self.prepared.normalize,
                 self.prepared.target_norm.as_ref(),
@@ -366,19 +393,22 @@ impl Run<'_> {
             Some(b) => watched > b + min_delta,
         };
         st.history.push(row.clone());
-        let weights = |file: &str| {
+        let weights = |file: &str, m: &Sequential| {
             io::save(
                 &dir.join(file),
-                &self.model.state_dict(),
+                &m.state_dict(),
                 &checkpoint::weights_meta(self.spec),
             )
         };
-        weights(files::LAST)?;
+        weights(files::LAST, &self.model)?;
+        if let Some(ema) = &self.ema {
+            weights(files::EMA, &ema.model)?;
+        }
         if improved {
             st.best = Some(watched);
             st.best_epoch = Some(e + 1);
             st.bad_epochs = 0;
-            weights(files::BEST)?;
+            weights(files::BEST, self.evaluated())?;
         } else {
             st.bad_epochs += 1;
         }
@@ -396,7 +426,7 @@ impl Run<'_> {
         st.seen = 0;
         st.epoch_seconds = 0.0;
         st.schedule = (sched.scale, sched.best, sched.bad_epochs);
-        checkpoint::save(dir, self.spec, &self.model, &self.opt, st)?;
+        self.checkpoint(st)?;
         self.info(st.best_epoch, false).save(dir)?;
         Ok(self.stop_rule(st, obs))
     }

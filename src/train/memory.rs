@@ -184,7 +184,17 @@ pub fn estimate_spec(spec: &Spec) -> Result<MemoryEstimate> {
     let t = &spec.train;
     crate::tensor::meta(|| {
         let mut rng = crate::Rng::new(0);
-        let mut e = estimate(&spec.build_model(&mut rng)?, t.batch_size, &t.optimizer)?;
+        let model = spec.build_model(&mut rng)?;
+        let mut e = estimate(&model, t.batch_size, &t.optimizer)?;
+        if t.ema.is_some() {
+            // the moving average: a second copy of every parameter and buffer
+            let copy: u64 = model
+                .state_dict()
+                .iter()
+                .map(|(_, t)| f32_bytes(t.numel()))
+                .fold(0, u64::saturating_add);
+            e.weights = e.weights.saturating_add(copy);
+        }
         if let Some(d) = spec.build_discriminator(&mut rng)? {
             let d = estimate(&d, t.batch_size, &t.optimizer)?;
             e.weights = e.weights.saturating_add(d.weights);

@@ -11,6 +11,7 @@ pub mod autoencoder;
 pub mod baseline;
 mod checkpoint;
 mod data;
+pub mod ema;
 mod fit;
 pub mod forecast;
 pub mod gan;
@@ -108,6 +109,8 @@ pub mod files {
     pub const SPEC: &str = "spec.toml";
     pub const BEST: &str = "best.safetensors";
     pub const LAST: &str = "last.safetensors";
+    /// The moving average of the weights (`[train] ema`), after the last epoch.
+    pub const EMA: &str = "ema.safetensors";
     pub const CHECKPOINT: &str = "checkpoint.safetensors";
     /// The checkpoint before the latest (see [`super::checkpoint`]).
     pub const CHECKPOINT_PREV: &str = "checkpoint.prev.safetensors";

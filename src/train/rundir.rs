@@ -22,11 +22,12 @@ fn refused(path: &Path, msg: impl Into<String>) -> Error {
 /// Is `name` a file convnet writes into a run directory (by `train`, `eval`, `forecast`'s
 /// default output, or a failed write)?
 pub fn is_run_file(name: &str) -> bool {
-    const FIXED: [&str; 8] = [
+    const FIXED: [&str; 9] = [
         files::SPEC,
         files::RUN,
         files::BEST,
         files::LAST,
+        files::EMA,
         files::CHECKPOINT,
         files::CHECKPOINT_PREV,
         files::METRICS,
