@@ -222,6 +222,39 @@ impl convnet::train::Observer for StopAt {
     }
 }
 
+/// Train the spec at `spec_path` (with `seed` and `epochs` in place of its own) into
+/// `d/part` through the library, stopped as Ctrl-C would after `steps` steps. The library
+/// resolves data paths against the current folder, which a test must not change: the spec is
+/// given absolute ones.
+fn interrupted(
+    d: &std::path::Path,
+    spec_path: &std::path::Path,
+    seed: u64,
+    epochs: usize,
+    steps: usize,
+) -> convnet::train::TrainResult {
+    let text = std::fs::read_to_string(spec_path).unwrap();
+    let text = text.replace("= \"t", &format!("= \"{}/t", d.display()));
+    std::fs::write(d.join("abs.toml"), text).unwrap();
+    let mut spec = convnet::spec::Spec::load(&d.join("abs.toml")).unwrap();
+    assert_eq!((spec.train.seed, spec.train.epochs), (5, 3));
+    (spec.train.seed, spec.train.epochs) = (seed, epochs);
+    std::fs::create_dir_all(d.join("part")).unwrap();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut obs = StopAt {
+        steps,
+        seen: 0,
+        flag: flag.clone(),
+    };
+    let opts = convnet::train::TrainOptions {
+        out: d.join("part"),
+        resume: convnet::train::Resume::No,
+        stop: Some(flag),
+        init: None,
+    };
+    convnet::train::train(&spec, &opts, &mut obs).unwrap()
+}
+
 #[test]
 fn an_interrupted_run_resumed_matches_an_uninterrupted_one() {
     let (dir, spec_path) = setup("");
@@ -233,29 +266,9 @@ fn an_interrupted_run_resumed_matches_an_uninterrupted_one() {
         &[&["train", "bars.toml", "--out", "full"][..], &flags].concat(),
     );
     assert!(ok, "{err}");
-    // interrupted mid-epoch 2 (15 steps per epoch), through the library, as Ctrl-C would
-    // The library resolves data paths against the current folder, which a test must not
-    // change; give it absolute ones.
-    let text = std::fs::read_to_string(&spec_path).unwrap();
-    let text = text.replace("= \"t", &format!("= \"{}/t", d.display()));
-    std::fs::write(d.join("abs.toml"), text).unwrap();
-    let mut spec = convnet::spec::Spec::load(&d.join("abs.toml")).unwrap();
-    assert_eq!((spec.train.seed, spec.train.epochs), (5, 3));
-    (spec.train.seed, spec.train.epochs) = (7, 2); // what --seed 7 --epochs 2 do
-    std::fs::create_dir_all(d.join("part")).unwrap();
-    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut obs = StopAt {
-        steps: 20,
-        seen: 0,
-        flag: flag.clone(),
-    };
-    let opts = convnet::train::TrainOptions {
-        out: d.join("part"),
-        resume: convnet::train::Resume::No,
-        stop: Some(flag),
-        init: None,
-    };
-    let res = convnet::train::train(&spec, &opts, &mut obs).unwrap();
+    // interrupted mid-epoch 2 (15 steps per epoch), through the library, as Ctrl-C would;
+    // --seed 7 --epochs 2 as the spec's
+    let res = interrupted(d, &spec_path, 7, 2, 20);
     assert_eq!(
         res.outcome,
         convnet::train::Outcome::Interrupted { epoch: 2, step: 5 }
@@ -498,25 +511,7 @@ fn the_weight_average_is_validated_saved_and_resumed() {
         "the raw weights score as the average"
     );
     // interrupted mid-epoch 2, resumed: the same average
-    let text = std::fs::read_to_string(&spec_path).unwrap();
-    let text = text.replace("= \"t", &format!("= \"{}/t", d.display()));
-    std::fs::write(d.join("abs.toml"), text).unwrap();
-    let mut spec = convnet::spec::Spec::load(&d.join("abs.toml")).unwrap();
-    spec.train.epochs = 2;
-    std::fs::create_dir_all(d.join("part")).unwrap();
-    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut obs = StopAt {
-        steps: 20,
-        seen: 0,
-        flag: flag.clone(),
-    };
-    let opts = convnet::train::TrainOptions {
-        out: d.join("part"),
-        resume: convnet::train::Resume::No,
-        stop: Some(flag),
-        init: None,
-    };
-    convnet::train::train(&spec, &opts, &mut obs).unwrap();
+    interrupted(d, &spec_path, 5, 2, 20);
     let (ok, out, err) = convnet(d, &["train", "--resume", "part"]);
     assert!(ok, "{out}{err}");
     for f in ["ema.safetensors", "best.safetensors", "last.safetensors"] {
