@@ -532,6 +532,61 @@ fn the_weight_average_is_validated_saved_and_resumed() {
     );
 }
 
+/// `[train] tta = ["hflip"]`: evaluation averages the class probabilities of each image and
+/// its mirror, so its output is the same for an image and its mirror and is a distribution;
+/// validation, `eval` and `predict` use it; a model that is not an image classifier refuses it.
+#[test]
+fn flip_test_time_augmentation_averages_an_image_and_its_mirror() {
+    let (dir, spec_path) = setup("tta = [\"hflip\"]");
+    let d = dir.path();
+    let (ok, out, err) = convnet(d, &["train", "bars.toml", "--out", "run"]);
+    assert!(ok, "{out}{err}");
+    let (spec, model, _) = convnet::train::load_run(&d.join("run")).unwrap();
+    assert!(spec.train.tta_hflip);
+    let mut r = convnet::Rng::new(4);
+    let x: Vec<f32> = (0..2 * 64).map(|_| r.uniform()).collect();
+    let mirrored: Vec<f32> = x
+        .chunks(8)
+        .flat_map(|row| row.iter().rev().copied().collect::<Vec<_>>())
+        .collect();
+    let run = |v: Vec<f32>, hflip: bool| {
+        let t = convnet::Tensor::from_vec(v, &[2, 1, 8, 8]).unwrap();
+        let mut inf = convnet::plan::Inference::new(&model, 2).hflip(hflip);
+        inf.forward(&t).unwrap().to_vec()
+    };
+    let (a, b) = (run(x.clone(), true), run(mirrored.clone(), true));
+    for (u, v) in a.iter().zip(&b) {
+        assert!((u - v).abs() < 1e-5, "{a:?} vs {b:?}");
+    }
+    for row in a.chunks(3) {
+        let total: f32 = row.iter().map(|v| v.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-5, "{row:?}");
+    }
+    // without it, the model's own logits: an image and its mirror differ
+    let (p, q) = (run(x, false), run(mirrored, false));
+    assert!(p.iter().zip(&q).any(|(u, v)| (u - v).abs() > 1e-3));
+    let (ok, out, err) = convnet(d, &["eval", "run", "--json"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"accuracy\""), "{out}");
+    let text = std::fs::read_to_string(&spec_path).unwrap();
+    std::fs::write(&spec_path, text.replace("[\"hflip\"]", "[\"rotate\"]")).unwrap();
+    let (ok, _, err) = convnet(d, &["train", "bars.toml", "--out", "r2"]);
+    assert!(
+        !ok && err.contains("key `tta`: unknown test-time augmentation \"rotate\""),
+        "{err}"
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let series = std::fs::read_to_string(root.join("examples/gunpoint_fcn.toml"))
+        .unwrap()
+        .replace("[train]", "[train]\ntta = [\"hflip\"]");
+    std::fs::write(d.join("s.toml"), series).unwrap();
+    let (ok, _, err) = convnet(d, &["summary", "s.toml"]);
+    assert!(
+        !ok && err.contains("key `tta`") && err.contains("[1, 150]"),
+        "{err}"
+    );
+}
+
 /// `schedule = { type = "one_cycle" }` from the spec: per-batch steps up to max_lr and down
 /// to max_lr / div_factor / final_div_factor at the last step (the formulas themselves are
 /// checked against PyTorch in tests/golden.rs); bad settings name their key.

@@ -456,6 +456,14 @@ fn softmax_step(a: Activation, out: &[usize]) -> Option<Step> {
     }
 }
 
+/// Images `(n, c, h, w)` mirrored left to right.
+fn mirror(x: &Tensor) -> Result<Tensor> {
+    let w = x.shape()[3];
+    let mut v = x.to_vec();
+    v.chunks_mut(w.max(1)).for_each(|row| row.reverse());
+    Tensor::from_vec(v, x.shape())
+}
+
 /// Inference through compiled plans where the model allows it, eagerly where it does not:
 /// one plan per per-sample input shape met (series of several lengths, images of several
 /// sizes for a model of any size), each compiled on first use for up to `batch` samples.
@@ -465,6 +473,8 @@ pub struct Inference<'m> {
     plans: std::collections::HashMap<Vec<usize>, Plan>,
     /// Why the model runs eagerly (the first layer the plan cannot run), once found.
     eager: Option<String>,
+    /// Test-time augmentation: class probabilities averaged over each image and its mirror.
+    hflip: bool,
 }
 
 impl<'m> Inference<'m> {
@@ -474,7 +484,16 @@ impl<'m> Inference<'m> {
             batch: batch.max(1),
             plans: Default::default(),
             eager: None,
+            hflip: false,
         }
+    }
+
+    /// With test-time augmentation by horizontal flips (`hflip`): [`Inference::forward`] of
+    /// a batch of images `(n, c, h, w)` gives `log((softmax(f(x)) + softmax(f(flip(x)))) / 2)`,
+    /// the log of the averaged class probabilities, in place of logits.
+    pub fn hflip(mut self, on: bool) -> Self {
+        self.hflip = on;
+        self
     }
 
     /// Why the model runs eagerly, if it does.
@@ -490,6 +509,18 @@ impl<'m> Inference<'m> {
     /// As [`Inference::forward`] for a batch of series padded to its longest, each of its
     /// valid length in `lengths` (eagerly, with the mask; see [`crate::nn::mask`]).
     pub fn forward_masked(&mut self, x: &Tensor, lengths: Option<&[usize]>) -> Result<Tensor> {
+        if !self.hflip || x.rank() != 4 {
+            return self.forward_once(x, lengths);
+        }
+        let probs = |y: Tensor| crate::autograd::no_grad(|| crate::ops::softmax(&y, 1));
+        let a = probs(self.forward_once(x, None)?)?;
+        let b = probs(self.forward_once(&mirror(x)?, None)?)?;
+        crate::autograd::no_grad(|| {
+            crate::ops::log(&crate::ops::mul_scalar(&crate::ops::add(&a, &b)?, 0.5)?)
+        })
+    }
+
+    fn forward_once(&mut self, x: &Tensor, lengths: Option<&[usize]>) -> Result<Tensor> {
         let (n, sample) = (x.shape()[0], x.shape()[1..].to_vec());
         if self.eager.is_none() && lengths.is_none() && n <= self.batch && n > 0 {
             if !self.plans.contains_key(&sample) {

@@ -234,6 +234,9 @@ pub struct TrainSpec {
     /// The decay of a moving average of the weights kept beside them (`ema = { decay = 0.999 }`;
     /// see [`crate::train::ema`]).
     pub ema: Option<f32>,
+    /// Test-time augmentation of an image classifier's evaluation (`tta = ["hflip"]`): the
+    /// class probabilities averaged over each image and its mirror image.
+    pub tta_hflip: bool,
     /// `cross_entropy` for classifiers; `mse`, `mae` or `huber` for forecasters; `mse` or
     /// `bce` for autoencoders; `None`: cross-entropy or MSE, as the data asks.
     pub loss: Option<Loss>,
@@ -444,6 +447,21 @@ impl Spec {
                 at: "[train], key `task`".into(),
                 msg: "a spec with [generator] and [discriminator] trains a GAN: set task = \"gan\""
                     .into(),
+            });
+        }
+        if train.tta_hflip && (main.input.len() != 3 || train.task != TaskKind::Supervised) {
+            return Err(Error::Spec {
+                path: p,
+                at: "[train], key `tta`".into(),
+                msg: format!(
+                    "\"hflip\" averages an image classifier's class probabilities over each image and its mirror; this model's input is {:?}{}",
+                    main.input,
+                    if train.task == TaskKind::Supervised {
+                        ""
+                    } else {
+                        " and it is not a classifier"
+                    }
+                ),
             });
         }
         if discriminator.is_none() && train.task == TaskKind::Gan {
@@ -1108,6 +1126,18 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
             ));
         }
     };
+    let tta_hflip = match t.str_list("tta")? {
+        None => false,
+        Some(v) => {
+            if let Some(bad) = v.iter().find(|a| a.as_str() != "hflip") {
+                return Err(t.err(
+                    "tta",
+                    format!("unknown test-time augmentation \"{bad}\" (known: \"hflip\")"),
+                ));
+            }
+            !v.is_empty()
+        }
+    };
     let early_stopping = match t.get("early_stopping") {
         None => None,
         Some(toml::Value::Table(et)) => {
@@ -1140,6 +1170,7 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         early_stopping,
         max_seconds,
         ema,
+        tta_hflip,
         loss,
         task,
     })

@@ -182,7 +182,7 @@ pub fn evaluate_autoencoder(
     let sl = heldout.sample_len();
     // the pixels are the target: no normalisation
     let identity = crate::data::Normalize::identity(heldout.shape[0]);
-    for_each_batch(model, heldout, &identity, None, 256, |b, out| {
+    for_each_batch(model, heldout, &identity, None, 256, false, |b, out| {
         let r = no_grad(|| task.reconstruction(out))?;
         let (rd, xd) = (r.data(), b.x.data());
         for j in 0..b.len() {

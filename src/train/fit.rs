@@ -366,6 +366,7 @@ impl Run<'_> {
                 self.prepared.target_norm.as_ref(),
                 &self.task,
                 256,
+                t.tta_hflip,
             )?),
             None => None,
         };

@@ -74,16 +74,18 @@ pub fn argmax_rows(logits: &[f32], k: usize) -> Vec<usize> {
 }
 
 /// Run `model` in evaluation mode over `data`, batch by batch (inputs normalised by `norm`,
-/// regression targets by `target_norm`), handing `f` each batch and the model's output.
+/// regression targets by `target_norm`), handing `f` each batch and the model's output (with
+/// `hflip`, the log of class probabilities averaged over each image and its mirror).
 pub(crate) fn for_each_batch(
     model: &Sequential,
     data: &Dataset,
     norm: &Normalize,
     target_norm: Option<&Normalize>,
     batch: usize,
+    hflip: bool,
     mut f: impl FnMut(&Batch, &Tensor) -> Result<()>,
 ) -> Result<()> {
-    let mut infer = crate::plan::Inference::new(model, batch);
+    let mut infer = crate::plan::Inference::new(model, batch).hflip(hflip);
     let mut order: Vec<usize> = (0..data.len()).collect();
     let mixed = data.mixes_lengths() && crate::nn::mask::support(model).is_ok();
     if mixed {
@@ -115,11 +117,12 @@ pub fn evaluate(
     classes: usize,
     loss_opts: &CrossEntropyOptions,
     batch: usize,
+    hflip: bool,
 ) -> Result<EvalReport> {
     let mut confusion = vec![vec![0usize; classes]; classes];
     let mut rank_hits = vec![0usize; classes];
     let mut loss_sum = 0f64;
-    for_each_batch(model, data, norm, None, batch, |b, logits| {
+    for_each_batch(model, data, norm, None, batch, hflip, |b, logits| {
         let l = no_grad(|| ops::cross_entropy(logits, &b.labels, loss_opts))?.item()?;
         loss_sum += l as f64 * b.len() as f64;
         let scores = logits.data();
@@ -185,9 +188,10 @@ pub fn evaluate_task(
     target_norm: Option<&Normalize>,
     task: &super::Task,
     batch: usize,
+    hflip: bool,
 ) -> Result<(f64, f64)> {
     let (mut loss_sum, mut metric_sum, mut terms) = (0f64, 0f64, 0usize);
-    for_each_batch(model, data, norm, target_norm, batch, |b, out| {
+    for_each_batch(model, data, norm, target_norm, batch, hflip, |b, out| {
         let l = no_grad(|| task.loss(out, b))?.item()?;
         loss_sum += l as f64 * b.len() as f64;
         let (m, n) = task.metric_sum(out, b);

@@ -315,7 +315,15 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     ds.check_labels(classes, data)?;
-    let r = train::evaluate(&model, &ds, &info.normalize(), classes, options, 256)?;
+    let r = train::evaluate(
+        &model,
+        &ds,
+        &info.normalize(),
+        classes,
+        options,
+        256,
+        spec.train.tta_hflip,
+    )?;
     // a run without class names (or with fewer) shows class numbers
     let names: Vec<String> = (0..classes)
         .map(|i| {

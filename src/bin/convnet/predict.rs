@@ -36,7 +36,7 @@ pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool, json: bool) 
     let any = spec.any_size[1..].iter().all(|&a| a);
     let norm = info.normalize();
     let mut out = std::io::stdout().lock();
-    let mut infer = convnet::plan::Inference::new(&model, 1);
+    let mut infer = convnet::plan::Inference::new(&model, 1).hflip(spec.train.tta_hflip);
     let mut rows = Vec::new();
     for f in files {
         let (mut x, size) = load_image(f, &spec.input, resize, any)?;

@@ -334,6 +334,7 @@ pub fn run(a: Args) -> Result<()> {
             classes,
             &train::loss_options(&spec),
             256,
+            spec.train.tta_hflip,
         )?;
         writeln!(
             so,
