@@ -339,7 +339,10 @@ fn series_of_unequal_length_train_a_length_independent_model() {
     assert!(good, "{err}");
     assert!(out.contains("length-independent"), "{out}");
     assert!(
-        out.contains("the input's length is open: shapes are shown at (1, 64)"),
+        out.contains("the input's length is open: shapes are shown at (1, 64)")
+            && out.contains(
+                "series of unequal length train in batches padded to their longest and masked"
+            ),
         "{out}"
     );
     let (good, out, err) = convnet(tmp.path(), &["train", "any.toml", "--out", "r"]);

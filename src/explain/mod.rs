@@ -25,6 +25,9 @@ pub struct Summary {
     pub any_size: Vec<bool>,
     /// Whether the model takes inputs of other sizes, and if not, which layer fixes the size.
     pub size_dependence: SizeDependence,
+    /// For series of open length: how series of unequal length batch (padded and masked, or
+    /// one length at a time and why; see [`crate::nn::mask`]).
+    pub unequal_lengths: Option<String>,
 }
 
 /// A spatial size as a function of the input's open size `sym` (`H/4`, `2W`, `L - 2`), from
@@ -98,7 +101,7 @@ impl Summary {
                 fmt_shape(&self.input)
             )
         };
-        match &self.size_dependence {
+        let line = match &self.size_dependence {
             SizeDependence::Independent => {
                 format!("{what}-independent: any input {what} gives the same output shape{open}")
             }
@@ -108,6 +111,10 @@ impl Summary {
             SizeDependence::Fixed { layer, why } => format!(
                 "fixed input {what}: {layer} fixes it ({why}); global pooling or a 1x1 convolution head instead of flatten + dense would free it"
             ),
+        };
+        match &self.unequal_lengths {
+            Some(how) => format!("{line}; {how}"),
+            None => line,
         }
     }
 }
@@ -145,6 +152,15 @@ pub fn summarize(model: &Sequential) -> Result<Summary> {
         layers,
         any_size: model.any_size.clone(),
         size_dependence: model.size_dependence(),
+        unequal_lengths: (model.input.len() == 2 && model.any_size.get(1) == Some(&true)).then(
+            || match crate::nn::mask::support(model) {
+                Ok(()) => {
+                    "series of unequal length train in batches padded to their longest and masked"
+                        .into()
+                }
+                Err(why) => format!("series of unequal length train one length per batch ({why})"),
+            },
+        ),
     })
 }
 
@@ -311,6 +327,7 @@ impl Summary {
             "receptive_field_text": self.receptive_field,
             "warnings": self.warnings,
             "any_size": self.any_size,
+            "unequal_lengths": self.unequal_lengths,
             "size_independent": self.size_dependence == SizeDependence::Independent,
             "size_fixed_by": match &self.size_dependence {
                 SizeDependence::Fixed { layer, .. } => Some(layer.clone()),
