@@ -178,6 +178,16 @@ fn images_of_several_sizes_train_evaluate_and_predict() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{out}"));
     assert!(acc >= 80.0, "bars at three sizes: {acc}%\n{out}");
+    // augmentation works on each image at its own size
+    let augmented = std::fs::read_to_string(d.join("fcn.toml"))
+        .unwrap()
+        .replace(
+            "[train]",
+            "[data.augment]\nhflip = 0.5\nvflip = 0.5\nrotation = 10\ntranslate = 0.1\n[train]",
+        );
+    std::fs::write(d.join("aug.toml"), augmented).unwrap();
+    let (ok, out, err) = convnet(d, &["train", "aug.toml", "--out", "aug", "--epochs", "2"]);
+    assert!(ok, "{out}\n{err}");
     // a size never trained on, at its own size, and a whole folder resized to 24x24
     let big = d.join("big.png");
     let (px, lab) = bars(1, 9);

@@ -71,7 +71,10 @@ impl Loader {
             for (step, idx) in batches.iter().enumerate().skip(start_step) {
                 let x = data.batch_input(idx, |k, x| {
                     if let Some(a) = &augment {
-                        a.apply(x, &data.shape, &mut sample_rng(seed, position + k));
+                        // the sample's own size: samples of several sizes are trimmed
+                        let mut shape = data.shape[..1].to_vec();
+                        shape.extend(data.size(idx[k]));
+                        a.apply(x, &shape, &mut sample_rng(seed, position + k));
                     }
                     norm.apply(x);
                 });
