@@ -279,6 +279,24 @@ fn models_that_cannot_take_a_mask_say_which_layer() {
         1,
     );
     assert!(mask::support(&m).unwrap_err().contains("layer 0"));
+    // a series too short for a layer is refused by name, not hidden by the padding
+    let m = model(
+        &(layer("conv1d", "filters = 2\nkernel_size = 5") + &layer("global_avg_pool", "")),
+        1,
+    );
+    let x = padded(1, &series(1, &[3, 10], 1), &[3, 10]);
+    let e = m
+        .forward(
+            &x,
+            &mut Ctx {
+                training: false,
+                rng: &mut Rng::new(0),
+                lengths: Some(vec![3, 10]),
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("conv1d"), "{e}");
     // after the time axis is gone, anything goes
     let m = model(
         &(layer("conv1d", "filters = 4\nkernel_size = 3\npadding = \"same\"")

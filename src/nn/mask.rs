@@ -117,23 +117,26 @@ pub(crate) fn time_steps(
     Ok(Some(ops::sum(&ops::mul(x, &pick)?, &[2], false)?))
 }
 
-/// The lengths after `layer` for inputs of `channels` channels and `lengths`: from the layer's
-/// shape arithmetic; `None` once the time axis is gone (a global pool, a sequence-to-one
-/// block) or the output is not a series.
+/// The lengths after `layer` for inputs of `channels` channels and `lengths` (its output a
+/// series), from the layer's shape arithmetic; the layer's own error for a series too short
+/// for it (which the padding would otherwise hide).
 pub(crate) fn lengths_after(
     layer: &dyn Layer,
     channels: usize,
     lengths: &[usize],
-) -> Option<Vec<usize>> {
+) -> Result<Vec<usize>> {
     let mut memo: Vec<(usize, usize)> = Vec::new();
     let mut out = Vec::with_capacity(lengths.len());
     for &v in lengths {
         let after = match memo.iter().find(|(k, _)| *k == v) {
             Some(&(_, a)) => a,
             None => {
-                let info = layer.infer(&[channels, v]).ok()?;
+                let info = layer.infer(&[channels, v])?;
                 let [_, a] = info.output[..] else {
-                    return None;
+                    return crate::error::shape_err(
+                        layer.kind(),
+                        format!("turns a series into {:?}", info.output),
+                    );
                 };
                 memo.push((v, a));
                 a
@@ -141,7 +144,7 @@ pub(crate) fn lengths_after(
         };
         out.push(after);
     }
-    Some(out)
+    Ok(out)
 }
 
 /// Whether `model` gives each series of a padded, masked batch what it gives the series alone:

@@ -205,7 +205,11 @@ impl Sequential {
             if let Some(lengths) = &ctx.lengths {
                 // each series' length after the layer, from its shape arithmetic
                 ctx.lengths = match h.rank() {
-                    3 => super::mask::lengths_after(layer.as_ref(), channels, lengths),
+                    3 => Some(super::mask::lengths_after(
+                        layer.as_ref(),
+                        channels,
+                        lengths,
+                    )?),
                     _ => None,
                 };
             }
