@@ -541,6 +541,11 @@ fn flip_test_time_augmentation_averages_an_image_and_its_mirror() {
     let d = dir.path();
     let (ok, out, err) = convnet(d, &["train", "bars.toml", "--out", "run"]);
     assert!(ok, "{out}{err}");
+    // the bars train without flips: the mirror images were never seen
+    assert!(
+        err.contains("warning: tta = [\"hflip\"]") && err.contains("no hflip"),
+        "{err}"
+    );
     let (spec, model, _) = convnet::train::load_run(&d.join("run")).unwrap();
     assert!(spec.train.tta_hflip);
     let mut r = convnet::Rng::new(4);

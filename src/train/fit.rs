@@ -48,6 +48,10 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         None => task,
     };
     obs.metric(task.metric());
+    if t.tta_hflip && spec.data()?.augment.hflip == 0.0 {
+        // measured: 83.7% test accuracy instead of 90.6% on Fashion-MNIST after 3 epochs
+        obs.message("warning: tta = [\"hflip\"] averages each image with its mirror, but [data.augment] has no hflip: the model never sees mirror images in training, and their predictions pull the average down");
+    }
     let mut opt = Optimizer::new(t.optimizer.clone(), t.weight_decay)?;
     let (monitor, minimize) = monitor(spec, &task, &prepared)?;
     let mut ema = t.ema.map(|d| Ema::new(spec, d)).transpose()?;
