@@ -33,10 +33,10 @@ impl Ema {
         })
     }
 
-    /// Fold `current`'s parameters and buffers into the average.
-    pub fn update(&mut self, current: &Sequential) {
+    /// Fold a model's parameters and buffers (its `state_dict()`, in order) into the average.
+    pub fn update(&mut self, current: &[(String, Tensor)]) {
         let (d, first) = (self.decay, self.updates == 0);
-        for ((_, avg), (_, cur)) in self.model.state_dict().iter().zip(current.state_dict()) {
+        for ((_, avg), (_, cur)) in self.model.state_dict().iter().zip(current) {
             let c = cur.data();
             let mut a = avg.data_mut();
             if first {
@@ -86,14 +86,14 @@ mod tests {
         let spec = Spec::parse(text, std::path::Path::new("m.toml")).unwrap();
         let m = spec.build_model(&mut Rng::new(5)).unwrap();
         let mut ema = Ema::new(&spec, 0.9).unwrap();
-        ema.update(&m);
+        ema.update(&m.state_dict());
         let w0 = m.state_dict()[0].1.to_vec();
         assert_eq!(ema.model.state_dict()[0].1.to_vec(), w0);
         // the weights move; the average moves a tenth of the way
         for (_, t) in m.state_dict() {
             t.data_mut().iter_mut().for_each(|v| *v += 1.0);
         }
-        ema.update(&m);
+        ema.update(&m.state_dict());
         let got = ema.model.state_dict()[0].1.to_vec();
         for (g, w) in got.iter().zip(&w0) {
             assert!((g - (0.9 * w + 0.1 * (w + 1.0))).abs() < 1e-6);

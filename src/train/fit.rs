@@ -78,6 +78,8 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         task,
         mixed: mixes_lengths(&model, &prepared.train, obs),
         engine: Engine::for_data(&model, &prepared.train, t.batch_size),
+        params: model.named_params(),
+        state: model.state_dict(),
         model,
         prepared,
         opt,
@@ -167,6 +169,10 @@ struct Run<'a> {
     opt: Optimizer,
     /// The moving average of the weights, validated and saved in their place.
     ema: Option<Ema>,
+    /// The model's parameters, and its parameters and buffers (handles on its tensors,
+    /// which the optimizer updates in place).
+    params: Vec<(String, Tensor)>,
+    state: Vec<(String, Tensor)>,
     engine: Engine,
     /// Batches mix series of several lengths (padded and masked).
     mixed: bool,
@@ -337,16 +343,15 @@ impl Run<'_> {
                 self.dir.join(files::LAST).display()
             )));
         }
-        let params = self.model.named_params();
         if let Some(c) = t.clip_grad_norm {
-            let norm = clip_grad_norm(&params, c);
+            let norm = clip_grad_norm(&self.params, c);
             if !norm.is_finite() {
                 return Err(at(format!("the gradient norm is {norm}")));
             }
         }
-        self.opt.step(&params, lr)?;
+        self.opt.step(&self.params, lr)?;
         if let Some(ema) = &mut self.ema {
-            ema.update(&self.model);
+            ema.update(&self.state);
         }
         Ok((out, lv))
     }
