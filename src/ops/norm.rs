@@ -149,25 +149,37 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
             batch: use_batch,
         };
         batch_norm_backward(&gd, &xd, (n, c, inner), &stats, &mut sums, &mut dx);
-        let mut grads = vec![Some(Tensor::make(dx, shape, false, None))];
-        if hw {
-            grads.push(Some(Tensor::make(
-                sums.iter().map(|v| v.1 as f32).collect(),
-                vec![c],
-                false,
-                None,
-            )));
-        }
-        if hb {
-            grads.push(Some(Tensor::make(
-                sums.iter().map(|v| v.0 as f32).collect(),
-                vec![c],
-                false,
-                None,
-            )));
-        }
-        Ok(grads)
+        Ok(with_param_grads(
+            Tensor::make(dx, shape, false, None),
+            &sums,
+            (hw, hb),
+        ))
     }))
+}
+
+/// A batch norm's gradients: the input's `dx`, then the weight's (`sum(g * xhat)` per
+/// channel) and the bias's (`sum(g)`) where the op has them.
+fn with_param_grads(
+    dx: Tensor,
+    sums: &[(f64, f64)],
+    (weight, bias): (bool, bool),
+) -> Vec<Option<Tensor>> {
+    let per_channel = |f: fn(&(f64, f64)) -> f64| {
+        Some(Tensor::make(
+            sums.iter().map(|s| f(s) as f32).collect(),
+            vec![sums.len()],
+            false,
+            None,
+        ))
+    };
+    let mut grads = vec![Some(dx)];
+    if weight {
+        grads.push(per_channel(|s| s.1));
+    }
+    if bias {
+        grads.push(per_channel(|s| s.0));
+    }
+    grads
 }
 
 /// Per-channel batch mean and biased variance of `x` shaped `(n, c, inner)`: two passes per
@@ -566,23 +578,10 @@ pub fn batch_norm_masked(x: &Tensor, lengths: &[usize], a: &BatchNormArgs) -> Re
                     *d = k * (gv - mg - (xv - mean[ch]) * invstd[ch] * mgx);
                 }
             });
-        let mut grads = vec![Some(Tensor::make(dx, shape, false, None))];
-        if hw {
-            grads.push(Some(Tensor::make(
-                sums.iter().map(|s| s.1 as f32).collect(),
-                vec![c],
-                false,
-                None,
-            )));
-        }
-        if hb {
-            grads.push(Some(Tensor::make(
-                sums.iter().map(|s| s.0 as f32).collect(),
-                vec![c],
-                false,
-                None,
-            )));
-        }
-        Ok(grads)
+        Ok(with_param_grads(
+            Tensor::make(dx, shape, false, None),
+            &sums,
+            (hw, hb),
+        ))
     }))
 }
