@@ -444,6 +444,17 @@ fn dropout_and_norms() {
             ops::batch_norm(&t[0], &a)
         });
     }
+    // series padded to the longest: statistics and gradients over valid positions only
+    let x = randn(&[3, 3, 6], &mut rng);
+    let (w, b) = (randn(&[3], &mut rng), randn(&[3], &mut rng));
+    check("batch_norm_masked", &[x, w, b], |t| {
+        let a = ops::BatchNormArgs {
+            weight: Some(&t[1]),
+            bias: Some(&t[2]),
+            ..Default::default()
+        };
+        ops::norm::batch_norm_masked(&t[0], &[6, 2, 4], &a)
+    });
     let x = randn(&[2, 3, 4], &mut rng);
     let (w, b) = (randn(&[3, 4], &mut rng), randn(&[3, 4], &mut rng));
     check("layer_norm", &[x, w, b], |t| {
