@@ -258,6 +258,67 @@ fn summary_reports_block_receptive_fields() {
     assert!(!out.contains("warning"), "{out}");
 }
 
+/// Bad test parts of a series are refused naming the key; without a test part, `eval --data
+/// test` says how to set one apart.
+#[test]
+fn bad_test_parts_name_their_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let root = root();
+    let base = std::fs::read_to_string(root.join("examples/sunspots_conv1d.toml"))
+        .unwrap()
+        .replace("../data/", &format!("{}/data/", root.display()));
+    let run = |name: &str, text: String| {
+        std::fs::write(d.join(name), text).unwrap();
+        convnet(
+            d,
+            &[
+                "train",
+                name,
+                "--epochs",
+                "1",
+                "--out",
+                &format!("r_{name}"),
+            ],
+        )
+    };
+    let (good, _, err) = run(
+        "both.toml",
+        base.replace("test_start = 3000", "test_start = 3000\ntest_split = 0.1"),
+    );
+    assert!(
+        !good && err.contains("key `test_split`") && err.contains("not both"),
+        "{err}"
+    );
+    let (good, _, err) = run(
+        "late.toml",
+        base.replace("test_start = 3000", "test_start = 3200"),
+    );
+    assert!(
+        !good && err.contains("key `test_start`") && err.contains("3200 of 3126"),
+        "{err}"
+    );
+    let (good, _, err) = run(
+        "frac.toml",
+        base.replace("test_start = 3000", "test_split = 1.5"),
+    );
+    assert!(
+        !good && err.contains("key `test_split`: 1.5 is not in (0, 1)"),
+        "{err}"
+    );
+    let (good, out, err) = run(
+        "none.toml",
+        base.replace("test_start = 3000", "# no test part"),
+    );
+    assert!(good, "{out}{err}");
+    assert!(
+        out.contains("these weights were chosen on this part"),
+        "{out}"
+    );
+    let (good, _, err) = convnet(d, &["eval", "r_none.toml", "--data", "test"]);
+    assert!(!good && err.contains("test_start or test_split"), "{err}");
+}
+
 /// `convnet baseline`: one nearest neighbour with the Euclidean distance, as the UCR archive
 /// reports it (GunPoint 0.087 error, ItalyPowerDemand 0.045); series of unequal length are
 /// resampled to the longest training series.
