@@ -4,6 +4,8 @@
 
 use rayon::prelude::*;
 
+use super::pool2x2::{self, nan_max};
+
 /// Geometry of a 2-D pooling window sweep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool2dGeom {
@@ -108,16 +110,6 @@ fn clip(o: usize, stride: usize, pad: usize, k: usize, n: usize) -> (usize, usiz
     (lo, hi.max(lo))
 }
 
-/// `a` or `b`, whichever is larger, NaN winning (as PyTorch's max pooling).
-#[inline(always)]
-fn nan_max(a: f32, b: f32) -> f32 {
-    if b > a || b.is_nan() & !a.is_nan() {
-        b
-    } else {
-        a
-    }
-}
-
 /// Max pooling forward: the values only; [`max_argmax`] finds where they came from when
 /// backward needs it, so inference never builds an index buffer.
 ///
@@ -132,15 +124,7 @@ pub fn max_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32]) {
         if two_by_two {
             let w = g.w;
             for (oh, yr) in yp.chunks_mut(g.out_w).enumerate() {
-                let r0 = &xp[2 * oh * w..2 * oh * w + 2 * g.out_w];
-                let r1 = &xp[(2 * oh + 1) * w..(2 * oh + 1) * w + 2 * g.out_w];
-                for ((v, a), b) in yr
-                    .iter_mut()
-                    .zip(r0.chunks_exact(2))
-                    .zip(r1.chunks_exact(2))
-                {
-                    *v = nan_max(nan_max(nan_max(a[0], a[1]), b[0]), b[1]);
-                }
+                pool2x2::max_row(&xp[2 * oh * w..], &xp[(2 * oh + 1) * w..], yr);
             }
             return;
         }
@@ -170,17 +154,8 @@ pub fn max_pool_block(
 ) {
     let (out_h, out_w) = (rows / k_h, w / k_w);
     if (k_h, k_w) == (2, 2) {
-        // the common case, in the loop shape of `max_forward`'s 2x2 path (it vectorises)
         for (oh, yr) in out.chunks_exact_mut(out_w.max(1)).take(out_h).enumerate() {
-            let r0 = &x[2 * oh * ld..2 * oh * ld + 2 * out_w];
-            let r1 = &x[(2 * oh + 1) * ld..(2 * oh + 1) * ld + 2 * out_w];
-            for ((v, a), b) in yr
-                .iter_mut()
-                .zip(r0.chunks_exact(2))
-                .zip(r1.chunks_exact(2))
-            {
-                *v = nan_max(nan_max(nan_max(a[0], a[1]), b[0]), b[1]);
-            }
+            pool2x2::max_row(&x[2 * oh * ld..], &x[(2 * oh + 1) * ld..], yr);
         }
         return;
     }
@@ -249,7 +224,6 @@ pub fn max_backward_saved(g: &Pool2dGeom, x: &[f32], y: &[f32], dy: &[f32], dx: 
         return max_backward(g, dy, &idx, dx);
     }
     let (hw, p, w) = (g.h * g.w, g.out_h * g.out_w, g.w);
-    let same = |v: f32, t: f32| (v == t) | (v.is_nan() & t.is_nan());
     dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxp)| {
         let xp = &x[plane * hw..(plane + 1) * hw];
         let (yp, dyp) = (
@@ -258,26 +232,12 @@ pub fn max_backward_saved(g: &Pool2dGeom, x: &[f32], y: &[f32], dy: &[f32], dx: 
         );
         for oh in 0..g.out_h {
             let (top, bottom) = dxp[2 * oh * w..(2 * oh + 2) * w].split_at_mut(w);
-            let (x0, x1) = (&xp[2 * oh * w..], &xp[(2 * oh + 1) * w..]);
-            let (ty, td) = (
+            let rows = (&xp[2 * oh * w..], &xp[(2 * oh + 1) * w..]);
+            let outs = (
                 &yp[oh * g.out_w..][..g.out_w],
                 &dyp[oh * g.out_w..][..g.out_w],
             );
-            let (top, bottom) = (&mut top[..2 * g.out_w], &mut bottom[..2 * g.out_w]);
-            let (x0, x1) = (&x0[..2 * g.out_w], &x1[..2 * g.out_w]);
-            // branch-free; scan order (0, 0), (0, 1), (1, 0), (1, 1): the first match takes d
-            let outs = top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2));
-            let ins = x0.chunks_exact(2).zip(x1.chunks_exact(2));
-            for (((&t, &d), (a, b)), (ot, ob)) in ty.iter().zip(td).zip(ins).zip(outs) {
-                let m0 = same(a[0], t);
-                let m1 = same(a[1], t) & !m0;
-                let m2 = same(b[0], t) & !(m0 | m1);
-                let m3 = same(b[1], t) & !(m0 | m1 | m2);
-                ot[0] = if m0 { d } else { 0.0 };
-                ot[1] = if m1 { d } else { 0.0 };
-                ob[0] = if m2 { d } else { 0.0 };
-                ob[1] = if m3 { d } else { 0.0 };
-            }
+            pool2x2::backward_row(rows, outs, top, bottom);
         }
         for r in 0..2 * g.out_h {
             dxp[r * w + 2 * g.out_w..(r + 1) * w].fill(0.0);

@@ -5,6 +5,8 @@ use rayon::prelude::*;
 
 use crate::autograd::output;
 use crate::error::{Result, param_err, shape_err};
+use crate::kernels::{avx2_twin, sum_and_centered_dot_f64, sum_sq_dev_f64};
+use crate::ops::Pointwise;
 use crate::ops::elementwise::sum_f64;
 use crate::tensor::Tensor;
 
@@ -131,7 +133,7 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
     let (mut scale, mut shift) = (vec![0f32; c], vec![0f32; c]);
     scale_shift(&wv, &bv, &mean, &invstd, &mut scale, &mut shift);
     let mut y = vec![0f32; n * c * inner];
-    affine_planes(&x.data(), &mut y, &scale, &shift, inner);
+    affine_planes(&x.data(), &mut y, (&scale, &shift), inner, None);
     let mut inputs = vec![x];
     inputs.extend(a.weight);
     inputs.extend(a.bias);
@@ -199,12 +201,7 @@ pub(crate) fn batch_stats(
             let s: f64 = planes(ch).map(|o| sum_f64(&x[o..o + inner])).sum();
             let mu = s / m;
             let v: f64 = planes(ch)
-                .map(|o| {
-                    x[o..o + inner]
-                        .iter()
-                        .map(|&v| (v as f64 - mu).powi(2))
-                        .sum::<f64>()
-                })
+                .map(|o| sum_sq_dev_f64(&x[o..o + inner], mu))
                 .sum();
             (*mu_out, *var_out) = (mu as f32, v / m);
         });
@@ -250,18 +247,37 @@ pub(crate) fn update_running(
     }
 }
 
-/// `y = x * scale[ch] + shift[ch]` over `(n, c, inner)` planes (channel `plane % c`).
-pub(crate) fn affine_planes(x: &[f32], y: &mut [f32], scale: &[f32], shift: &[f32], inner: usize) {
+/// `y = act(x * scale[ch] + shift[ch])` over `(n, c, inner)` planes (channel `plane % c`),
+/// the activation (if any) applied to each plane while it is in cache.
+pub(crate) fn affine_planes(
+    x: &[f32],
+    y: &mut [f32],
+    (scale, shift): (&[f32], &[f32]),
+    inner: usize,
+    act: Option<Pointwise>,
+) {
     let c = scale.len();
     y.par_chunks_mut(inner.max(1))
         .zip(x.par_chunks(inner.max(1)))
         .enumerate()
         .for_each(|(plane, (yp, xp))| {
-            let ch = plane % c;
-            for (o, &v) in yp.iter_mut().zip(xp) {
-                *o = v * scale[ch] + shift[ch];
+            affine(xp, yp, (scale[plane % c], shift[plane % c]));
+            if let Some(p) = act {
+                p.apply(yp);
             }
         });
+}
+
+avx2_twin! {
+    /// `y = x * a + b`.
+    fn affine(x: &[f32], y: &mut [f32], ab: (f32, f32)) = affine_plain;
+}
+
+#[inline(always)]
+fn affine_plain(x: &[f32], y: &mut [f32], (a, b): (f32, f32)) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = v * a + b;
+    }
 }
 
 /// What a batch norm's backward needs of its forward.
@@ -286,19 +302,14 @@ pub(crate) fn batch_norm_backward(
     let m = n * inner;
     let planes = move |ch: usize| (0..n).map(move |i| (i * c + ch) * inner);
     sums.par_iter_mut().enumerate().for_each(|(ch, out)| {
-        let (mu, is) = (st.mean[ch], st.invstd[ch]);
-        let mut sg = 0f64;
-        let mut sgx = 0f64;
+        let mu = st.mean[ch] as f64;
+        let (mut sg, mut sgx) = (0f64, 0f64);
         for o in planes(ch) {
-            let (gp, xp) = (&gd[o..o + inner], &xd[o..o + inner]);
-            sg += gp.iter().sum::<f32>() as f64;
-            sgx += gp
-                .iter()
-                .zip(xp)
-                .map(|(&gv, &xv)| gv * (xv - mu) * is)
-                .sum::<f32>() as f64;
+            let (a, b) = sum_and_centered_dot_f64(&gd[o..o + inner], &xd[o..o + inner], mu);
+            sg += a;
+            sgx += b;
         }
-        *out = (sg, sgx);
+        *out = (sg, sgx * st.invstd[ch] as f64);
     });
     let sums = &*sums;
     dx.par_chunks_mut(inner.max(1))
@@ -312,15 +323,27 @@ pub(crate) fn batch_norm_backward(
                 // d/dx of (x - mean) * invstd with batch statistics
                 let mg = (sums[ch].0 / m as f64) as f32;
                 let mgx = (sums[ch].1 / m as f64) as f32;
-                for ((d, &gv), &xv) in dp.iter_mut().zip(gp).zip(xp) {
-                    *d = k * (gv - mg - (xv - st.mean[ch]) * st.invstd[ch] * mgx);
-                }
+                let coef = [k, mg, st.mean[ch], st.invstd[ch], mgx];
+                bn_input_grad(gp, xp, dp, coef);
             } else {
                 for (d, &gv) in dp.iter_mut().zip(gp) {
                     *d = k * gv;
                 }
             }
         });
+}
+
+avx2_twin! {
+    /// `d = k * (g - mg - (x - mean) * invstd * mgx)` with `coef = [k, mg, mean, invstd, mgx]`:
+    /// a batch norm's input gradient through batch statistics.
+    fn bn_input_grad(g: &[f32], x: &[f32], d: &mut [f32], coef: [f32; 5]) = bn_input_grad_plain;
+}
+
+#[inline(always)]
+fn bn_input_grad_plain(g: &[f32], x: &[f32], d: &mut [f32], [k, mg, mean, is, mgx]: [f32; 5]) {
+    for ((d, &gv), &xv) in d.iter_mut().zip(g).zip(x) {
+        *d = k * (gv - mg - (xv - mean) * is * mgx);
+    }
 }
 
 /// Layer normalisation over the trailing dimensions `normalized_shape`, with optional
@@ -498,12 +521,7 @@ pub fn batch_norm_masked(x: &Tensor, lengths: &[usize], a: &BatchNormArgs) -> Re
                 let s: f64 = parts(ch).map(|(o, v)| sum_f64(&xd[o..o + v])).sum();
                 let mu = s / m as f64;
                 let q: f64 = parts(ch)
-                    .map(|(o, v)| {
-                        xd[o..o + v]
-                            .iter()
-                            .map(|&x| (x as f64 - mu).powi(2))
-                            .sum::<f64>()
-                    })
+                    .map(|(o, v)| sum_sq_dev_f64(&xd[o..o + v], mu))
                     .sum();
                 (*mu_out, *var_out) = (mu as f32, q / m as f64);
             });
@@ -550,17 +568,12 @@ pub fn batch_norm_masked(x: &Tensor, lengths: &[usize], a: &BatchNormArgs) -> Re
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
-                let (mu, is) = (mean[ch], invstd[ch]);
-                parts(ch).fold((0f64, 0f64), |(sg, sgx), (o, v)| {
-                    let (gp, xp) = (&gd[o..o + v], &xd[o..o + v]);
-                    let a: f64 = gp.iter().map(|&g| g as f64).sum();
-                    let b: f64 = gp
-                        .iter()
-                        .zip(xp)
-                        .map(|(&g, &x)| (g * (x - mu) * is) as f64)
-                        .sum();
+                let mu = mean[ch] as f64;
+                let (sg, sgx) = parts(ch).fold((0f64, 0f64), |(sg, sgx), (o, v)| {
+                    let (a, b) = sum_and_centered_dot_f64(&gd[o..o + v], &xd[o..o + v], mu);
                     (sg + a, sgx + b)
-                })
+                });
+                (sg, sgx * invstd[ch] as f64)
             })
             .collect();
         let mut dx = vec![0f32; gd.len()];

@@ -91,6 +91,8 @@ pub struct TrainPlan {
     params: Params,
     /// Samples in the last forward.
     n: usize,
+    /// What each step runs: `layers.0-1 conv2d + activation`.
+    names: Vec<String>,
 }
 
 impl TrainPlan {
@@ -99,6 +101,16 @@ impl TrainPlan {
         let (decided, shapes) = shape_steps(model, input, batch)?;
         let numel = |s: &[usize]| s.iter().product::<usize>();
         let mut params = Vec::new();
+        let layers = model.layers();
+        let names = decided
+            .iter()
+            .enumerate()
+            .map(|(k, d)| {
+                let end = decided.get(k + 1).map_or(layers.len(), |e| e.layer);
+                let kinds: Vec<&str> = layers[d.layer..end].iter().map(|l| l.kind()).collect();
+                format!("layers.{} {}", d.layer, kinds.join(" + "))
+            })
+            .collect();
         let steps: Steps = decided
             .iter()
             .map(|d| {
@@ -131,6 +143,7 @@ impl TrainPlan {
             grads: [alloc(largest)?, alloc(largest)?],
             params,
             n: 0,
+            names,
         })
     }
 
@@ -149,15 +162,40 @@ impl TrainPlan {
     /// (running statistics updated), dropout masks drawn from `rng` in layer order as the
     /// eager engine draws them. Returns the outputs `(n, *output)`.
     pub fn forward(&mut self, x: &[f32], rng: &mut Rng) -> Result<&[f32]> {
+        self.forward_with(x, rng, &mut |_, _| {})
+    }
+
+    fn forward_with(
+        &mut self,
+        x: &[f32],
+        rng: &mut Rng,
+        timed: &mut dyn FnMut(usize, f64),
+    ) -> Result<&[f32]> {
         let n = super::samples(x.len(), &self.input, self.batch)?;
         self.n = n;
         self.acts[0][..x.len()].copy_from_slice(x);
         for (k, (step, inp, out)) in self.steps.iter_mut().enumerate() {
+            let started = std::time::Instant::now();
             let (before, after) = self.acts.split_at_mut(k + 1);
             let (x, y) = (&before[k][..n * *inp], &mut after[0][..n * *out]);
             forward(step, &self.params, n, x, y, rng);
+            timed(k, started.elapsed().as_secs_f64());
         }
         Ok(&self.acts[self.steps.len()][..n * self.output.iter().product::<usize>()])
+    }
+
+    /// What each step runs, in order (`layers.0 conv2d + activation`).
+    pub fn steps(&self) -> &[String] {
+        &self.names
+    }
+
+    /// A forward and a backward on `x` with the output gradient `dy`, returning the seconds
+    /// each step took in each direction (a profile by step, in step order).
+    pub fn profile(&mut self, x: &[f32], dy: &[f32], rng: &mut Rng) -> Result<Vec<(f64, f64)>> {
+        let mut times = vec![(0.0, 0.0); self.steps.len()];
+        self.forward_with(x, rng, &mut |k, s| times[k].0 = s)?;
+        self.backward_with(dy, &mut |k, s| times[k].1 = s)?;
+        Ok(times)
     }
 
     /// One training step's forward and backward on the batch `x` `(n, *input)`: the outputs
@@ -186,6 +224,10 @@ impl TrainPlan {
     /// sets each parameter's gradient (replacing what it held), as the eager engine's
     /// backward leaves them for an optimizer step.
     pub fn backward(&mut self, dy: &[f32]) -> Result<()> {
+        self.backward_with(dy, &mut |_, _| {})
+    }
+
+    fn backward_with(&mut self, dy: &[f32], timed: &mut dyn FnMut(usize, f64)) -> Result<()> {
         let n = self.n;
         let out_len = n * self.output.iter().product::<usize>();
         if n == 0 || dy.len() != out_len {
@@ -201,10 +243,12 @@ impl TrainPlan {
         ga[..dy.len()].copy_from_slice(dy);
         let (mut cur, mut other) = (ga, gb);
         for (k, (step, inp, out)) in self.steps.iter_mut().enumerate().rev() {
+            let started = std::time::Instant::now();
             let (x, y) = (&self.acts[k][..n * *inp], &self.acts[k + 1][..n * *out]);
             let dx = (k > 0).then(|| &mut other[..n * *inp]);
             backward(step, &mut self.params, n, (x, y), &mut cur[..n * *out], dx);
             std::mem::swap(&mut cur, &mut other);
+            timed(k, started.elapsed().as_secs_f64());
         }
         for (t, g) in &self.params {
             t.set_grad(Tensor::from_vec(g.clone(), t.shape())?);
@@ -267,10 +311,7 @@ fn forward(
             );
             let (w, b) = (params[*weight].0.data(), params[*bias].0.data());
             scale_shift(&w, &b, mean, invstd, scale, shift);
-            affine_planes(x, y, scale, shift, inner);
-            if let Some(p) = act {
-                y.par_chunks_mut(1 << 14).for_each(|c| p.apply(c));
-            }
+            affine_planes(x, y, (scale, shift), inner, *act);
         }
         TStep::Act(p) => {
             y.copy_from_slice(x);
@@ -307,7 +348,7 @@ fn through_act(act: Option<Pointwise>, y: &[f32], dy: &mut [f32]) {
     if let Some(p) = act {
         dy.par_chunks_mut(1 << 14)
             .zip(y.par_chunks(1 << 14))
-            .for_each(|(d, y)| d.iter_mut().zip(y).for_each(|(d, &y)| *d *= p.d(y, y)));
+            .for_each(|(d, y)| p.mul_derivative_from_output(y, d));
     }
 }
 

@@ -1,0 +1,258 @@
+//! The 2 x 2, stride-2 max pooling of one output row, the common case of every small CNN:
+//! forward (the maxima of two input rows) and backward (each output's gradient to the first
+//! position of its window that holds the maximum, zeros elsewhere). An AVX2 path deinterleaves
+//! eight windows per step (masked loads and stores for the last few); the plain path is the
+//! reference, and both give the same bits (NaN wins a window, as in PyTorch; the scan order is
+//! (0, 0), (0, 1), (1, 0), (1, 1)).
+
+/// `a` or `b`, whichever is larger, NaN winning.
+#[inline(always)]
+pub(super) fn nan_max(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() & !a.is_nan() {
+        b
+    } else {
+        a
+    }
+}
+
+/// `out[j] = max(r0[2j], r0[2j + 1], r1[2j], r1[2j + 1])` for `j < out.len()`.
+pub fn max_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
+    let w = out.len();
+    let (r0, r1) = (&r0[..2 * w], &r1[..2 * w]);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if super::wide_avx2() {
+        // SAFETY: the CPU has AVX2; the slices hold 2w inputs and w outputs
+        done = unsafe { x86::max_row(r0, r1, out) };
+    }
+    for j in done..w {
+        out[j] = nan_max(
+            nan_max(nan_max(r0[2 * j], r0[2 * j + 1]), r1[2 * j]),
+            r1[2 * j + 1],
+        );
+    }
+}
+
+/// Backward of [`max_row`]: `top` and `bottom` (the gradient rows of `x0` and `x1`, `2w`
+/// long) get `d[j]` at the first position of window `j` equal to its maximum `t[j]`, zero at
+/// the others.
+pub fn backward_row(
+    (x0, x1): (&[f32], &[f32]),
+    (t, d): (&[f32], &[f32]),
+    top: &mut [f32],
+    bottom: &mut [f32],
+) {
+    let w = t.len();
+    let (x0, x1, d) = (&x0[..2 * w], &x1[..2 * w], &d[..w]);
+    let (top, bottom) = (&mut top[..2 * w], &mut bottom[..2 * w]);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if super::wide_avx2() {
+        // SAFETY: the CPU has AVX2; every slice holds w windows
+        done = unsafe { x86::backward_row((x0, x1), (t, d), top, bottom) };
+    }
+    let same = |v: f32, t: f32| (v == t) | (v.is_nan() & t.is_nan());
+    for j in done..w {
+        let (t, d) = (t[j], d[j]);
+        let m0 = same(x0[2 * j], t);
+        let m1 = same(x0[2 * j + 1], t) & !m0;
+        let m2 = same(x1[2 * j], t) & !(m0 | m1);
+        let m3 = same(x1[2 * j + 1], t) & !(m0 | m1 | m2);
+        let pick = |m: bool| if m { d } else { 0.0 };
+        (top[2 * j], top[2 * j + 1]) = (pick(m0), pick(m1));
+        (bottom[2 * j], bottom[2 * j + 1]) = (pick(m2), pick(m3));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// A load/store mask of the first `k` lanes (`k <= 8`).
+    #[target_feature(enable = "avx2")]
+    fn first(k: usize) -> __m256i {
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), lane)
+    }
+
+    /// The first `k` of eight floats at `p` (`k <= 8`), zeros after; reads only those.
+    #[target_feature(enable = "avx2")]
+    unsafe fn load(p: *const f32, k: usize) -> __m256 {
+        // SAFETY: the caller guarantees k readable floats at p; masked lanes are not read
+        unsafe {
+            if k >= 8 {
+                _mm256_loadu_ps(p)
+            } else {
+                _mm256_maskload_ps(p, first(k))
+            }
+        }
+    }
+
+    /// Store the first `k` lanes of `v` at `p` (`k <= 8`).
+    #[target_feature(enable = "avx2")]
+    unsafe fn store(p: *mut f32, v: __m256, k: usize) {
+        // SAFETY: the caller guarantees room for k floats at p; masked lanes are not written
+        unsafe {
+            if k >= 8 {
+                _mm256_storeu_ps(p, v)
+            } else {
+                _mm256_maskstore_ps(p, first(k), v)
+            }
+        }
+    }
+
+    /// Swap the middle 64-bit pairs: `[p0 p1 p2 p3]` to `[p0 p2 p1 p3]` (its own inverse).
+    #[target_feature(enable = "avx2")]
+    fn pairs(v: __m256) -> __m256 {
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+    }
+
+    /// The even and odd elements of the first `2k` of 16 floats at `p` (`k <= 8`), in order.
+    #[target_feature(enable = "avx2")]
+    unsafe fn deinterleave(p: *const f32, k: usize) -> (__m256, __m256) {
+        // SAFETY: the caller guarantees 2k readable floats at p
+        let (a, b) = unsafe { (load(p, 2 * k), load(p.add(8), (2 * k).saturating_sub(8))) };
+        // per 128-bit lane: [a0 a2 b0 b2 | a4 a6 b4 b6]; `pairs` puts them in order
+        let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+        let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+        (pairs(even), pairs(odd))
+    }
+
+    /// Store the first `k` of `even` and `odd` interleaved as `2k` floats at `p`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn interleave(p: *mut f32, even: __m256, odd: __m256, k: usize) {
+        let (e, o) = (pairs(even), pairs(odd));
+        // SAFETY: the caller guarantees room for 2k floats at p
+        unsafe {
+            store(p, _mm256_unpacklo_ps(e, o), 2 * k);
+            store(
+                p.add(8),
+                _mm256_unpackhi_ps(e, o),
+                (2 * k).saturating_sub(8),
+            );
+        }
+    }
+
+    /// `nan_max(a, b)` lane by lane.
+    #[target_feature(enable = "avx2")]
+    fn nan_max(a: __m256, b: __m256) -> __m256 {
+        let greater = _mm256_cmp_ps::<_CMP_GT_OQ>(b, a);
+        let b_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(b, b);
+        let a_num = _mm256_cmp_ps::<_CMP_ORD_Q>(a, a);
+        _mm256_blendv_ps(a, b, _mm256_or_ps(greater, _mm256_and_ps(b_nan, a_num)))
+    }
+
+    /// `v == t`, or both NaN, lane by lane.
+    #[target_feature(enable = "avx2")]
+    fn same(v: __m256, t: __m256, t_nan: __m256) -> __m256 {
+        let eq = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, t);
+        _mm256_or_ps(
+            eq,
+            _mm256_and_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v), t_nan),
+        )
+    }
+
+    /// [`super::max_row`], eight windows at a time (the last step masked); returns how many
+    /// were done (all).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn max_row(r0: &[f32], r1: &[f32], out: &mut [f32]) -> usize {
+        let w = out.len();
+        let mut j = 0;
+        while j < w {
+            let k = (w - j).min(8);
+            // SAFETY: 2(j + k) <= 2w <= r0.len(), r1.len(); j + k <= out.len()
+            unsafe {
+                let (a0, a1) = deinterleave(r0.as_ptr().add(2 * j), k);
+                let (b0, b1) = deinterleave(r1.as_ptr().add(2 * j), k);
+                let m = nan_max(nan_max(nan_max(a0, a1), b0), b1);
+                store(out.as_mut_ptr().add(j), m, k);
+            }
+            j += k;
+        }
+        w
+    }
+
+    /// [`super::backward_row`], eight windows at a time (the last step masked); returns how
+    /// many were done (all).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn backward_row(
+        (x0, x1): (&[f32], &[f32]),
+        (t, d): (&[f32], &[f32]),
+        top: &mut [f32],
+        bottom: &mut [f32],
+    ) -> usize {
+        let w = t.len();
+        let mut j = 0;
+        while j < w {
+            let k = (w - j).min(8);
+            // SAFETY: 2(j + k) <= 2w = every row's length; j + k <= t.len() = d.len()
+            unsafe {
+                let (tv, dv) = (load(t.as_ptr().add(j), k), load(d.as_ptr().add(j), k));
+                let t_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(tv, tv);
+                let (a0, a1) = deinterleave(x0.as_ptr().add(2 * j), k);
+                let (b0, b1) = deinterleave(x1.as_ptr().add(2 * j), k);
+                let m0 = same(a0, tv, t_nan);
+                let taken = m0;
+                let m1 = _mm256_andnot_ps(taken, same(a1, tv, t_nan));
+                let taken = _mm256_or_ps(taken, m1);
+                let m2 = _mm256_andnot_ps(taken, same(b0, tv, t_nan));
+                let taken = _mm256_or_ps(taken, m2);
+                let m3 = _mm256_andnot_ps(taken, same(b1, tv, t_nan));
+                let pick = |m: __m256| _mm256_and_ps(m, dv);
+                interleave(top.as_mut_ptr().add(2 * j), pick(m0), pick(m1), k);
+                interleave(bottom.as_mut_ptr().add(2 * j), pick(m2), pick(m3), k);
+            }
+            j += k;
+        }
+        w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Rows with ties, NaNs, signed zeros and infinities, long enough for both paths.
+    fn rows(rng: &mut Rng, len: usize) -> Vec<f32> {
+        let specials = [f32::NAN, 0.0, -0.0, 1.0, f32::INFINITY, f32::NEG_INFINITY];
+        (0..len)
+            .map(|_| {
+                if rng.uniform() < 0.3 {
+                    specials[(rng.uniform() * 6.0) as usize % 6]
+                } else {
+                    (rng.uniform() * 4.0).floor()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_match_the_scalar_windows() {
+        let mut rng = Rng::new(3);
+        for w in [1usize, 7, 8, 9, 16, 21] {
+            for _ in 0..50 {
+                let (x0, x1) = (rows(&mut rng, 2 * w + 1), rows(&mut rng, 2 * w + 1));
+                let mut t = vec![0f32; w];
+                max_row(&x0, &x1, &mut t);
+                let d: Vec<f32> = (0..w).map(|j| j as f32 + 0.5).collect();
+                let (mut top, mut bottom) = (vec![9f32; 2 * w], vec![9f32; 2 * w]);
+                backward_row((&x0, &x1), (&t, &d), &mut top, &mut bottom);
+                for j in 0..w {
+                    let win = [x0[2 * j], x0[2 * j + 1], x1[2 * j], x1[2 * j + 1]];
+                    let want = win.iter().fold(f32::NEG_INFINITY, |m, &v| nan_max(m, v));
+                    assert_eq!(t[j].to_bits(), want.to_bits(), "w {w} window {j}: {win:?}");
+                    let first = win
+                        .iter()
+                        .position(|&v| v == want || v.is_nan() && want.is_nan())
+                        .unwrap();
+                    let got = [top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]];
+                    for (k, g) in got.iter().enumerate() {
+                        let expect = if k == first { d[j] } else { 0.0 };
+                        assert_eq!(g.to_bits(), expect.to_bits(), "w {w} window {j} pos {k}");
+                    }
+                }
+            }
+        }
+    }
+}
