@@ -356,7 +356,10 @@ fn apply_plain(p: Pointwise, v: &mut [f32]) {
         v.iter_mut().for_each(|e| *e = f(*e));
     }
     match p {
-        Pointwise::Relu => each(v, |e| Pointwise::Relu.f(e)),
+        // the same value as `f` (NaN and -0 give +0), written so that every element is
+        // stored: the compiler turns the plain select into masked stores of the zeros only,
+        // which are slow on some CPUs
+        Pointwise::Relu => each(v, |e| e.max(0.0) + 0.0),
         Pointwise::LeakyRelu(s) => each(v, |e| Pointwise::LeakyRelu(s).f(e)),
         Pointwise::Elu(a) => each(v, |e| Pointwise::Elu(a).f(e)),
         Pointwise::Gelu => each(v, |e| Pointwise::Gelu.f(e)),
