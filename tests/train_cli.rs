@@ -251,6 +251,7 @@ fn interrupted(
         resume: convnet::train::Resume::No,
         stop: Some(flag),
         init: None,
+        test_curve: false,
     };
     convnet::train::train(&spec, &opts, &mut obs).unwrap()
 }
@@ -939,4 +940,51 @@ fn a_damaged_run_json_is_named_not_a_panic() {
     std::fs::write(d.join("run/run.json"), good).unwrap();
     let (ok, _, err) = convnet(d, &["eval", "run"]);
     assert!(ok, "{err}");
+}
+
+#[test]
+fn a_test_curve_is_measured_without_changing_the_run() {
+    let (dir, _) = setup("");
+    let d = dir.path();
+    let (ok, out, err) = convnet(d, &["train", "bars.toml", "--out", "plain"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = convnet(d, &["train", "bars.toml", "--out", "curve", "--test-curve"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("test_acc"), "{out}");
+    // the same weights as without the curve: evaluating the test part draws nothing
+    for f in ["best.safetensors", "last.safetensors"] {
+        let read = |run: &str| std::fs::read(d.join(run).join(f)).unwrap();
+        assert_eq!(read("plain"), read("curve"), "{f}");
+    }
+    let csv = std::fs::read_to_string(d.join("curve/metrics.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "epoch,train_loss,train_acc,val_loss,val_acc,seconds,lr,test_loss,test_acc"
+    );
+    // the best epoch's test accuracy is that of the weights eval reads
+    let col = |l: &str, i: usize| l.split(',').nth(i).unwrap().parse::<f64>().unwrap();
+    let best = lines[1..]
+        .iter()
+        .min_by(|a, b| col(a, 3).total_cmp(&col(b, 3)))
+        .unwrap();
+    let (ok, out, err) = convnet(d, &["eval", "curve", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let acc = v["accuracy"].as_f64().unwrap();
+    assert!((col(best, 8) - acc).abs() < 1e-6, "{best} against {acc}");
+    // without test data the flag says it has nothing to measure
+    let spec = std::fs::read_to_string(d.join("bars.toml")).unwrap();
+    let spec: String = spec
+        .lines()
+        .filter(|l| !l.starts_with("test_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(d.join("notest.toml"), spec).unwrap();
+    let (ok, out, err) = convnet(
+        d,
+        &["train", "notest.toml", "--out", "notest", "--test-curve"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("names no test data"), "{err}");
 }

@@ -52,7 +52,14 @@ pub struct EpochRow {
     #[serde(alias = "val_acc")]
     pub val_metric: Option<f64>,
     pub lr: f64,
+    /// The epoch's wall time: training steps and the validation pass.
     pub seconds: f64,
+    /// With [`TrainOptions::test_curve`]: the test part's loss and metric after this epoch
+    /// (measured for learning curves only; nothing is chosen by them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_metric: Option<f64>,
 }
 
 /// What the loop tells its caller (a progress bar, a log).
@@ -93,6 +100,10 @@ pub struct TrainOptions {
     /// A new run starts from the weights of this run directory (fine-tuning a trained or an
     /// imported model) instead of drawn ones; the model must hold the same tensors.
     pub init: Option<PathBuf>,
+    /// Evaluate the test part after every epoch as well (its time not counted in the epoch's
+    /// seconds) and write it to metrics.csv: a learning curve against wall time, as
+    /// time-to-accuracy comparisons report. Nothing is chosen by it.
+    pub test_curve: bool,
 }
 
 /// The result of a run.
@@ -321,11 +332,16 @@ pub(crate) fn write_file(p: &Path, data: impl AsRef<[u8]>) -> Result<()> {
 
 fn write_metrics(dir: &Path, history: &[EpochRow], metric: Metric) -> Result<()> {
     let m = metric.name();
-    let mut s = format!("epoch,train_loss,train_{m},val_loss,val_{m},seconds,lr\n");
+    let test = history.iter().any(|r| r.test_metric.is_some());
+    let mut s = format!("epoch,train_loss,train_{m},val_loss,val_{m},seconds,lr");
+    if test {
+        s.push_str(&format!(",test_loss,test_{m}"));
+    }
+    s.push('\n');
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
     for r in history {
         s.push_str(&format!(
-            "{},{:.6},{:.6},{},{},{:.3},{:.6e}\n",
+            "{},{:.6},{:.6},{},{},{:.3},{:.6e}",
             r.epoch,
             r.train_loss,
             r.train_metric,
@@ -334,6 +350,10 @@ fn write_metrics(dir: &Path, history: &[EpochRow], metric: Metric) -> Result<()>
             r.seconds,
             r.lr
         ));
+        if test {
+            s.push_str(&format!(",{},{}", opt(r.test_loss), opt(r.test_metric)));
+        }
+        s.push('\n');
     }
     write_file(&dir.join(files::METRICS), s)
 }

@@ -92,6 +92,11 @@ enum Command {
         /// model; the spec's model must hold the same tensors).
         #[arg(long, value_name = "DIR", conflicts_with = "resume")]
         init_from: Option<PathBuf>,
+        /// Evaluate the test data after every epoch too and write it to metrics.csv (a
+        /// learning curve against wall time; its time is not counted, and nothing is chosen
+        /// by it).
+        #[arg(long)]
+        test_curve: bool,
     },
     /// Explain a trained model on one input: a self-contained HTML page with every layer's
     /// shape, arithmetic, receptive field and feature maps, filters, Grad-CAM and the output.
@@ -311,6 +316,7 @@ fn main() -> ExitCode {
             from_previous,
             overwrite,
             init_from,
+            test_curve,
         } => train::run(train::Args {
             spec,
             out,
@@ -320,6 +326,7 @@ fn main() -> ExitCode {
             from_previous,
             overwrite,
             init_from,
+            test_curve,
             threads_given: cli.threads.is_some(),
         }),
         Command::Eval {

@@ -35,6 +35,8 @@ pub struct Args {
     pub overwrite: bool,
     /// Start from this run's weights.
     pub init_from: Option<PathBuf>,
+    /// Evaluate the test data after every epoch (`--test-curve`).
+    pub test_curve: bool,
     /// `--threads` was given (else a resumed run takes the thread count it was started with).
     pub threads_given: bool,
 }
@@ -86,8 +88,12 @@ impl Observer for Bar {
             (Some(l), Some(a)) => format!("  val_loss {l:.4}  val_{} {}", m.name(), m.show(a)),
             _ => String::new(),
         };
+        let test = match (r.test_loss, r.test_metric) {
+            (Some(l), Some(a)) => format!("  test_loss {l:.4}  test_{} {}", m.name(), m.show(a)),
+            _ => String::new(),
+        };
         println!(
-            "epoch {}/{}  loss {:.4}  {} {}{val}  lr {:.2e}  {:.1}s{}",
+            "epoch {}/{}  loss {:.4}  {} {}{val}{test}  lr {:.2e}  {:.1}s{}",
             r.epoch,
             self.epochs,
             r.train_loss,
@@ -275,6 +281,7 @@ pub fn run(a: Args) -> Result<()> {
             },
             stop: Some(stop),
             init: a.init_from.clone(),
+            test_curve: a.test_curve,
         },
         &mut obs,
     )?;
