@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::Weighted;
 use super::train_lower::{build, shape_steps};
 use crate::error::{Error, Result};
-use crate::kernels::conv::{Conv2dGeom, conv2d_backward_input, conv2d_backward_weight};
+use crate::kernels::conv::ConvBackward;
 use crate::kernels::gemm::{MatRef, sgemm_par};
 use crate::kernels::pool::{self, Pool2dGeom};
 use crate::kernels::sum_f64;
@@ -30,7 +30,8 @@ use crate::tensor::Tensor;
 pub(super) enum TStep {
     Conv {
         fwd: Box<dyn Weighted + Send>,
-        g: Conv2dGeom,
+        /// The backward's kernels with their buffers, kept between steps.
+        bwd: ConvBackward,
         weight: usize,
         bias: Option<usize>,
         act: Option<Pointwise>,
@@ -362,20 +363,19 @@ fn backward(
 ) {
     match step {
         TStep::Conv {
-            g,
+            bwd,
             weight,
             bias,
             act,
             ..
         } => {
-            let g = Conv2dGeom { n, ..*g };
             through_act(*act, y, dy);
             if let Some(dx) = dx {
-                conv2d_backward_input(&g, dy, &params[*weight].0.data(), dx);
+                bwd.input(n, dy, &params[*weight].0.data(), dx);
             }
             let mut db = bias.map(|b| std::mem::take(&mut params[b].1));
             let dw = &mut params[*weight].1;
-            conv2d_backward_weight(&g, x, dy, dw, db.as_deref_mut());
+            bwd.weight(n, (x, dy), dw, db.as_deref_mut());
             if let (Some(b), Some(db)) = (bias, db) {
                 params[*b].1 = db;
             }

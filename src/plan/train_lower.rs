@@ -7,7 +7,7 @@
 use super::not_compiled;
 use super::train::{Params, TStep};
 use crate::error::Result;
-use crate::kernels::conv::{Conv2dGeom, ConvForward};
+use crate::kernels::conv::{Conv2dGeom, ConvBackward, ConvForward};
 use crate::kernels::dense::DenseForward;
 use crate::kernels::pool::Pool2dGeom;
 use crate::nn::{Activation, Layer, Lowered, PoolKind, Sequential};
@@ -193,7 +193,7 @@ pub(super) fn build(d: &Decided, layer: &dyn Layer, batch: usize, params: &mut P
     match (d.step, layer.lowered()) {
         (Shaped::Conv { g, act }, Lowered::Conv(conv)) => TStep::Conv {
             fwd: Box::new(ConvForward::new(g)),
-            g,
+            bwd: ConvBackward::new(g),
             weight: param(params, &conv.weight),
             bias: conv.bias.as_ref().map(|b| param(params, b)),
             act,
@@ -241,7 +241,8 @@ pub struct PlanFootprint {
     /// The activations kept for backward: the batch and every step's output.
     pub activations: u64,
     /// What backward works in: two gradient buffers of the largest activation, the dropout
-    /// masks, the convolutions' padded inputs, and the largest convolution backward's scratch.
+    /// masks, the convolutions' padded inputs, and each convolution backward's buffers (kept
+    /// between steps).
     pub working: u64,
     /// The plan's gradient buffer of each parameter.
     pub gradient_buffers: u64,
@@ -259,7 +260,7 @@ pub fn footprint(model: &Sequential, input: &[usize], batch: usize) -> Result<Pl
         activations: numel.saturating_mul(b),
         ..Default::default()
     };
-    let (mut largest, mut scratch) = (numel, 0u64);
+    let mut largest = numel;
     for d in &steps {
         f.activations = f
             .activations
@@ -268,10 +269,14 @@ pub fn footprint(model: &Sequential, input: &[usize], batch: usize) -> Result<Pl
         // (buffers, weights prepared, parameters)
         let (buffers, weights, params) = match d.step {
             Shaped::Conv { g, .. } => {
-                scratch = scratch.max(crate::kernels::conv::backward_scratch_len(&g));
                 let w = crate::nn::count(&[g.c_out, g.cin_g(), g.k_h, g.k_w]);
                 let params = w.saturating_add(g.c_out as u64);
-                (ConvForward::buffer_len(&g), w, params)
+                let backward = ConvBackward::buffer_len(&g);
+                (
+                    ConvForward::buffer_len(&g).saturating_add(backward),
+                    w,
+                    params,
+                )
             }
             Shaped::Dense { in_f, units, .. } => {
                 let w = (in_f as u64).saturating_mul(units as u64);
@@ -291,7 +296,6 @@ pub fn footprint(model: &Sequential, input: &[usize], batch: usize) -> Result<Pl
     }
     f.working = f
         .working
-        .saturating_add(largest.saturating_mul(b).saturating_mul(2))
-        .saturating_add(scratch);
+        .saturating_add(largest.saturating_mul(b).saturating_mul(2));
     Ok(f)
 }

@@ -357,8 +357,14 @@ pub(crate) fn transposed_as_conv(g: &Conv2dGeom) -> Option<(Conv2dGeom, Implicit
 /// `(c_out, c_in/g, kh, kw)` weights as the `(c_in, c_out/g, kh, kw)` weights of the transposed
 /// convolution: channel axes swapped within each group, taps flipped.
 pub(crate) fn flip_weights(g: &Conv2dGeom, w: &[f32]) -> Vec<f32> {
-    let (cig, cog, kk) = (g.cin_g(), g.cout_g(), g.k_h * g.k_w);
     let mut out = vec![0f32; w.len()];
+    flip_weights_into(g, w, &mut out);
+    out
+}
+
+/// [`flip_weights`] into `out` (as long as `w`).
+pub(crate) fn flip_weights_into(g: &Conv2dGeom, w: &[f32], out: &mut [f32]) {
+    let (cig, cog, kk) = (g.cin_g(), g.cout_g(), g.k_h * g.k_w);
     for grp in 0..g.groups {
         for o in 0..cog {
             for i in 0..cig {
@@ -370,7 +376,13 @@ pub(crate) fn flip_weights(g: &Conv2dGeom, w: &[f32]) -> Vec<f32> {
             }
         }
     }
-    out
+}
+
+/// The buffers of [`backward_weight`], kept between calls by a compiled plan.
+#[derive(Default)]
+pub struct WeightScratch {
+    dyw: Vec<f32>,
+    xp: Vec<f32>,
 }
 
 /// Weight gradient of a stride-1 convolution as blocks of dot products over wide positions
@@ -378,26 +390,42 @@ pub(crate) fn flip_weights(g: &Conv2dGeom, w: &[f32]) -> Vec<f32> {
 /// with dY zero on the dropped columns. Images are taken in chunks whose dY and input fit in
 /// L2; each chunk's sums go to their own buffer, added in chunk order, so the result does not
 /// depend on the thread count.
+///
+/// `scratch` holds the widened dY and the padded input: empty, or left by an earlier call for
+/// the same geometry with at least as many images (only their interiors are written again;
+/// what lies past this call's images is read only against zeros of dY).
 pub(crate) fn backward_weight(
     mk: Micro,
     g: &Conv2dGeom,
     im: &Implicit,
-    x: &[f32],
-    dy: &[f32],
+    (x, dy): (&[f32], &[f32]),
     dw: &mut [f32],
+    scratch: &mut WeightScratch,
 ) {
     let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
     let (rb, cb, lanes) = mk.dots_block();
     let (p_all, qr) = (g.positions(), im.q_all.next_multiple_of(lanes));
-    let mut dyw = vec![0f32; g.n * g.c_out * qr];
-    dyw.par_chunks_mut(qr)
+    let slack = lanes + (g.k_w - 1) * g.dil_w;
+    let WeightScratch { dyw, xp } = scratch;
+    for (buf, len) in [
+        (&mut *dyw, g.n * g.c_out * qr),
+        (&mut *xp, im.padded_len(g, slack)),
+    ] {
+        if buf.len() < len {
+            buf.clear();
+            buf.resize(len, 0.0);
+        }
+    }
+    dyw[..g.n * g.c_out * qr]
+        .par_chunks_mut(qr)
         .zip(dy.par_chunks(p_all))
         .for_each(|(d, s)| {
             for (oh, row) in s.chunks_exact(g.out_w).enumerate() {
                 d[oh * im.wq..oh * im.wq + g.out_w].copy_from_slice(row);
             }
         });
-    let xp = im.pad(g, x, lanes + (g.k_w - 1) * g.dil_w);
+    im.pad_into(g, x, xp);
+    let (dyw, xp) = (&*dyw, &*xp);
     let offs = im.offsets(g);
     let img_bytes = 4 * (g.c_out * qr + g.c_in * im.plane());
     let chunk = (524_288 / img_bytes.max(1)).clamp(1, g.n);
@@ -425,8 +453,8 @@ pub(crate) fn backward_weight(
                 mk.dots(
                     qr,
                     imgs,
-                    (&dyw, &a_rows, g.c_out * qr),
-                    (&xp, &b_rows, g.c_in * im.plane()),
+                    (dyw, &a_rows, g.c_out * qr),
+                    (xp, &b_rows, g.c_in * im.plane()),
                     &mut out[t0..],
                     kd,
                 );

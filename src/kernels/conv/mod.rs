@@ -9,6 +9,7 @@
 //! 1-D convolutions run here as 2-D ones with `h = 1`; transposed convolutions reuse these
 //! kernels with the roles of input and output swapped (see `ops::conv_transpose`).
 
+mod backward;
 mod block;
 mod depthwise;
 mod geom;
@@ -24,6 +25,7 @@ mod tiled;
 use rayon::prelude::*;
 
 pub use super::Epilogue;
+pub use backward::ConvBackward;
 pub use geom::{Conv2dGeom, conv_out_len};
 pub use implicit::Band;
 use implicit::{Implicit, ImplicitForward};
@@ -299,7 +301,8 @@ pub(crate) fn conv2d_backward_weight_with(
     // (a pointwise convolution's GEMM needs no lowering, and its dot products would stream
     // the whole input once per block of output channels)
     if let (Some(mk), Some(im), false) = (micro, Implicit::of(g), g.is_pointwise()) {
-        return implicit::backward_weight(mk, g, &im, x, dy, dw);
+        let mut scratch = implicit::WeightScratch::default();
+        return implicit::backward_weight(mk, g, &im, (x, dy), dw, &mut scratch);
     }
     tiled::backward_weight(g, x, dy, dw)
 }
