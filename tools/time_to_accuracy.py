@@ -214,9 +214,11 @@ def svg(curves, path):
     out.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" '
                'text-anchor="middle">test accuracy</text>')
     for (fw, seed), rows in curves.items():
-        line = " ".join(f"{fx(s):.1f},{fy(a):.1f}" for _, s, a in [(0, 0, lo)] + rows)
+        line = " ".join(f"{fx(s):.1f},{fy(a):.1f}" for _, s, a in rows)
         out.append(f'<polyline points="{line}" fill="none" stroke="{colors[fw]}" '
                    'stroke-width="1.5" opacity="0.8"/>')
+        for _, s, a in rows:  # one mark per epoch
+            out.append(f'<circle cx="{fx(s):.1f}" cy="{fy(a):.1f}" r="2.5" fill="{colors[fw]}"/>')
     for i, (fw, c) in enumerate(colors.items()):
         if any(k[0] == fw for k in curves):
             name = "PyTorch" if fw == "torch" else fw
@@ -234,15 +236,25 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="target/time_to_accuracy")
     ap.add_argument("--only", choices=["convnet", "torch"])
+    ap.add_argument("--replot", action="store_true",
+                    help="no training: the table and plot again from OUT/curves.csv")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     with open(a.spec, "rb") as f:
         spec = tomllib.load(f)
     if a.epochs:
         spec["train"]["epochs"] = a.epochs
-    subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
     curves = {}
-    for seed in a.seeds:
+    if a.replot:
+        with open(os.path.join(a.out, "curves.csv")) as f:
+            for r in csv.DictReader(f):
+                key = (r["framework"], int(r["seed"]))
+                row = (int(r["epoch"]), float(r["seconds"]), float(r["test_acc"]))
+                curves.setdefault(key, []).append(row)
+        a.seeds = sorted({seed for _, seed in curves})
+    else:
+        subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
+    for seed in [] if a.replot else a.seeds:
         if a.only != "torch":
             curves[("convnet", seed)] = run_convnet(a.spec, seed, a.out, a.threads, a.epochs)
         if a.only != "convnet":
