@@ -383,3 +383,49 @@ fn mul_derivative_plain(p: Pointwise, y: &[f32], g: &mut [f32]) {
         Pointwise::Tanh => each(y, g, |y| Pointwise::Tanh.d(y, y)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Values of every sign and scale, with zeros of both signs, NaN and infinities.
+    fn values(len: usize) -> Vec<f32> {
+        let mut rng = Rng::new(11);
+        let specials = [0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-40];
+        (0..len)
+            .map(|i| match specials.get(i % 9) {
+                Some(&v) => v,
+                None => rng.normal() * 4.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_avx2_copies_give_the_plain_loops_bits() {
+        let all = [
+            Pointwise::Relu,
+            Pointwise::LeakyRelu(0.1),
+            Pointwise::Elu(1.0),
+            Pointwise::Gelu,
+            Pointwise::Sigmoid,
+            Pointwise::Tanh,
+        ];
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for p in all {
+            let x = values(203);
+            let (mut fast, mut plain) = (x.clone(), x.clone());
+            p.apply(&mut fast);
+            apply_plain(p, &mut plain);
+            assert_eq!(bits(&fast), bits(&plain), "{}", p.name());
+            // and `apply` is `f` element by element
+            let each: Vec<f32> = x.iter().map(|&v| p.f(v)).collect();
+            assert_eq!(bits(&fast), bits(&each), "{}", p.name());
+            let g = values(203);
+            let (mut fast, mut plain) = (g.clone(), g.clone());
+            p.mul_derivative_from_output(&each, &mut fast);
+            mul_derivative_plain(p, &each, &mut plain);
+            assert_eq!(bits(&fast), bits(&plain), "{}", p.name());
+        }
+    }
+}

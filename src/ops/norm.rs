@@ -598,3 +598,25 @@ pub fn batch_norm_masked(x: &Tensor, lengths: &[usize], a: &BatchNormArgs) -> Re
         ))
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    #[test]
+    fn the_avx2_copies_give_the_plain_loops_bits() {
+        let mut rng = Rng::new(5);
+        let mut v = |n: usize| (0..n).map(|_| rng.normal() * 3.0).collect::<Vec<f32>>();
+        let (g, x) = (v(203), v(203));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let coef = [0.7, 0.01, 0.3, 1.9, -0.2];
+        let (mut fast, mut plain) = (vec![0f32; 203], vec![0f32; 203]);
+        bn_input_grad(&g, &x, &mut fast, coef);
+        bn_input_grad_plain(&g, &x, &mut plain, coef);
+        assert_eq!(bits(&fast), bits(&plain));
+        affine(&x, &mut fast, (1.3, -0.4));
+        affine_plain(&x, &mut plain, (1.3, -0.4));
+        assert_eq!(bits(&fast), bits(&plain));
+    }
+}
