@@ -80,10 +80,10 @@ mod x86 {
     unsafe fn load(p: *const f32, k: usize) -> __m256 {
         // SAFETY: the caller guarantees k readable floats at p; masked lanes are not read
         unsafe {
-            if k >= 8 {
-                _mm256_loadu_ps(p)
-            } else {
-                _mm256_maskload_ps(p, first(k))
+            match k {
+                0 => _mm256_setzero_ps(),
+                8.. => _mm256_loadu_ps(p),
+                _ => _mm256_maskload_ps(p, first(k)),
             }
         }
     }
@@ -93,10 +93,10 @@ mod x86 {
     unsafe fn store(p: *mut f32, v: __m256, k: usize) {
         // SAFETY: the caller guarantees room for k floats at p; masked lanes are not written
         unsafe {
-            if k >= 8 {
-                _mm256_storeu_ps(p, v)
-            } else {
-                _mm256_maskstore_ps(p, first(k), v)
+            match k {
+                0 => {}
+                8.. => _mm256_storeu_ps(p, v),
+                _ => _mm256_maskstore_ps(p, first(k), v),
             }
         }
     }
@@ -110,8 +110,10 @@ mod x86 {
     /// The even and odd elements of the first `2k` of 16 floats at `p` (`k <= 8`), in order.
     #[target_feature(enable = "avx2")]
     unsafe fn deinterleave(p: *const f32, k: usize) -> (__m256, __m256) {
-        // SAFETY: the caller guarantees 2k readable floats at p
-        let (a, b) = unsafe { (load(p, 2 * k), load(p.add(8), (2 * k).saturating_sub(8))) };
+        // SAFETY: the caller guarantees 2k readable floats at p; the second half's address
+        // may lie past the buffer when k <= 4 (`wrapping_add`), and then it is not read
+        let second = p.wrapping_add(8);
+        let (a, b) = unsafe { (load(p, 2 * k), load(second, (2 * k).saturating_sub(8))) };
         // per 128-bit lane: [a0 a2 b0 b2 | a4 a6 b4 b6]; `pairs` puts them in order
         let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
         let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
@@ -122,14 +124,12 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     unsafe fn interleave(p: *mut f32, even: __m256, odd: __m256, k: usize) {
         let (e, o) = (pairs(even), pairs(odd));
-        // SAFETY: the caller guarantees room for 2k floats at p
+        // SAFETY: the caller guarantees room for 2k floats at p; as in `deinterleave`, no
+        // lane of the second half is written when its address may lie past the buffer
+        let second = p.wrapping_add(8);
         unsafe {
             store(p, _mm256_unpacklo_ps(e, o), 2 * k);
-            store(
-                p.add(8),
-                _mm256_unpackhi_ps(e, o),
-                (2 * k).saturating_sub(8),
-            );
+            store(second, _mm256_unpackhi_ps(e, o), (2 * k).saturating_sub(8));
         }
     }
 
