@@ -4,22 +4,11 @@
 //! and CPU. The AVX path converts and adds four lanes per instruction; the plain path is the
 //! reference it is tested against.
 
-/// Which path the sums take: AVX where the CPU has it (and `CONVNET_MICRO` is not `off`).
-#[inline(always)]
-fn avx() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        super::wide_avx2()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// Sum in f64.
 pub fn sum_f64(v: &[f32]) -> f64 {
     #[cfg(target_arch = "x86_64")]
-    if avx() {
-        // SAFETY: the CPU has AVX2 (`avx`)
+    if super::wide_avx2() {
+        // SAFETY: the CPU has AVX2 (`wide_avx2`)
         return unsafe { x86::lanes(v, v, 0.0, x86::Kind::Sum).0 };
     }
     plain::sum(v)
@@ -28,7 +17,7 @@ pub fn sum_f64(v: &[f32]) -> f64 {
 /// `sum((v - mu)^2)` in f64.
 pub fn sum_sq_dev_f64(v: &[f32], mu: f64) -> f64 {
     #[cfg(target_arch = "x86_64")]
-    if avx() {
+    if super::wide_avx2() {
         // SAFETY: as above
         return unsafe { x86::lanes(v, v, mu, x86::Kind::SqDev).0 };
     }
@@ -40,7 +29,7 @@ pub fn sum_sq_dev_f64(v: &[f32], mu: f64) -> f64 {
 pub fn sum_and_centered_dot_f64(g: &[f32], x: &[f32], mu: f64) -> (f64, f64) {
     debug_assert_eq!(g.len(), x.len());
     #[cfg(target_arch = "x86_64")]
-    if avx() {
+    if super::wide_avx2() {
         // SAFETY: as above
         return unsafe { x86::lanes(g, x, mu, x86::Kind::CenteredDot) };
     }
