@@ -41,6 +41,9 @@ pub enum Error {
     /// convnet did not write, resuming with another seed, a second writer on one run).
     #[error("{path}: {msg}")]
     Refused { path: String, msg: String },
+    /// Data-parallel training: another rank failed, or the ranks disagree.
+    #[error("data-parallel training: {0}")]
+    Dist(String),
 
     /// A layer or node another format cannot express (ONNX export or import).
     #[error("{at}: cannot be converted: {why}")]

@@ -17,6 +17,7 @@
 
 pub mod autograd;
 pub mod data;
+pub mod dist;
 pub mod error;
 pub mod explain;
 pub mod init;

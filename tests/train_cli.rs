@@ -252,6 +252,7 @@ fn interrupted(
         stop: Some(flag),
         init: None,
         test_curve: false,
+        world: convnet::dist::solo(),
     };
     convnet::train::train(&spec, &opts, &mut obs).unwrap()
 }

@@ -48,15 +48,25 @@ pub fn sample_rng(seed: u64, position: usize) -> Rng {
     )
 }
 
+/// The samples `lo..hi` of a batch of `n` that part `rank` of `ranks` takes: contiguous, in
+/// rank order, as equal as can be (the first `n % ranks` parts hold one more).
+pub fn part_of(n: usize, rank: usize, ranks: usize) -> std::ops::Range<usize> {
+    let at = |r: usize| r * (n / ranks) + r.min(n % ranks);
+    at(rank)..at(rank + 1)
+}
+
 impl Loader {
     /// The `batches` of `data` (sample indices, see [`Dataset::batches`]) from batch
-    /// `start_step` on. Inputs are normalised by `norm`, regression targets by `target_norm`
+    /// `start_step` on, each cut to part `part.0` of `part.1` ([`part_of`]; `(0, 1)` for the
+    /// whole batch). Inputs are normalised by `norm`, regression targets by `target_norm`
     /// (per target, over its horizon); augmentation draws from a generator seeded by the
-    /// sample's position in the epoch.
+    /// sample's position in the epoch, so a sample is augmented alike in any part.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         data: Arc<Dataset>,
         batches: Vec<Vec<usize>>,
         start_step: usize,
+        part: (usize, usize),
         augment: Option<Augment>,
         norm: Normalize,
         target_norm: Option<Normalize>,
@@ -68,17 +78,20 @@ impl Loader {
                 .iter()
                 .map(|b| b.len())
                 .sum();
-            for (step, idx) in batches.iter().enumerate().skip(start_step) {
+            for (step, whole) in batches.iter().enumerate().skip(start_step) {
+                let range = part_of(whole.len(), part.0, part.1);
+                let idx = &whole[range.clone()];
+                let first = position + range.start;
                 let x = data.batch_input(idx, |k, x| {
                     if let Some(a) = &augment {
                         // the sample's own size: samples of several sizes are trimmed
                         let mut shape = data.shape[..1].to_vec();
                         shape.extend(data.size(idx[k]));
-                        a.apply(x, &shape, &mut sample_rng(seed, position + k));
+                        a.apply(x, &shape, &mut sample_rng(seed, first + k));
                     }
                     norm.apply(x);
                 });
-                position += idx.len();
+                position += whole.len();
                 let Ok(x) = x else {
                     return;
                 };

@@ -13,7 +13,7 @@ mod ts;
 pub use augment::Augment;
 pub use idx::{read_idx_images, read_idx_labels};
 pub use images::{image_to_sample, load_image, read_csv, read_folder, read_image, resize_images};
-pub use loader::{Batch, Loader};
+pub use loader::{Batch, Loader, part_of};
 pub use npy::{Npy, npz_names, read_npy, read_npz};
 pub use series::{
     Series, SeriesRead, column_stats, interpolate, make_relative, read_series_csv, windows,

@@ -160,12 +160,19 @@ fn crash_point(path: &Path, f: &mut std::fs::File, bytes: &[u8]) {
 /// must be finite (a NaN weight is damage too).
 pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, BTreeMap<String, String>)> {
     // the tensors take as much again as the file
-    let bytes = crate::limits::read_file(path, 2)?;
+    load_bytes(&crate::limits::read_file(path, 2)?, path)
+}
+
+/// [`load`] on a file's `bytes` read already (`path` names it in errors).
+pub fn load_bytes(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(BTreeMap<String, Tensor>, BTreeMap<String, String>)> {
     let fmt = |msg: String| Error::Format {
         path: path.display().to_string(),
         msg,
     };
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {
         fmt(format!(
             "not a valid safetensors file (truncated or corrupt): {e}"
         ))
@@ -176,7 +183,7 @@ pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, BTreeMap<String, S
         .unwrap_or_default()
         .into_iter()
         .collect();
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
         fmt(format!(
             "not a valid safetensors file (truncated or corrupt): {e}"
         ))

@@ -7,14 +7,16 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::checkpoint::{self, LoopState};
+use super::driver::{Driver, EpochEnd, Learner, Progress};
 use super::ema::Ema;
+use super::parallel::{Global, Local, Reducer};
+use super::rundir::checkpoint::{self, LoopState};
 use super::{
     EpochRow, Observer, Outcome, Prepared, Resume, RunInfo, Task, TrainOptions, TrainResult,
-    epoch_seed, evaluate_task, files, memory, mix, prepare, run_weights, rundir, split_seed,
-    write_curves, write_file, write_metrics,
+    evaluate_task, files, memory, mix, prepare, run_weights, rundir, split_seed, write_curves,
+    write_file, write_metrics,
 };
-use crate::data::{Batch, Dataset, Loader};
+use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::io;
 use crate::nn::{Ctx, Sequential};
@@ -28,14 +30,16 @@ use crate::tensor::Tensor;
 pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result<TrainResult> {
     let t = &spec.train;
     let dir = &opts.out;
-    if t.task == crate::spec::TaskKind::Gan {
+    if super::RunKind::of(spec) == super::RunKind::Gan {
         return Err(spec.err(
             "[train], key `task`",
             "a GAN trains with train::gan::train_gan".into(),
         ));
     }
     memory::check_fits(spec)?;
-    let _lock = rundir::Lock::acquire(dir)?;
+    let world = opts.world.clone();
+    let writes = world.rank() == 0;
+    let _lock = writes.then(|| rundir::Lock::acquire(dir)).transpose()?;
     let model = spec.build_model(&mut Rng::new(mix(t.seed, 0x1417)))?;
     if let (Some(from), Resume::No) = (&opts.init, opts.resume) {
         let (state, _) = io::load(&run_weights(from)?)?;
@@ -59,8 +63,15 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
     let (monitor, minimize) = monitor(spec, &task, &prepared)?;
     let mut ema = t.ema.map(|d| Ema::new(spec, d)).transpose()?;
     let (mut st, from) = if opts.resume != Resume::No {
-        let (st, from, note) =
-            checkpoint::load(dir, opts.resume, spec, &model, &mut opt, ema.as_mut())?;
+        let (st, from, note) = checkpoint::load(
+            dir,
+            opts.resume,
+            spec,
+            &model,
+            &mut opt,
+            ema.as_mut(),
+            &*world,
+        )?;
         if let Some(note) = note {
             obs.message(&note);
         }
@@ -71,18 +82,32 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         ));
         (st, Some(from))
     } else {
-        write_file(&dir.join(files::SPEC), &spec.text)?;
+        if writes {
+            write_file(&dir.join(files::SPEC), &spec.text)?;
+        }
         (LoopState::default(), None)
     };
+    let ranks = world.size();
+    let params = model.named_params();
+    let state = model.state_dict();
+    let buffers = state
+        .iter()
+        .filter(|(n, _)| !params.iter().any(|(p, _)| p == n))
+        .cloned()
+        .collect();
     let mut run = Run {
         spec,
         dir,
         opts,
         task,
         mixed: mixes_lengths(&model, &prepared.train, obs),
-        engine: Engine::for_data(&model, &prepared.train, t.batch_size),
-        params: model.named_params(),
-        state: model.state_dict(),
+        // a rank's part of a batch
+        engine: Engine::for_data(&model, &prepared.train, t.batch_size.div_ceil(ranks)),
+        params,
+        state,
+        buffers,
+        reducer: (ranks > 1).then(|| Reducer::new(world.clone())),
+        writes,
         model,
         prepared,
         opt,
@@ -91,15 +116,34 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         minimize,
         steps: 0,
     };
-    run.info(st.best_epoch, false).save(dir)?;
+    if let (Some(r), None) = (&run.reducer, &from) {
+        r.broadcast_tensors(&run.state)?;
+    }
+    run.save_info(st.best_epoch, false)?;
+    let mut driver = Driver::new(spec, &run.prepared, run.mixed, opts.stop.clone());
+    driver.part = (world.rank(), ranks);
+    run.steps = driver.steps;
+    if ranks > 1 {
+        driver.check_parts()?;
+        obs.message(&format!(
+            "data-parallel: rank {} of {ranks}{}, {} samples of each batch of {} here",
+            world.rank(),
+            match world.host() {
+                h if h.is_empty() => String::new(),
+                h => format!(" on {h}"),
+            },
+            crate::data::part_of(t.batch_size, world.rank(), ranks).len(),
+            t.batch_size
+        ));
+    }
     let all: Vec<usize> = (0..run.prepared.train.len()).collect();
-    // series of unequal length batch by length, so the count can exceed n / batch_size
-    let epoch_batches = run
+    let sizes: Vec<usize> = run
         .prepared
         .train
-        .epoch_batches(&all, t.batch_size, run.mixed);
-    run.steps = epoch_batches.len();
-    let sizes: Vec<usize> = epoch_batches.iter().map(|b| b.len()).collect();
+        .epoch_batches(&all, t.batch_size, run.mixed)
+        .iter()
+        .map(|b| b.len())
+        .collect();
     if let Some(w) = super::small_batch_warning(&run.model, &sizes)? {
         obs.message(&format!("warning: {w}"));
     }
@@ -114,7 +158,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
     obs.message(&run.engine.describe());
     let mut outcome = Outcome::Finished;
     while st.epoch < t.epochs {
-        let (stopped, lr) = run.train_epoch(&mut st, &sched, obs)?;
+        let (stopped, lr) = run.train_epoch(&driver, &mut st, &sched, obs)?;
         if let Some(o) = stopped {
             outcome = o;
             break;
@@ -125,7 +169,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
         }
     }
     if !matches!(outcome, Outcome::Interrupted { .. }) {
-        run.info(st.best_epoch, true).save(dir)?;
+        run.save_info(st.best_epoch, true)?;
     }
     Ok(TrainResult {
         outcome,
@@ -176,7 +220,13 @@ struct Run<'a> {
     /// which the optimizer updates in place).
     params: Vec<(String, Tensor)>,
     state: Vec<(String, Tensor)>,
+    /// The buffers alone (batch norm's running statistics).
+    buffers: Vec<(String, Tensor)>,
     engine: Engine,
+    /// The exchange with the other ranks of a data-parallel run.
+    reducer: Option<Reducer>,
+    /// This process writes the run directory (rank 0 of a data-parallel run).
+    writes: bool,
     /// Batches mix series of several lengths (padded and masked).
     mixed: bool,
     monitor: String,
@@ -200,8 +250,19 @@ impl Run<'_> {
         self.ema.as_ref().map_or(&self.model, |e| &e.model)
     }
 
+    /// Write run.json (on the rank that writes).
+    fn save_info(&self, best_epoch: Option<usize>, finished: bool) -> Result<()> {
+        match self.writes {
+            true => self.info(best_epoch, finished).save(self.dir),
+            false => Ok(()),
+        }
+    }
+
     fn checkpoint(&self, st: &mut LoopState) -> Result<()> {
         st.ema_updates = self.ema.as_ref().map_or(0, |e| e.updates);
+        if !self.writes {
+            return Ok(());
+        }
         checkpoint::save(
             self.dir,
             self.spec,
@@ -210,6 +271,14 @@ impl Run<'_> {
             self.ema.as_ref(),
             st,
         )
+    }
+
+    /// A stop asked for here, or (in a data-parallel run) on any rank: one call on every rank.
+    fn stop_agreed(&self) -> bool {
+        match &self.reducer {
+            Some(r) => r.any_stop(self.stop_asked()),
+            None => self.stop_asked(),
+        }
     }
 
     fn stop_asked(&self) -> bool {
@@ -223,97 +292,35 @@ impl Run<'_> {
     /// stopped inside it (a checkpoint saved), and the last learning rate.
     fn train_epoch(
         &mut self,
+        driver: &Driver,
         st: &mut LoopState,
         sched: &ScheduleState,
         obs: &mut dyn Observer,
     ) -> Result<(Option<Outcome>, f32)> {
-        let t = &self.spec.train;
-        let (e, steps) = (st.epoch, self.steps);
-        let es = epoch_seed(t.seed, e);
-        let mut order: Vec<usize> = (0..self.prepared.train.len()).collect();
-        let mut rng = Rng::new(es);
-        rng.shuffle(&mut order);
-        let mut batches = self
-            .prepared
-            .train
-            .epoch_batches(&order, t.batch_size, self.mixed);
-        if !self.prepared.train.sizes.is_empty() {
-            // grouped or bucketed by size: mix the sizes over the epoch
-            rng.shuffle(&mut batches);
-        }
-        let augment = self.spec.data()?.augment.clone();
-        let loader = Loader::spawn(
-            self.prepared.train.clone(),
-            batches,
-            st.step,
-            augment.is_active().then_some(augment),
-            self.prepared.normalize.clone(),
-            self.prepared.target_norm.clone(),
-            es,
-        );
-        obs.epoch_start(e + 1, t.epochs, steps, st.step);
-        let started = Instant::now();
-        let base_seconds = st.epoch_seconds;
-        let mut lr = 0.0;
-        for batch in loader {
-            lr = t.schedule.lr(t.lr, sched, e, batch.step, steps, t.epochs);
-            if let Some(m) = t.schedule.momentum(e, batch.step, steps, t.epochs) {
-                self.opt.set_momentum(m);
-            }
-            let mut rng = Rng::new(mix(es, batch.step as u64 + (1 << 40)));
-            let (out, lv) = self.step(&batch, &mut rng, lr, e + 1)?;
-            let bsz = batch.len();
-            st.loss_sum += lv * bsz as f64;
-            let (m, terms) = self.task.metric_sum(&out, &batch);
-            st.metric_sum += m;
-            st.metric_terms += terms;
-            st.seen += bsz;
-            st.step = batch.step + 1;
-            st.optimizer_steps = self.opt.steps;
-            let secs = base_seconds + started.elapsed().as_secs_f64();
-            obs.step(
-                batch.step + 1,
-                st.loss_sum / st.seen as f64,
-                st.metric_sum / st.metric_terms.max(1) as f64,
-                st.seen as f64 / secs.max(1e-9),
-            );
-            if self.stop_asked() && st.step < steps {
-                st.epoch_seconds = secs;
+        let (e, start_step) = (st.epoch, st.step);
+        let mut steps = EpochSteps {
+            started: Instant::now(),
+            base_seconds: st.epoch_seconds,
+            run: self,
+            st,
+        };
+        let end = driver.run_epoch(e, start_step, sched, &mut steps, obs)?;
+        let secs = steps.seconds();
+        st.epoch_seconds = secs;
+        match end {
+            EpochEnd::Done { lr } => Ok((None, lr)),
+            EpochEnd::Stopped { step, lr } => {
                 st.schedule = (sched.scale, sched.best, sched.bad_epochs);
                 self.checkpoint(st)?;
-                let at = Outcome::Interrupted {
-                    epoch: e + 1,
-                    step: st.step,
-                };
-                return Ok((Some(at), lr));
+                let at = Outcome::Interrupted { epoch: e + 1, step };
+                Ok((Some(at), lr))
             }
         }
-        if st.step < steps {
-            // the loader ends early only when it could not build a batch
-            return Err(Error::Format {
-                path: "training data".into(),
-                msg: format!(
-                    "epoch {}: the data gave {} of {steps} batches (a batch could not be assembled)",
-                    e + 1,
-                    st.step
-                ),
-            });
-        }
-        st.epoch_seconds = base_seconds + started.elapsed().as_secs_f64();
-        Ok((None, lr))
     }
 
-    /// One training step of `epoch` (1-based) at learning rate `lr`: forward, loss and
-    /// backward (on the compiled plan where it takes the batch), the divergence checks,
-    /// clipping, the optimizer. The output and the loss.
-    fn step(
-        &mut self,
-        batch: &Batch,
-        rng: &mut Rng,
-        lr: f32,
-        epoch: usize,
-    ) -> Result<(Tensor, f64)> {
-        let t = &self.spec.train;
+    /// Forward, loss and backward of one batch (this rank's part of it), on the compiled plan
+    /// where it takes the batch: the output and the loss.
+    fn forward_backward(&mut self, batch: &Batch, rng: &mut Rng) -> Result<(Tensor, f64)> {
         let task = &self.task;
         let (out, loss) = match &mut self.engine {
             Engine::Plan(p) if p.fits(&batch.x) => {
@@ -334,6 +341,61 @@ impl Run<'_> {
             }
         };
         let lv = loss.item()? as f64;
+        Ok((out, lv))
+    }
+
+    /// What this step saw over every rank: forward and backward here, then (in a
+    /// data-parallel run) the ranks' figures and gradients summed.
+    fn seen(&mut self, batch: &Batch, rng: &mut Rng, epoch: usize) -> Result<Global> {
+        let local = self.forward_backward(batch, rng).map(|(out, loss)| {
+            let (metric_sum, metric_terms) = self.task.metric_sum(&out, batch);
+            Local {
+                samples: batch.len(),
+                loss,
+                metric_sum,
+                metric_terms,
+                stop: self.stop_asked(),
+                failed: false,
+            }
+        });
+        let Some(reducer) = &mut self.reducer else {
+            let l = local?;
+            return Ok(Global {
+                samples: l.samples,
+                loss: l.loss,
+                metric_sum: l.metric_sum,
+                metric_terms: l.metric_terms,
+                stop: l.stop,
+            });
+        };
+        let (mine, err) = match local {
+            Ok(l) => (l, None),
+            Err(e) => {
+                let failed = Local {
+                    samples: 0,
+                    loss: 0.0,
+                    metric_sum: 0.0,
+                    metric_terms: 0,
+                    stop: true,
+                    failed: true,
+                };
+                (failed, Some(e))
+            }
+        };
+        let at = format!("epoch {epoch}, step {}", batch.step + 1);
+        let all = reducer.step(mine, &self.params, &self.buffers, &at);
+        match err {
+            Some(e) => Err(e),
+            None => all,
+        }
+    }
+
+    /// One training step of `epoch` (1-based) at learning rate `lr`: forward, loss and
+    /// backward, the divergence checks, clipping, the optimizer. What the step saw.
+    fn step(&mut self, batch: &Batch, rng: &mut Rng, lr: f32, epoch: usize) -> Result<Global> {
+        let t = &self.spec.train;
+        let seen = self.seen(batch, rng, epoch)?;
+        let lv = seen.loss;
         let at = |what: String| {
             Error::Autograd(format!(
                 "training diverged at epoch {epoch}, step {}: {what}",
@@ -356,7 +418,7 @@ impl Run<'_> {
         if let Some(ema) = &mut self.ema {
             ema.update(&self.state);
         }
-        Ok((out, lv))
+        Ok(seen)
     }
 
     /// After the batches of epoch `st.epoch`: validation, the epoch's row, last and best
@@ -388,6 +450,10 @@ impl Run<'_> {
         };
         let val = on(&self.prepared.val)?;
         st.epoch_seconds += started.elapsed().as_secs_f64();
+        if let Some(r) = &self.reducer {
+            // the time budget is rank 0's clock, so every rank stops after the same epoch
+            st.epoch_seconds = r.rank0_value(st.epoch_seconds);
+        }
         let test = match self.opts.test_curve {
             true => on(&self.prepared.test)?,
             false => None,
@@ -418,12 +484,13 @@ impl Run<'_> {
             Some(b) => watched > b + min_delta,
         };
         st.history.push(row.clone());
-        let weights = |file: &str, m: &Sequential| {
-            io::save(
+        let weights = |file: &str, m: &Sequential| match self.writes {
+            true => io::save(
                 &dir.join(file),
                 &m.state_dict(),
                 &checkpoint::weights_meta(self.spec),
-            )
+            ),
+            false => Ok(()),
         };
         weights(files::LAST, &self.model)?;
         if let Some(ema) = &self.ema {
@@ -439,10 +506,12 @@ impl Run<'_> {
         }
         t.schedule.end_epoch(sched, watched as f32, self.minimize);
         obs.epoch_end(&row, improved);
-        let metric = self.task.metric();
-        write_metrics(dir, &st.history, metric)?;
-        let title = self.spec.path.file_stem().unwrap_or_default();
-        write_curves(dir, &st.history, &title.to_string_lossy(), metric)?;
+        if self.writes {
+            let metric = self.task.metric();
+            write_metrics(dir, &st.history, metric)?;
+            let title = self.spec.path.file_stem().unwrap_or_default();
+            write_curves(dir, &st.history, &title.to_string_lossy(), metric)?;
+        }
         st.epoch += 1;
         st.step = 0;
         st.loss_sum = 0.0;
@@ -452,7 +521,7 @@ impl Run<'_> {
         st.epoch_seconds = 0.0;
         st.schedule = (sched.scale, sched.best, sched.bad_epochs);
         self.checkpoint(st)?;
-        self.info(st.best_epoch, false).save(dir)?;
+        self.save_info(st.best_epoch, false)?;
         Ok(self.stop_rule(st, obs))
     }
 
@@ -483,9 +552,51 @@ impl Run<'_> {
                 seconds: spent,
             });
         }
-        self.stop_asked().then_some(Outcome::Interrupted {
+        self.stop_agreed().then_some(Outcome::Interrupted {
             epoch,
             step: self.steps,
+        })
+    }
+}
+
+/// The steps of one epoch of a [`Run`], with the loop state they add to.
+struct EpochSteps<'r, 'a> {
+    run: &'r mut Run<'a>,
+    st: &'r mut LoopState,
+    started: Instant,
+    /// The seconds the epoch had run before a resume.
+    base_seconds: f64,
+}
+
+impl EpochSteps<'_, '_> {
+    fn seconds(&self) -> f64 {
+        self.base_seconds + self.started.elapsed().as_secs_f64()
+    }
+}
+
+impl Learner for EpochSteps<'_, '_> {
+    fn set_momentum(&mut self, momentum: f32) {
+        self.run.opt.set_momentum(momentum);
+    }
+
+    fn step(&mut self, batch: &Batch, lr: f32, rng: &mut Rng) -> Result<Progress> {
+        let seen = self.run.step(batch, rng, lr, self.st.epoch + 1)?;
+        let st = &mut *self.st;
+        st.loss_sum += seen.loss * seen.samples as f64;
+        st.metric_sum += seen.metric_sum;
+        st.metric_terms += seen.metric_terms;
+        st.seen += seen.samples;
+        st.step = batch.step + 1;
+        st.optimizer_steps = self.run.opt.steps;
+        let secs = self.seconds();
+        let st = &*self.st;
+        Ok(Progress {
+            loss: st.loss_sum / st.seen as f64,
+            metric: st.metric_sum / st.metric_terms.max(1) as f64,
+            samples_per_sec: st.seen as f64 / secs.max(1e-9),
+            // one process reads its flag after the observer heard the step (as Ctrl-C's
+            // handler may have raised it meanwhile); ranks go by what they agreed
+            stop: self.run.reducer.is_some().then_some(seen.stop),
         })
     }
 }

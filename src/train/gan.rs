@@ -10,11 +10,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use crate::autograd::no_grad;
-use crate::data::{Loader, Normalize};
+use crate::data::{Batch, Normalize};
 use crate::error::{Error, Result};
 use crate::io;
 use crate::nn::{Ctx, Sequential, fmt_shape};
@@ -24,6 +24,7 @@ use crate::rng::Rng;
 use crate::spec::{Spec, with_trail};
 use crate::tensor::Tensor;
 
+use super::driver::{Driver, EpochEnd, Learner, Progress};
 use super::{Observer, RunInfo, files, mix, plot, prepare_samples, split_seed, write_file};
 
 /// One epoch of adversarial training.
@@ -40,7 +41,7 @@ pub struct GanRow {
 }
 
 /// The discriminator's weights in a GAN's run directory.
-pub const DISCRIMINATOR: &str = "discriminator.safetensors";
+pub use super::files::DISCRIMINATOR;
 
 /// Build a GAN's two models and check that they fit each other and the data.
 pub fn build_gan(spec: &Spec, seed: u64) -> Result<(Sequential, Sequential)> {
@@ -166,109 +167,33 @@ pub fn train_gan(
     let shape = d.input.clone();
     write_file(&dir.join(files::SPEC), &spec.text)?;
     let info = RunInfo {
-        convnet_version: crate::VERSION.into(),
         class_names: Vec::new(),
-        normalize_mean: prepared.normalize.mean.clone(),
-        normalize_std: prepared.normalize.std.clone(),
-        best_epoch: None,
-        monitor: "none".into(),
-        finished: false,
-        seed: t.seed,
-        epochs: t.epochs,
-        threads: Some(rayon::current_num_threads()),
-        spec_dir: spec.base().map(Path::to_path_buf),
-        target_names: Vec::new(),
-        target_mean: Vec::new(),
-        target_std: Vec::new(),
-        normalize_per_series: prepared.normalize.per_sample,
+        ..RunInfo::new(spec, Some(&prepared), "none")
     };
     info.save(dir)?;
-    let (gp, dp) = (g.named_params(), d.named_params());
-    let mut opt_g = Optimizer::new(t.optimizer.clone(), t.weight_decay)?;
-    let mut opt_d = Optimizer::new(t.optimizer.clone(), t.weight_decay)?;
     let fixed = noise(64, &g.input, &mut Rng::new(mix(t.seed, 0xf1e5)))?;
-    let n = prepared.train.len();
-    let all: Vec<usize> = (0..n).collect();
-    let steps = prepared.train.batches(&all, t.batch_size).len();
+    let driver = Driver::new(spec, &prepared, false, stop);
+    let mut gan = GanSteps {
+        gp: g.named_params(),
+        dp: d.named_params(),
+        opt_g: Optimizer::new(t.optimizer.clone(), t.weight_decay)?,
+        opt_d: Optimizer::new(t.optimizer.clone(), t.weight_decay)?,
+        g,
+        d,
+        real_target: 1.0 - t.label_smoothing,
+        epoch: 0,
+        sums: [0.0; 4],
+        seen: 0,
+    };
     let mut rows = Vec::new();
     for e in 0..t.epochs {
-        let es = mix(t.seed, e as u64 + 1);
-        let mut order = all.clone();
-        let mut rng = Rng::new(es);
-        rng.shuffle(&mut order);
-        let batches = prepared.train.batches(&order, t.batch_size);
-        let augment = spec.data()?.augment.clone();
-        let loader = Loader::spawn(
-            prepared.train.clone(),
-            batches,
-            0,
-            augment.is_active().then_some(augment),
-            prepared.normalize.clone(),
-            None,
-            es,
-        );
-        obs.epoch_start(e + 1, t.epochs, steps, 0);
+        (gan.epoch, gan.sums, gan.seen) = (e, [0.0; 4], 0);
         let started = Instant::now();
-        let (mut dl, mut gl, mut dr, mut df, mut seen) = (0f64, 0f64, 0f64, 0f64, 0usize);
-        let mut lr = t.lr;
-        for batch in loader {
-            lr = t
-                .schedule
-                .lr(t.lr, &Default::default(), e, batch.step, steps, t.epochs);
-            if let Some(m) = t.schedule.momentum(e, batch.step, steps, t.epochs) {
-                opt_d.set_momentum(m);
-                opt_g.set_momentum(m);
-            }
-            let bn = batch.len();
-            let mut srng = Rng::new(mix(es, batch.step as u64 + (1 << 40)));
-            let mut ctx = Ctx {
-                training: true,
-                rng: &mut srng,
-                lengths: None,
-            };
-            // the discriminator: real batch -> 1, generated batch -> 0
-            let z = noise(bn, &g.input, ctx.rng)?;
-            let fake = no_grad(|| g.forward(&z, &mut ctx))?;
-            let real_logits = d.forward(&batch.x, &mut ctx)?;
-            let fake_logits = d.forward(&fake, &mut ctx)?;
-            // one-sided label smoothing: real images count as 1 - label_smoothing
-            let real_target = 1.0 - t.label_smoothing;
-            let loss_d = ops::add(
-                &bce_to(&real_logits, real_target)?,
-                &bce_to(&fake_logits, 0.0)?,
-            )?;
-            let ld = loss_d.item()? as f64;
-            loss_d.backward()?;
-            opt_d.step(&dp, lr)?;
-            // the generator: make the discriminator say 1
-            let z = noise(bn, &g.input, ctx.rng)?;
-            let fake = g.forward(&z, &mut ctx)?;
-            let loss_g = bce_to(&d.forward(&fake, &mut ctx)?, 1.0)?;
-            let lg = loss_g.item()? as f64;
-            if !ld.is_finite() || !lg.is_finite() {
-                return Err(Error::Autograd(format!(
-                    "GAN training diverged at epoch {}, step {}: discriminator loss {ld}, generator loss {lg}",
-                    e + 1,
-                    batch.step + 1
-                )));
-            }
-            loss_g.backward()?;
-            opt_g.step(&gp, lr)?;
-            // the generator's step left gradients in the discriminator: not its own
-            for (_, p) in &dp {
-                p.zero_grad();
-            }
-            dl += ld * bn as f64;
-            gl += lg * bn as f64;
-            dr += mean_prob(&real_logits) * bn as f64;
-            df += mean_prob(&fake_logits) * bn as f64;
-            seen += bn;
-            obs.step(batch.step + 1, (dl + gl) / seen as f64, 0.0, 0.0);
-            if stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
-                break;
-            }
-        }
-        let k = seen.max(1) as f64;
+        let end = driver.run_epoch(e, 0, &Default::default(), &mut gan, obs)?;
+        let (EpochEnd::Done { lr } | EpochEnd::Stopped { lr, .. }) = end;
+        let (g, d) = (&gan.g, &gan.d);
+        let [dl, gl, dr, df] = gan.sums;
+        let k = gan.seen.max(1) as f64;
         let row = GanRow {
             epoch: e + 1,
             d_loss: dl / k,
@@ -290,11 +215,11 @@ pub fn train_gan(
             &shape,
             8,
         )?;
-        let meta = super::checkpoint::weights_meta(spec);
+        let meta = super::rundir::checkpoint::weights_meta(spec);
         io::save(&dir.join(files::LAST), &g.state_dict(), &meta)?;
         io::save(&dir.join(DISCRIMINATOR), &d.state_dict(), &meta)?;
         write_gan_metrics(dir, &rows)?;
-        if stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+        if driver.stop_asked() {
             obs.message(
                 "stopped; the weights of the last epoch are saved (GAN runs do not resume)",
             );
@@ -307,6 +232,81 @@ pub fn train_gan(
     }
     .save(dir)?;
     Ok(rows)
+}
+
+/// The two models of a GAN and their optimizers; the sums of the epoch's figures
+/// (discriminator loss, generator loss, D(real), D(generated)) over its samples.
+struct GanSteps {
+    g: Sequential,
+    d: Sequential,
+    gp: Vec<(String, Tensor)>,
+    dp: Vec<(String, Tensor)>,
+    opt_g: Optimizer,
+    opt_d: Optimizer,
+    /// One-sided label smoothing: real images count as 1 - `[train] label_smoothing`.
+    real_target: f32,
+    epoch: usize,
+    sums: [f64; 4],
+    seen: usize,
+}
+
+impl Learner for GanSteps {
+    fn set_momentum(&mut self, m: f32) {
+        self.opt_d.set_momentum(m);
+        self.opt_g.set_momentum(m);
+    }
+
+    fn step(&mut self, batch: &Batch, lr: f32, rng: &mut Rng) -> Result<Progress> {
+        let (g, d) = (&self.g, &self.d);
+        let bn = batch.len();
+        let mut ctx = Ctx {
+            training: true,
+            rng,
+            lengths: None,
+        };
+        // the discriminator: real batch -> 1, generated batch -> 0
+        let z = noise(bn, &g.input, ctx.rng)?;
+        let fake = no_grad(|| g.forward(&z, &mut ctx))?;
+        let real_logits = d.forward(&batch.x, &mut ctx)?;
+        let fake_logits = d.forward(&fake, &mut ctx)?;
+        let loss_d = ops::add(
+            &bce_to(&real_logits, self.real_target)?,
+            &bce_to(&fake_logits, 0.0)?,
+        )?;
+        let ld = loss_d.item()? as f64;
+        loss_d.backward()?;
+        self.opt_d.step(&self.dp, lr)?;
+        // the generator: make the discriminator say 1
+        let z = noise(bn, &g.input, ctx.rng)?;
+        let fake = g.forward(&z, &mut ctx)?;
+        let loss_g = bce_to(&d.forward(&fake, &mut ctx)?, 1.0)?;
+        let lg = loss_g.item()? as f64;
+        if !ld.is_finite() || !lg.is_finite() {
+            return Err(Error::Autograd(format!(
+                "GAN training diverged at epoch {}, step {}: discriminator loss {ld}, generator loss {lg}",
+                self.epoch + 1,
+                batch.step + 1
+            )));
+        }
+        loss_g.backward()?;
+        self.opt_g.step(&self.gp, lr)?;
+        // the generator's step left gradients in the discriminator: not its own
+        for (_, p) in &self.dp {
+            p.zero_grad();
+        }
+        let w = bn as f64;
+        let figures = [ld, lg, mean_prob(&real_logits), mean_prob(&fake_logits)];
+        for (s, f) in self.sums.iter_mut().zip(figures) {
+            *s += f * w;
+        }
+        self.seen += bn;
+        Ok(Progress {
+            loss: (self.sums[0] + self.sums[1]) / self.seen as f64,
+            metric: 0.0,
+            samples_per_sec: 0.0,
+            stop: None,
+        })
+    }
 }
 
 fn write_gan_metrics(dir: &Path, rows: &[GanRow]) -> Result<()> {

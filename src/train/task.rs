@@ -77,7 +77,8 @@ impl Task {
     pub fn of(spec: &Spec, model: &Sequential) -> Result<Task> {
         let out = model.output_shape();
         let loss = spec.train.loss.clone();
-        if spec.train.task == crate::spec::TaskKind::Autoencoder {
+        let kind = super::RunKind::of(spec);
+        if kind == super::RunKind::Autoencoder {
             if out != &model.input[..] {
                 let e = spec.err(
                     "[model]",
@@ -110,7 +111,9 @@ impl Task {
             };
             return Ok(Task::Autoencode { loss });
         }
-        if let Some(DataSource::Series(s)) = spec.data.as_ref().map(|d| &d.source) {
+        if let (super::RunKind::Forecaster, Some(DataSource::Series(s))) =
+            (kind, spec.data.as_ref().map(|d| &d.source))
+        {
             let targets = s.targets.as_ref().map_or(spec.input[0], |t| t.len());
             let outputs = targets * s.horizon;
             let n: usize = out.iter().product();

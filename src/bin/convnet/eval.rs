@@ -257,27 +257,25 @@ pub fn run(a: Args) -> Result<()> {
         a.json,
     );
     let (spec, model, info) = train::load_run(dir)?;
-    if spec.train.task == convnet::spec::TaskKind::Gan {
+    let kind = train::RunKind::of(&spec);
+    if kind == train::RunKind::Gan {
         bail!(
             "{} is a GAN run: its metrics.csv and samples_epoch_*.png are its record; `convnet generate` samples it",
             dir.display()
         );
     }
-    let classifier = spec.train.task == convnet::spec::TaskKind::Supervised
-        && !matches!(
-            spec.data.as_ref().map(|d| &d.source),
-            Some(DataSource::Series(_))
-        );
-    if size.is_some() && !classifier {
+    if size.is_some() && kind != train::RunKind::Classifier {
         bail!("--size resizes the images of a classifier; this run is not one");
     }
-    if let Some(DataSource::Series(s)) = spec.data.as_ref().map(|d| &d.source) {
+    if let (train::RunKind::Forecaster, Some(DataSource::Series(s))) =
+        (kind, spec.data.as_ref().map(|d| &d.source))
+    {
         // the test part where the spec sets one apart: the figure nothing chose
         let part = data.unwrap_or(if s.test.is_some() { "test" } else { "val" });
         return run_forecaster(&spec, &model, &info, part, horizon, json);
     }
     let data = data.unwrap_or("test");
-    if spec.train.task == convnet::spec::TaskKind::Autoencoder {
+    if kind == train::RunKind::Autoencoder {
         return run_autoencoder(dir, &spec, &model, &info, data, json);
     }
     if horizon.is_some() {

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use convnet::data::load_image;
-use convnet::spec::TaskKind;
 use convnet::{Tensor, no_grad, ops, train};
 
 pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool, json: bool) -> Result<()> {
@@ -14,16 +13,16 @@ pub fn run(dir: &Path, files: &[PathBuf], top: usize, resize: bool, json: bool) 
         bail!("give at least one image file to classify");
     }
     let (spec, model, info) = train::load_run(dir)?;
-    match spec.train.task {
-        TaskKind::Gan => bail!(
+    match train::RunKind::of(&spec) {
+        train::RunKind::Gan => bail!(
             "{} is a GAN run: sample it with `convnet generate`",
             dir.display()
         ),
-        TaskKind::Autoencoder => bail!(
+        train::RunKind::Autoencoder => bail!(
             "{} is an autoencoder run: `convnet eval` reports its reconstructions",
             dir.display()
         ),
-        TaskKind::Supervised => {}
+        train::RunKind::Classifier | train::RunKind::Forecaster => {}
     }
     if spec.input.len() != 3 {
         bail!(

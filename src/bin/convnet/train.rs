@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
+use convnet::dist::{Collective, frame, unframe};
 use convnet::spec::Spec;
 use convnet::train::{self, EpochRow, Metric, Observer, Outcome, TrainOptions, files, rundir};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -155,7 +156,9 @@ fn fresh_dir(spec: &Path) -> PathBuf {
         .unwrap_or(base)
 }
 
-pub fn run(a: Args) -> Result<()> {
+/// Rank 0's side of a run's start: the spec (with `--epochs` and `--seed`), the run
+/// directory made or checked (`--resume`, `--overwrite`) and locked, the memory check.
+fn prepare_dir(a: &Args) -> Result<(Spec, PathBuf, bool, rundir::Lock)> {
     let (spec_path, out, resume) = match (&a.resume, &a.spec) {
         (Some(dir), None) => (dir.join(files::SPEC), dir.clone(), true),
         (Some(_), Some(_)) => bail!(
@@ -186,7 +189,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.epochs == Some(0) {
         bail!("--epochs must be at least 1");
     }
-    let (spec, _lock) = if resume {
+    let (spec, lock) = if resume {
         let (spec, info) = rundir::resumed_spec(&out, a.seed, a.epochs)?;
         if a.epochs.is_some_and(|e| e != info.epochs) {
             eprintln!(
@@ -230,6 +233,69 @@ pub fn run(a: Args) -> Result<()> {
         }
         (spec, lock)
     };
+    Ok((spec, out, resume, lock))
+}
+
+/// The spec of the run rank 0 prepared, on every rank of a data-parallel run (rank 0's
+/// error, if it failed, on every rank). `None` on a run of one process.
+fn share_spec(
+    world: &dyn Collective,
+    mine: Option<&Result<(Spec, PathBuf, bool, rundir::Lock)>>,
+) -> Result<Option<(Spec, PathBuf, bool)>> {
+    if world.size() == 1 {
+        return Ok(None);
+    }
+    let mut bytes = match mine {
+        Some(Ok((spec, out, resume, _))) => frame(&[
+            b"ok",
+            spec.text.as_bytes(),
+            spec.path.to_string_lossy().as_bytes(),
+            spec.base()
+                .map(|b| b.to_string_lossy().into_owned())
+                .unwrap_or_default()
+                .as_bytes(),
+            &spec.train.seed.to_le_bytes(),
+            &(spec.train.epochs as u64).to_le_bytes(),
+            out.to_string_lossy().as_bytes(),
+            &[*resume as u8],
+        ]),
+        Some(Err(e)) => frame(&[b"error", format!("{e:#}").as_bytes()]),
+        None => Vec::new(),
+    };
+    world.broadcast(&mut bytes);
+    if world.rank() == 0 {
+        return Ok(None);
+    }
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let num = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+    match unframe(&bytes).as_deref() {
+        Some([b"ok", t, p, base, seed, epochs, out, resume]) => {
+            let base = text(base);
+            let base = (!base.is_empty()).then(|| PathBuf::from(base));
+            let mut spec = Spec::parse_in(&text(t), Path::new(&text(p)), base.as_deref())?;
+            spec.train.seed = num(seed);
+            spec.train.epochs = num(epochs) as usize;
+            Ok(Some((spec, PathBuf::from(text(out)), resume == &[1])))
+        }
+        Some([b"error", msg]) => bail!("rank 0 could not start the run: {}", text(msg)),
+        _ => bail!("rank 0 sent a damaged start message"),
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let world = convnet::dist::from_launcher()?;
+    let (rank, ranks) = (world.rank(), world.size());
+    let mine = (rank == 0).then(|| prepare_dir(&a));
+    let theirs = share_spec(&*world, mine.as_ref())?;
+    let (spec, out, resume, _lock) = match (mine, theirs) {
+        (Some(r), _) => {
+            let (spec, out, resume, lock) = r?;
+            (spec, out, resume, Some(lock))
+        }
+        (None, Some((spec, out, resume))) => (spec, out, resume, None),
+        (None, None) => bail!("rank {rank} of {ranks} has no spec"),
+    };
+    let spec_path = spec.path.clone();
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -244,8 +310,15 @@ pub fn run(a: Args) -> Result<()> {
             );
         });
     }
+    let kind = train::RunKind::of(&spec);
+    if ranks > 1 && kind == train::RunKind::Gan {
+        bail!("a GAN trains on one process: run it without mpirun");
+    }
+    if rank > 0 {
+        return follow(&spec, &out, resume, a.test_curve, stop, world);
+    }
     println!("training {} into {}", spec_path.display(), out.display());
-    if spec.train.task == convnet::spec::TaskKind::Gan {
+    if kind == train::RunKind::Gan {
         if resume {
             bail!("GAN runs do not resume: start a new run");
         }
@@ -282,6 +355,7 @@ pub fn run(a: Args) -> Result<()> {
             stop: Some(stop),
             init: a.init_from.clone(),
             test_curve: a.test_curve,
+            world,
         },
         &mut obs,
     )?;
@@ -303,7 +377,7 @@ pub fn run(a: Args) -> Result<()> {
         )?,
         Outcome::Finished => {}
     }
-    if spec.train.task == convnet::spec::TaskKind::Autoencoder {
+    if kind == train::RunKind::Autoencoder {
         let (_, best, _) = train::load_run(&out)?;
         let task = train::Task::of(&spec, &best)?;
         let (name, held) = match (&res.prepared.test, &res.prepared.val) {
@@ -322,7 +396,7 @@ pub fn run(a: Args) -> Result<()> {
         crate::eval::print_autoencoder_report(&mut so, &r, name, &png)?;
         return Ok(());
     }
-    if res.prepared.target_norm.is_some() {
+    if kind == train::RunKind::Forecaster {
         use train::forecast::{Part, evaluate_forecaster};
         let (_, best, info) = train::load_run(&out)?;
         let r = evaluate_forecaster(&spec, &best, &info, None, Part::Validation)?;
@@ -359,4 +433,38 @@ pub fn run(a: Args) -> Result<()> {
         out.display()
     )?;
     Ok(())
+}
+
+/// A rank other than 0 of a data-parallel run: trains its part of every batch, writes
+/// nothing, and says only what goes wrong.
+fn follow(
+    spec: &Spec,
+    out: &Path,
+    resume: bool,
+    test_curve: bool,
+    stop: Arc<AtomicBool>,
+    world: convnet::dist::World,
+) -> Result<()> {
+    struct Quiet;
+    impl Observer for Quiet {}
+    let res = train::train(
+        spec,
+        &TrainOptions {
+            out: out.to_path_buf(),
+            resume: if resume {
+                train::Resume::Latest
+            } else {
+                train::Resume::No
+            },
+            stop: Some(stop),
+            init: None,
+            test_curve,
+            world,
+        },
+        &mut Quiet,
+    )?;
+    match res.outcome {
+        Outcome::Interrupted { .. } => Err(Interrupted.into()),
+        _ => Ok(()),
+    }
 }

@@ -7,14 +7,15 @@
 //! and a checkpoint damaged on disk is refused with the offer to resume from it.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{EpochRow, files};
+use super::files;
 use crate::error::{Error, Result};
 use crate::io;
 use crate::nn::Sequential;
 use crate::optim::Optimizer;
 use crate::spec::Spec;
+use crate::train::EpochRow;
 
 /// Which checkpoint `--resume` continues from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +30,7 @@ pub enum Resume {
 
 /// The loop's state between steps: what a checkpoint saves beside tensors.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub(super) struct LoopState {
+pub(crate) struct LoopState {
     pub epoch: usize,
     pub step: usize,
     pub optimizer_steps: u64,
@@ -89,7 +90,7 @@ impl LoopState {
 }
 
 /// The metadata every weights file of a run carries: the spec's fingerprint.
-pub(super) fn weights_meta(spec: &Spec) -> BTreeMap<String, String> {
+pub(crate) fn weights_meta(spec: &Spec) -> BTreeMap<String, String> {
     BTreeMap::from([(SPEC_KEY.to_string(), spec.fingerprint())])
 }
 
@@ -97,7 +98,7 @@ const SPEC_KEY: &str = "convnet.spec";
 
 /// Refuse weights trained with another spec than `spec` (files without a fingerprint, from
 /// older versions or other tools, are taken as they are).
-pub(super) fn check_spec(meta: &BTreeMap<String, String>, spec: &Spec, path: &Path) -> Result<()> {
+pub(crate) fn check_spec(meta: &BTreeMap<String, String>, spec: &Spec, path: &Path) -> Result<()> {
     match meta.get(SPEC_KEY) {
         Some(f) if *f != spec.fingerprint() => Err(Error::Format {
             path: path.display().to_string(),
@@ -112,12 +113,12 @@ pub(super) fn check_spec(meta: &BTreeMap<String, String>, spec: &Spec, path: &Pa
 }
 
 /// Save the run's state; the checkpoint it replaces becomes the previous one.
-pub(super) fn save(
+pub(crate) fn save(
     dir: &Path,
     spec: &Spec,
     model: &Sequential,
     opt: &Optimizer,
-    ema: Option<&super::ema::Ema>,
+    ema: Option<&crate::train::ema::Ema>,
     st: &LoopState,
 ) -> Result<()> {
     let mut tensors = model.state_dict();
@@ -144,9 +145,14 @@ pub(super) fn save(
     io::save(&latest, &tensors, &meta)
 }
 
-/// Read the loop state (and tensors) of the checkpoint at `path`, checked against `spec`.
-fn read(path: &Path, spec: &Spec) -> Result<(BTreeMap<String, crate::Tensor>, LoopState)> {
-    let (tensors, meta) = io::load(path)?;
+/// Read the loop state (and tensors) of the checkpoint `bytes` read from `path`, checked
+/// against `spec`.
+fn parse(
+    bytes: &[u8],
+    path: &Path,
+    spec: &Spec,
+) -> Result<(BTreeMap<String, crate::Tensor>, LoopState)> {
+    let (tensors, meta) = io::load_bytes(bytes, path)?;
     check_spec(&meta, spec, path)?;
     let fmt = |msg: String| Error::Format {
         path: path.display().to_string(),
@@ -160,16 +166,15 @@ fn read(path: &Path, spec: &Spec) -> Result<(BTreeMap<String, crate::Tensor>, Lo
     Ok((tensors, st))
 }
 
-/// Restore `model`, `opt` and the moving average `ema` from the checkpoint `which` names;
-/// returns the loop state, the file it came from and a note when it is not the one asked for.
-pub(super) fn load(
-    dir: &Path,
-    which: Resume,
-    spec: &Spec,
-    model: &Sequential,
-    opt: &mut Optimizer,
-    ema: Option<&mut super::ema::Ema>,
-) -> Result<(LoopState, std::path::PathBuf, Option<String>)> {
+fn read(path: &Path, spec: &Spec) -> Result<(Vec<u8>, LoopState)> {
+    let bytes = crate::limits::read_file(path, 2)?;
+    let (_, st) = parse(&bytes, path, spec)?;
+    Ok((bytes, st))
+}
+
+/// The checkpoint `which` names in `dir`, checked, with its bytes and a note when it is not
+/// the one asked for.
+fn choose(dir: &Path, which: Resume, spec: &Spec) -> Result<(PathBuf, Vec<u8>, Option<String>)> {
     let (latest, prev) = (
         dir.join(files::CHECKPOINT),
         dir.join(files::CHECKPOINT_PREV),
@@ -186,8 +191,8 @@ pub(super) fn load(
         ),
         _ => (latest.clone(), None),
     };
-    let (tensors, st) = match read(&path, spec) {
-        Ok(v) => v,
+    match read(&path, spec) {
+        Ok((bytes, _)) => Ok((path, bytes, note)),
         Err(Error::Format { msg, .. }) if path == latest && prev.exists() => {
             let offer = match read(&prev, spec) {
                 Ok((_, p)) => format!(
@@ -198,16 +203,50 @@ pub(super) fn load(
                 ),
                 Err(_) => "; the previous checkpoint is damaged too".into(),
             };
-            return Err(Error::Format {
+            Err(Error::Format {
                 path: path.display().to_string(),
                 msg: format!("{msg}{offer}"),
-            });
+            })
         }
-        Err(e) => return Err(e),
-    };
+        Err(e) => Err(e),
+    }
+}
+
+/// Restore `model`, `opt` and the moving average `ema` from the checkpoint `which` names;
+/// returns the loop state, the file it came from and a note when it is not the one asked for.
+/// Rank 0 of `world` reads the file; every rank restores from its bytes.
+pub(crate) fn load(
+    dir: &Path,
+    which: Resume,
+    spec: &Spec,
+    model: &Sequential,
+    opt: &mut Optimizer,
+    ema: Option<&mut crate::train::ema::Ema>,
+    world: &dyn crate::dist::Collective,
+) -> Result<(LoopState, PathBuf, Option<String>)> {
+    let (path, bytes, note) = crate::dist::from_rank0(
+        world,
+        || choose(dir, which, spec),
+        |(p, b, n): &(PathBuf, Vec<u8>, Option<String>)| {
+            let p = p.to_string_lossy();
+            let n = n.as_deref().unwrap_or_default();
+            crate::dist::frame(&[p.as_bytes(), n.as_bytes(), b])
+        },
+        |b| match crate::dist::unframe(b).as_deref() {
+            Some([p, n, b]) => {
+                let p = PathBuf::from(String::from_utf8_lossy(p).into_owned());
+                let n = (!n.is_empty()).then(|| String::from_utf8_lossy(n).into_owned());
+                Ok((p, b.to_vec(), n))
+            }
+            _ => Err(Error::Dist(
+                "the checkpoint from rank 0 came cut short".into(),
+            )),
+        },
+    )?;
+    let (tensors, st) = parse(&bytes, &path, spec)?;
     let (ema_t, rest): (BTreeMap<_, _>, BTreeMap<_, _>) = tensors
         .into_iter()
-        .partition(|(k, _)| k.starts_with(super::ema::PREFIX));
+        .partition(|(k, _)| k.starts_with(crate::train::ema::PREFIX));
     let (model_t, opt_t): (BTreeMap<_, _>, BTreeMap<_, _>) = rest
         .into_iter()
         .partition(|(k, _)| !k.starts_with("state."));

@@ -40,7 +40,7 @@ pub fn is_run_file(name: &str) -> bool {
         || stem_ext("confusion_", ".png")
         || stem_ext("reconstructions", ".png")
         || stem_ext("samples_epoch_", ".png")
-        || name == super::gan::DISCRIMINATOR
+        || name == files::DISCRIMINATOR
         || name == "forecast.csv"
         || name == "forecast.png"
         || (name.ends_with(".tmp") && is_run_file(name.trim_end_matches(".tmp")))
@@ -333,11 +333,15 @@ pub fn write_imported(
             "already exists and is not empty: give another --out",
         ));
     }
-    let seed = super::split_seed(spec.train.seed);
+    let seed = crate::train::split_seed(spec.train.seed);
     let prepared = match (&spec.data, discriminator) {
         (None, _) => None,
-        (Some(_), Some(_)) => Some(super::prepare_samples(spec, usize::MAX, seed)?),
-        (Some(_), None) => Some(super::prepare(spec, &super::Task::of(spec, model)?, seed)?),
+        (Some(_), Some(_)) => Some(crate::train::prepare_samples(spec, usize::MAX, seed)?),
+        (Some(_), None) => Some(crate::train::prepare(
+            spec,
+            &crate::train::Task::of(spec, model)?,
+            seed,
+        )?),
     };
     let info = RunInfo {
         finished: true,
@@ -353,7 +357,7 @@ pub fn write_imported(
     let meta = super::checkpoint::weights_meta(spec);
     crate::io::save(&out.join(files::BEST), &model.state_dict(), &meta)?;
     if let Some(d) = discriminator {
-        crate::io::save(&out.join(super::gan::DISCRIMINATOR), &d.state_dict(), &meta)?;
+        crate::io::save(&out.join(files::DISCRIMINATOR), &d.state_dict(), &meta)?;
     }
     info.save(out)
 }
