@@ -74,6 +74,31 @@ pub fn from_launcher() -> crate::Result<World> {
     Ok(solo())
 }
 
+static BATCH_NORM: std::sync::RwLock<Option<World>> = std::sync::RwLock::new(None);
+
+/// While it lives, batch norm in training sums its statistics over the ranks of `world`
+/// (`[train] sync_batch_norm`): each rank runs the same layers in the same order, so their
+/// calls meet.
+pub struct SyncBatchNorm(());
+
+impl SyncBatchNorm {
+    pub fn start(world: World) -> SyncBatchNorm {
+        *BATCH_NORM.write().unwrap_or_else(|e| e.into_inner()) = Some(world);
+        SyncBatchNorm(())
+    }
+}
+
+impl Drop for SyncBatchNorm {
+    fn drop(&mut self) {
+        *BATCH_NORM.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// The ranks batch norm sums its statistics over, if any (see [`SyncBatchNorm`]).
+pub(crate) fn batch_norm_world() -> Option<World> {
+    BATCH_NORM.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// Rank 0's result on every rank: `Ok` with rank 0's value, or an error naming rank 0's
 /// message. `f` runs on rank 0 only; `encode` / `decode` carry its value.
 pub fn from_rank0<T>(

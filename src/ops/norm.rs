@@ -100,10 +100,10 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
             ),
         );
     }
-    let (mean, var): (Vec<f32>, Vec<f64>) = if use_batch {
+    let (mean, var, m): (Vec<f32>, Vec<f64>, usize) = if use_batch {
         let (mut mean, mut var) = (vec![0f32; c], vec![0f64; c]);
-        batch_stats(&x.data(), (n, c, inner), &mut mean, &mut var);
-        (mean, var)
+        let m = batch_stats(&x.data(), (n, c, inner), &mut mean, &mut var);
+        (mean, var, m)
     } else {
         let (Some(rm), Some(rv)) = (a.running_mean, a.running_var) else {
             return shape_err(
@@ -111,7 +111,11 @@ pub fn batch_norm(x: &Tensor, a: &BatchNormArgs) -> Result<Tensor> {
                 "evaluation without batch statistics needs running statistics",
             );
         };
-        (rm.to_vec(), rv.to_vec().iter().map(|&v| v as f64).collect())
+        (
+            rm.to_vec(),
+            rv.to_vec().iter().map(|&v| v as f64).collect(),
+            m,
+        )
     };
     let invstd: Vec<f32> = var.iter().map(|&v| inv_std(v, a.eps)).collect();
     // Running statistics are written only once no buffer is borrowed (one of them may be the
@@ -185,13 +189,18 @@ fn with_param_grads(
 }
 
 /// Per-channel batch mean and biased variance of `x` shaped `(n, c, inner)`: two passes per
-/// channel (mean, then squared deviations) in f64, channels in parallel.
+/// channel (mean, then squared deviations) in f64, channels in parallel. Returns the values
+/// per channel they were taken over: `n * inner`, or in a data-parallel run with
+/// `sync_batch_norm` the whole batch's over every rank ([`synced_stats`]).
 pub(crate) fn batch_stats(
     x: &[f32],
     (n, c, inner): (usize, usize, usize),
     mean: &mut [f32],
     var: &mut [f64],
-) {
+) -> usize {
+    if let Some(world) = crate::dist::batch_norm_world() {
+        return synced_stats(&*world, x, (n, c, inner), mean, var);
+    }
     let m = (n * inner) as f64;
     let planes = move |ch: usize| (0..n).map(move |i| (i * c + ch) * inner);
     mean.par_iter_mut()
@@ -205,6 +214,38 @@ pub(crate) fn batch_stats(
                 .sum();
             (*mu_out, *var_out) = (mu as f32, v / m);
         });
+    n * inner
+}
+
+/// [`batch_stats`] over the batch of every rank: the per-channel sums and counts summed over
+/// the ranks, then the squared deviations from the whole batch's mean.
+fn synced_stats(
+    world: &dyn crate::dist::Collective,
+    x: &[f32],
+    (n, c, inner): (usize, usize, usize),
+    mean: &mut [f32],
+    var: &mut [f64],
+) -> usize {
+    let planes = move |ch: usize| (0..n).map(move |i| (i * c + ch) * inner);
+    let mut sums = vec![0f64; c + 1];
+    sums[..c].par_iter_mut().enumerate().for_each(|(ch, s)| {
+        *s = planes(ch).map(|o| sum_f64(&x[o..o + inner])).sum();
+    });
+    sums[c] = (n * inner) as f64;
+    world.all_reduce_sum_f64(&mut sums);
+    let m = sums[c];
+    let mut dev = vec![0f64; c];
+    dev.par_iter_mut().enumerate().for_each(|(ch, d)| {
+        let mu = sums[ch] / m;
+        *d = planes(ch)
+            .map(|o| sum_sq_dev_f64(&x[o..o + inner], mu))
+            .sum();
+    });
+    world.all_reduce_sum_f64(&mut dev);
+    for ch in 0..c {
+        (mean[ch], var[ch]) = ((sums[ch] / m) as f32, dev[ch] / m);
+    }
+    m as usize
 }
 
 /// `1 / sqrt(var + eps)` in f64.
@@ -299,7 +340,6 @@ pub(crate) fn batch_norm_backward(
     sums: &mut [(f64, f64)],
     dx: &mut [f32],
 ) {
-    let m = n * inner;
     let planes = move |ch: usize| (0..n).map(move |i| (i * c + ch) * inner);
     sums.par_iter_mut().enumerate().for_each(|(ch, out)| {
         let mu = st.mean[ch] as f64;
@@ -311,7 +351,14 @@ pub(crate) fn batch_norm_backward(
         }
         *out = (sg, sgx * st.invstd[ch] as f64);
     });
-    let sums = &*sums;
+    // what the input gradient goes through: the means of g and g * xhat over the batch
+    let means: Vec<(f64, f64)> = match crate::dist::batch_norm_world().filter(|_| st.batch) {
+        None => {
+            let m = (n * inner) as f64;
+            sums.iter().map(|&(a, b)| (a / m, b / m)).collect()
+        }
+        Some(world) => synced_grad_means(&*world, sums, n, inner),
+    };
     dx.par_chunks_mut(inner.max(1))
         .enumerate()
         .for_each(|(plane, dp)| {
@@ -321,8 +368,7 @@ pub(crate) fn batch_norm_backward(
             let k = st.weight[ch] * st.invstd[ch];
             if st.batch {
                 // d/dx of (x - mean) * invstd with batch statistics
-                let mg = (sums[ch].0 / m as f64) as f32;
-                let mgx = (sums[ch].1 / m as f64) as f32;
+                let (mg, mgx) = (means[ch].0 as f32, means[ch].1 as f32);
                 let coef = [k, mg, st.mean[ch], st.invstd[ch], mgx];
                 bn_input_grad(gp, xp, dp, coef);
             } else {
@@ -331,6 +377,28 @@ pub(crate) fn batch_norm_backward(
                 }
             }
         });
+}
+
+/// The means of `g` and `g * xhat` over the batch of every rank, for this rank's input
+/// gradient (`sync_batch_norm`). Each rank's `g` is the gradient of its own part's mean loss,
+/// and the ranks' gradients are later summed weighted by their share `n_r / N` of the batch:
+/// so the sums are summed weighted by `n_r`, and this rank's means scaled by `1 / n_r`:
+/// `sum_r(n_r * S_r) / (n * M)` with `M` the values per channel over every rank.
+fn synced_grad_means(
+    world: &dyn crate::dist::Collective,
+    sums: &[(f64, f64)],
+    n: usize,
+    inner: usize,
+) -> Vec<(f64, f64)> {
+    let c = sums.len();
+    let w = n as f64;
+    let mut all: Vec<f64> = sums.iter().flat_map(|&(a, b)| [a * w, b * w]).collect();
+    all.push(n as f64);
+    world.all_reduce_sum_f64(&mut all);
+    let m = all[2 * c] * inner as f64;
+    (0..c)
+        .map(|ch| (all[2 * ch] / (w * m), all[2 * ch + 1] / (w * m)))
+        .collect()
 }
 
 avx2_twin! {

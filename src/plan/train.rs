@@ -298,7 +298,7 @@ fn forward(
             ..
         } => {
             let (c, inner) = (bn.channels, *inner);
-            batch_stats(x, (n, c, inner), mean, var);
+            let m = batch_stats(x, (n, c, inner), mean, var);
             for (is, &v) in invstd.iter_mut().zip(var.iter()) {
                 *is = inv_std(v, bn.eps);
             }
@@ -308,7 +308,7 @@ fn forward(
                 mean,
                 var,
                 bn.momentum,
-                n * inner,
+                m,
             );
             let (w, b) = (params[*weight].0.data(), params[*bias].0.data());
             scale_shift(&w, &b, mean, invstd, scale, shift);

@@ -241,6 +241,10 @@ pub struct TrainSpec {
     /// `bce` for autoencoders; `None`: cross-entropy or MSE, as the data asks.
     pub loss: Option<Loss>,
     pub task: TaskKind,
+    /// In a data-parallel run: batch norm's statistics over the whole batch, summed over the
+    /// ranks in forward and backward (PyTorch's SyncBatchNorm), instead of each rank's own
+    /// part of it (DistributedDataParallel's default).
+    pub sync_batch_norm: bool,
 }
 
 /// `[train] loss`.
@@ -1003,6 +1007,7 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         Some(_) => Some(Loss::CrossEntropy),
         None => None,
     };
+    let sync_batch_norm = t.bool("sync_batch_norm")?.unwrap_or(false);
     let label_smoothing = t.f32("label_smoothing")?.unwrap_or(0.0);
     if !(0.0..1.0).contains(&label_smoothing) {
         return Err(t.err(
@@ -1173,5 +1178,6 @@ fn parse_train(t: &Table) -> R<TrainSpec> {
         tta_hflip,
         loss,
         task,
+        sync_batch_norm,
     })
 }

@@ -123,6 +123,18 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
     let mut driver = Driver::new(spec, &run.prepared, run.mixed, opts.stop.clone());
     driver.part = (world.rank(), ranks);
     run.steps = driver.steps;
+    let sync_bn = ranks > 1 && t.sync_batch_norm;
+    if sync_bn && run.mixed {
+        return Err(Error::Dist(
+            "sync_batch_norm does not apply to batches of padded series of several lengths (their batch norm takes each rank's own part)".into(),
+        ));
+    }
+    // batch norm sums its statistics over the ranks while this lives
+    let _sync = sync_bn.then(|| crate::dist::SyncBatchNorm::start(world.clone()));
+    if let Some(r) = &mut run.reducer {
+        // with synced statistics every rank's running statistics are the same already
+        r.average_buffers = !sync_bn;
+    }
     if ranks > 1 {
         driver.check_parts()?;
         obs.message(&format!(

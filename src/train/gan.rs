@@ -208,7 +208,7 @@ pub fn train_gan(
         ));
         rows.push(row);
         // samples from the fixed noise, the weights, the metrics
-        let samples = sample(&g, &fixed, &prepared.normalize)?;
+        let samples = sample(g, &fixed, &prepared.normalize)?;
         sample_grid(
             &dir.join(format!("samples_epoch_{:03}.png", e + 1)),
             &samples,

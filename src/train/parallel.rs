@@ -38,6 +38,9 @@ pub(crate) struct Global {
 pub(crate) struct Reducer {
     world: World,
     flat: Vec<f32>,
+    /// Average the buffers over the ranks after each step (not needed when batch norm's
+    /// statistics are synced, and so the same on every rank).
+    pub average_buffers: bool,
 }
 
 /// Ranks named in the failure mask (one bit per rank below 52).
@@ -59,6 +62,7 @@ impl Reducer {
         Reducer {
             world,
             flat: Vec::new(),
+            average_buffers: true,
         }
     }
 
@@ -143,6 +147,7 @@ impl Reducer {
                 None => self.flat.extend(std::iter::repeat_n(0.0, p.numel())),
             }
         }
+        let buffers = if self.average_buffers { buffers } else { &[] };
         for (_, b) in buffers {
             self.flat.extend(b.data().iter());
         }

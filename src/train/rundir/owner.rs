@@ -271,7 +271,16 @@ fn process_alive(pid: u32) -> bool {
     if !proc_root.join("self").exists() {
         return true;
     }
-    proc_root.join(pid.to_string()).exists()
+    // a zombie (ended, not yet reaped by its parent, as the ranks of an aborted MPI job can
+    // be for a while) writes nothing
+    match std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => proc_root.join(pid.to_string()).exists(),
+    }
 }
 
 #[cfg(test)]
