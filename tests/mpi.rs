@@ -239,6 +239,18 @@ fn ranks_train_the_weights_of_one_process() {
         "{}",
         text(&o)
     );
+    // gradients summed in buckets while backward runs (the default across machines): the
+    // same sums (two ranks add each value in one order), so the same bits
+    let mut c = mpirun(&bin, 2, d, &["spec.toml", "--out", "np2-buckets"]);
+    c.env("CONVNET_OVERLAP", "1");
+    let o = run(c);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("summed in buckets"), "{}", text(&o));
+    assert_eq!(
+        bits(&weights(&d.join("np2"))),
+        bits(&weights(&d.join("np2-buckets"))),
+        "buckets changed the sums"
+    );
 }
 
 /// Per-rank batch norm statistics (the default) train too, and the ranks keep one model:

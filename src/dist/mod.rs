@@ -29,6 +29,10 @@ pub trait Collective: Send + Sync {
     fn host(&self) -> String {
         String::new()
     }
+    /// The same ranks on a channel of their own, whose calls may run on another thread at
+    /// the same time as this one's (gradient buckets summed while backward goes on); an
+    /// error where the library cannot have two threads in it at once.
+    fn duplicate(&self) -> crate::Result<World>;
 }
 
 /// The ranks of a run (shared by what needs them).
@@ -47,6 +51,9 @@ impl Collective for Solo {
     fn all_reduce_sum(&self, _: &mut [f32]) {}
     fn all_reduce_sum_f64(&self, _: &mut [f64]) {}
     fn broadcast(&self, _: &mut Vec<u8>) {}
+    fn duplicate(&self) -> crate::Result<World> {
+        Ok(solo())
+    }
 }
 
 /// The world of a run on one process.

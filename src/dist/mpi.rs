@@ -6,11 +6,14 @@
 //! and a run repeats itself exactly; `MPI_Allreduce` promises neither. Each rank sends and
 //! receives `2 (N - 1) / N` times the buffer, what the bandwidth bound allows.
 //!
-//! MPI is asked for `MPI_THREAD_SERIALIZED`: the calls come from one thread at a time (a
-//! mutex holds the communicator).
+//! MPI is asked for `MPI_THREAD_MULTIPLE`: gradient buckets are summed on a thread of their
+//! own, over a duplicate of the communicator ([`Collective::duplicate`]), while the training
+//! thread goes on (and may sum batch norm's statistics on the first). Each communicator's
+//! calls come from one thread at a time (a mutex holds it). Where the library gives less,
+//! the buckets wait for backward to end.
 
 use std::ops::AddAssign;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use mpi::datatype::Equivalence;
 use mpi::environment::Universe;
@@ -26,12 +29,15 @@ pub struct Mpi {
     rank: usize,
     size: usize,
     host: String,
-    // last: dropping it finalizes MPI
-    _universe: Universe,
+    /// Several threads may call MPI at once.
+    multiple: bool,
+    // last: dropping the last holder finalizes MPI
+    universe: Arc<Universe>,
 }
 
-// SAFETY: MPI was initialised with MPI_THREAD_SERIALIZED (checked in `init`) and every call
-// goes through the mutex, so no two threads call MPI at once.
+// SAFETY: every call on a communicator goes through its mutex; two communicators are used
+// from two threads at once only where MPI gave MPI_THREAD_MULTIPLE (`duplicate` checks it),
+// and MPI_THREAD_SERIALIZED at least is checked in `init`.
 unsafe impl Send for Mpi {}
 // SAFETY: as above.
 unsafe impl Sync for Mpi {}
@@ -47,7 +53,7 @@ impl Mpi {
     /// Join the MPI job; `None` when MPI was initialised before, or cannot give the thread
     /// support needed.
     pub fn init() -> crate::Result<Mpi> {
-        let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Serialized)
+        let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Multiple)
             .ok_or_else(|| crate::Error::Dist("MPI was initialised twice".into()))?;
         if threading < mpi::Threading::Serialized {
             return Err(crate::Error::Dist(format!(
@@ -62,7 +68,8 @@ impl Mpi {
             rank,
             size,
             host,
-            _universe: universe,
+            multiple: threading >= mpi::Threading::Multiple,
+            universe: Arc::new(universe),
         })
     }
 
@@ -125,5 +132,22 @@ impl Collective for Mpi {
     }
     fn host(&self) -> String {
         self.host.clone()
+    }
+    fn duplicate(&self) -> crate::Result<super::World> {
+        if !self.multiple {
+            return Err(crate::Error::Dist(
+                "the MPI library does not let two threads call it at once (MPI_THREAD_MULTIPLE)"
+                    .into(),
+            ));
+        }
+        let world = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(Arc::new(Mpi {
+            world: Mutex::new(world.duplicate()),
+            rank: self.rank,
+            size: self.size,
+            host: self.host.clone(),
+            multiple: true,
+            universe: self.universe.clone(),
+        }))
     }
 }

@@ -90,6 +90,8 @@ pub struct TrainPlan {
     grads: [Vec<f32>; 2],
     /// The parameters the steps use, with their gradient buffers.
     params: Params,
+    /// `first[k]`: the parameters of steps before `k` (those of step `k` on follow them).
+    first: Vec<usize>,
     /// Samples in the last forward.
     n: usize,
     /// What each step runs: `layers.0-1 conv2d + activation`.
@@ -112,9 +114,11 @@ impl TrainPlan {
                 format!("layers.{} {}", d.layer, kinds.join(" + "))
             })
             .collect();
+        let mut first = Vec::new();
         let steps: Steps = decided
             .iter()
             .map(|d| {
+                first.push(params.len());
                 let step = build(d, &*model.layers()[d.layer], batch, &mut params);
                 (step, d.inp, d.out)
             })
@@ -143,6 +147,7 @@ impl TrainPlan {
             acts,
             grads: [alloc(largest)?, alloc(largest)?],
             params,
+            first,
             n: 0,
             names,
         })
@@ -208,6 +213,19 @@ impl TrainPlan {
         rng: &mut Rng,
         loss: impl FnOnce(&Tensor) -> Result<Tensor>,
     ) -> Result<(Tensor, Tensor)> {
+        let (out, l, dy) = self.forward_loss(x, rng, loss)?;
+        self.backward(&dy.data())?;
+        Ok((out, l))
+    }
+
+    /// The first half of [`Self::step`]: the forward on `x`, the outputs (detached), the loss
+    /// and its gradient with respect to the outputs, for [`Self::backward`].
+    pub fn forward_loss(
+        &mut self,
+        x: &Tensor,
+        rng: &mut Rng,
+        loss: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let out = self.forward(&x.data(), rng)?.to_vec();
         let mut shape = vec![self.n];
         shape.extend(&self.output);
@@ -217,8 +235,18 @@ impl TrainPlan {
         let dy = out.grad().ok_or_else(|| {
             Error::Autograd("the loss does not depend on the model's outputs".into())
         })?;
-        self.backward(&dy.data())?;
-        Ok((out.detach(), l))
+        Ok((out.detach(), l, dy))
+    }
+
+    /// [`Self::backward`], calling `ready(param, grad)` for each parameter as soon as its
+    /// gradient is final (the last layer's first), while backward goes on: a data-parallel
+    /// run starts summing them over the ranks then.
+    pub fn backward_ready(
+        &mut self,
+        dy: &[f32],
+        ready: &mut dyn FnMut(&Tensor, &[f32]),
+    ) -> Result<()> {
+        self.backward_inner(dy, &mut |_, _| {}, ready)
     }
 
     /// Backward from `dy`, the loss's gradient with respect to the last forward's outputs:
@@ -229,6 +257,15 @@ impl TrainPlan {
     }
 
     fn backward_with(&mut self, dy: &[f32], timed: &mut dyn FnMut(usize, f64)) -> Result<()> {
+        self.backward_inner(dy, timed, &mut |_, _| {})
+    }
+
+    fn backward_inner(
+        &mut self,
+        dy: &[f32],
+        timed: &mut dyn FnMut(usize, f64),
+        ready: &mut dyn FnMut(&Tensor, &[f32]),
+    ) -> Result<()> {
         let n = self.n;
         let out_len = n * self.output.iter().product::<usize>();
         if n == 0 || dy.len() != out_len {
@@ -250,6 +287,10 @@ impl TrainPlan {
             backward(step, &mut self.params, n, (x, y), &mut cur[..n * *out], dx);
             std::mem::swap(&mut cur, &mut other);
             timed(k, started.elapsed().as_secs_f64());
+            let done = self.first.get(k + 1).copied().unwrap_or(self.params.len());
+            for (t, g) in self.params[self.first[k]..done].iter().rev() {
+                ready(t, g);
+            }
         }
         for (t, g) in &self.params {
             t.set_grad(Tensor::from_vec(g.clone(), t.shape())?);

@@ -134,6 +134,7 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
     if let Some(r) = &mut run.reducer {
         // with synced statistics every rank's running statistics are the same already
         r.average_buffers = !sync_bn;
+        r.choose_buckets();
     }
     if ranks > 1 {
         driver.check_parts()?;
@@ -179,6 +180,9 @@ pub fn train(spec: &Spec, opts: &TrainOptions, obs: &mut dyn Observer) -> Result
             outcome = o;
             break;
         }
+    }
+    if let Some(msg) = run.reducer.as_ref().and_then(Reducer::summary) {
+        obs.message(&msg);
     }
     if !matches!(outcome, Outcome::Interrupted { .. }) {
         run.save_info(st.best_epoch, true)?;
@@ -318,6 +322,9 @@ impl Run<'_> {
         };
         let end = driver.run_epoch(e, start_step, sched, &mut steps, obs)?;
         let secs = steps.seconds();
+        if let Some(r) = &mut self.reducer {
+            r.end_epoch();
+        }
         st.epoch_seconds = secs;
         match end {
             EpochEnd::Done { lr } => Ok((None, lr)),
@@ -359,47 +366,67 @@ impl Run<'_> {
     /// What this step saw over every rank: forward and backward here, then (in a
     /// data-parallel run) the ranks' figures and gradients summed.
     fn seen(&mut self, batch: &Batch, rng: &mut Rng, epoch: usize) -> Result<Global> {
-        let local = self.forward_backward(batch, rng).map(|(out, loss)| {
+        if self.reducer.is_none() {
+            let (out, loss) = self.forward_backward(batch, rng)?;
             let (metric_sum, metric_terms) = self.task.metric_sum(&out, batch);
-            Local {
+            return Ok(Global {
                 samples: batch.len(),
                 loss,
                 metric_sum,
                 metric_terms,
                 stop: self.stop_asked(),
-                failed: false,
-            }
-        });
-        let Some(reducer) = &mut self.reducer else {
-            let l = local?;
-            return Ok(Global {
-                samples: l.samples,
-                loss: l.loss,
-                metric_sum: l.metric_sum,
-                metric_terms: l.metric_terms,
-                stop: l.stop,
             });
+        }
+        // Data-parallel: forward and the loss, then the figures summed (so a failure or a
+        // stop is known to every rank before any gradient is sent), then backward, with the
+        // gradients summed in buckets as it goes where the plan runs it; the eager engine's
+        // backward runs with its forward and its gradients are summed after.
+        let task = &self.task;
+        let on_plan = matches!(&self.engine, Engine::Plan(p) if p.fits(&batch.x));
+        let fwd = match &mut self.engine {
+            Engine::Plan(p) if on_plan => p
+                .forward_loss(&batch.x, rng, |o| task.loss(o, batch))
+                .and_then(|(out, l, dy)| Ok((out, l.item()? as f64, Some(dy)))),
+            _ => self
+                .forward_backward(batch, rng)
+                .map(|(out, loss)| (out, loss, None)),
         };
-        let (mine, err) = match local {
-            Ok(l) => (l, None),
-            Err(e) => {
-                let failed = Local {
-                    samples: 0,
-                    loss: 0.0,
-                    metric_sum: 0.0,
-                    metric_terms: 0,
-                    stop: true,
-                    failed: true,
-                };
-                (failed, Some(e))
+        let local = match &fwd {
+            Ok((out, loss, _)) => {
+                let (metric_sum, metric_terms) = self.task.metric_sum(out, batch);
+                Local {
+                    samples: batch.len(),
+                    loss: *loss,
+                    metric_sum,
+                    metric_terms,
+                    stop: self.stop_asked(),
+                    failed: false,
+                }
             }
+            Err(_) => Local {
+                samples: 0,
+                loss: 0.0,
+                metric_sum: 0.0,
+                metric_terms: 0,
+                stop: true,
+                failed: true,
+            },
         };
         let at = format!("epoch {epoch}, step {}", batch.step + 1);
-        let all = reducer.step(mine, &self.params, &self.buffers, &at);
-        match err {
-            Some(e) => Err(e),
-            None => all,
+        let (Some(reducer), engine) = (&mut self.reducer, &mut self.engine) else {
+            unreachable!("a data-parallel run has its reducer");
+        };
+        let summed = reducer.figures(&local, &at);
+        let (_, _, dy) = fwd?; // this rank's own error first
+        let (global, share) = summed?;
+        if let (Some(dy), Engine::Plan(p)) = (dy, engine) {
+            match reducer.start_buckets(share) {
+                Some(b) => p.backward_ready(&dy.data(), &mut |t, g| b.ready(t, g))?,
+                None => p.backward(&dy.data())?,
+            }
         }
+        reducer.gradients(&self.params, &self.buffers, share)?;
+        Ok(global)
     }
 
     /// One training step of `epoch` (1-based) at learning rate `lr`: forward, loss and
