@@ -9,6 +9,7 @@
 //! order does not depend on timing), so every rank holds the same bits and a run gives the
 //! same weights each time it is repeated with as many ranks.
 
+pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 

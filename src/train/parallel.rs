@@ -27,6 +27,7 @@ pub(crate) struct Local {
 }
 
 /// What the ranks saw together.
+#[derive(Debug)]
 pub(crate) struct Global {
     pub samples: usize,
     /// The mean loss over the whole batch.
@@ -424,6 +425,95 @@ impl Drop for Buckets {
             if let Some(t) = self.thread.take() {
                 let _ = t.join();
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dist::local::local_ranks;
+
+    fn local(samples: usize, loss: f64, failed: bool) -> Local {
+        Local {
+            samples,
+            loss,
+            metric_sum: samples as f64,
+            metric_terms: samples,
+            stop: false,
+            failed,
+        }
+    }
+
+    /// On each of two thread ranks: a parameter with gradient `grads[rank]`, a buffer, and a
+    /// part of `parts[rank]` samples; `buckets`: summed during "backward". What each rank
+    /// ends with: (figures, gradient, buffer).
+    fn two_ranks(buckets: bool) -> Vec<(Global, Vec<f32>, Vec<f32>)> {
+        let grads = [vec![1.0f32, 2.0], vec![5.0, -2.0]];
+        let parts = [3usize, 1];
+        std::thread::scope(|s| {
+            let hs: Vec<_> = local_ranks(2)
+                .into_iter()
+                .map(|w| {
+                    let g = grads[w.rank()].clone();
+                    let n = parts[w.rank()];
+                    s.spawn(move || {
+                        let p = Tensor::from_vec(vec![0.0, 0.0], &[2]).unwrap();
+                        p.set_grad(Tensor::from_vec(g.clone(), &[2]).unwrap());
+                        let b = Tensor::from_vec(vec![w.rank() as f32 * 4.0], &[1]).unwrap();
+                        let mut r = Reducer::new(w);
+                        let loss = if n == 3 { 1.0 } else { 5.0 };
+                        let (global, share) = r.figures(&local(n, loss, false), "here").unwrap();
+                        if buckets {
+                            let bk = r.start_buckets(share).unwrap();
+                            bk.ready(&p, &g);
+                        }
+                        let params = [("w".to_string(), p.clone())];
+                        let bufs = [("m".to_string(), b.clone())];
+                        r.gradients(&params, &bufs, share).unwrap();
+                        (global, p.grad().unwrap().to_vec(), b.to_vec())
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    #[test]
+    fn ranks_sum_gradients_weighted_by_their_parts_and_average_buffers() {
+        for buckets in [false, true] {
+            for (g, grad, buf) in two_ranks(buckets) {
+                // (3 * [1, 2] + 1 * [5, -2]) / 4
+                assert_eq!(grad, [2.0, 1.0], "buckets {buckets}");
+                assert_eq!(buf, [2.0]);
+                assert_eq!(g.samples, 4);
+                assert_eq!(g.loss, (3.0 * 1.0 + 5.0) / 4.0);
+                assert_eq!((g.metric_sum, g.metric_terms), (4.0, 4));
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_rank_stops_every_rank_with_its_name() {
+        let errs: Vec<String> = std::thread::scope(|s| {
+            let hs: Vec<_> = local_ranks(3)
+                .into_iter()
+                .map(|w| {
+                    s.spawn(move || {
+                        let failed = w.rank() == 1;
+                        let mut r = Reducer::new(w);
+                        let l = local(if failed { 0 } else { 4 }, 0.5, failed);
+                        r.figures(&l, "epoch 2, step 7").unwrap_err().to_string()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for e in errs {
+            assert!(
+                e.contains("rank 1 failed at epoch 2, step 7; every rank stops"),
+                "{e}"
+            );
         }
     }
 }
