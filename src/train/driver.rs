@@ -97,6 +97,15 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// The samples in each batch of an epoch.
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        let all: Vec<usize> = (0..self.train.len()).collect();
+        let batches = self
+            .train
+            .epoch_batches(&all, self.spec.train.batch_size, self.mixed);
+        batches.iter().map(|b| b.len()).collect()
+    }
+
     pub fn stop_asked(&self) -> bool {
         self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
     }

@@ -296,20 +296,7 @@ pub fn run(a: Args) -> Result<()> {
         (None, None) => bail!("rank {rank} of {ranks} has no spec"),
     };
     let spec_path = spec.path.clone();
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // A second Ctrl-C while the checkpoint is written should not be needed; the first sets
-        // the flag and the loop stops after its current step.
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!(
-                "\nstopping after this step; a checkpoint will be saved (Ctrl-C again to quit at once)"
-            );
-        });
-    }
+    let stop = stop_flag();
     let kind = train::RunKind::of(&spec);
     if ranks > 1 && kind == train::RunKind::Gan {
         bail!("a GAN trains on one process: run it without mpirun");
@@ -319,22 +306,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     println!("training {} into {}", spec_path.display(), out.display());
     if kind == train::RunKind::Gan {
-        if resume {
-            bail!("GAN runs do not resume: start a new run");
-        }
-        if a.init_from.is_some() {
-            bail!("--init-from takes one model's weights; a GAN trains two");
-        }
-        let mut obs = GanBar { bar: None };
-        let started = std::time::Instant::now();
-        let rows = train::gan::train_gan(&spec, &out, Some(stop), &mut obs)?;
-        println!(
-            "done in {:.1}s ({} epochs); samples_epoch_*.png show the fixed noise batch after each epoch; `convnet generate {}` samples more",
-            started.elapsed().as_secs_f64(),
-            rows.len(),
-            out.display()
-        );
-        return Ok(());
+        return gan(&a, &spec, &out, resume, stop);
     }
     let mut obs = Bar {
         bar: None,
@@ -377,43 +349,91 @@ pub fn run(a: Args) -> Result<()> {
         )?,
         Outcome::Finished => {}
     }
+    report(&mut so, &spec, &out, &res.prepared)?;
+    writeln!(
+        so,
+        "done in {:.1}s; the run is in {} (metrics.csv, curves.png, best.safetensors)",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    )?;
+    Ok(())
+}
+
+/// Ctrl-C (or SIGTERM) raises the flag: the loop stops after its current step and saves a
+/// checkpoint. A second one quits at once (it should not be needed while that is written).
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\nstopping after this step; a checkpoint will be saved (Ctrl-C again to quit at once)"
+        );
+    });
+    stop
+}
+
+/// `convnet train` of a GAN spec.
+fn gan(a: &Args, spec: &Spec, out: &Path, resume: bool, stop: Arc<AtomicBool>) -> Result<()> {
+    if resume {
+        bail!("GAN runs do not resume: start a new run");
+    }
+    if a.init_from.is_some() {
+        bail!("--init-from takes one model's weights; a GAN trains two");
+    }
+    let mut obs = GanBar { bar: None };
+    let started = std::time::Instant::now();
+    let rows = train::gan::train_gan(spec, out, Some(stop), &mut obs)?;
+    println!(
+        "done in {:.1}s ({} epochs); samples_epoch_*.png show the fixed noise batch after each epoch; `convnet generate {}` samples more",
+        started.elapsed().as_secs_f64(),
+        rows.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// After training: the chosen weights on the held-out data, as its kind of run reports them.
+fn report(so: &mut impl Write, spec: &Spec, out: &Path, prepared: &train::Prepared) -> Result<()> {
+    let kind = train::RunKind::of(spec);
     if kind == train::RunKind::Autoencoder {
-        let (_, best, _) = train::load_run(&out)?;
-        let task = train::Task::of(&spec, &best)?;
-        let (name, held) = match (&res.prepared.test, &res.prepared.val) {
+        let (_, best, _) = train::load_run(out)?;
+        let task = train::Task::of(spec, &best)?;
+        let (name, held) = match (&prepared.test, &prepared.val) {
             (Some(t), _) => ("test", t),
             (None, Some(v)) => ("validation", v),
-            (None, None) => ("training", &*res.prepared.train),
+            (None, None) => ("training", &*prepared.train),
         };
         let png = out.join("reconstructions.png");
         let r = train::autoencoder::evaluate_autoencoder(
             &best,
             &task,
-            &res.prepared.train,
+            &prepared.train,
             held,
             Some((&png, 12)),
         )?;
-        crate::eval::print_autoencoder_report(&mut so, &r, name, &png)?;
-        return Ok(());
+        return crate::eval::print_autoencoder_report(so, &r, name, &png);
     }
     if kind == train::RunKind::Forecaster {
         use train::forecast::{Part, evaluate_forecaster};
-        let (_, best, info) = train::load_run(&out)?;
-        let r = evaluate_forecaster(&spec, &best, &info, None, Part::Validation)?;
-        crate::eval::print_forecast_report(&mut so, &r, &info)?;
-        if res.prepared.test.is_some() {
-            let r = evaluate_forecaster(&spec, &best, &info, None, Part::Test)?;
-            crate::eval::print_forecast_report(&mut so, &r, &info)?;
+        let (_, best, info) = train::load_run(out)?;
+        let r = evaluate_forecaster(spec, &best, &info, None, Part::Validation)?;
+        crate::eval::print_forecast_report(so, &r, &info)?;
+        if prepared.test.is_some() {
+            let r = evaluate_forecaster(spec, &best, &info, None, Part::Test)?;
+            crate::eval::print_forecast_report(so, &r, &info)?;
         }
-    } else if let Some(test) = &res.prepared.test {
-        let classes = res.prepared.class_names.len();
-        let (_, best, info) = train::load_run(&out)?;
+    } else if let Some(test) = &prepared.test {
+        let classes = prepared.class_names.len();
+        let (_, best, info) = train::load_run(out)?;
         let r = train::evaluate(
             &best,
             test,
             &info.normalize(),
             classes,
-            &train::loss_options(&spec),
+            &train::loss_options(spec),
             256,
             spec.train.tta_hflip,
         )?;
@@ -426,12 +446,6 @@ pub fn run(a: Args) -> Result<()> {
             100.0 * r.accuracy
         )?;
     }
-    writeln!(
-        so,
-        "done in {:.1}s; the run is in {} (metrics.csv, curves.png, best.safetensors)",
-        started.elapsed().as_secs_f64(),
-        out.display()
-    )?;
     Ok(())
 }
 
