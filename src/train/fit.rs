@@ -354,6 +354,15 @@ impl Run<'_> {
             EpochEnd::Stopped { step, lr } => {
                 st.schedule = (sched.scale, sched.best, sched.bad_epochs);
                 self.checkpoint(st)?;
+                if self.reducer.is_some() {
+                    // said at once: mpirun may end the ranks soon after it passed the signal on
+                    obs.message(&format!(
+                        "every rank stopped after epoch {}, step {step}; the checkpoint is saved: `mpirun -np {} convnet train --resume {}` continues",
+                        e + 1,
+                        self.opts.world.size(),
+                        self.dir.display()
+                    ));
+                }
                 let at = Outcome::Interrupted { epoch: e + 1, step };
                 Ok((Some(at), lr))
             }
