@@ -30,7 +30,8 @@ pub fn run(a: Args) -> Result<()> {
     let (spec, model, info) = train::load_run(&a.dir)?;
     let norm = info.normalize();
     let source = spec.data.as_ref().map(|d| &d.source);
-    let input = if spec.discriminator.is_some() {
+    let kind = train::RunKind::of(&spec);
+    let input = if kind == train::RunKind::Gan {
         let z = gan::noise(1, &model.input, &mut Rng::new(a.seed))?;
         ExplainInput {
             display: z.to_vec(),
@@ -43,7 +44,7 @@ pub fn run(a: Args) -> Result<()> {
             bail!("give the INPUT to explain: an image, a series CSV or a .ts/.tsv file");
         };
         match source {
-            Some(DataSource::Series(_)) => {
+            Some(DataSource::Series(_)) if kind == train::RunKind::Forecaster => {
                 let mut f = Forecaster::new(&spec, &model, &info)?;
                 let series = read_series_csv(path, &f.source.read)?;
                 f.attach(&series, &path.display().to_string())?;
