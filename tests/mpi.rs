@@ -200,6 +200,7 @@ fn ranks_train_the_weights_of_one_process() {
         assert!(o.status.success(), "{n} ranks: {}", text(&o));
         let w = weights(&d.join(&out));
         let diff = rel_diff(&one, &w);
+        eprintln!("{n} rank(s): weights within {diff:.2e} of one process's");
         assert!(
             diff < 1e-5,
             "{n} ranks: weights {diff:e} from one process's"

@@ -95,8 +95,9 @@ impl Reducer {
     /// Whether to sum gradients in buckets during backward: `CONVNET_OVERLAP=1` or `=0`
     /// decides; by default, when the ranks are on more than one machine. On one machine the
     /// ranks' sums take shared memory and little time, and the summing thread, which polls
-    /// while it waits, takes a core from the ranks' work (measured on 2 cores: a step of the
-    /// F network 5% slower with buckets). One call on every rank.
+    /// while it waits, takes a core from the ranks' work (measured on 2 cores with the F
+    /// network: 1-8% slower with shared memory, no gain over TCP; BENCHMARKS.md). One call on
+    /// every rank.
     pub fn choose_buckets(&mut self) -> bool {
         let on = match std::env::var("CONVNET_OVERLAP").as_deref() {
             Ok("0") => false,
