@@ -275,46 +275,50 @@ fn per_rank_batch_norm_statistics_train_one_model() {
     assert!(e.status.success(), "{}", text(&e));
 }
 
-/// A rank killed mid-run takes the job down; `--resume` on as many ranks continues from the
-/// last checkpoint and ends with the weights of an uninterrupted run.
-#[test]
-fn a_killed_rank_stops_the_job_and_a_resumed_run_ends_as_an_uninterrupted_one() {
-    let Some(bin) = mpi_binary() else { return };
-    let dir = setup("epochs = 30");
-    let d = dir.path();
-    let o = run(mpirun(&bin, 2, d, &["spec.toml", "--out", "full"]));
-    assert!(o.status.success(), "{}", text(&o));
-    let mut job = mpirun(&bin, 2, d, &["spec.toml", "--out", "cut"]);
+/// How a run is cut short.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// SIGKILL to one rank: the job ends, the last epoch's checkpoint is left.
+    KillRank,
+    /// SIGINT to mpirun (Ctrl-C), which passes it on: every rank stops after the same step
+    /// and rank 0 saves a checkpoint there.
+    CtrlC,
+}
+
+/// Train `out` on 2 ranks and cut it short once its first checkpoint exists; whether it was
+/// cut (not finished first) and what it said.
+fn cut_short(bin: &Path, d: &Path, out: &str, how: Cut) -> (bool, String) {
+    let mut job = mpirun(bin, 2, d, &["spec.toml", "--out", out]);
     let child = job
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // wait for the first checkpoint, then kill one rank
     let started = Instant::now();
-    let ckpt = d.join("cut/checkpoint.safetensors");
+    let ckpt = d.join(out).join("checkpoint.safetensors");
     while !ckpt.exists() && started.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(ckpt.exists(), "no checkpoint within 60 s");
     // the ranks' command lines (not mpirun's, which holds the same words after its own)
-    let pattern = format!("^{} train spec.toml --out cut", bin.display());
-    let pids = Command::new("pgrep")
-        .args(["-f", &pattern])
-        .output()
-        .unwrap();
-    let pids = String::from_utf8_lossy(&pids.stdout).to_string();
-    let victim = pids.lines().last().expect("the ranks run");
-    Command::new("kill").args(["-9", victim]).status().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let finished = std::fs::read_to_string(d.join("cut/run.json")).unwrap();
-    if out.status.success() {
-        // the job finished before the kill landed: nothing to resume
-        eprintln!("the job finished before rank {victim} was killed");
-        assert!(finished.contains("\"finished\": true"), "{finished}");
-        return;
+    let pattern = format!("^{} train spec.toml --out {out}", bin.display());
+    match how {
+        Cut::KillRank => {
+            let pids = Command::new("pgrep")
+                .args(["-f", &pattern])
+                .output()
+                .unwrap();
+            let pids = String::from_utf8_lossy(&pids.stdout).to_string();
+            let victim = pids.lines().last().expect("the ranks run");
+            Command::new("kill").args(["-9", victim]).status().unwrap();
+        }
+        Cut::CtrlC => {
+            let id = child.id().to_string();
+            Command::new("kill").args(["-INT", &id]).status().unwrap();
+        }
     }
-    // mpirun is back once it has sent its signals; the other rank may take a moment to end
+    let o = child.wait_with_output().unwrap();
+    // mpirun is back once it has sent its signals; a rank may take a moment to end
     let gone = Instant::now();
     while gone.elapsed() < Duration::from_secs(30) {
         let left = Command::new("pgrep")
@@ -326,17 +330,41 @@ fn a_killed_rank_stops_the_job_and_a_resumed_run_ends_as_an_uninterrupted_one() 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let o = run(mpirun(&bin, 2, d, &["--resume", "cut"]));
+    (!o.status.success(), text(&o))
+}
+
+/// A rank killed mid-run takes the job down, and Ctrl-C on mpirun stops every rank with a
+/// checkpoint; `--resume` on as many ranks continues from the checkpoint and ends with the
+/// weights of an uninterrupted run.
+#[test]
+fn a_run_cut_short_on_ranks_resumes_to_the_uninterrupted_weights() {
+    let Some(bin) = mpi_binary() else { return };
+    let dir = setup("epochs = 30");
+    let d = dir.path();
+    let o = run(mpirun(&bin, 2, d, &["spec.toml", "--out", "full"]));
     assert!(o.status.success(), "{}", text(&o));
-    let t = text(&o);
-    let at = t.lines().find(|l| l.contains("resuming at epoch"));
-    eprintln!("rank {victim} killed; {}", at.unwrap_or("no resume line"));
-    assert!(at.is_some(), "{t}");
-    assert_eq!(
-        bits(&weights(&d.join("full"))),
-        bits(&weights(&d.join("cut"))),
-        "the resumed run differs from the uninterrupted one"
-    );
+    for (how, out) in [(Cut::KillRank, "killed"), (Cut::CtrlC, "stopped")] {
+        let (cut, said) = cut_short(&bin, d, out, how);
+        if !cut {
+            // the job finished before the signal landed: nothing to resume
+            eprintln!("{how:?}: the job finished first");
+            continue;
+        }
+        if let Cut::CtrlC = how {
+            assert!(said.contains("every rank stopped after epoch"), "{said}");
+        }
+        let o = run(mpirun(&bin, 2, d, &["--resume", out]));
+        let t = text(&o);
+        assert!(o.status.success(), "{how:?}: {t}");
+        let at = t.lines().find(|l| l.contains("resuming at epoch"));
+        eprintln!("{how:?}: {}", at.unwrap_or("no resume line"));
+        assert!(at.is_some(), "{t}");
+        assert_eq!(
+            bits(&weights(&d.join("full"))),
+            bits(&weights(&d.join(out))),
+            "{how:?}: the resumed run differs from the uninterrupted one"
+        );
+    }
 }
 
 #[test]
