@@ -1,7 +1,9 @@
 //! A training step's exchange between the ranks of a data-parallel run ([`crate::dist`]):
-//! after backward on its part of the batch, each rank adds what it saw (samples, loss,
-//! metric, whether it failed or was asked to stop) and its gradients, weighted by its share
-//! of the batch, to the others'. Every rank then holds the gradient of the whole batch, the
+//! after the forward on its part of the batch, each rank adds what it saw (samples, loss,
+//! metric, whether it failed or was asked to stop) to the others' ([`Reducer::figures`]), so
+//! every rank knows of a failure or a stop before any gradient moves; after (or, in
+//! [`Buckets`], during) backward, its gradients weighted by its share of the batch
+//! ([`Reducer::gradients`]). Every rank then holds the gradient of the whole batch, the
 //! batch's loss and the same decision to go on, and applies the same update.
 //!
 //! Buffers (batch norm's running statistics) are averaged over the ranks after the step, so
