@@ -312,6 +312,19 @@ impl Run<'_> {
         )
     }
 
+    /// In a data-parallel run, that every rank stopped after epoch `epoch` (1-based), step
+    /// `step`, its checkpoint saved: said at once, as mpirun may end the ranks soon after it
+    /// passed the signal on.
+    fn say_stopped(&self, epoch: usize, step: usize, obs: &mut dyn Observer) {
+        if self.reducer.is_some() {
+            obs.message(&format!(
+                "every rank stopped after epoch {epoch}, step {step}; the checkpoint is saved: `mpirun -np {} convnet train --resume {}` continues",
+                self.opts.world.size(),
+                self.dir.display()
+            ));
+        }
+    }
+
     /// A stop asked for here, or (in a data-parallel run) on any rank: one call on every rank.
     fn stop_agreed(&self) -> bool {
         match &self.reducer {
@@ -354,15 +367,7 @@ impl Run<'_> {
             EpochEnd::Stopped { step, lr } => {
                 st.schedule = (sched.scale, sched.best, sched.bad_epochs);
                 self.checkpoint(st)?;
-                if self.reducer.is_some() {
-                    // said at once: mpirun may end the ranks soon after it passed the signal on
-                    obs.message(&format!(
-                        "every rank stopped after epoch {}, step {step}; the checkpoint is saved: `mpirun -np {} convnet train --resume {}` continues",
-                        e + 1,
-                        self.opts.world.size(),
-                        self.dir.display()
-                    ));
-                }
+                self.say_stopped(e + 1, step, obs);
                 let at = Outcome::Interrupted { epoch: e + 1, step };
                 Ok((Some(at), lr))
             }
@@ -623,7 +628,11 @@ impl Run<'_> {
                 seconds: spent,
             });
         }
-        self.stop_agreed().then_some(Outcome::Interrupted {
+        let stopped = self.stop_agreed();
+        if stopped {
+            self.say_stopped(epoch, self.steps, obs);
+        }
+        stopped.then_some(Outcome::Interrupted {
             epoch,
             step: self.steps,
         })
