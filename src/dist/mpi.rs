@@ -50,8 +50,8 @@ pub fn launched() -> bool {
 }
 
 impl Mpi {
-    /// Join the MPI job; `None` when MPI was initialised before, or cannot give the thread
-    /// support needed.
+    /// Join the MPI job; an error when MPI was initialised before, or cannot give the
+    /// thread support needed (one thread at a time at least).
     pub fn init() -> crate::Result<Mpi> {
         let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Multiple)
             .ok_or_else(|| crate::Error::Dist("MPI was initialised twice".into()))?;
