@@ -138,6 +138,14 @@ fn bad_tasks_layers_and_shapes() {
             format!("{image}[train]\ntask = \"gan\"\n"),
             &["[train], key `task`", "needs [generator] and [discriminator]"],
         ),
+        (
+            format!("{image}[train]\nsync_batch_norm = \"yes\"\n"),
+            &["[train], key `sync_batch_norm`"],
+        ),
+        (
+            format!("{image}[train]\nsync_batchnorm = true\n"),
+            &["sync_batchnorm", "sync_batch_norm"],
+        ),
     ];
     for (i, (spec, want)) in cases.iter().enumerate() {
         let name = format!("m{i}.toml");
