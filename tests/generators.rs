@@ -208,7 +208,7 @@ fn a_generator_whose_sizes_cannot_reach_the_target_fails_with_the_arithmetic() {
 }
 
 mod common;
-use common::{bars, convnet, write_idx};
+use common::{GAN, bars, convnet, write_idx};
 
 /// A folder with 8x8 bar images as IDX files.
 fn bar_data() -> tempfile::TempDir {
@@ -307,40 +307,6 @@ fn autoencoder_trains_and_reports_against_pca() {
         "{err}"
     );
 }
-
-const GAN: &str = r#"
-[generator]
-input = [8]
-[[generator.layers]]
-type = "dense"
-units = 64
-activation = "relu"
-[[generator.layers]]
-type = "reshape"
-target_shape = [4, 4, 4]
-[[generator.layers]]
-type = "conv2d_transpose"
-filters = 1
-kernel_size = 4
-strides = 2
-padding = "same"
-activation = "tanh"
-[discriminator]
-input = [1, 8, 8]
-[[discriminator.layers]]
-type = "conv2d"
-filters = 4
-kernel_size = 3
-strides = 2
-padding = "same"
-activation = "leaky_relu"
-alpha = 0.2
-[[discriminator.layers]]
-type = "flatten"
-[[discriminator.layers]]
-type = "dense"
-units = 1
-"#;
 
 #[test]
 fn gan_trains_writes_sample_grids_and_generates() {

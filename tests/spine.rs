@@ -15,7 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{bars, setup, write_idx};
+use common::{GAN, bars, setup, write_idx};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spine")
@@ -168,38 +168,8 @@ seed = 3
 optimizer = { type = "adam", lr = 0.01 }
 "#;
 
-const GAN: &str = r#"
-[generator]
-input = [8]
-[[generator.layers]]
-type = "dense"
-units = 64
-activation = "relu"
-[[generator.layers]]
-type = "reshape"
-target_shape = [4, 4, 4]
-[[generator.layers]]
-type = "conv2d_transpose"
-filters = 1
-kernel_size = 4
-strides = 2
-padding = "same"
-activation = "tanh"
-[discriminator]
-input = [1, 8, 8]
-[[discriminator.layers]]
-type = "conv2d"
-filters = 4
-kernel_size = 3
-strides = 2
-padding = "same"
-activation = "leaky_relu"
-alpha = 0.2
-[[discriminator.layers]]
-type = "flatten"
-[[discriminator.layers]]
-type = "dense"
-units = 1
+/// The generator and discriminator of tests/generators.rs, and how they train here.
+const GAN_TRAIN: &str = r#"
 [train]
 task = "gan"
 epochs = 2
@@ -237,7 +207,11 @@ fn an_autoencoder_and_a_gan_end_with_the_weights_of_earlier_versions() {
     same_weights("autoencoder", &ae.join("run"), &["last.safetensors"]);
     let gan = d.join("gan");
     std::fs::create_dir(&gan).unwrap();
-    let p = image_run(&gan, GAN, "{ mean = [0.5], std = [0.5] }");
+    let p = image_run(
+        &gan,
+        &format!("{GAN}{GAN_TRAIN}"),
+        "{ mean = [0.5], std = [0.5] }",
+    );
     train(&gan, &[p.to_str().unwrap(), "--out", "run"], &[]);
     same_weights(
         "gan",

@@ -93,6 +93,41 @@ pub fn write_idx(path: &Path, magic: u8, dims: &[u32], data: &[u8]) {
     std::fs::write(path, b).unwrap();
 }
 
+/// A small DCGAN: a generator of 8x8 images from 8 noise values, and its discriminator.
+pub const GAN: &str = r#"
+[generator]
+input = [8]
+[[generator.layers]]
+type = "dense"
+units = 64
+activation = "relu"
+[[generator.layers]]
+type = "reshape"
+target_shape = [4, 4, 4]
+[[generator.layers]]
+type = "conv2d_transpose"
+filters = 1
+kernel_size = 4
+strides = 2
+padding = "same"
+activation = "tanh"
+[discriminator]
+input = [1, 8, 8]
+[[discriminator.layers]]
+type = "conv2d"
+filters = 4
+kernel_size = 3
+strides = 2
+padding = "same"
+activation = "leaky_relu"
+alpha = 0.2
+[[discriminator.layers]]
+type = "flatten"
+[[discriminator.layers]]
+type = "dense"
+units = 1
+"#;
+
 pub const MODEL: &str = r#"
 [model]
 input = [1, 8, 8]
