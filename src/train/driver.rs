@@ -86,8 +86,7 @@ impl<'a> Driver<'a> {
     /// Refuse a data-parallel run in which some rank's part of a batch would be empty.
     pub fn check_parts(&self) -> Result<()> {
         let ranks = self.part.1;
-        let (_, batches) = self.batches(0);
-        match batches.iter().map(|b| b.len()).min() {
+        match self.batch_sizes().into_iter().min() {
             Some(n) if n < ranks => Err(Error::Dist(format!(
                 "a batch of {n} samples cannot be shared by {ranks} ranks (batch_size = {}, {} training samples): use fewer ranks or a batch size that leaves no batch smaller than {ranks}",
                 self.spec.train.batch_size,
