@@ -274,6 +274,12 @@ impl Tensor {
             .clone()
     }
 
+    /// Whether this handle is the only one to the tensor and its buffer (no clone, no view
+    /// shares it), so that writing into it changes nothing anyone else sees.
+    pub(crate) fn unshared(&self) -> bool {
+        Arc::strong_count(&self.0) == 1 && Arc::strong_count(&self.0.storage) == 1
+    }
+
     /// Set the gradient (a compiled training plan's backward, in place of autograd's).
     pub(crate) fn set_grad(&self, g: Tensor) {
         *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = Some(g);

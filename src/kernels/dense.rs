@@ -89,43 +89,126 @@ impl DenseForward {
             return;
         };
         let alen = mk.packed_a_len(n, in_f);
-        let packed = &mut self.packed[..alen];
-        // each panel of `mr` rows packed in parallel
-        packed
-            .par_chunks_mut((in_f * mk.mr).max(1))
-            .enumerate()
-            .for_each(|(i, dst)| {
-                let rows = mk.mr.min(n - i * mk.mr);
-                dst.fill(0.0);
-                let src = MatRef::rm(&x[i * mk.mr * in_f..], in_f);
-                mk.pack_a_into(rows, in_f, src, dst);
-            });
-        let (wt, offs, packed) = (&self.wt, &self.offs, &*packed);
-        let task_rows = ROW_BLOCKS_PER_TASK * mk.mr;
-        y.par_chunks_mut(task_rows * units)
-            .enumerate()
-            .for_each(|(t, yt)| {
-                let rows = yt.len() / units.max(1);
-                let a = &packed[t * task_rows * in_f..];
-                for q in 0..units.div_ceil(mk.nr) {
-                    let cols = mk.nr.min(units - q * mk.nr);
-                    let c = &mut yt[q * mk.nr..];
-                    mk.panel(
-                        rows,
-                        in_f,
-                        a,
-                        &wt[q * mk.nr..],
-                        offs,
-                        c,
-                        units,
-                        cols,
-                        Store::Accumulate,
-                    );
-                }
-                if let Some(epi) = epi {
-                    epi(yt);
-                }
-            });
+        pack_rows(mk, n, in_f, MatRef::rm(x, in_f), &mut self.packed[..alen]);
+        let b = Panels {
+            b: &self.wt,
+            offs: &self.offs,
+        };
+        product(mk, (n, in_f, units), &self.packed[..alen], b, y, epi);
+    }
+}
+
+/// B of a product as the micro-kernel reads it: row `p` at `b[offs[p]..]`, with `nr` values
+/// readable past the last row's end.
+#[derive(Clone, Copy)]
+struct Panels<'a> {
+    b: &'a [f32],
+    offs: &'a [usize],
+}
+
+/// Pack the `m x k` matrix `a` into `dst` ([`Micro::packed_a_len`] long), each panel of `mr`
+/// rows in parallel.
+fn pack_rows(mk: Micro, m: usize, k: usize, a: MatRef, dst: &mut [f32]) {
+    dst.par_chunks_mut((k * mk.mr).max(1))
+        .enumerate()
+        .for_each(|(i, panel)| {
+            let rows = mk.mr.min(m - i * mk.mr);
+            panel.fill(0.0);
+            let src = MatRef {
+                data: &a.data[i * mk.mr * a.rs..],
+                ..a
+            };
+            mk.pack_a_into(rows, k, src, panel);
+        });
+}
+
+/// `C (m x n) += A B` for packed A (`m x k`), in parallel tasks of rows, then `epi` on each
+/// task's rows of C. Each value of C is one task's sum in `k` order: the result does not
+/// depend on the thread count.
+fn product(
+    mk: Micro,
+    (m, k, n): (usize, usize, usize),
+    packed: &[f32],
+    b: Panels,
+    c: &mut [f32],
+    epi: Option<Epilogue>,
+) {
+    let task_rows = ROW_BLOCKS_PER_TASK * mk.mr;
+    c[..m * n]
+        .par_chunks_mut(task_rows * n)
+        .enumerate()
+        .for_each(|(t, ct)| {
+            let rows = ct.len() / n.max(1);
+            let a = &packed[t * task_rows * k..];
+            for q in 0..n.div_ceil(mk.nr) {
+                let cols = mk.nr.min(n - q * mk.nr);
+                let c = &mut ct[q * mk.nr..];
+                mk.panel(
+                    rows,
+                    k,
+                    a,
+                    &b.b[q * mk.nr..],
+                    b.offs,
+                    c,
+                    n,
+                    cols,
+                    Store::Accumulate,
+                );
+            }
+            if let Some(epi) = epi {
+                epi(ct);
+            }
+        });
+}
+
+/// A matrix product `C = A B` with A of any strides and B row-major, on the micro-kernel,
+/// with its buffers (A packed, B with the kernel's slack) kept between calls: after the first
+/// call at the largest sizes it allocates nothing. A dense layer's backward runs on it.
+/// Without a micro-kernel, `matrixmultiply` runs it.
+pub struct Gemm {
+    micro: Option<Micro>,
+    packed: Vec<f32>,
+    b: Vec<f32>,
+    offs: Vec<usize>,
+}
+
+impl Gemm {
+    /// A product of up to `m x k` by `k x n`, its buffers sized for it.
+    pub fn new((m, k, n): (usize, usize, usize)) -> Gemm {
+        let micro = Micro::best();
+        Gemm {
+            micro,
+            packed: micro.map_or(Vec::new(), |mk| vec![0.0; mk.packed_a_len(m, k)]),
+            b: micro.map_or(Vec::new(), |mk| vec![0.0; k * n + mk.nr]),
+            offs: Vec::with_capacity(k),
+        }
+    }
+
+    /// `C (m x n, row-major) = A (m x k) B (k x n, row-major)`.
+    pub fn run(&mut self, (m, k, n): (usize, usize, usize), a: MatRef, b: &[f32], c: &mut [f32]) {
+        let Some(mk) = self.micro else {
+            sgemm_par(m, k, n, a, MatRef::rm(b, n), 0.0, c, n);
+            return;
+        };
+        c[..m * n].fill(0.0);
+        if m == 0 || n == 0 {
+            return;
+        }
+        let alen = mk.packed_a_len(m, k);
+        for (buf, len) in [(&mut self.packed, alen), (&mut self.b, k * n + mk.nr)] {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+        }
+        pack_rows(mk, m, k, a, &mut self.packed[..alen]);
+        self.b[..k * n].copy_from_slice(&b[..k * n]);
+        self.offs.clear();
+        self.offs.extend((0..k).map(|p| p * n));
+        let b = Panels {
+            b: &self.b,
+            offs: &self.offs,
+        };
+        product(mk, (m, k, n), &self.packed[..alen], b, c, None);
     }
 }
 

@@ -18,6 +18,9 @@
 
 use super::gemm::MatRef;
 
+/// The most rows or columns of a block of [`Micro::dots`] on any ISA.
+pub const MAX_DOTS: usize = 8;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Isa {
     #[cfg(target_arch = "x86_64")]
@@ -187,6 +190,7 @@ impl Micro {
     }
 
     /// The block of [`Self::dots`]: rows of A, rows of B, and the vector width.
+    /// (At most [`MAX_DOTS`] rows and columns.)
     pub fn dots_block(&self) -> (usize, usize, usize) {
         match self.isa {
             #[cfg(target_arch = "x86_64")]

@@ -65,15 +65,13 @@ impl Pool2dGeom {
             out_w: 1,
         }
     }
-    /// The input rows and columns `[lo, hi)` of each output row and column, clipped to the input.
-    fn windows(&self) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
-        let rows = (0..self.out_h)
-            .map(|oh| clip(oh, self.stride_h, self.pad_h, self.k_h, self.h))
-            .collect();
-        let cols = (0..self.out_w)
-            .map(|ow| clip(ow, self.stride_w, self.pad_w, self.k_w, self.w))
-            .collect();
-        (rows, cols)
+    /// The input rows `[lo, hi)` of output row `oh`, clipped to the input.
+    fn rows_of(&self, oh: usize) -> (usize, usize) {
+        clip(oh, self.stride_h, self.pad_h, self.k_h, self.h)
+    }
+    /// The input columns `[lo, hi)` of output column `ow`, clipped to the input.
+    fn cols_of(&self, ow: usize) -> (usize, usize) {
+        clip(ow, self.stride_w, self.pad_w, self.k_w, self.w)
     }
     /// The most common pooling, which gets its own loops: 2x2 windows, stride 2, no padding,
     /// every window inside the input.
@@ -117,7 +115,6 @@ fn clip(o: usize, stride: usize, pad: usize, k: usize, n: usize) -> (usize, usiz
 /// x: `(n, c, h, w)`; y: `(n, c, out_h, out_w)`.
 pub fn max_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32]) {
     let (hw, p) = (g.h * g.w, g.out_h * g.out_w);
-    let (rows, cols) = g.windows();
     let two_by_two = g.is_2x2_tiling();
     y.par_chunks_mut(p).enumerate().for_each(|(plane, yp)| {
         let xp = &x[plane * hw..(plane + 1) * hw];
@@ -128,8 +125,10 @@ pub fn max_forward(g: &Pool2dGeom, x: &[f32], y: &mut [f32]) {
             }
             return;
         }
-        for (oh, &(r0, r1)) in rows.iter().enumerate() {
-            for (ow, &(c0, c1)) in cols.iter().enumerate() {
+        for oh in 0..g.out_h {
+            let (r0, r1) = g.rows_of(oh);
+            for ow in 0..g.out_w {
+                let (c0, c1) = g.cols_of(ow);
                 let mut best = f32::NEG_INFINITY;
                 for r in r0..r1 {
                     for &v in &xp[r * g.w + c0..r * g.w + c1] {
@@ -176,7 +175,6 @@ pub fn max_pool_block(
 /// element of the window, in scan order, that holds the output's value (NaN matching NaN).
 pub fn max_argmax(g: &Pool2dGeom, x: &[f32], y: &[f32], idx: &mut [u32]) {
     let (hw, p) = (g.h * g.w, g.out_h * g.out_w);
-    let (rows, cols) = g.windows();
     let two_by_two = g.is_2x2_tiling();
     let same = |v: f32, t: f32| v == t || (v.is_nan() && t.is_nan());
     idx.par_chunks_mut(p).enumerate().for_each(|(plane, ip)| {
@@ -195,8 +193,10 @@ pub fn max_argmax(g: &Pool2dGeom, x: &[f32], y: &[f32], idx: &mut [u32]) {
             }
             return;
         }
-        for (oh, &(r0, r1)) in rows.iter().enumerate() {
-            for (ow, &(c0, c1)) in cols.iter().enumerate() {
+        for oh in 0..g.out_h {
+            let (r0, r1) = g.rows_of(oh);
+            for ow in 0..g.out_w {
+                let (c0, c1) = g.cols_of(ow);
                 let target = yp[oh * g.out_w + ow];
                 let mut found = NO_INDEX;
                 'window: for r in r0..r1 {

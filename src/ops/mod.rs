@@ -75,7 +75,8 @@ pub use dropout::{dropout, spatial_dropout};
 pub use elementwise::{add, add_scalar, broadcast_to, div, mul, mul_scalar, sub, sum_to_shape};
 pub use linear::{linear, matmul};
 pub use loss::{
-    CrossEntropyOptions, binary_cross_entropy_with_logits, cross_entropy, huber, mae, mse,
+    CrossEntropyOptions, PointLoss, binary_cross_entropy_with_logits, cross_entropy, huber, mae,
+    mse,
 };
 pub use norm::{BatchNormArgs, batch_norm, filter_norms, layer_norm, weight_norm};
 pub use pool::{

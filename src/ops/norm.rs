@@ -352,12 +352,13 @@ pub(crate) fn batch_norm_backward(
         *out = (sg, sgx * st.invstd[ch] as f64);
     });
     // what the input gradient goes through: the means of g and g * xhat over the batch
-    let means: Vec<(f64, f64)> = match crate::dist::batch_norm_world().filter(|_| st.batch) {
-        None => {
-            let m = (n * inner) as f64;
-            sums.iter().map(|&(a, b)| (a / m, b / m)).collect()
-        }
-        Some(world) => synced_grad_means(&*world, sums, n, inner),
+    let synced = crate::dist::batch_norm_world()
+        .filter(|_| st.batch)
+        .map(|world| synced_grad_means(&*world, sums, n, inner));
+    let (m, sums) = ((n * inner) as f64, &*sums);
+    let means = |ch: usize| match &synced {
+        Some(means) => means[ch],
+        None => (sums[ch].0 / m, sums[ch].1 / m),
     };
     dx.par_chunks_mut(inner.max(1))
         .enumerate()
@@ -368,7 +369,8 @@ pub(crate) fn batch_norm_backward(
             let k = st.weight[ch] * st.invstd[ch];
             if st.batch {
                 // d/dx of (x - mean) * invstd with batch statistics
-                let (mg, mgx) = (means[ch].0 as f32, means[ch].1 as f32);
+                let (mg, mgx) = means(ch);
+                let (mg, mgx) = (mg as f32, mgx as f32);
                 let coef = [k, mg, st.mean[ch], st.invstd[ch], mgx];
                 bn_input_grad(gp, xp, dp, coef);
             } else {

@@ -125,10 +125,10 @@ impl Optimizer {
             let n = pd.len();
             // Slots: SGD's momentum buffer; Adam's first and second moments; RMSprop's square
             // average and momentum buffer. Empty until first used.
-            let st = self
-                .state
-                .entry(name.clone())
-                .or_insert_with(|| vec![Vec::new(); SLOTS]);
+            if !self.state.contains_key(name) {
+                self.state.insert(name.clone(), vec![Vec::new(); SLOTS]);
+            }
+            let st = self.state.get_mut(name).expect("inserted above");
             if st.iter().any(|s| !s.is_empty() && s.len() != n) {
                 return Err(Error::Autograd(format!(
                     "optimizer state of `{name}` does not match its size"

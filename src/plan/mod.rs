@@ -21,10 +21,12 @@
 //! Weights are read when the plan is compiled; after they change (training), [`Plan::sync`]
 //! reads them again.
 
+mod loss;
 mod step;
 mod train;
 mod train_lower;
 
+pub use loss::PlanLoss;
 pub use train::TrainPlan;
 pub use train_lower::{PlanFootprint, footprint as train_footprint};
 

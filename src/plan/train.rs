@@ -11,10 +11,12 @@
 use rayon::prelude::*;
 
 use super::Weighted;
+use super::loss::{LossBuffers, PlanLoss};
 use super::train_lower::{build, shape_steps};
 use crate::error::{Error, Result};
 use crate::kernels::conv::ConvBackward;
-use crate::kernels::gemm::{MatRef, sgemm_par};
+use crate::kernels::dense::Gemm;
+use crate::kernels::gemm::MatRef;
 use crate::kernels::pool::{self, Pool2dGeom};
 use crate::kernels::sum_f64;
 use crate::nn::{BatchNorm, Sequential};
@@ -38,6 +40,9 @@ pub(super) enum TStep {
     },
     Dense {
         fwd: Box<dyn Weighted + Send>,
+        /// The input gradient's product (`dY W`) and the weight gradient's (`dY^T X`).
+        dx_gemm: Gemm,
+        dw_gemm: Gemm,
         weight: usize,
         bias: Option<usize>,
         act: Option<Pointwise>,
@@ -92,6 +97,10 @@ pub struct TrainPlan {
     params: Params,
     /// `first[k]`: the parameters of steps before `k` (those of step `k` on follow them).
     first: Vec<usize>,
+    /// The gradient tensors handed to the parameters, reused while no one else holds them.
+    grad_tensors: Vec<Option<Tensor>>,
+    /// The loss's buffers ([`Self::train_step`]).
+    loss: LossBuffers,
     /// Samples in the last forward.
     n: usize,
     /// What each step runs: `layers.0-1 conv2d + activation`.
@@ -139,13 +148,16 @@ impl TrainPlan {
             .iter()
             .map(|(_, i, o)| (*i).max(*o))
             .fold(numel(input), usize::max);
+        let output = shapes.last().cloned().unwrap_or_default();
         Ok(TrainPlan {
             input: input.to_vec(),
-            output: shapes.last().cloned().unwrap_or_default(),
+            loss: LossBuffers::new(alloc(numel(&output))?.len()),
+            output,
             batch,
             steps,
             acts,
             grads: [alloc(largest)?, alloc(largest)?],
+            grad_tensors: vec![None; params.len()],
             params,
             first,
             n: 0,
@@ -216,6 +228,25 @@ impl TrainPlan {
         let (out, l, dy) = self.forward_loss(x, rng, loss)?;
         self.backward(&dy.data())?;
         Ok((out, l))
+    }
+
+    /// One training step with a loss the plan computes itself: the forward on `x`
+    /// `(n, *input)` flattened, the loss against the batch's targets and backward, every
+    /// parameter's gradient set for an optimizer step. Returns the loss; the outputs are in
+    /// [`Self::outputs`]. After the first step, a step allocates nothing.
+    pub fn train_step(&mut self, x: &[f32], loss: PlanLoss, rng: &mut Rng) -> Result<f32> {
+        let len = self.forward(x, rng)?.len();
+        let out = &self.acts[self.steps.len()][..len];
+        let l = self.loss.compute(loss, out, self.n)?;
+        let dy = std::mem::take(&mut self.loss.dy);
+        let done = self.backward(&dy[..len]);
+        self.loss.dy = dy;
+        done.map(|()| l)
+    }
+
+    /// The outputs of the last forward, `(n, *output)` flattened.
+    pub fn outputs(&self) -> &[f32] {
+        &self.acts[self.steps.len()][..self.n * self.output.iter().product::<usize>()]
     }
 
     /// The first half of [`Self::step`]: the forward on `x`, the outputs (detached), the loss
@@ -292,8 +323,13 @@ impl TrainPlan {
                 ready(t, g);
             }
         }
-        for (t, g) in &self.params {
-            t.set_grad(Tensor::from_vec(g.clone(), t.shape())?);
+        for ((t, g), slot) in self.params.iter().zip(&mut self.grad_tensors) {
+            t.zero_grad(); // its reference to last step's tensor
+            match slot {
+                Some(held) if held.unshared() => held.data_mut().copy_from_slice(g),
+                _ => *slot = Some(Tensor::from_vec(g.clone(), t.shape())?),
+            }
+            t.set_grad(slot.clone().expect("set above"));
         }
         Ok(())
     }
@@ -422,6 +458,8 @@ fn backward(
             }
         }
         TStep::Dense {
+            dx_gemm,
+            dw_gemm,
             weight,
             bias,
             act,
@@ -433,37 +471,19 @@ fn backward(
             through_act(*act, y, dy);
             if let Some(dx) = dx {
                 let wd = params[*weight].0.data();
-                sgemm_par(
-                    n,
-                    units,
-                    in_f,
-                    MatRef::rm(dy, units),
-                    MatRef::rm(&wd, in_f),
-                    0.0,
-                    dx,
-                    in_f,
-                );
+                dx_gemm.run((n, units, in_f), MatRef::rm(dy, units), &wd, dx);
             }
             let dw = &mut params[*weight].1;
-            sgemm_par(
-                units,
-                n,
-                in_f,
-                MatRef::rm_t(dy, units),
-                MatRef::rm(x, in_f),
-                0.0,
-                dw,
-                in_f,
-            );
+            dw_gemm.run((units, n, in_f), MatRef::rm_t(dy, units), x, dw);
             if let Some(b) = bias {
-                let mut db = vec![0f64; units];
-                for r in dy.chunks(units.max(1)) {
-                    for (a, v) in db.iter_mut().zip(r) {
-                        *a += *v as f64;
-                    }
-                }
-                for (o, v) in params[*b].1.iter_mut().zip(db) {
-                    *o = v as f32;
+                // each unit's sum over the rows in row order, in f64
+                for (u, o) in params[*b].1.iter_mut().enumerate() {
+                    *o = dy
+                        .iter()
+                        .skip(u)
+                        .step_by(units)
+                        .map(|&v| v as f64)
+                        .sum::<f64>() as f32;
                 }
             }
         }
@@ -479,7 +499,8 @@ fn backward(
             ..
         } => {
             through_act(*act, y, dy);
-            let w = params[*weight].0.data().to_vec();
+            let wt = params[*weight].0.clone();
+            let w = wt.data();
             let saved = BnSaved {
                 mean,
                 invstd,
@@ -495,6 +516,7 @@ fn backward(
                 }
             };
             batch_norm_backward(dy, x, (n, bn.channels, *inner), &saved, sums, dxs);
+            drop(w);
             for (ch, &(sg, sgx)) in sums.iter().enumerate() {
                 params[*weight].1[ch] = sgx as f32;
                 params[*bias].1[ch] = sg as f32;

@@ -8,7 +8,7 @@ use super::not_compiled;
 use super::train::{Params, TStep};
 use crate::error::Result;
 use crate::kernels::conv::{Conv2dGeom, ConvBackward, ConvForward};
-use crate::kernels::dense::DenseForward;
+use crate::kernels::dense::{DenseForward, Gemm};
 use crate::kernels::pool::Pool2dGeom;
 use crate::nn::{Activation, Layer, Lowered, PoolKind, Sequential};
 use crate::ops::Pointwise;
@@ -200,6 +200,8 @@ pub(super) fn build(d: &Decided, layer: &dyn Layer, batch: usize, params: &mut P
         },
         (Shaped::Dense { act, in_f, units }, Lowered::Dense(dense)) => TStep::Dense {
             fwd: Box::new(DenseForward::new(in_f, units, batch)),
+            dx_gemm: Gemm::new((batch, units, in_f)),
+            dw_gemm: Gemm::new((units, batch, in_f)),
             weight: param(params, &dense.weight),
             bias: dense.bias.as_ref().map(|b| param(params, b)),
             act,
@@ -244,7 +246,8 @@ pub struct PlanFootprint {
     /// masks, the convolutions' padded inputs, and each convolution backward's buffers (kept
     /// between steps).
     pub working: u64,
-    /// The plan's gradient buffer of each parameter.
+    /// The plan's gradient buffer of each parameter, and the gradient tensor it hands the
+    /// parameter (kept and reused).
     pub gradient_buffers: u64,
     /// The weights prepared (packed) for the forward kernels.
     pub prepared_weights: u64,
@@ -280,11 +283,11 @@ pub fn footprint(model: &Sequential, input: &[usize], batch: usize) -> Result<Pl
             }
             Shaped::Dense { in_f, units, .. } => {
                 let w = (in_f as u64).saturating_mul(units as u64);
-                (
-                    b.saturating_mul(in_f as u64),
-                    w,
-                    w.saturating_add(units as u64),
-                )
+                // the forward's packed input; backward's products: dY packed twice, W and X
+                let (i, u) = (in_f as u64, units as u64);
+                let packed = b.saturating_mul(i.saturating_add(2 * u));
+                let copies = w.saturating_add(b.saturating_mul(i));
+                (packed.saturating_add(copies), w, w.saturating_add(u))
             }
             Shaped::BatchNorm { inner, .. } => (0, 0, 2 * (d.inp / inner.max(1)) as u64),
             Shaped::Dropout { mask, .. } => (mask as u64, 0, 0),
@@ -294,8 +297,13 @@ pub fn footprint(model: &Sequential, input: &[usize], batch: usize) -> Result<Pl
         f.prepared_weights = f.prepared_weights.saturating_add(weights);
         f.gradient_buffers = f.gradient_buffers.saturating_add(params);
     }
+    let output = steps.last().map_or(numel, |d| d.out as u64);
     f.working = f
         .working
-        .saturating_add(largest.saturating_mul(b).saturating_mul(2));
+        .saturating_add(largest.saturating_mul(b).saturating_mul(2))
+        // the loss's buffers
+        .saturating_add(output.saturating_mul(b).saturating_mul(3));
+    // the gradient tensors handed to the parameters hold a copy of the buffers
+    f.gradient_buffers = f.gradient_buffers.saturating_mul(2);
     Ok(f)
 }

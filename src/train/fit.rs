@@ -375,37 +375,39 @@ impl Run<'_> {
     }
 
     /// Forward, loss and backward of one batch (this rank's part of it), on the compiled plan
-    /// where it takes the batch: the output and the loss.
-    fn forward_backward(&mut self, batch: &Batch, rng: &mut Rng) -> Result<(Tensor, f64)> {
+    /// where it takes the batch (with the loss computed by the plan where it has it): the
+    /// loss and the metric's sum and terms.
+    fn forward_backward(&mut self, batch: &Batch, rng: &mut Rng) -> Result<(f64, (f64, usize))> {
         let task = &self.task;
-        let (out, loss) = match &mut self.engine {
-            Engine::Plan(p) if p.fits(&batch.x) => {
-                p.step(&batch.x, rng, |o| task.loss(o, batch))?
+        if let Engine::Plan(p) = &mut self.engine {
+            if p.fits(&batch.x) {
+                let fused = task
+                    .with_plan_loss(batch, |loss| p.train_step(&batch.x.data(), loss, &mut *rng));
+                let (out, loss) = match fused {
+                    Some(l) => return Ok((l? as f64, task.metric_sum_of(p.outputs(), batch))),
+                    None => p.step(&batch.x, rng, |o| task.loss(o, batch))?,
+                };
+                return Ok((loss.item()? as f64, task.metric_sum(&out, batch)));
             }
-            _ => {
-                let out = self.model.forward(
-                    &batch.x,
-                    &mut Ctx {
-                        training: true,
-                        rng,
-                        lengths: batch.lengths.clone(),
-                    },
-                )?;
-                let loss = task.loss(&out, batch)?;
-                loss.backward()?;
-                (out, loss)
-            }
-        };
-        let lv = loss.item()? as f64;
-        Ok((out, lv))
+        }
+        let out = self.model.forward(
+            &batch.x,
+            &mut Ctx {
+                training: true,
+                rng,
+                lengths: batch.lengths.clone(),
+            },
+        )?;
+        let loss = task.loss(&out, batch)?;
+        loss.backward()?;
+        Ok((loss.item()? as f64, task.metric_sum(&out, batch)))
     }
 
     /// What this step saw over every rank: forward and backward here, then (in a
     /// data-parallel run) the ranks' figures and gradients summed.
     fn seen(&mut self, batch: &Batch, rng: &mut Rng, epoch: usize) -> Result<Global> {
         if self.reducer.is_none() {
-            let (out, loss) = self.forward_backward(batch, rng)?;
-            let (metric_sum, metric_terms) = self.task.metric_sum(&out, batch);
+            let (loss, (metric_sum, metric_terms)) = self.forward_backward(batch, rng)?;
             return Ok(Global {
                 samples: batch.len(),
                 loss,
@@ -423,14 +425,16 @@ impl Run<'_> {
         let fwd = match &mut self.engine {
             Engine::Plan(p) if on_plan => p
                 .forward_loss(&batch.x, rng, |o| task.loss(o, batch))
-                .and_then(|(out, l, dy)| Ok((out, l.item()? as f64, Some(dy)))),
+                .and_then(|(out, l, dy)| {
+                    Ok((l.item()? as f64, task.metric_sum(&out, batch), Some(dy)))
+                }),
             _ => self
                 .forward_backward(batch, rng)
-                .map(|(out, loss)| (out, loss, None)),
+                .map(|(loss, metric)| (loss, metric, None)),
         };
         let local = match &fwd {
-            Ok((out, loss, _)) => {
-                let (metric_sum, metric_terms) = self.task.metric_sum(out, batch);
+            Ok((loss, (metric_sum, metric_terms), _)) => {
+                let (metric_sum, metric_terms) = (*metric_sum, *metric_terms);
                 Local {
                     samples: batch.len(),
                     loss: *loss,

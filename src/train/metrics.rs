@@ -63,14 +63,14 @@ fn rank_of(row: &[f32], label: usize) -> usize {
 
 /// Index of the largest value of each row of `(n, k)` logits.
 pub fn argmax_rows(logits: &[f32], k: usize) -> Vec<usize> {
-    logits
-        .chunks(k.max(1))
-        .map(|r| {
-            (0..r.len())
-                .max_by(|&a, &b| r[a].total_cmp(&r[b]).then(b.cmp(&a)))
-                .unwrap_or(0)
-        })
-        .collect()
+    logits.chunks(k.max(1)).map(argmax).collect()
+}
+
+/// The index of a row's largest value (the first of equals; 0 for an empty row).
+pub(crate) fn argmax(r: &[f32]) -> usize {
+    (0..r.len())
+        .max_by(|&a, &b| r[a].total_cmp(&r[b]).then(b.cmp(&a)))
+        .unwrap_or(0)
 }
 
 /// Run `model` in evaluation mode over `data`, batch by batch (inputs normalised by `norm`,

@@ -5,11 +5,12 @@
 use crate::data::{Batch, Normalize};
 use crate::error::{Error, Result};
 use crate::nn::Sequential;
-use crate::ops::{self, CrossEntropyOptions};
+use crate::ops::{self, CrossEntropyOptions, PointLoss, Pointwise};
+use crate::plan::PlanLoss;
 use crate::spec::{DataSource, Loss, Spec};
 use crate::tensor::Tensor;
 
-use super::argmax_rows;
+use super::metrics::argmax;
 
 /// The per-epoch quality figure.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -204,15 +205,48 @@ impl Task {
         }
     }
 
+    /// The loss of a batch as the compiled training plan computes it, handed to `f`; `None`
+    /// where the plan has no such loss (the caller then runs [`Self::loss`] eagerly).
+    pub fn with_plan_loss<R>(&self, batch: &Batch, f: impl FnOnce(PlanLoss) -> R) -> Option<R> {
+        let kind = |loss: &Loss| match loss {
+            Loss::Mae => Some(PointLoss::Mae),
+            Loss::Huber { delta } if *delta > 0.0 => Some(PointLoss::Huber(*delta)),
+            Loss::Huber { .. } => None, // the eager op names the bad delta
+            Loss::Bce => Some(PointLoss::Bce(1.0)),
+            _ => Some(PointLoss::Mse),
+        };
+        match self {
+            Task::Classify { options, .. } => Some(f(PlanLoss::CrossEntropy {
+                targets: &batch.labels,
+                options,
+            })),
+            Task::Forecast { loss, .. } => {
+                let kind = kind(loss).filter(|k| *k != PointLoss::Bce(1.0))?;
+                let t = batch.targets.as_ref()?.data();
+                Some(f(PlanLoss::Pointwise { kind, targets: &t }))
+            }
+            Task::Autoencode { loss } => {
+                let kind = kind(loss)?;
+                let t = batch.x.data();
+                Some(f(PlanLoss::Pointwise { kind, targets: &t }))
+            }
+        }
+    }
+
     /// The metric's sum over a batch (correct samples, or absolute errors in target units)
     /// and the number of terms it sums.
     pub fn metric_sum(&self, out: &Tensor, batch: &Batch) -> (f64, usize) {
+        self.metric_sum_of(&out.data(), batch)
+    }
+
+    /// [`Self::metric_sum`] of the outputs `(n, *output)` flattened.
+    pub fn metric_sum_of(&self, out: &[f32], batch: &Batch) -> (f64, usize) {
         match self {
             Task::Classify { classes, .. } => {
-                let correct = argmax_rows(&out.data(), *classes)
-                    .iter()
+                let correct = out
+                    .chunks(*classes)
                     .zip(&batch.labels)
-                    .filter(|(p, y)| p == y)
+                    .filter(|(row, y)| argmax(row) == **y)
                     .count();
                 (correct as f64, batch.labels.len())
             }
@@ -225,29 +259,29 @@ impl Task {
                 let Some(t) = &batch.targets else {
                     return (0.0, 0);
                 };
-                let (y, t) = (out.data(), t.data());
-                let sum = y
+                let sum = out
                     .iter()
-                    .zip(t.iter())
+                    .zip(t.data().iter())
                     .enumerate()
                     .map(|(i, (a, b))| {
                         let j = (i % outputs) / horizon;
                         (a - b).abs() as f64 * target_std[j] as f64
                     })
                     .sum();
-                (sum, y.len())
+                (sum, out.len())
             }
-            Task::Autoencode { .. } => {
-                let Ok(r) = self.reconstruction(out) else {
-                    return (0.0, 0);
-                };
-                let (r, x) = (r.data(), batch.x.data());
-                let sum = r
+            Task::Autoencode { loss } => {
+                // the reconstruction: the outputs, through the sigmoid for a BCE model
+                let bce = matches!(loss, Loss::Bce);
+                let sum = out
                     .iter()
-                    .zip(x.iter())
-                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .zip(batch.x.data().iter())
+                    .map(|(&a, b)| {
+                        let r = if bce { Pointwise::Sigmoid.f(a) } else { a };
+                        ((r - b) as f64).powi(2)
+                    })
                     .sum();
-                (sum, r.len())
+                (sum, out.len())
             }
         }
     }

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::Conv2dGeom;
 use super::block::{Epilogue, Scratch, for_each_block, pack_weights};
-use crate::kernels::micro::{Micro, Store};
+use crate::kernels::micro::{MAX_DOTS, Micro, Store};
 
 /// The layout of a stride-1 convolution lowered implicitly. With the input zero-padded to
 /// `hp x wp` per channel, output `(oh, ow)` reads tap `(c, ki, kj)` at
@@ -53,7 +53,24 @@ impl Implicit {
     pub(crate) fn backward_len(&self, g: &Conv2dGeom) -> u64 {
         let per = crate::nn::count(&[g.c_out, self.q_all])
             .saturating_add(crate::nn::count(&[g.c_in, self.hp, self.wp]));
-        per.saturating_mul(g.n as u64)
+        let blocks = Micro::best().map_or(0, |mk| {
+            let (tasks, _) = self.weight_tasks(g, mk);
+            crate::nn::count(&[tasks, mk.dots_block().0, g.kdim()])
+        });
+        per.saturating_mul(g.n as u64).saturating_add(blocks)
+    }
+
+    /// The tasks of [`backward_weight`] and the images of each chunk: images are taken in
+    /// chunks whose widened dY and padded input fit in 512 KiB (a fixed size, not the running
+    /// CPU's L2: the chunks decide the order of the sums, so the result is the same on every
+    /// machine), one task per chunk, group and block of output channels.
+    fn weight_tasks(&self, g: &Conv2dGeom, mk: Micro) -> (usize, usize) {
+        let (rb, _, lanes) = mk.dots_block();
+        let qr = self.q_all.next_multiple_of(lanes);
+        let img_bytes = 4 * (g.c_out * qr + g.c_in * self.plane());
+        let chunk = (524_288 / img_bytes.max(1)).clamp(1, g.n.max(1));
+        let tasks = g.n.div_ceil(chunk) * g.groups * g.cout_g().div_ceil(rb);
+        (tasks, chunk)
     }
 
     /// Values of the padded input of `g`, saturating (see [`Implicit::backward_len`]).
@@ -69,6 +86,13 @@ impl Implicit {
     /// Offset of each tap `(c, ki, kj)` (in lowered-row order) from a group's first plane.
     fn offsets(&self, g: &Conv2dGeom) -> Vec<usize> {
         let mut offs = Vec::with_capacity(g.kdim());
+        self.offsets_into(g, &mut offs);
+        offs
+    }
+
+    /// [`Self::offsets`] into `offs` (kept between calls).
+    fn offsets_into(&self, g: &Conv2dGeom, offs: &mut Vec<usize>) {
+        offs.clear();
         for c in 0..g.cin_g() {
             for ki in 0..g.k_h {
                 for kj in 0..g.k_w {
@@ -76,7 +100,6 @@ impl Implicit {
                 }
             }
         }
-        offs
     }
 
     /// The input needs no padding: it is read in place.
@@ -383,6 +406,10 @@ pub(crate) fn flip_weights_into(g: &Conv2dGeom, w: &[f32], out: &mut [f32]) {
 pub struct WeightScratch {
     dyw: Vec<f32>,
     xp: Vec<f32>,
+    /// Each task's block of dW rows, added in task order.
+    blocks: Vec<f32>,
+    /// The taps' offsets into a padded image.
+    offs: Vec<usize>,
 }
 
 /// Weight gradient of a stride-1 convolution as blocks of dot products over wide positions
@@ -406,10 +433,18 @@ pub(crate) fn backward_weight(
     let (rb, cb, lanes) = mk.dots_block();
     let (p_all, qr) = (g.positions(), im.q_all.next_multiple_of(lanes));
     let slack = lanes + (g.k_w - 1) * g.dil_w;
-    let WeightScratch { dyw, xp } = scratch;
+    let WeightScratch {
+        dyw,
+        xp,
+        blocks,
+        offs,
+    } = scratch;
+    let (tasks, chunk) = im.weight_tasks(g, mk);
+    let row_blocks = cog.div_ceil(rb);
     for (buf, len) in [
         (&mut *dyw, g.n * g.c_out * qr),
         (&mut *xp, im.padded_len(g, slack)),
+        (&mut *blocks, tasks * rb * kd),
     ] {
         if buf.len() < len {
             buf.clear();
@@ -426,47 +461,47 @@ pub(crate) fn backward_weight(
         });
     im.pad_into(g, x, xp);
     let (dyw, xp) = (&*dyw, &*xp);
-    let offs = im.offsets(g);
-    let img_bytes = 4 * (g.c_out * qr + g.c_in * im.plane());
-    let chunk = (524_288 / img_bytes.max(1)).clamp(1, g.n);
-    let nchunks = g.n.div_ceil(chunk);
-    let row_blocks = cog.div_ceil(rb);
+    im.offsets_into(g, offs);
+    let offs = &*offs;
     // one task per (chunk, group, block of output channels): that block's rows of dW
-    let blocks: Vec<Vec<f32>> = (0..nchunks * g.groups * row_blocks)
-        .into_par_iter()
-        .map(|task| {
+    blocks[..tasks * rb * kd]
+        .par_chunks_mut(rb * kd)
+        .enumerate()
+        .for_each(|(task, out)| {
             let ch = task / (g.groups * row_blocks);
             let grp = (task / row_blocks) % g.groups;
             let o0 = (task % row_blocks) * rb;
             let rows = rb.min(cog - o0);
             let (i0, imgs) = (ch * chunk, chunk.min(g.n - ch * chunk));
-            let a_rows: Vec<usize> = (0..rows)
-                .map(|i| (i0 * g.c_out + grp * cog + o0 + i) * qr)
-                .collect();
+            let mut a_rows = [0usize; MAX_DOTS];
+            for (i, r) in a_rows[..rows].iter_mut().enumerate() {
+                *r = (i0 * g.c_out + grp * cog + o0 + i) * qr;
+            }
             let xbase = (i0 * g.c_in + grp * cig) * im.plane();
-            let mut out = vec![0f32; rows * kd];
+            let out = &mut out[..rows * kd];
+            out.fill(0.0);
             for t0 in (0..kd).step_by(cb) {
-                let b_rows: Vec<usize> = offs[t0..(t0 + cb).min(kd)]
-                    .iter()
-                    .map(|o| xbase + o)
-                    .collect();
+                let taps = &offs[t0..(t0 + cb).min(kd)];
+                let mut b_rows = [0usize; MAX_DOTS];
+                for (b, o) in b_rows.iter_mut().zip(taps) {
+                    *b = xbase + o;
+                }
                 mk.dots(
                     qr,
                     imgs,
-                    (dyw, &a_rows, g.c_out * qr),
-                    (xp, &b_rows, g.c_in * im.plane()),
+                    (dyw, &a_rows[..rows], g.c_out * qr),
+                    (xp, &b_rows[..taps.len()], g.c_in * im.plane()),
                     &mut out[t0..],
                     kd,
                 );
             }
-            out
-        })
-        .collect();
+        });
     // blocks of chunk ch come before those of ch + 1: add them in that order
     dw.fill(0.0);
-    for (task, block) in blocks.iter().enumerate() {
+    for (task, block) in blocks[..tasks * rb * kd].chunks_exact(rb * kd).enumerate() {
         let grp = (task / row_blocks) % g.groups;
         let o0 = (task % row_blocks) * rb;
+        let block = &block[..rb.min(cog - o0) * kd];
         let dst = &mut dw[(grp * cog + o0) * kd..][..block.len()];
         for (d, v) in dst.iter_mut().zip(block) {
             *d += v;
