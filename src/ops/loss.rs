@@ -71,14 +71,14 @@ pub(crate) fn check_cross_entropy(
     if !(0.0..=1.0).contains(&s) {
         return param_err(OP, "label_smoothing", format!("{s} is not in [0, 1]"));
     }
-    if let Some(w) = &opts.class_weights {
-        if w.len() != c {
-            return param_err(
-                OP,
-                "class_weights",
-                format!("{} weights for {c} classes", w.len()),
-            );
-        }
+    if let Some(w) = &opts.class_weights
+        && w.len() != c
+    {
+        return param_err(
+            OP,
+            "class_weights",
+            format!("{} weights for {c} classes", w.len()),
+        );
     }
     Ok(())
 }
