@@ -1,6 +1,12 @@
-//! A dense layer's forward on the convolutions' micro-kernel: `y = x W^T + b` with `W^T` kept
-//! transposed and the input packed into buffers that live as long as the layer's plan, so a
-//! forward allocates nothing. Without a micro-kernel, `matrixmultiply` runs it.
+//! A dense layer's forward on the convolutions' micro-kernel: `y = x W^T + b` with `W^T`
+//! packed into the kernel's column panels and the input packed into buffers that live as long
+//! as the layer's plan, so a forward allocates nothing; and [`Gemm`], the same product for
+//! the dense layer's backward. Without a micro-kernel, `matrixmultiply` runs them.
+//!
+//! B is packed panel by panel (`nr` columns, every row of a panel contiguous, the last panel
+//! padded with zeros), so the kernel streams each panel from memory in order; read in place,
+//! a row-major B's panels are `nr` values every `n` (3 cache lines every 512 bytes for a
+//! 3136 -> 128 layer), and the product ran at half the rate (see BENCHMARKS.md).
 
 use rayon::prelude::*;
 
@@ -16,13 +22,13 @@ pub struct DenseForward {
     micro: Option<Micro>,
     in_f: usize,
     units: usize,
-    /// `W^T` (`in_f x units`), then `nr` zeros the last panel may read past the end.
+    /// `W^T` (`in_f x units`) packed in column panels.
     wt: Vec<f32>,
     /// The weights as given, for the fallback.
     w: Vec<f32>,
     /// Packed rows of `x`.
     packed: Vec<f32>,
-    /// Row offsets of `W^T`: row `p` at `p * units`.
+    /// Row offsets within a panel: row `p` at `p * nr`.
     offs: Vec<usize>,
 }
 
@@ -36,7 +42,7 @@ impl DenseForward {
             wt: Vec::new(),
             w: Vec::new(),
             packed: micro.map_or(Vec::new(), |mk| vec![0.0; mk.packed_a_len(batch, in_f)]),
-            offs: (0..in_f).map(|p| p * units).collect(),
+            offs: micro.map_or(Vec::new(), |mk| (0..in_f).map(|p| p * mk.nr).collect()),
         }
     }
 
@@ -45,13 +51,12 @@ impl DenseForward {
         let (in_f, units) = (self.in_f, self.units);
         match self.micro {
             Some(mk) => {
-                self.wt.clear();
-                self.wt.resize(in_f * units + mk.nr, 0.0);
-                for (u, row) in w.chunks_exact(in_f.max(1)).enumerate().take(units) {
-                    for (p, &v) in row.iter().enumerate() {
-                        self.wt[p * units + u] = v;
-                    }
+                let len = packed_b_len(mk, in_f, units);
+                if self.wt.len() != len {
+                    self.wt.clear();
+                    self.wt.resize(len, 0.0);
                 }
+                pack_b(mk, (in_f, units), MatRef::rm_t(w, in_f), &mut self.wt);
             }
             None => {
                 self.w.clear();
@@ -98,12 +103,45 @@ impl DenseForward {
     }
 }
 
-/// B of a product as the micro-kernel reads it: row `p` at `b[offs[p]..]`, with `nr` values
-/// readable past the last row's end.
+/// B of a product packed by [`pack_b`], with the row offsets within a panel (`p * nr`).
 #[derive(Clone, Copy)]
 struct Panels<'a> {
     b: &'a [f32],
     offs: &'a [usize],
+}
+
+/// Values of a `k x n` B packed in panels of `nr` columns.
+fn packed_b_len(mk: Micro, k: usize, n: usize) -> usize {
+    n.div_ceil(mk.nr) * mk.nr * k
+}
+
+/// Pack the `k x n` matrix `b` (any strides) into panels of `nr` columns: panel `q` holds
+/// rows `0..k` of columns `q * nr..`, each row's `nr` values together (zeros past `n`).
+fn pack_b(mk: Micro, (k, n): (usize, usize), b: MatRef, dst: &mut [f32]) {
+    let nr = mk.nr;
+    dst[..packed_b_len(mk, k, n)]
+        .par_chunks_mut((k * nr).max(1))
+        .enumerate()
+        .for_each(|(q, panel)| {
+            let cols = nr.min(n - q * nr);
+            let at = |p: usize, j: usize| b.data[p * b.rs + (q * nr + j) * b.cs];
+            if b.cs == 1 {
+                for (p, row) in panel.chunks_exact_mut(nr).enumerate() {
+                    row[..cols].copy_from_slice(&b.data[p * b.rs + q * nr..][..cols]);
+                    row[cols..].fill(0.0);
+                }
+            } else {
+                // a column of B is contiguous: read it along, in blocks of rows kept in L1
+                for p0 in (0..k).step_by(64) {
+                    let rows = &mut panel[p0 * nr..(p0 + 64).min(k) * nr];
+                    for j in 0..nr {
+                        for (i, row) in rows.chunks_exact_mut(nr).enumerate() {
+                            row[j] = if j < cols { at(p0 + i, j) } else { 0.0 };
+                        }
+                    }
+                }
+            }
+        });
 }
 
 /// Pack the `m x k` matrix `a` into `dst` ([`Micro::packed_a_len`] long), each panel of `mr`
@@ -122,9 +160,9 @@ fn pack_rows(mk: Micro, m: usize, k: usize, a: MatRef, dst: &mut [f32]) {
         });
 }
 
-/// `C (m x n) += A B` for packed A (`m x k`), in parallel tasks of rows, then `epi` on each
-/// task's rows of C. Each value of C is one task's sum in `k` order: the result does not
-/// depend on the thread count.
+/// `C (m x n) += A B` for packed A (`m x k`) and B, in parallel tasks of rows, then `epi` on
+/// each task's rows of C. Each value of C is one kernel call's sum in `k` order: the result
+/// does not depend on the thread count.
 fn product(
     mk: Micro,
     (m, k, n): (usize, usize, usize),
@@ -143,17 +181,8 @@ fn product(
             for q in 0..n.div_ceil(mk.nr) {
                 let cols = mk.nr.min(n - q * mk.nr);
                 let c = &mut ct[q * mk.nr..];
-                mk.panel(
-                    rows,
-                    k,
-                    a,
-                    &b.b[q * mk.nr..],
-                    b.offs,
-                    c,
-                    n,
-                    cols,
-                    Store::Accumulate,
-                );
+                let panel = &b.b[q * k * mk.nr..(q + 1) * k * mk.nr];
+                mk.panel(rows, k, a, panel, b.offs, c, n, cols, Store::Accumulate);
             }
             if let Some(epi) = epi {
                 epi(ct);
@@ -161,10 +190,10 @@ fn product(
         });
 }
 
-/// A matrix product `C = A B` with A of any strides and B row-major, on the micro-kernel,
-/// with its buffers (A packed, B with the kernel's slack) kept between calls: after the first
-/// call at the largest sizes it allocates nothing. A dense layer's backward runs on it.
-/// Without a micro-kernel, `matrixmultiply` runs it.
+/// A matrix product `C = A B` with A and B of any strides, on the micro-kernel, with its
+/// buffers (A and B packed) kept between calls: after the first call at the largest sizes
+/// it allocates nothing. A dense layer's backward runs on it. Without a micro-kernel,
+/// `matrixmultiply` runs it.
 pub struct Gemm {
     micro: Option<Micro>,
     packed: Vec<f32>,
@@ -179,31 +208,31 @@ impl Gemm {
         Gemm {
             micro,
             packed: micro.map_or(Vec::new(), |mk| vec![0.0; mk.packed_a_len(m, k)]),
-            b: micro.map_or(Vec::new(), |mk| vec![0.0; k * n + mk.nr]),
+            b: micro.map_or(Vec::new(), |mk| vec![0.0; packed_b_len(mk, k, n)]),
             offs: Vec::with_capacity(k),
         }
     }
 
-    /// `C (m x n, row-major) = A (m x k) B (k x n, row-major)`.
-    pub fn run(&mut self, (m, k, n): (usize, usize, usize), a: MatRef, b: &[f32], c: &mut [f32]) {
+    /// `C (m x n, row-major) = A (m x k) B (k x n)`.
+    pub fn run(&mut self, (m, k, n): (usize, usize, usize), a: MatRef, b: MatRef, c: &mut [f32]) {
         let Some(mk) = self.micro else {
-            sgemm_par(m, k, n, a, MatRef::rm(b, n), 0.0, c, n);
+            sgemm_par(m, k, n, a, b, 0.0, c, n);
             return;
         };
         c[..m * n].fill(0.0);
         if m == 0 || n == 0 {
             return;
         }
-        let alen = mk.packed_a_len(m, k);
-        for (buf, len) in [(&mut self.packed, alen), (&mut self.b, k * n + mk.nr)] {
+        let (alen, blen) = (mk.packed_a_len(m, k), packed_b_len(mk, k, n));
+        for (buf, len) in [(&mut self.packed, alen), (&mut self.b, blen)] {
             if buf.len() < len {
                 buf.resize(len, 0.0);
             }
         }
         pack_rows(mk, m, k, a, &mut self.packed[..alen]);
-        self.b[..k * n].copy_from_slice(&b[..k * n]);
+        pack_b(mk, (k, n), b, &mut self.b);
         self.offs.clear();
-        self.offs.extend((0..k).map(|p| p * n));
+        self.offs.extend((0..k).map(|p| p * mk.nr));
         let b = Panels {
             b: &self.b,
             offs: &self.offs,

@@ -311,11 +311,25 @@ impl TrainPlan {
         let [ga, gb] = &mut self.grads;
         ga[..dy.len()].copy_from_slice(dy);
         let (mut cur, mut other) = (ga, gb);
-        for (k, (step, inp, out)) in self.steps.iter_mut().enumerate().rev() {
+        // whether the step after this one applied this one's activation derivative
+        let mut act_applied = false;
+        for k in (0..self.steps.len()).rev() {
             let started = std::time::Instant::now();
+            // A max pooling after an activation fused into the step before: the activation's
+            // derivative (from its output) taken at the pooled values, which are its outputs
+            // at the maxima, on the pooled gradient (a quarter of the size for 2x2), instead
+            // of on the whole gradient where all but the maxima are zero: the same values.
+            let fold = match (&self.steps[k].0, k.checked_sub(1)) {
+                (TStep::MaxPool(_), Some(before)) => fused_act(&self.steps[before].0),
+                _ => None,
+            };
+            let (step, inp, out) = &mut self.steps[k];
             let (x, y) = (&self.acts[k][..n * *inp], &self.acts[k + 1][..n * *out]);
+            through_act(fold, y, &mut cur[..n * *out]);
             let dx = (k > 0).then(|| &mut other[..n * *inp]);
-            backward(step, &mut self.params, n, (x, y), &mut cur[..n * *out], dx);
+            let g = (&mut cur[..n * *out], dx);
+            backward(step, &mut self.params, n, (x, y), g, act_applied);
+            act_applied = fold.is_some();
             std::mem::swap(&mut cur, &mut other);
             timed(k, started.elapsed().as_secs_f64());
             let done = self.first.get(k + 1).copied().unwrap_or(self.params.len());
@@ -430,14 +444,25 @@ fn through_act(act: Option<Pointwise>, y: &[f32], dy: &mut [f32]) {
     }
 }
 
+/// The activation fused into a step (its derivative follows from its output).
+fn fused_act(step: &TStep) -> Option<Pointwise> {
+    match step {
+        TStep::Conv { act, .. } | TStep::Dense { act, .. } | TStep::BatchNorm { act, .. } => *act,
+        _ => None,
+    }
+}
+
+/// Backward of `step`: `dx` from `dy` (through the step's fused activation, unless the next
+/// step applied its derivative: `act_applied`), and the step's parameter gradients.
 fn backward(
     step: &mut TStep,
     params: &mut [(Tensor, Vec<f32>)],
     n: usize,
     (x, y): (&[f32], &[f32]),
-    dy: &mut [f32],
-    dx: Option<&mut [f32]>,
+    (dy, dx): (&mut [f32], Option<&mut [f32]>),
+    act_applied: bool,
 ) {
+    let act_of = |act: &Option<Pointwise>| if act_applied { None } else { *act };
     match step {
         TStep::Conv {
             bwd,
@@ -446,7 +471,7 @@ fn backward(
             act,
             ..
         } => {
-            through_act(*act, y, dy);
+            through_act(act_of(act), y, dy);
             if let Some(dx) = dx {
                 bwd.input(n, dy, &params[*weight].0.data(), dx);
             }
@@ -468,13 +493,23 @@ fn backward(
             ..
         } => {
             let (in_f, units) = (*in_f, *units);
-            through_act(*act, y, dy);
+            through_act(act_of(act), y, dy);
             if let Some(dx) = dx {
                 let wd = params[*weight].0.data();
-                dx_gemm.run((n, units, in_f), MatRef::rm(dy, units), &wd, dx);
+                dx_gemm.run(
+                    (n, units, in_f),
+                    MatRef::rm(dy, units),
+                    MatRef::rm(&wd, in_f),
+                    dx,
+                );
             }
             let dw = &mut params[*weight].1;
-            dw_gemm.run((units, n, in_f), MatRef::rm_t(dy, units), x, dw);
+            dw_gemm.run(
+                (units, n, in_f),
+                MatRef::rm_t(dy, units),
+                MatRef::rm(x, in_f),
+                dw,
+            );
             if let Some(b) = bias {
                 // each unit's sum over the rows in row order, in f64
                 for (u, o) in params[*b].1.iter_mut().enumerate() {
@@ -498,7 +533,7 @@ fn backward(
             sums,
             ..
         } => {
-            through_act(*act, y, dy);
+            through_act(act_of(act), y, dy);
             let wt = params[*weight].0.clone();
             let w = wt.data();
             let saved = BnSaved {

@@ -461,7 +461,13 @@ fn net_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Re
             let mut step = |rng: &mut Rng| -> Result<()> {
                 match &mut plan {
                     Some(p) => {
-                        p.step(&x, rng, ce)?;
+                        // the loss on the plan, as `convnet train` computes it
+                        let options = Default::default();
+                        let loss = convnet::plan::PlanLoss::CrossEntropy {
+                            targets: &labels,
+                            options: &options,
+                        };
+                        p.train_step(&x.data(), loss, rng)?;
                     }
                     None => {
                         let ctx = &mut Ctx {
