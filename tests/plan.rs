@@ -443,6 +443,36 @@ fn check_training(text: &str, input: &[usize], classes: usize, what: &str) {
     }
 }
 
+/// Convolutions pooled from their bands in training (with an activation, with none, odd
+/// sizes whose last row and column the pooling drops), as bench's F and classic_cnn.toml.
+const POOLED: &str = r#"
+[model]
+input = [2, 11, 10]
+[[model.layers]]
+type = "conv2d"
+filters = 9
+kernel_size = 3
+padding = 1
+activation = "relu"
+[[model.layers]]
+type = "max_pool2d"
+pool_size = 2
+[[model.layers]]
+type = "conv2d"
+filters = 8
+kernel_size = 3
+padding = "same"
+use_bias = false
+[[model.layers]]
+type = "max_pool2d"
+pool_size = 2
+[[model.layers]]
+type = "flatten"
+[[model.layers]]
+type = "dense"
+units = 3
+"#;
+
 #[test]
 fn training_steps_on_the_plan_match_the_eager_engine() {
     let spec = std::fs::read_to_string("examples/fashion_mnist.toml").unwrap();
@@ -525,37 +555,140 @@ type = "dense"
 units = 3
 "#;
     check_training(one_d, &[2, 30], 3, "1-D layers");
+    check_training(POOLED, &[2, 11, 10], 3, "convolutions with max pooling");
 }
 
 #[test]
 fn plan_results_are_bit_identical_for_one_two_and_three_threads() {
     let spec = std::fs::read_to_string("examples/fashion_mnist.toml").unwrap();
-    let text = spec[..spec.find("[data]").unwrap()].to_string();
-    let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let m = model_of(&text);
-            let x = Tensor::randn(&[7, 1, 28, 28], &mut Rng::new(5)).unwrap();
-            let labels: Vec<usize> = (0..7).map(|i| i % 10).collect();
-            let mut plan = convnet::plan::TrainPlan::compile(&m, &[1, 28, 28], 7).unwrap();
-            let (out, _) = plan
-                .step(&x, &mut Rng::new(1), |o| {
-                    convnet::ops::cross_entropy(o, &labels, &Default::default())
-                })
+    let fashion = spec[..spec.find("[data]").unwrap()].to_string();
+    for (text, input, classes) in [(&fashion[..], [1, 28, 28], 10), (POOLED, [2, 11, 10], 3)] {
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
                 .unwrap();
-            let mut bits: Vec<u32> = out.to_vec().iter().map(|v| v.to_bits()).collect();
-            for (_, p) in m.named_params() {
-                bits.extend(p.grad().unwrap().to_vec().iter().map(|v| v.to_bits()));
-            }
-            let mut infer = Plan::compile(&m, &[1, 28, 28], 7).unwrap();
-            bits.extend(infer.run(&x.to_vec()).unwrap().iter().map(|v| v.to_bits()));
-            bits
-        })
+            pool.install(|| {
+                let m = model_of(text);
+                let mut shape = vec![7];
+                shape.extend(input);
+                let x = Tensor::randn(&shape, &mut Rng::new(5)).unwrap();
+                let labels: Vec<usize> = (0..7).map(|i| i % classes).collect();
+                let mut plan = convnet::plan::TrainPlan::compile(&m, &input, 7).unwrap();
+                let (out, _) = plan
+                    .step(&x, &mut Rng::new(1), |o| {
+                        convnet::ops::cross_entropy(o, &labels, &Default::default())
+                    })
+                    .unwrap();
+                let mut bits: Vec<u32> = out.to_vec().iter().map(|v| v.to_bits()).collect();
+                for (_, p) in m.named_params() {
+                    bits.extend(p.grad().unwrap().to_vec().iter().map(|v| v.to_bits()));
+                }
+                let mut infer = Plan::compile(&m, &input, 7).unwrap();
+                bits.extend(infer.run(&x.to_vec()).unwrap().iter().map(|v| v.to_bits()));
+                bits
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(2), "{input:?}: 2 threads");
+        assert_eq!(one, run(3), "{input:?}: 3 threads");
+    }
+}
+
+/// The loss a training plan computes itself (`train_step` with a `PlanLoss`) gives the eager
+/// op's loss and, through backward, the same gradients, to the bit: cross-entropy (plain,
+/// with label smoothing and class weights) and each elementwise loss; a batch's targets of
+/// the wrong length are an error naming them.
+#[test]
+fn the_plans_own_loss_equals_the_eager_loss_to_the_bit() {
+    use convnet::ops::{self, CrossEntropyOptions, PointLoss};
+    use convnet::plan::{PlanLoss, TrainPlan};
+    let text = r#"
+[model]
+input = [2, 6, 6]
+[[model.layers]]
+type = "conv2d"
+filters = 4
+kernel_size = 3
+activation = "relu"
+[[model.layers]]
+type = "max_pool2d"
+pool_size = 2
+[[model.layers]]
+type = "flatten"
+[[model.layers]]
+type = "dense"
+units = 3
+"#;
+    let m = model_of(text);
+    let mut plan = TrainPlan::compile(&m, &[2, 6, 6], 5).unwrap();
+    let mut data = Rng::new(9);
+    let x = Tensor::randn(&[5, 2, 6, 6], &mut data).unwrap();
+    let labels = [2usize, 0, 1, 1, 2];
+    let soft: Vec<f32> = (0..15).map(|_| data.uniform()).collect();
+    let targets = Tensor::from_vec(soft.clone(), &[5, 3]).unwrap();
+    let bits = |plan: &TrainPlan, loss: f32| {
+        let mut b = vec![loss.to_bits()];
+        b.extend(plan.outputs().iter().map(|v| v.to_bits()));
+        for (_, p) in m.named_params() {
+            b.extend(p.grad().unwrap().to_vec().iter().map(|v| v.to_bits()));
+        }
+        b
     };
-    let one = run(1);
-    assert_eq!(one, run(2), "2 threads");
-    assert_eq!(one, run(3), "3 threads");
+    let smoothed = CrossEntropyOptions {
+        class_weights: Some(vec![0.5, 2.0, 1.0]),
+        label_smoothing: 0.2,
+    };
+    let plain = CrossEntropyOptions::default();
+    for options in [&plain, &smoothed] {
+        let (_, l) = plan
+            .step(&x, &mut Rng::new(1), |o| {
+                ops::cross_entropy(o, &labels, options)
+            })
+            .unwrap();
+        let eager = bits(&plan, l.item().unwrap());
+        let loss = PlanLoss::CrossEntropy {
+            targets: &labels,
+            options,
+        };
+        let l = plan.train_step(&x.data(), loss, &mut Rng::new(1)).unwrap();
+        assert_eq!(bits(&plan, l), eager, "cross-entropy {options:?}");
+    }
+    for kind in [
+        PointLoss::Mse,
+        PointLoss::Mae,
+        PointLoss::Huber(0.3),
+        PointLoss::Bce(2.0),
+    ] {
+        let eager_op = |o: &Tensor| match kind {
+            PointLoss::Mse => ops::mse(o, &targets),
+            PointLoss::Mae => ops::mae(o, &targets),
+            PointLoss::Huber(d) => ops::huber(o, &targets, d),
+            PointLoss::Bce(p) => ops::binary_cross_entropy_with_logits(o, &targets, Some(p)),
+        };
+        let (_, l) = plan.step(&x, &mut Rng::new(1), eager_op).unwrap();
+        let eager = bits(&plan, l.item().unwrap());
+        let loss = PlanLoss::Pointwise {
+            kind,
+            targets: &soft,
+        };
+        let l = plan.train_step(&x.data(), loss, &mut Rng::new(1)).unwrap();
+        assert_eq!(bits(&plan, l), eager, "{kind:?}");
+    }
+    let short = PlanLoss::CrossEntropy {
+        targets: &labels[..3],
+        options: &plain,
+    };
+    let e = plan
+        .train_step(&x.data(), short, &mut Rng::new(1))
+        .unwrap_err();
+    assert!(e.to_string().contains("3 targets for 5 rows"), "{e}");
+    let short = PlanLoss::Pointwise {
+        kind: PointLoss::Mse,
+        targets: &soft[..14],
+    };
+    let e = plan
+        .train_step(&x.data(), short, &mut Rng::new(1))
+        .unwrap_err();
+    assert!(e.to_string().contains("14 targets for 15 outputs"), "{e}");
 }

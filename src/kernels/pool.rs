@@ -75,7 +75,7 @@ impl Pool2dGeom {
     }
     /// The most common pooling, which gets its own loops: 2x2 windows, stride 2, no padding,
     /// every window inside the input.
-    fn is_2x2_tiling(&self) -> bool {
+    pub fn is_2x2_tiling(&self) -> bool {
         self.k_h == 2
             && self.k_w == 2
             && self.stride_h == 2
@@ -169,6 +169,50 @@ pub fn max_pool_block(
             *o = best;
         }
     }
+}
+
+/// [`max_pool_block`] for 2x2 windows, also writing each maximum's position in its window
+/// (0 to 3: (0, 0), (0, 1), (1, 0), (1, 1), the first holding it) to `idx`: a training step
+/// pools a convolution's output while it is in cache and keeps only these.
+pub fn max_pool_block_argmax(
+    x: &[f32],
+    (rows, w, ld): (usize, usize, usize),
+    out: &mut [f32],
+    idx: &mut [u8],
+) {
+    let (out_h, out_w) = (rows / 2, w / 2);
+    for oh in 0..out_h {
+        let (o, i) = (
+            &mut out[oh * out_w..][..out_w],
+            &mut idx[oh * out_w..][..out_w],
+        );
+        pool2x2::max_row_argmax(&x[2 * oh * ld..], &x[(2 * oh + 1) * ld..], o, i);
+    }
+}
+
+/// Backward of a 2x2, stride-2 max pooling from the window positions
+/// [`max_pool_block_argmax`] kept: the values of [`max_backward_saved`].
+///
+/// # Shapes
+/// idx, dy: `(n, c, out_h, out_w)`; dx: `(n, c, h, w)` with `h >= 2 out_h`, `w >= 2 out_w`.
+pub fn max_backward_2x2(g: &Pool2dGeom, idx: &[u8], dy: &[f32], dx: &mut [f32]) {
+    debug_assert!(g.is_2x2_tiling());
+    let (hw, p, w) = (g.h * g.w, g.out_h * g.out_w, g.w);
+    dx[..g.planes() * hw]
+        .par_chunks_mut(hw)
+        .enumerate()
+        .for_each(|(plane, dxp)| {
+            let (ip, dyp) = (&idx[plane * p..][..p], &dy[plane * p..][..p]);
+            for oh in 0..g.out_h {
+                let (top, bottom) = dxp[2 * oh * w..(2 * oh + 2) * w].split_at_mut(w);
+                let r = oh * g.out_w..(oh + 1) * g.out_w;
+                pool2x2::scatter_row(&ip[r.clone()], &dyp[r], top, bottom);
+            }
+            for r in 0..2 * g.out_h {
+                dxp[r * w + 2 * g.out_w..(r + 1) * w].fill(0.0);
+            }
+            dxp[2 * g.out_h * w..].fill(0.0);
+        });
 }
 
 /// For each output of a max pooling, the flat in-plane index of its maximum: the first

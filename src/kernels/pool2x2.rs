@@ -33,6 +33,37 @@ pub fn max_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
     }
 }
 
+/// [`max_row`], also writing the window position of each maximum (0 to 3 in the scan order,
+/// the first that holds it, as [`backward_row`] finds it) to `idx`.
+pub fn max_row_argmax(r0: &[f32], r1: &[f32], out: &mut [f32], idx: &mut [u8]) {
+    max_row(r0, r1, out);
+    let same = |v: f32, t: f32| (v == t) | (v.is_nan() & t.is_nan());
+    for (j, (&t, i)) in out.iter().zip(idx.iter_mut()).enumerate() {
+        let (a, b, c) = (r0[2 * j], r0[2 * j + 1], r1[2 * j]);
+        *i = if same(a, t) {
+            0
+        } else if same(b, t) {
+            1
+        } else if same(c, t) {
+            2
+        } else {
+            3
+        };
+    }
+}
+
+/// Backward of [`max_row_argmax`]: `top` and `bottom` (`2w` long) get `d[j]` at window
+/// `j`'s position `idx[j]`, zero at the others (the values of [`backward_row`]).
+pub fn scatter_row(idx: &[u8], d: &[f32], top: &mut [f32], bottom: &mut [f32]) {
+    let w = d.len();
+    let (top, bottom) = (&mut top[..2 * w], &mut bottom[..2 * w]);
+    for (j, (&i, &d)) in idx[..w].iter().zip(d).enumerate() {
+        let pick = |at: u8| if i == at { d } else { 0.0 };
+        (top[2 * j], top[2 * j + 1]) = (pick(0), pick(1));
+        (bottom[2 * j], bottom[2 * j + 1]) = (pick(2), pick(3));
+    }
+}
+
 /// Backward of [`max_row`]: `top` and `bottom` (the gradient rows of `x0` and `x1`, `2w`
 /// long) get `d[j]` at the first position of window `j` equal to its maximum `t[j]`, zero at
 /// the others.

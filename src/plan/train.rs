@@ -11,6 +11,7 @@
 use rayon::prelude::*;
 
 use super::Weighted;
+use super::conv_pool::ConvPool;
 use super::loss::{LossBuffers, PlanLoss};
 use super::train_lower::{build, shape_steps};
 use crate::error::{Error, Result};
@@ -62,6 +63,8 @@ pub(super) enum TStep {
         shift: Vec<f32>,
         sums: Vec<(f64, f64)>,
     },
+    /// A convolution, its activation and a 2x2 max pooling in one pass.
+    ConvPool(Box<ConvPool>),
     Act(Pointwise),
     MaxPool(Pool2dGeom),
     AvgPool(Pool2dGeom, bool),
@@ -405,6 +408,7 @@ fn forward(
             scale_shift(&w, &b, mean, invstd, scale, shift);
             affine_planes(x, y, (scale, shift), inner, *act);
         }
+        TStep::ConvPool(cp) => cp.forward(params, n, x, y),
         TStep::Act(p) => {
             y.copy_from_slice(x);
             y.par_chunks_mut(1 << 14).for_each(|c| p.apply(c));
@@ -436,7 +440,7 @@ fn forward(
 }
 
 /// `dy *= f'(y)` for an activation fused into the step that produced `y`.
-fn through_act(act: Option<Pointwise>, y: &[f32], dy: &mut [f32]) {
+pub(super) fn through_act(act: Option<Pointwise>, y: &[f32], dy: &mut [f32]) {
     if let Some(p) = act {
         dy.par_chunks_mut(1 << 14)
             .zip(y.par_chunks(1 << 14))
@@ -557,6 +561,7 @@ fn backward(
                 params[*bias].1[ch] = sg as f32;
             }
         }
+        TStep::ConvPool(cp) => cp.backward(params, n, (x, y), dy, dx),
         TStep::Act(p) => {
             if let Some(dx) = dx {
                 dx.par_chunks_mut(1 << 14)

@@ -4,6 +4,7 @@
 //! (and for models of any size, on shape-only tensors); [`build`] then makes a decided step
 //! with its buffers and registers its parameters.
 
+use super::conv_pool::ConvPool;
 use super::not_compiled;
 use super::train::{Params, TStep};
 use crate::error::Result;
@@ -20,6 +21,12 @@ pub(super) enum Shaped {
     Conv {
         g: Conv2dGeom,
         act: Option<Pointwise>,
+    },
+    /// A convolution, its activation and the 2x2 max pooling after them.
+    ConvPool {
+        g: Conv2dGeom,
+        act: Option<Pointwise>,
+        pool: Pool2dGeom,
     },
     Dense {
         act: Option<Pointwise>,
@@ -130,9 +137,20 @@ fn shape_step(
             let g = conv
                 .zero_padded_geom(batch, shape)
                 .map_err(|why| not_compiled(i, layer, format!("it is {why}")))?;
-            Shaped::Conv {
-                g,
-                act: fused(conv.activation)?,
+            let act = fused(conv.activation)?;
+            // a max pooling next, pooled from the convolution's bands where they allow it
+            let pool = match layers.get(end).map(|l| l.lowered()) {
+                Some(Lowered::Pool(p)) if p.kind == PoolKind::Max => {
+                    Some(super::pool_geom(batch, p, &shapes[end], &shapes[end + 1]))
+                }
+                _ => None,
+            };
+            match pool.filter(|pool| ConvPool::fits(&g, pool)) {
+                Some(pool) => {
+                    end += 1;
+                    Shaped::ConvPool { g, act, pool }
+                }
+                None => Shaped::Conv { g, act },
             }
         }
         Lowered::Dense(d) if shape.len() == 1 => Shaped::Dense {
@@ -198,6 +216,11 @@ pub(super) fn build(d: &Decided, layer: &dyn Layer, batch: usize, params: &mut P
             bias: conv.bias.as_ref().map(|b| param(params, b)),
             act,
         },
+        (Shaped::ConvPool { g, act, pool }, Lowered::Conv(conv)) => {
+            let weight = param(params, &conv.weight);
+            let bias = conv.bias.as_ref().map(|b| param(params, b));
+            TStep::ConvPool(Box::new(ConvPool::new(g, pool, (weight, bias), act)))
+        }
         (Shaped::Dense { act, in_f, units }, Lowered::Dense(dense)) => TStep::Dense {
             fwd: Box::new(DenseForward::new(in_f, units, batch)),
             dx_gemm: Gemm::new((batch, units, in_f)),
@@ -271,15 +294,16 @@ pub fn footprint(model: &Sequential, input: &[usize], batch: usize) -> Result<Pl
         largest = largest.max(d.inp as u64).max(d.out as u64);
         // (buffers, weights prepared, parameters)
         let (buffers, weights, params) = match d.step {
-            Shaped::Conv { g, .. } => {
+            Shaped::Conv { g, .. } | Shaped::ConvPool { g, .. } => {
                 let w = crate::nn::count(&[g.c_out, g.cin_g(), g.k_h, g.k_w]);
                 let params = w.saturating_add(g.c_out as u64);
                 let backward = ConvBackward::buffer_len(&g);
-                (
-                    ConvForward::buffer_len(&g).saturating_add(backward),
-                    w,
-                    params,
-                )
+                let pooled = match d.step {
+                    Shaped::ConvPool { pool, .. } => ConvPool::buffer_len(&g, &pool),
+                    _ => 0,
+                };
+                let buffers = ConvForward::buffer_len(&g).saturating_add(backward);
+                (buffers.saturating_add(pooled), w, params)
             }
             Shaped::Dense { in_f, units, .. } => {
                 let w = (in_f as u64).saturating_mul(units as u64);

@@ -195,6 +195,12 @@ impl ConvForward {
         matches!(self.path, ForwardPath::Implicit(..)) && self.g.out_h > 1
     }
 
+    /// Whether a [`ConvForward`] made for `g` would be [`ConvForward::banded`] (from the
+    /// geometry alone, as `new` picks its path).
+    pub fn can_band(g: &Conv2dGeom) -> bool {
+        Micro::best().is_some() && Implicit::of(g).is_some() && !g.is_depthwise() && g.out_h > 1
+    }
+
     /// The convolution (with `bias`) of the first `n` images in bands of output rows (a
     /// multiple of `multiple`, sized so a band's outputs take a quarter of the L2 cache, with
     /// enough bands to keep every thread busy), each handed to `sink` from the worker's cache
