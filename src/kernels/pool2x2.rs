@@ -36,11 +36,20 @@ pub fn max_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
 /// [`max_row`], also writing the window position of each maximum (0 to 3 in the scan order,
 /// the first that holds it, as [`backward_row`] finds it) to `idx`.
 pub fn max_row_argmax(r0: &[f32], r1: &[f32], out: &mut [f32], idx: &mut [u8]) {
-    max_row(r0, r1, out);
+    let w = out.len();
+    let (r0, r1, idx) = (&r0[..2 * w], &r1[..2 * w], &mut idx[..w]);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if super::wide_avx2() {
+        // SAFETY: the CPU has AVX2; the slices hold 2w inputs and w outputs and positions
+        done = unsafe { x86::max_row_argmax(r0, r1, out, idx) };
+    }
     let same = |v: f32, t: f32| (v == t) | (v.is_nan() & t.is_nan());
-    for (j, (&t, i)) in out.iter().zip(idx.iter_mut()).enumerate() {
-        let (a, b, c) = (r0[2 * j], r0[2 * j + 1], r1[2 * j]);
-        *i = if same(a, t) {
+    for j in done..w {
+        let (a, b, c, d) = (r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]);
+        let t = nan_max(nan_max(nan_max(a, b), c), d);
+        out[j] = t;
+        idx[j] = if same(a, t) {
             0
         } else if same(b, t) {
             1
@@ -56,8 +65,15 @@ pub fn max_row_argmax(r0: &[f32], r1: &[f32], out: &mut [f32], idx: &mut [u8]) {
 /// `j`'s position `idx[j]`, zero at the others (the values of [`backward_row`]).
 pub fn scatter_row(idx: &[u8], d: &[f32], top: &mut [f32], bottom: &mut [f32]) {
     let w = d.len();
-    let (top, bottom) = (&mut top[..2 * w], &mut bottom[..2 * w]);
-    for (j, (&i, &d)) in idx[..w].iter().zip(d).enumerate() {
+    let (idx, top, bottom) = (&idx[..w], &mut top[..2 * w], &mut bottom[..2 * w]);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if super::wide_avx2() {
+        // SAFETY: the CPU has AVX2; every slice holds w windows
+        done = unsafe { x86::scatter_row(idx, d, top, bottom) };
+    }
+    for j in done..w {
+        let (i, d) = (idx[j], d[j]);
         let pick = |at: u8| if i == at { d } else { 0.0 };
         (top[2 * j], top[2 * j + 1]) = (pick(0), pick(1));
         (bottom[2 * j], bottom[2 * j + 1]) = (pick(2), pick(3));
@@ -203,6 +219,93 @@ mod x86 {
         w
     }
 
+    /// The first `k` (`k <= 8`) of eight small integers held as floats, as bytes at `p`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn store_bytes(p: *mut u8, v: __m256, k: usize) {
+        let v = _mm256_cvttps_epi32(v);
+        let w16 = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let mut bytes = [0u8; 16];
+        // SAFETY: `bytes` holds 16 bytes; the caller guarantees room for k bytes at p
+        unsafe {
+            _mm_storeu_si128(bytes.as_mut_ptr().cast(), _mm_packus_epi16(w16, w16));
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, k);
+        }
+    }
+
+    /// The first `k` (`k <= 8`) bytes at `p` as floats (zeros after).
+    #[target_feature(enable = "avx2")]
+    unsafe fn load_bytes(p: *const u8, k: usize) -> __m256 {
+        let mut b = [0u8; 16];
+        // SAFETY: the caller guarantees k readable bytes at p
+        // (and `b` holds 16)
+        let v = unsafe {
+            std::ptr::copy_nonoverlapping(p, b.as_mut_ptr(), k);
+            _mm_loadu_si128(b.as_ptr().cast())
+        };
+        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v))
+    }
+
+    /// [`super::max_row_argmax`], eight windows at a time (the last step masked); returns
+    /// how many were done (all).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn max_row_argmax(
+        r0: &[f32],
+        r1: &[f32],
+        out: &mut [f32],
+        idx: &mut [u8],
+    ) -> usize {
+        let w = out.len();
+        let mut j = 0;
+        while j < w {
+            let k = (w - j).min(8);
+            // SAFETY: 2(j + k) <= 2w <= r0.len(), r1.len(); j + k <= out.len(), idx.len()
+            unsafe {
+                let (a0, a1) = deinterleave(r0.as_ptr().add(2 * j), k);
+                let (b0, b1) = deinterleave(r1.as_ptr().add(2 * j), k);
+                let m = nan_max(nan_max(nan_max(a0, a1), b0), b1);
+                store(out.as_mut_ptr().add(j), m, k);
+                let m_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(m, m);
+                // the first match wins: blended from the last position to the first
+                let mut at = _mm256_set1_ps(3.0);
+                at = _mm256_blendv_ps(at, _mm256_set1_ps(2.0), same(b0, m, m_nan));
+                at = _mm256_blendv_ps(at, _mm256_set1_ps(1.0), same(a1, m, m_nan));
+                at = _mm256_blendv_ps(at, _mm256_setzero_ps(), same(a0, m, m_nan));
+                store_bytes(idx.as_mut_ptr().add(j), at, k);
+            }
+            j += k;
+        }
+        w
+    }
+
+    /// [`super::scatter_row`], eight windows at a time (the last step masked); returns how
+    /// many were done (all).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn scatter_row(
+        idx: &[u8],
+        d: &[f32],
+        top: &mut [f32],
+        bottom: &mut [f32],
+    ) -> usize {
+        let w = d.len();
+        let mut j = 0;
+        while j < w {
+            let k = (w - j).min(8);
+            // SAFETY: j + k <= w = idx.len() = d.len(); 2(j + k) <= top.len(), bottom.len()
+            unsafe {
+                let (at, dv) = (
+                    load_bytes(idx.as_ptr().add(j), k),
+                    load(d.as_ptr().add(j), k),
+                );
+                let pick =
+                    |i: f32| _mm256_and_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(at, _mm256_set1_ps(i)), dv);
+                interleave(top.as_mut_ptr().add(2 * j), pick(0.0), pick(1.0), k);
+                interleave(bottom.as_mut_ptr().add(2 * j), pick(2.0), pick(3.0), k);
+            }
+            j += k;
+        }
+        w
+    }
+
     /// [`super::backward_row`], eight windows at a time (the last step masked); returns how
     /// many were done (all).
     #[target_feature(enable = "avx2")]
@@ -283,6 +386,29 @@ mod tests {
                         assert_eq!(g.to_bits(), expect.to_bits(), "w {w} window {j} pos {k}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn positions_kept_in_the_forward_give_the_backward_of_the_saved_maxima() {
+        let mut rng = Rng::new(4);
+        for w in [1usize, 7, 8, 9, 16, 21] {
+            for _ in 0..50 {
+                let (x0, x1) = (rows(&mut rng, 2 * w + 1), rows(&mut rng, 2 * w + 1));
+                let (mut t, mut idx) = (vec![0f32; w], vec![9u8; w]);
+                max_row_argmax(&x0, &x1, &mut t, &mut idx);
+                let mut want = vec![0f32; w];
+                max_row(&x0, &x1, &mut want);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&t), bits(&want), "w {w}: maxima");
+                let d: Vec<f32> = (0..w).map(|j| j as f32 - 3.5).collect();
+                let (mut top, mut bottom) = (vec![9f32; 2 * w], vec![9f32; 2 * w]);
+                scatter_row(&idx, &d, &mut top, &mut bottom);
+                let (mut top_s, mut bottom_s) = (vec![7f32; 2 * w], vec![7f32; 2 * w]);
+                backward_row((&x0, &x1), (&t, &d), &mut top_s, &mut bottom_s);
+                assert_eq!(bits(&top), bits(&top_s), "w {w}: top row");
+                assert_eq!(bits(&bottom), bits(&bottom_s), "w {w}: bottom row");
             }
         }
     }

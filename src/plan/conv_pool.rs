@@ -85,13 +85,14 @@ impl ConvPool {
             // the band's rows that make whole pooled rows (oh0 is even)
             let first = b.oh0 / 2;
             let rows = (b.rows / 2 * 2).min((ph - first) * 2);
+            if let Some(p) = act {
+                // the whole band at once (the wide columns too, which nothing reads): one
+                // call instead of one per row
+                let end = ((cog - 1) * b.chan_stride + b.rows * b.row_stride).min(b.data.len());
+                p.apply(&mut b.data[..end]);
+            }
             for o in 0..cog {
                 let block = &mut b.data[o * b.chan_stride..];
-                if let Some(p) = act {
-                    for r in 0..rows {
-                        p.apply(&mut block[r * b.row_stride..r * b.row_stride + g.out_w]);
-                    }
-                }
                 let at = ((b.img * g.c_out + b.grp * cog + o) * ph + first) * pw;
                 let len = (rows / 2 * pw).min(out.2.saturating_sub(at));
                 let o = &out;
