@@ -7,8 +7,13 @@ pub use schedule::{OneCycle, Schedule, ScheduleState};
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result, param_err};
 use crate::tensor::Tensor;
+
+/// Values per parallel task of an update (a parameter smaller than two runs on one thread).
+const PAR_CHUNK: usize = 1 << 15;
 
 /// Which update rule, with its hyperparameters.
 #[derive(Clone, Debug, PartialEq)]
@@ -171,16 +176,28 @@ impl Optimizer {
                     let bc2_sqrt = bc2.sqrt();
                     let (m, v) = st.split_at_mut(1);
                     let (m, v) = (&mut m[0], &mut v[0]);
-                    for i in 0..n {
-                        let mut g = gd[i];
-                        if decoupled {
-                            pd[i] *= 1.0 - lr * wd;
-                        } else {
-                            g += wd * pd[i];
-                        }
-                        m[i] = beta1 * m[i] + (1.0 - beta1) * g;
-                        v[i] = beta2 * v[i] + (1.0 - beta2) * g * g;
-                        pd[i] -= step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
+                    // each element on its own: chunks in parallel give the same bits
+                    let update =
+                        |((pd, gd), (m, v)): ((&mut [f32], &[f32]), (&mut [f32], &mut [f32]))| {
+                            for i in 0..pd.len() {
+                                let mut g = gd[i];
+                                if decoupled {
+                                    pd[i] *= 1.0 - lr * wd;
+                                } else {
+                                    g += wd * pd[i];
+                                }
+                                m[i] = beta1 * m[i] + (1.0 - beta1) * g;
+                                v[i] = beta2 * v[i] + (1.0 - beta2) * g * g;
+                                pd[i] -= step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
+                            }
+                        };
+                    if n < 2 * PAR_CHUNK {
+                        update(((&mut pd[..], &gd[..]), (&mut m[..], &mut v[..])));
+                    } else {
+                        pd.par_chunks_mut(PAR_CHUNK)
+                            .zip(gd.par_chunks(PAR_CHUNK))
+                            .zip(m.par_chunks_mut(PAR_CHUNK).zip(v.par_chunks_mut(PAR_CHUNK)))
+                            .for_each(update);
                     }
                 }
                 OptimizerKind::RmsProp {
@@ -301,4 +318,67 @@ pub fn clip_grad_norm(params: &[(String, Tensor)], max_norm: f32) -> f32 {
         }
     }
     norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// A parameter large enough to be updated in parallel chunks ends with the bits of the same
+    /// values updated as small parameters, one thread each (Adam and AdamW).
+    #[test]
+    fn a_large_parameter_updated_in_parallel_chunks_gives_the_sequential_bits() {
+        let n = 3 * PAR_CHUNK + 123;
+        let mut rng = Rng::new(2);
+        let w: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+        let grads: Vec<Vec<f32>> = (0..3)
+            .map(|_| (0..n).map(|_| rng.normal()).collect())
+            .collect();
+        for kind in [
+            OptimizerKind::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            OptimizerKind::AdamW {
+                beta1: 0.8,
+                beta2: 0.99,
+                eps: 1e-6,
+            },
+        ] {
+            let whole = [("w".to_string(), Tensor::from_vec(w.clone(), &[n]).unwrap())];
+            let parts: Vec<(String, Tensor)> = w
+                .chunks(1000)
+                .enumerate()
+                .map(|(i, c)| {
+                    (
+                        format!("p{i}"),
+                        Tensor::from_vec(c.to_vec(), &[c.len()]).unwrap(),
+                    )
+                })
+                .collect();
+            let (mut a, mut b) = (
+                Optimizer::new(kind.clone(), 0.01).unwrap(),
+                Optimizer::new(kind.clone(), 0.01).unwrap(),
+            );
+            for g in &grads {
+                whole[0]
+                    .1
+                    .set_grad(Tensor::from_vec(g.clone(), &[n]).unwrap());
+                for ((_, p), c) in parts.iter().zip(g.chunks(1000)) {
+                    p.set_grad(Tensor::from_vec(c.to_vec(), &[c.len()]).unwrap());
+                }
+                a.step(&whole, 1e-2).unwrap();
+                b.step(&parts, 1e-2).unwrap();
+            }
+            let got: Vec<u32> = whole[0].1.to_vec().iter().map(|v| v.to_bits()).collect();
+            let want: Vec<u32> = parts
+                .iter()
+                .flat_map(|(_, p)| p.to_vec())
+                .map(|v| v.to_bits())
+                .collect();
+            assert_eq!(got, want, "{kind:?}");
+        }
+    }
 }
