@@ -46,6 +46,20 @@ impl DenseForward {
         }
     }
 
+    /// The values a [`DenseForward::new`] of these sizes holds once its weights are set (the
+    /// packed input, `W^T` packed with its last panel padded, the panel offsets), on the
+    /// micro-kernel the running CPU picks.
+    pub fn buffer_len(in_f: usize, units: usize, batch: usize) -> u64 {
+        let len = match Micro::best() {
+            Some(mk) => {
+                let offs = in_f * std::mem::size_of::<usize>() / std::mem::size_of::<f32>();
+                mk.packed_a_len(batch, in_f) + packed_b_len(mk, in_f, units) + offs
+            }
+            None => in_f * units,
+        };
+        len as u64
+    }
+
     /// Take the weights, `(units, in_f)`.
     pub fn set_weights(&mut self, w: &[f32]) {
         let (in_f, units) = (self.in_f, self.units);
@@ -211,6 +225,16 @@ impl Gemm {
             b: micro.map_or(Vec::new(), |mk| vec![0.0; packed_b_len(mk, k, n)]),
             offs: Vec::with_capacity(k),
         }
+    }
+
+    /// The values a [`Gemm::new`] of these sizes holds after its first product (A and B
+    /// packed, B's last panel padded; the panel offsets), on the running CPU's micro-kernel.
+    pub fn buffer_len((m, k, n): (usize, usize, usize)) -> u64 {
+        let len = Micro::best().map_or(0, |mk| {
+            let offs = k * std::mem::size_of::<usize>() / std::mem::size_of::<f32>();
+            mk.packed_a_len(m, k) + packed_b_len(mk, k, n) + offs
+        });
+        len as u64
     }
 
     /// `C (m x n, row-major) = A (m x k) B (k x n)`.

@@ -196,22 +196,35 @@ pub fn max_pool_block_argmax(
 /// # Shapes
 /// idx, dy: `(n, c, out_h, out_w)`; dx: `(n, c, h, w)` with `h >= 2 out_h`, `w >= 2 out_w`.
 pub fn max_backward_2x2(g: &Pool2dGeom, idx: &[u8], dy: &[f32], dx: &mut [f32]) {
-    debug_assert!(g.is_2x2_tiling());
-    let (hw, p, w) = (g.h * g.w, g.out_h * g.out_w, g.w);
-    dx[..g.planes() * hw]
-        .par_chunks_mut(hw)
+    max_backward_2x2_strided(g, idx, dy, dx, (g.h * g.w, g.w));
+}
+
+/// [`max_backward_2x2`] into planes `plane_stride` apart whose rows are `row_stride` apart
+/// (a convolution's wide layout): each plane's `h x w` values are written, nothing else.
+pub fn max_backward_2x2_strided(
+    g: &Pool2dGeom,
+    idx: &[u8],
+    dy: &[f32],
+    dx: &mut [f32],
+    (plane_stride, row_stride): (usize, usize),
+) {
+    debug_assert!(g.is_2x2_tiling() && row_stride >= g.w);
+    let (p, w, rs) = (g.out_h * g.out_w, g.w, row_stride);
+    dx[..g.planes() * plane_stride]
+        .par_chunks_mut(plane_stride)
         .enumerate()
         .for_each(|(plane, dxp)| {
             let (ip, dyp) = (&idx[plane * p..][..p], &dy[plane * p..][..p]);
             for oh in 0..g.out_h {
-                let (top, bottom) = dxp[2 * oh * w..(2 * oh + 2) * w].split_at_mut(w);
+                let (top, bottom) = dxp[2 * oh * rs..(2 * oh + 1) * rs + w].split_at_mut(rs);
                 let r = oh * g.out_w..(oh + 1) * g.out_w;
                 pool2x2::scatter_row(&ip[r.clone()], &dyp[r], top, bottom);
+                top[2 * g.out_w..w].fill(0.0);
+                bottom[2 * g.out_w..w].fill(0.0);
             }
-            for r in 0..2 * g.out_h {
-                dxp[r * w + 2 * g.out_w..(r + 1) * w].fill(0.0);
+            for r in 2 * g.out_h..g.h {
+                dxp[r * rs..r * rs + w].fill(0.0);
             }
-            dxp[2 * g.out_h * w..].fill(0.0);
         });
 }
 

@@ -5,11 +5,17 @@
 //! is never written. Backward applies the activation's derivative to the pooled gradient (the
 //! pooled values are the activation's outputs at the maxima), spreads it to the positions
 //! kept, and runs the convolution's backward on that. The values are those of the separate
-//! convolution and pooling steps, bit for bit.
+//! convolution and pooling steps, bit for bit, except in the plan's first step: there nothing
+//! needs the input gradient, so the pooled gradient is spread straight into the weight
+//! gradient's wide buffer and the bias gradient summed from the pooled gradient (the same
+//! terms in another order: equal to the eager engine within rounding).
+
+use rayon::prelude::*;
 
 use super::train::through_act;
 use crate::kernels::conv::{Band, Conv2dGeom, ConvBackward, ConvForward};
 use crate::kernels::pool::{self, Pool2dGeom};
+use crate::kernels::sum_f64;
 use crate::ops::Pointwise;
 use crate::tensor::Tensor;
 
@@ -23,7 +29,9 @@ pub(super) struct ConvPool {
     pool: Pool2dGeom,
     /// Each pooled value's position in its window (0 to 3, in scan order).
     idx: Vec<u8>,
-    /// The gradient of the convolution's output, spread from the pooled gradient.
+    /// The gradient of the convolution's output, spread from the pooled gradient; empty for
+    /// the first step, whose pooled gradient is spread straight into the weight gradient's
+    /// wide buffer (nothing needs the input gradient).
     dy: Vec<f32>,
 }
 
@@ -40,28 +48,43 @@ impl ConvPool {
     }
 
     /// Values it keeps besides the convolution's buffers: the positions (a quarter of a value
-    /// each) and the convolution's output gradient.
-    pub(super) fn buffer_len(g: &Conv2dGeom, pool: &Pool2dGeom) -> u64 {
+    /// each) and, unless it is the `first` step, the convolution's output gradient.
+    pub(super) fn buffer_len(g: &Conv2dGeom, pool: &Pool2dGeom, first: bool) -> u64 {
         let pooled = crate::nn::count(&[pool.n, pool.c, pool.out_h, pool.out_w]);
-        let full = crate::nn::count(&[g.n, g.c_out, g.out_h, g.out_w]);
+        let full = match first && Self::spreads_into_wide(g) {
+            true => 0,
+            false => crate::nn::count(&[g.n, g.c_out, g.out_h, g.out_w]),
+        };
         (pooled / 4).saturating_add(full)
     }
 
+    /// Whether the weight gradient of `g` runs on a wide dY the pooling can spread into.
+    fn spreads_into_wide(g: &Conv2dGeom) -> bool {
+        crate::kernels::micro::Micro::best().is_some() && ConvBackward::implicit_weight(g)
+    }
+
+    /// The step for `g` pooled by `pool`; `first`: the plan's first step (no input gradient).
     pub(super) fn new(
         g: Conv2dGeom,
         pool: Pool2dGeom,
         (weight, bias): (usize, Option<usize>),
         act: Option<Pointwise>,
+        first: bool,
     ) -> ConvPool {
+        let bwd = ConvBackward::new(g);
+        let wide = first && bwd.wide_row_stride().is_some();
         ConvPool {
             fwd: ConvForward::new(g),
-            bwd: ConvBackward::new(g),
+            bwd,
             weight,
             bias,
             act,
             pool,
             idx: vec![0; pool.planes() * pool.out_h * pool.out_w],
-            dy: vec![0.0; g.n * g.c_out * g.out_h * g.out_w],
+            dy: match wide {
+                true => Vec::new(),
+                false => vec![0.0; g.n * g.c_out * g.out_h * g.out_w],
+            },
         }
     }
 
@@ -125,10 +148,32 @@ impl ConvPool {
         dx: Option<&mut [f32]>,
     ) {
         through_act(self.act, y, dy);
-        let g = self.fwd.geom();
-        let full = &mut self.dy[..n * g.c_out * g.out_h * g.out_w];
+        let g = *self.fwd.geom();
         let pooled = Pool2dGeom { n, ..self.pool };
-        pool::max_backward_2x2(&pooled, &self.idx[..dy.len()], dy, full);
+        let idx = &self.idx[..dy.len()];
+        if self.dy.is_empty() {
+            // the first step: spread straight into the weight gradient's wide dY
+            let stride = self.bwd.wide_row_stride().expect("checked when built");
+            if let Some(b) = self.bias {
+                // the bias gradient from the pooled gradient: the same terms, a quarter of
+                // the reads (summed in another order than the unfused step's)
+                let p = pooled.out_h * pooled.out_w;
+                let db = &mut params[b].1;
+                db.par_iter_mut().enumerate().for_each(|(o, d)| {
+                    let planes = (0..n).map(|i| &dy[(i * g.c_out + o) * p..][..p]);
+                    *d = planes.map(sum_f64).sum::<f64>() as f32;
+                });
+            }
+            let fill = |wide: &mut [f32], qr: usize| {
+                pool::max_backward_2x2_strided(&pooled, idx, dy, wide, (qr, stride));
+            };
+            let dw = &mut params[self.weight].1;
+            let ran = self.bwd.weight_filled(n, x, &fill, dw);
+            debug_assert!(ran, "the wide path was checked when built");
+            return;
+        }
+        let full = &mut self.dy[..n * g.c_out * g.out_h * g.out_w];
+        pool::max_backward_2x2(&pooled, idx, dy, full);
         if let Some(dx) = dx {
             self.bwd.input(n, full, &params[self.weight].0.data(), dx);
         }

@@ -34,7 +34,7 @@ pub(super) enum TStep {
     Conv {
         fwd: Box<dyn Weighted + Send>,
         /// The backward's kernels with their buffers, kept between steps.
-        bwd: ConvBackward,
+        bwd: Box<ConvBackward>,
         weight: usize,
         bias: Option<usize>,
         act: Option<Pointwise>,
@@ -129,9 +129,10 @@ impl TrainPlan {
         let mut first = Vec::new();
         let steps: Steps = decided
             .iter()
-            .map(|d| {
+            .enumerate()
+            .map(|(k, d)| {
                 first.push(params.len());
-                let step = build(d, &*model.layers()[d.layer], batch, &mut params);
+                let step = build(d, &*model.layers()[d.layer], (batch, k == 0), &mut params);
                 (step, d.inp, d.out)
             })
             .collect();

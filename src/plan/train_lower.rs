@@ -207,11 +207,17 @@ fn param(params: &mut Params, t: &Tensor) -> usize {
 }
 
 /// The step `d` decided for `layer`, with its buffers, its parameters registered in `params`.
-pub(super) fn build(d: &Decided, layer: &dyn Layer, batch: usize, params: &mut Params) -> TStep {
+/// `first`: the plan's first step (nothing needs its input gradient).
+pub(super) fn build(
+    d: &Decided,
+    layer: &dyn Layer,
+    (batch, first): (usize, bool),
+    params: &mut Params,
+) -> TStep {
     match (d.step, layer.lowered()) {
         (Shaped::Conv { g, act }, Lowered::Conv(conv)) => TStep::Conv {
             fwd: Box::new(ConvForward::new(g)),
-            bwd: ConvBackward::new(g),
+            bwd: Box::new(ConvBackward::new(g)),
             weight: param(params, &conv.weight),
             bias: conv.bias.as_ref().map(|b| param(params, b)),
             act,
@@ -219,7 +225,7 @@ pub(super) fn build(d: &Decided, layer: &dyn Layer, batch: usize, params: &mut P
         (Shaped::ConvPool { g, act, pool }, Lowered::Conv(conv)) => {
             let weight = param(params, &conv.weight);
             let bias = conv.bias.as_ref().map(|b| param(params, b));
-            TStep::ConvPool(Box::new(ConvPool::new(g, pool, (weight, bias), act)))
+            TStep::ConvPool(Box::new(ConvPool::new(g, pool, (weight, bias), act, first)))
         }
         (Shaped::Dense { act, in_f, units }, Lowered::Dense(dense)) => TStep::Dense {
             fwd: Box::new(DenseForward::new(in_f, units, batch)),
@@ -269,8 +275,9 @@ pub struct PlanFootprint {
     /// masks, the convolutions' padded inputs, and each convolution backward's buffers (kept
     /// between steps).
     pub working: u64,
-    /// The plan's gradient buffer of each parameter, and the gradient tensor it hands the
-    /// parameter (kept and reused).
+    /// The plan's gradient buffer of each parameter (the gradient tensors it hands the
+    /// parameters, kept and reused, are as large again: the estimate counts them with the
+    /// parameters).
     pub gradient_buffers: u64,
     /// The weights prepared (packed) for the forward kernels.
     pub prepared_weights: u64,
@@ -287,7 +294,7 @@ pub fn footprint(model: &Sequential, input: &[usize], batch: usize) -> Result<Pl
         ..Default::default()
     };
     let mut largest = numel;
-    for d in &steps {
+    for (k, d) in steps.iter().enumerate() {
         f.activations = f
             .activations
             .saturating_add((d.out as u64).saturating_mul(b));
@@ -299,7 +306,7 @@ pub fn footprint(model: &Sequential, input: &[usize], batch: usize) -> Result<Pl
                 let params = w.saturating_add(g.c_out as u64);
                 let backward = ConvBackward::buffer_len(&g);
                 let pooled = match d.step {
-                    Shaped::ConvPool { pool, .. } => ConvPool::buffer_len(&g, &pool),
+                    Shaped::ConvPool { pool, .. } => ConvPool::buffer_len(&g, &pool, k == 0),
                     _ => 0,
                 };
                 let buffers = ConvForward::buffer_len(&g).saturating_add(backward);
@@ -307,11 +314,14 @@ pub fn footprint(model: &Sequential, input: &[usize], batch: usize) -> Result<Pl
             }
             Shaped::Dense { in_f, units, .. } => {
                 let w = (in_f as u64).saturating_mul(units as u64);
-                // the forward's packed input; backward's products: dY packed twice, W and X
-                let (i, u) = (in_f as u64, units as u64);
-                let packed = b.saturating_mul(i.saturating_add(2 * u));
-                let copies = w.saturating_add(b.saturating_mul(i));
-                (packed.saturating_add(copies), w, w.saturating_add(u))
+                // the forward's packed input and W^T; backward's two products (dX = dY W,
+                // dW = dY^T X), each with its operands packed
+                let fwd = DenseForward::buffer_len(in_f, units, batch);
+                let dx = Gemm::buffer_len((batch, units, in_f));
+                let dw = Gemm::buffer_len((units, batch, in_f));
+                let buffers = fwd.saturating_add(dx).saturating_add(dw);
+                // (W^T unpadded is counted with the prepared weights)
+                (buffers.saturating_sub(w), w, w.saturating_add(units as u64))
             }
             Shaped::BatchNorm { inner, .. } => (0, 0, 2 * (d.inp / inner.max(1)) as u64),
             Shaped::Dropout { mask, .. } => (mask as u64, 0, 0),
@@ -327,7 +337,5 @@ pub fn footprint(model: &Sequential, input: &[usize], batch: usize) -> Result<Pl
         .saturating_add(largest.saturating_mul(b).saturating_mul(2))
         // the loss's buffers
         .saturating_add(output.saturating_mul(b).saturating_mul(3));
-    // the gradient tensors handed to the parameters hold a copy of the buffers
-    f.gradient_buffers = f.gradient_buffers.saturating_mul(2);
     Ok(f)
 }

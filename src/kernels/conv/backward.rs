@@ -39,12 +39,19 @@ impl ConvBackward {
             _ => None,
         };
         let weight = match (micro, Implicit::of(&g)) {
-            (Some(mk), Some(im)) if !g.is_depthwise() && !g.is_pointwise() => {
+            (Some(mk), Some(im)) if Self::implicit_weight(&g) => {
                 Some((mk, im, WeightScratch::default()))
             }
             _ => None,
         };
         ConvBackward { g, input, weight }
+    }
+
+    /// Whether the weight gradient of `g` runs on the wide dY of the implicit lowering, given
+    /// a micro-kernel (where [`ConvBackward::wide_row_stride`] is then `Some`), from the
+    /// geometry alone.
+    pub(crate) fn implicit_weight(g: &Conv2dGeom) -> bool {
+        Implicit::of(g).is_some() && !g.is_depthwise() && !g.is_pointwise()
     }
 
     /// Values [`ConvBackward::new`] keeps for `g` (a sizing from the geometry alone, for
@@ -92,6 +99,35 @@ impl ConvBackward {
                 implicit::backward_weight(*mk, &g, im, (x, dy), dw, scratch);
             }
             None => super::conv2d_backward_weight(&g, x, dy, dw, db),
+        }
+    }
+
+    /// The row stride of the wide dY that [`ConvBackward::weight_filled`] hands its `fill`,
+    /// where the weight gradient runs on it (`None`: it does not, and `weight_filled` would
+    /// not run).
+    pub(crate) fn wide_row_stride(&self) -> Option<usize> {
+        self.weight.as_ref().map(|(_, im, _)| im.row_stride())
+    }
+
+    /// `dw` from the first `n` images of `x` and a dY that `fill` writes straight into the
+    /// weight gradient's wide buffer (see [`implicit::FillWide`]); the bias gradient is the
+    /// caller's. Returns false, running nothing, where [`ConvBackward::wide_row_stride`] is
+    /// `None`.
+    pub(crate) fn weight_filled(
+        &mut self,
+        n: usize,
+        x: &[f32],
+        fill: &implicit::FillWide,
+        dw: &mut [f32],
+    ) -> bool {
+        assert!(n <= self.g.n, "ConvBackward: {n} images for {}", self.g.n);
+        let g = Conv2dGeom { n, ..self.g };
+        match &mut self.weight {
+            Some((mk, im, scratch)) => {
+                implicit::backward_weight_filled(*mk, &g, im, x, fill, dw, scratch);
+                true
+            }
+            None => false,
         }
     }
 }

@@ -429,9 +429,38 @@ pub(crate) fn backward_weight(
     dw: &mut [f32],
     scratch: &mut WeightScratch,
 ) {
+    let p_all = g.positions();
+    let widen = |dyw: &mut [f32], qr: usize| {
+        dyw.par_chunks_mut(qr)
+            .zip(dy.par_chunks(p_all))
+            .for_each(|(d, s)| {
+                for (oh, row) in s.chunks_exact(g.out_w).enumerate() {
+                    d[oh * im.wq..oh * im.wq + g.out_w].copy_from_slice(row);
+                }
+            });
+    };
+    backward_weight_filled(mk, g, im, x, &widen, dw, scratch);
+}
+
+/// The wide dY of [`backward_weight_filled`]: `fill(dyw, qr)` writes image `i`'s channel
+/// `o`, output row `oh`, into `dyw[(i * c_out + o) * qr + oh * row_stride..][..out_w]` (and
+/// nothing else: the rest stays zero).
+pub(crate) type FillWide<'a> = dyn Fn(&mut [f32], usize) + Sync + 'a;
+
+/// [`backward_weight`] with the widened dY written by `fill` in place of a copy of dY: a
+/// pooling's backward spreads its gradient straight into it.
+pub(crate) fn backward_weight_filled(
+    mk: Micro,
+    g: &Conv2dGeom,
+    im: &Implicit,
+    x: &[f32],
+    fill: &FillWide,
+    dw: &mut [f32],
+    scratch: &mut WeightScratch,
+) {
     let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
     let (rb, cb, lanes) = mk.dots_block();
-    let (p_all, qr) = (g.positions(), im.q_all.next_multiple_of(lanes));
+    let qr = im.q_all.next_multiple_of(lanes);
     let slack = lanes + (g.k_w - 1) * g.dil_w;
     let WeightScratch {
         dyw,
@@ -451,14 +480,7 @@ pub(crate) fn backward_weight(
             buf.resize(len, 0.0);
         }
     }
-    dyw[..g.n * g.c_out * qr]
-        .par_chunks_mut(qr)
-        .zip(dy.par_chunks(p_all))
-        .for_each(|(d, s)| {
-            for (oh, row) in s.chunks_exact(g.out_w).enumerate() {
-                d[oh * im.wq..oh * im.wq + g.out_w].copy_from_slice(row);
-            }
-        });
+    fill(&mut dyw[..g.n * g.c_out * qr], qr);
     im.pad_into(g, x, xp);
     let (dyw, xp) = (&*dyw, &*xp);
     im.offsets_into(g, offs);
