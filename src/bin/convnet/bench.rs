@@ -434,11 +434,13 @@ fn net_rows(reps: usize, want: &dyn Fn(&str) -> bool, rows: &mut Vec<Row>) -> Re
     let spec = convnet::spec::Spec::parse(NET_F, std::path::Path::new("F.toml"))?;
     let model = spec.build_model(&mut Rng::new(0))?;
     let mut rng = Rng::new(6);
-    if want("F.train") {
+    // on the compiled training plan (as `convnet train` runs it), then eagerly; each its own
+    // workload, so that a peak-memory measurement of `--filter F.train` sees the plan alone
+    let runs = [("F.train", true), ("F.eager.train", false)];
+    if runs.iter().any(|(name, _)| want(name)) {
         let x = randn(&[128, 1, 28, 28], &mut rng);
         let labels: Vec<usize> = (0..128).map(|_| rng.below(10)).collect();
-        // on the compiled training plan (as `convnet train` runs it), then eagerly
-        for (name, compiled) in [("F.train", true), ("F.eager.train", false)] {
+        for (name, compiled) in runs.into_iter().filter(|(name, _)| want(name)) {
             let model = spec.build_model(&mut Rng::new(0))?;
             let params = model.named_params();
             let mut plan = match compiled {
