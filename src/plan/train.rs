@@ -430,14 +430,32 @@ fn forward(
             } else {
                 fill_mask(mask, *rate, rng);
             }
-            let g = *group;
-            for ((yo, xo), m) in y.chunks_mut(g).zip(x.chunks(g)).zip(mask.iter()) {
-                for (a, b) in yo.iter_mut().zip(xo) {
-                    *a = b * m;
-                }
-            }
+            apply_mask(x, mask, *group, y);
         }
     }
+}
+
+/// `y = x * mask`, each mask entry shared by `group` consecutive elements; in parallel
+/// chunks (elementwise: the same bits as one loop).
+fn apply_mask(x: &[f32], mask: &[f32], group: usize, y: &mut [f32]) {
+    let n = x.len().min(mask.len() * group);
+    let (x, y) = (&x[..n], &mut y[..n]);
+    let chunk = (1 << 14) / group.max(1) + 1;
+    y.par_chunks_mut(chunk * group)
+        .zip(x.par_chunks(chunk * group))
+        .zip(mask.par_chunks(chunk))
+        .for_each(|((y, x), m)| match group {
+            1 => y
+                .iter_mut()
+                .zip(x)
+                .zip(m)
+                .for_each(|((a, b), k)| *a = b * k),
+            g => y
+                .chunks_mut(g)
+                .zip(x.chunks(g))
+                .zip(m)
+                .for_each(|((a, b), k)| a.iter_mut().zip(b).for_each(|(a, b)| *a = b * k)),
+        });
 }
 
 /// `dy *= f'(y)` for an activation fused into the step that produced `y`.
@@ -595,12 +613,7 @@ fn backward(
         }
         TStep::Dropout { group, mask, .. } => {
             if let Some(dx) = dx {
-                let g = *group;
-                for ((d, dyo), m) in dx.chunks_mut(g).zip(dy.chunks(g)).zip(mask.iter()) {
-                    for (a, b) in d.iter_mut().zip(dyo) {
-                        *a = b * m;
-                    }
-                }
+                apply_mask(dy, mask, *group, dx);
             }
         }
     }
