@@ -302,16 +302,11 @@ pub(crate) fn affine_planes(
         .zip(x.par_chunks(inner.max(1)))
         .enumerate()
         .for_each(|(plane, (yp, xp))| {
-            affine_plane(xp, yp, (scale[plane % c], shift[plane % c]), act);
+            affine(xp, yp, (scale[plane % c], shift[plane % c]));
+            if let Some(p) = act {
+                p.apply(yp);
+            }
         });
-}
-
-/// `y = act(x * a + b)` over one plane (sequential: it runs inside a parallel task).
-pub(crate) fn affine_plane(x: &[f32], y: &mut [f32], ab: (f32, f32), act: Option<Pointwise>) {
-    affine(x, y, ab);
-    if let Some(p) = act {
-        p.apply(y);
-    }
 }
 
 avx2_twin! {

@@ -21,7 +21,6 @@
 //! Weights are read when the plan is compiled; after they change (training), [`Plan::sync`]
 //! reads them again.
 
-mod bn;
 mod conv_pool;
 mod loss;
 mod step;

@@ -11,7 +11,6 @@
 use rayon::prelude::*;
 
 use super::Weighted;
-use super::bn::BnStep;
 use super::conv_pool::ConvPool;
 use super::loss::{LossBuffers, PlanLoss};
 use super::train_lower::{build, shape_steps};
@@ -21,9 +20,12 @@ use crate::kernels::dense::Gemm;
 use crate::kernels::gemm::MatRef;
 use crate::kernels::pool::{self, Pool2dGeom};
 use crate::kernels::sum_f64;
-use crate::nn::Sequential;
+use crate::nn::{BatchNorm, Sequential};
 use crate::ops::Pointwise;
 use crate::ops::dropout::fill_mask;
+use crate::ops::norm::{
+    BnSaved, affine_planes, batch_norm_backward, batch_stats, inv_std, scale_shift, update_running,
+};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -48,9 +50,19 @@ pub(super) enum TStep {
         in_f: usize,
         units: usize,
     },
-    /// A batch norm with the activation after it, and the 2x2 max pooling after that where
-    /// there is one.
-    BatchNorm(Box<BnStep>),
+    BatchNorm {
+        bn: BatchNorm,
+        weight: usize,
+        bias: usize,
+        act: Option<Pointwise>,
+        inner: usize,
+        mean: Vec<f32>,
+        var: Vec<f64>,
+        invstd: Vec<f32>,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        sums: Vec<(f64, f64)>,
+    },
     /// A convolution, its activation and a 2x2 max pooling in one pass.
     ConvPool(Box<ConvPool>),
     Act(Pointwise),
@@ -367,7 +379,36 @@ fn forward(
             let wb = (&params[*weight].0, bias.map(|b| &params[b].0));
             super::run_weighted(fwd.as_mut(), wb, *act, n, x, y);
         }
-        TStep::BatchNorm(b) => b.forward(params, n, x, y),
+        TStep::BatchNorm {
+            bn,
+            weight,
+            bias,
+            act,
+            inner,
+            mean,
+            var,
+            invstd,
+            scale,
+            shift,
+            ..
+        } => {
+            let (c, inner) = (bn.channels, *inner);
+            let m = batch_stats(x, (n, c, inner), mean, var);
+            for (is, &v) in invstd.iter_mut().zip(var.iter()) {
+                *is = inv_std(v, bn.eps);
+            }
+            update_running(
+                &mut bn.running_mean.data_mut(),
+                &mut bn.running_var.data_mut(),
+                mean,
+                var,
+                bn.momentum,
+                m,
+            );
+            let (w, b) = (params[*weight].0.data(), params[*bias].0.data());
+            scale_shift(&w, &b, mean, invstd, scale, shift);
+            affine_planes(x, y, (scale, shift), inner, *act);
+        }
         TStep::ConvPool(cp) => cp.forward(params, n, x, y),
         TStep::Act(p) => {
             y.copy_from_slice(x);
@@ -429,8 +470,7 @@ pub(super) fn through_act(act: Option<Pointwise>, y: &[f32], dy: &mut [f32]) {
 /// The activation fused into a step (its derivative follows from its output).
 fn fused_act(step: &TStep) -> Option<Pointwise> {
     match step {
-        TStep::Conv { act, .. } | TStep::Dense { act, .. } => *act,
-        TStep::BatchNorm(b) => b.act,
+        TStep::Conv { act, .. } | TStep::Dense { act, .. } | TStep::BatchNorm { act, .. } => *act,
         _ => None,
     }
 }
@@ -505,7 +545,41 @@ fn backward(
                 }
             }
         }
-        TStep::BatchNorm(b) => b.backward(params, n, (x, y), (dy, dx), act_applied),
+        TStep::BatchNorm {
+            bn,
+            weight,
+            bias,
+            act,
+            inner,
+            mean,
+            invstd,
+            sums,
+            ..
+        } => {
+            through_act(act_of(act), y, dy);
+            let wt = params[*weight].0.clone();
+            let w = wt.data();
+            let saved = BnSaved {
+                mean,
+                invstd,
+                weight: &w,
+                batch: true,
+            };
+            let mut scratch;
+            let dxs = match dx {
+                Some(d) => d,
+                None => {
+                    scratch = vec![0f32; dy.len()];
+                    &mut scratch[..]
+                }
+            };
+            batch_norm_backward(dy, x, (n, bn.channels, *inner), &saved, sums, dxs);
+            drop(w);
+            for (ch, &(sg, sgx)) in sums.iter().enumerate() {
+                params[*weight].1[ch] = sgx as f32;
+                params[*bias].1[ch] = sg as f32;
+            }
+        }
         TStep::ConvPool(cp) => cp.backward(params, n, (x, y), dy, dx),
         TStep::Act(p) => {
             if let Some(dx) = dx {

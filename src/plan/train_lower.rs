@@ -4,7 +4,6 @@
 //! (and for models of any size, on shape-only tensors); [`build`] then makes a decided step
 //! with its buffers and registers its parameters.
 
-use super::bn::{BnStep, Pooled};
 use super::conv_pool::ConvPool;
 use super::not_compiled;
 use super::train::{Params, TStep};
@@ -34,11 +33,9 @@ pub(super) enum Shaped {
         in_f: usize,
         units: usize,
     },
-    /// A batch norm, the activation after it and, where one follows, a 2x2 max pooling.
     BatchNorm {
         act: Option<Pointwise>,
         inner: usize,
-        pool: Option<Pool2dGeom>,
     },
     Act(Pointwise),
     MaxPool(Pool2dGeom),
@@ -161,25 +158,10 @@ fn shape_step(
             in_f: d.in_features,
             units: d.units,
         },
-        Lowered::BatchNorm(_) => {
-            let act = fused(Activation::Linear)?;
-            // a 2x2 max pooling next, pooled from each normalised plane while it is in cache
-            let pool = match layers.get(end).map(|l| l.lowered()) {
-                Some(Lowered::Pool(p)) if p.kind == PoolKind::Max && shape.len() == 3 => {
-                    Some(super::pool_geom(batch, p, &shapes[end], &shapes[end + 1]))
-                }
-                _ => None,
-            };
-            let pool = pool.filter(|p| p.is_2x2_tiling());
-            if pool.is_some() {
-                end += 1;
-            }
-            Shaped::BatchNorm {
-                act,
-                inner: numel(&shape[1..]),
-                pool,
-            }
-        }
+        Lowered::BatchNorm(_) => Shaped::BatchNorm {
+            act: fused(Activation::Linear)?,
+            inner: numel(&shape[1..]),
+        },
         Lowered::Activation(a) => match (a, a.pointwise()) {
             (_, Some(p)) => Shaped::Act(p),
             (Activation::Linear, _) => return Ok((None, end)),
@@ -255,9 +237,21 @@ pub(super) fn build(
             in_f,
             units,
         },
-        (Shaped::BatchNorm { act, inner, pool }, Lowered::BatchNorm(bn)) => {
-            let wb = (param(params, &bn.weight), param(params, &bn.bias));
-            TStep::BatchNorm(Box::new(BnStep::new(bn, wb, act, inner, pool)))
+        (Shaped::BatchNorm { act, inner }, Lowered::BatchNorm(bn)) => {
+            let c = bn.channels;
+            TStep::BatchNorm {
+                bn: bn.clone(),
+                weight: param(params, &bn.weight),
+                bias: param(params, &bn.bias),
+                act,
+                inner,
+                mean: vec![0.0; c],
+                var: vec![0.0; c],
+                invstd: vec![0.0; c],
+                scale: vec![0.0; c],
+                shift: vec![0.0; c],
+                sums: vec![(0.0, 0.0); c],
+            }
         }
         (Shaped::Act(p), _) => TStep::Act(p),
         (Shaped::MaxPool(g), _) => TStep::MaxPool(g),
@@ -329,10 +323,7 @@ pub fn footprint(model: &Sequential, input: &[usize], batch: usize) -> Result<Pl
                 // (W^T unpadded is counted with the prepared weights)
                 (buffers.saturating_sub(w), w, w.saturating_add(units as u64))
             }
-            Shaped::BatchNorm { inner, pool, .. } => {
-                let pooled = pool.as_ref().map_or(0, Pooled::buffer_len);
-                (pooled, 0, 2 * (d.inp / inner.max(1)) as u64)
-            }
+            Shaped::BatchNorm { inner, .. } => (0, 0, 2 * (d.inp / inner.max(1)) as u64),
             Shaped::Dropout { mask, .. } => (mask as u64, 0, 0),
             _ => (0, 0, 0),
         };

@@ -26,7 +26,6 @@ use rayon::prelude::*;
 
 pub use super::Epilogue;
 pub use backward::ConvBackward;
-pub(crate) use block::with_scratch;
 pub use geom::{Conv2dGeom, conv_out_len};
 pub use implicit::Band;
 use implicit::{Implicit, ImplicitForward};
