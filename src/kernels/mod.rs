@@ -56,4 +56,44 @@ macro_rules! avx2_twin {
 }
 pub(crate) use avx2_twin;
 
+/// Whether [`wide_twin`] functions run their AVX-512 copy: the CPU has AVX-512 F and
+/// `CONVNET_MICRO` is neither `avx2` nor `off` (the same switch as the micro-kernels').
+pub(crate) fn wide_avx512() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            !matches!(
+                std::env::var("CONVNET_MICRO").as_deref(),
+                Ok("off" | "avx2")
+            ) && std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
+/// As [`avx2_twin`], with a third copy compiled for AVX-512 F (sixteen floats wide) that runs
+/// where [`wide_avx512`] says so. For loops over fixed-size blocks that the compiler keeps in
+/// vector registers; the same operations in the same order on every copy, so the same bits.
+macro_rules! wide_twin {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? = $plain:path;) => {
+        $(#[$m])*
+        $vis fn $name($($a: $t),*) $(-> $r)? {
+            #[cfg(target_arch = "x86_64")]
+            if $crate::kernels::wide_avx512() {
+                #[target_feature(enable = "avx512f")]
+                fn avx512($($a: $t),*) $(-> $r)? {
+                    $plain($($a),*)
+                }
+                // SAFETY: the CPU has AVX-512 F (checked by `wide_avx512`)
+                return unsafe { avx512($($a),*) };
+            }
+            $crate::kernels::avx2_twin! { fn twin($($a: $t),*) $(-> $r)? = $plain; }
+            twin($($a),*)
+        }
+    };
+}
+pub(crate) use wide_twin;
+
 pub use reduce::{sum_and_centered_dot_f64, sum_f64, sum_sq_dev_f64};

@@ -1,9 +1,10 @@
 //! Direct kernels for depthwise convolution (`groups == c_in`, each output channel reads one
-//! input channel), where a GEMM lowering would multiply matrices with a single row.
+//! input channel), where a GEMM lowering would multiply matrices with a single row. Stride 1
+//! runs on the wide grid (`super::depthwise_wide`); the loops here take the other strides.
 
 use rayon::prelude::*;
 
-use super::Conv2dGeom;
+use super::{Conv2dGeom, depthwise_wide};
 
 fn cols(g: &Conv2dGeom, kj: usize) -> (usize, usize) {
     g.valid_cols(kj)
@@ -16,6 +17,21 @@ fn in_row(g: &Conv2dGeom, oh: usize, ki: usize) -> Option<usize> {
 
 /// Depthwise forward. Shapes as in [`super::conv::conv2d_forward`].
 pub fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    if depthwise_wide::applies(g) {
+        depthwise_wide::forward(g, x, w, bias, y)
+    } else {
+        direct_forward(g, x, w, bias, y)
+    }
+}
+
+/// [`forward`] by the direct loops (any stride).
+pub(super) fn direct_forward(
+    g: &Conv2dGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let (m, hw, kk, p) = (g.cout_g(), g.h * g.w, g.k_h * g.k_w, g.positions());
     // the valid output columns of each kernel column, computed once
     let cr: Vec<(usize, usize)> = (0..g.k_w).map(|kj| cols(g, kj)).collect();
@@ -53,6 +69,15 @@ pub fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &m
 
 /// Depthwise gradient with respect to the input. Shapes as in [`super::conv::conv2d_backward_input`].
 pub fn backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    if depthwise_wide::applies(g) {
+        depthwise_wide::backward_input(g, dy, w, dx)
+    } else {
+        direct_backward_input(g, dy, w, dx)
+    }
+}
+
+/// [`backward_input`] by the direct loops (any stride).
+pub(super) fn direct_backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (m, hw, kk, p) = (g.cout_g(), g.h * g.w, g.k_h * g.k_w, g.positions());
     // the valid output columns of each kernel column, computed once
     let cr: Vec<(usize, usize)> = (0..g.k_w).map(|kj| cols(g, kj)).collect();
@@ -113,6 +138,15 @@ fn dot8(a: &[f32], b: &[f32]) -> f32 {
 
 /// Depthwise gradient with respect to the weight (`dw` fully overwritten).
 pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    if depthwise_wide::applies(g) {
+        depthwise_wide::backward_weight(g, x, dy, dw)
+    } else {
+        direct_backward_weight(g, x, dy, dw)
+    }
+}
+
+/// [`backward_weight`] by the direct loops (any stride).
+pub(super) fn direct_backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (m, hw, kk, p) = (g.cout_g(), g.h * g.w, g.k_h * g.k_w, g.positions());
     // the valid output columns of each kernel column, computed once
     let cr: Vec<(usize, usize)> = (0..g.k_w).map(|kj| cols(g, kj)).collect();

@@ -4,7 +4,8 @@
 //!   micro-kernel (forward and input gradient), weight gradient as dot-product blocks;
 //! - `packed`: other strides, lowered by im2col straight into the micro-kernel's panels;
 //! - `tiled`: tiled im2col + `matrixmultiply`, where no micro-kernel applies;
-//! - `depthwise`: direct loops for `groups == c_in`.
+//! - `depthwise`: direct loops for `groups == c_in`; `depthwise_wide` for their stride 1, on
+//!   the zero-padded plane in vector-register blocks.
 //!
 //! 1-D convolutions run here as 2-D ones with `h = 1`; transposed convolutions reuse these
 //! kernels with the roles of input and output swapped (see `ops::conv_transpose`).
@@ -12,6 +13,7 @@
 mod backward;
 mod block;
 mod depthwise;
+mod depthwise_wide;
 mod geom;
 mod im2col;
 mod implicit;

@@ -251,3 +251,62 @@ fn prepared_forward_with_epilogue_matches_reference_on_smaller_batches() {
         }
     }
 }
+
+#[test]
+fn depthwise_wide_grid_matches_direct_loops_and_reference() {
+    let mut r = Rng::new(23);
+    for case in 0..60 {
+        let (mult, c_in) = (1 + r.below(3), 1 + r.below(4));
+        let (k_h, k_w) = (1 + r.below(5), 1 + r.below(5));
+        let (h, w) = (1 + r.below(40), 1 + r.below(40));
+        let (dh, dw) = (1 + r.below(3), 1 + r.below(3));
+        let (pt, pb, pl, pr) = (r.below(4), r.below(4), r.below(4), r.below(4));
+        let (Some(out_h), Some(out_w)) = (
+            conv_out_len(h, pt + pb, k_h, 1, dh),
+            conv_out_len(w, pl + pr, k_w, 1, dw),
+        ) else {
+            continue;
+        };
+        let g = Conv2dGeom {
+            n: 1 + r.below(3),
+            c_in,
+            h,
+            w,
+            c_out: c_in * mult,
+            k_h,
+            k_w,
+            stride_h: 1,
+            stride_w: 1,
+            pad_t: pt,
+            pad_l: pl,
+            dil_h: dh,
+            dil_w: dw,
+            groups: c_in,
+            out_h,
+            out_w,
+        };
+        let x: Vec<f32> = (0..g.n * g.c_in * h * w).map(|_| r.normal()).collect();
+        let wt: Vec<f32> = (0..g.c_out * k_h * k_w).map(|_| r.normal()).collect();
+        let b: Vec<f32> = (0..g.c_out).map(|_| r.normal()).collect();
+        let dy: Vec<f32> = (0..g.n * g.c_out * g.positions())
+            .map(|_| r.normal())
+            .collect();
+        let what = format!("case {case}");
+        // the same additions in the same order as the direct loops: equal values
+        let (mut y, mut y_direct) = (vec![f32::NAN; dy.len()], vec![f32::NAN; dy.len()]);
+        depthwise_wide::forward(&g, &x, &wt, Some(&b), &mut y);
+        depthwise::direct_forward(&g, &x, &wt, Some(&b), &mut y_direct);
+        assert_eq!(y, y_direct, "{what}: forward, {g:?}");
+        close(&y, &reference::forward(&g, &x, &wt, Some(&b)), &what, &g);
+        let (mut dx, mut dx_direct) = (vec![f32::NAN; x.len()], vec![f32::NAN; x.len()]);
+        depthwise_wide::backward_input(&g, &dy, &wt, &mut dx);
+        depthwise::direct_backward_input(&g, &dy, &wt, &mut dx_direct);
+        assert_eq!(dx, dx_direct, "{what}: input gradient, {g:?}");
+        let (rdx, rdw) = reference::backward(&g, &x, &wt, &dy);
+        close(&dx, &rdx, &what, &g);
+        // the weight gradient sums in another order: close to the reference
+        let mut dwt = vec![f32::NAN; wt.len()];
+        depthwise_wide::backward_weight(&g, &x, &dy, &mut dwt);
+        close(&dwt, &rdw, &what, &g);
+    }
+}
