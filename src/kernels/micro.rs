@@ -91,6 +91,14 @@ impl Micro {
         })
     }
 
+    /// Whether this is the AVX-512 kernel (the others are AVX2 + FMA).
+    pub(crate) fn is_avx512(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.isa == Isa::Avx512;
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
     /// Length of packed A for an `m x k` matrix.
     pub fn packed_a_len(&self, m: usize, k: usize) -> usize {
         m.div_ceil(self.mr) * self.mr * k

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use super::Conv2dGeom;
 use super::block::{Epilogue, Scratch, for_each_block, pack_weights};
+use super::chanvec::ChanVec;
 use crate::kernels::micro::{MAX_DOTS, Micro, Store};
 
 /// The layout of a stride-1 convolution lowered implicitly. With the input zero-padded to
@@ -148,6 +149,8 @@ pub(crate) struct ImplicitForward {
     packed_offs: Vec<usize>,
     wp: Vec<f32>,
     tile: usize,
+    /// The channel-vector kernel and its packed weights, where it runs this geometry.
+    cv: Option<(ChanVec, Vec<f32>)>,
 }
 
 impl ImplicitForward {
@@ -155,18 +158,40 @@ impl ImplicitForward {
         let cog = g.cout_g();
         // a tile's output block (cog x tile) stays within 128 KiB
         let tile = ((32_768 / cog.max(1)) / mk.nr).max(1) * mk.nr;
+        let tile = tile.min(im.q_all.next_multiple_of(mk.nr));
+        // the share of the micro-kernel's columns that are outputs: the rest are wide
+        // columns and the unused columns of each tile's last panel
+        let computed = im.q_all / tile * tile + (im.q_all % tile).next_multiple_of(mk.nr);
+        let used = g.positions() as f64 / computed.max(1) as f64;
         ImplicitForward {
             mk,
             im,
             offs: im.offsets(g),
             packed_offs: mk.packed_offsets(g.kdim()),
             wp: Vec::new(),
-            tile: tile.min(im.q_all.next_multiple_of(mk.nr)),
+            tile,
+            cv: ChanVec::for_geom(mk, g, used).map(|cv| (cv, Vec::new())),
         }
     }
 
+    /// The same forward on the micro-kernel alone (the channel-vector kernel's tests).
+    #[cfg(test)]
+    pub(crate) fn micro_only(mut self) -> ImplicitForward {
+        self.cv = None;
+        self
+    }
+
+    /// Whether the channel-vector kernel runs this forward.
+    #[cfg(test)]
+    pub(crate) fn chanvec(&self) -> bool {
+        self.cv.is_some()
+    }
+
     pub(crate) fn set_weights(&mut self, g: &Conv2dGeom, w: &[f32]) {
-        pack_weights(self.mk, g, w, &mut self.wp);
+        match &mut self.cv {
+            Some((cv, cw)) => cv.pack(g, w, cw),
+            None => pack_weights(self.mk, g, w, &mut self.wp),
+        }
     }
 
     /// Zeros the padded input needs after its last plane.
@@ -200,13 +225,15 @@ impl ImplicitForward {
             |s: &mut Scratch, img, grp, tix, yt| {
                 let (q0, q1) = (wide(tix), wide(tix + 1));
                 let t = q1 - q0;
-                if direct {
-                    self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, yt, p_all);
+                if direct || self.cv.is_some() {
+                    // (the channel-vector kernel writes real outputs only: straight to y)
+                    let c = (yt, p_all, g.out_w);
+                    self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, c);
                     return;
                 }
                 let cbuf = &mut s.a;
                 cbuf.resize(cog * t, 0.0);
-                self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, cbuf, t);
+                self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, (cbuf, t, im.wq));
                 // drop the wide columns
                 let o0 = pos(q0);
                 for o in 0..cog {
@@ -227,8 +254,9 @@ impl ImplicitForward {
     }
 
     /// The outputs of group `grp` of image `img` at wide positions `q0..q1` (`t` of them),
-    /// written to `c` (`cout_g` rows of stride `ldc`, column `q - q0`).
-    #[allow(clippy::too_many_arguments)]
+    /// written to `c` (`cout_g` rows of stride `ldc`, column `q - q0`). With `row_out ==
+    /// g.out_w` (only where the channel-vector kernel runs, or the rows are not widened), `c`
+    /// is compact instead: the real outputs only, rows `out_w` apart.
     fn block(
         &self,
         g: &Conv2dGeom,
@@ -236,11 +264,25 @@ impl ImplicitForward {
         bias: Option<&[f32]>,
         (img, grp, q0, q1): (usize, usize, usize, usize),
         tail: &mut Vec<f32>,
-        c: &mut [f32],
-        ldc: usize,
+        (c, ldc, row_out): (&mut [f32], usize, usize),
     ) {
         let (mk, im) = (self.mk, &self.im);
         let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
+        if let Some((cv, cw)) = &self.cv {
+            let xb = &xp[(img * g.c_in + grp * cig) * im.plane() + q0..];
+            let wg = &cw[grp * cog * kd..(grp + 1) * cog * kd];
+            let bias = bias.map(|b| &b[grp * cog..]);
+            cv.block(
+                g,
+                (wg, &self.offs),
+                xb,
+                (q0, q1, im.wq),
+                bias,
+                (c, ldc, row_out),
+            );
+            return;
+        }
+        debug_assert_eq!(row_out, im.wq, "the micro-kernel writes wide rows");
         let alen = mk.packed_a_len(cog, kd);
         let (offs, packed) = (&self.offs, &self.packed_offs);
         let reach = offs.iter().max().map_or(0, |&o| o + mk.nr);
@@ -296,7 +338,7 @@ impl ImplicitForward {
                 super::block::with_scratch(|s| {
                     let cbuf = &mut s.a;
                     cbuf.resize(g.cout_g() * t, 0.0);
-                    self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, cbuf, t);
+                    self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, (cbuf, t, im.wq));
                     sink(Band {
                         img,
                         grp,
@@ -335,7 +377,19 @@ pub(crate) fn forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    let mut f = ImplicitForward::new(mk, g, *im);
+    forward_on(ImplicitForward::new(mk, g, *im), g, im, x, w, bias, y)
+}
+
+/// [`forward`] on a given [`ImplicitForward`] (made for `g` and `im`).
+pub(crate) fn forward_on(
+    mut f: ImplicitForward,
+    g: &Conv2dGeom,
+    im: &Implicit,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     f.set_weights(g, w);
     let padded;
     let xp: &[f32] = if im.in_place(g) {

@@ -1,7 +1,8 @@
 //! Convolution kernels on slices. This file only picks the path for a geometry and a CPU:
 //!
 //! - `implicit`: stride-1 convolutions read in place from the zero-padded input through the
-//!   micro-kernel (forward and input gradient), weight gradient as dot-product blocks;
+//!   micro-kernel (forward and input gradient), weight gradient as dot-product blocks; where
+//!   its wide rows waste too much, with `chanvec`'s kernel (output channels across the lanes);
 //! - `packed`: other strides, lowered by im2col straight into the micro-kernel's panels;
 //! - `tiled`: tiled im2col + `matrixmultiply`, where no micro-kernel applies;
 //! - `depthwise`: direct loops for `groups == c_in`; `depthwise_wide` for their stride 1, on
@@ -12,6 +13,7 @@
 
 mod backward;
 mod block;
+mod chanvec;
 mod depthwise;
 mod depthwise_wide;
 mod geom;

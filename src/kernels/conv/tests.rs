@@ -310,3 +310,89 @@ fn depthwise_wide_grid_matches_direct_loops_and_reference() {
         close(&dwt, &rdw, &what, &g);
     }
 }
+
+#[test]
+fn channel_vector_kernel_gives_the_micro_kernels_bits() {
+    use super::implicit::{ImplicitForward, forward_on};
+    let Some(mk) = Micro::best() else {
+        return;
+    };
+    let mut r = Rng::new(31);
+    let cases = [
+        // (n, c_in, h, w, c_out, k, pad, dil, groups): F's second convolution, short rows
+        // split in blocks of every length, padding, dilation, groups, one-row outputs
+        (3, 32, 14, 14, 64, 3, 1, 1, 1),
+        (2, 8, 5, 31, 32, 3, 1, 1, 1),
+        (2, 12, 9, 9, 64, 5, 2, 2, 2),
+        (1, 16, 7, 23, 48, 3, 0, 1, 1),
+        (2, 40, 1, 37, 32, 1, 0, 1, 1),
+    ];
+    for (n, c_in, h, w, c_out, k, pad, dil, groups) in cases {
+        let out = |len: usize| conv_out_len(len, 2 * pad, k, 1, dil).unwrap();
+        let (k_h, pad_t) = if h == 1 { (1, 0) } else { (k, pad) };
+        let g = Conv2dGeom {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            k_h,
+            k_w: k,
+            stride_h: 1,
+            stride_w: 1,
+            pad_t,
+            pad_l: pad,
+            dil_h: dil,
+            dil_w: dil,
+            groups,
+            out_h: if h == 1 { 1 } else { out(h) },
+            out_w: out(w),
+        };
+        let im = Implicit::of(&g).unwrap();
+        let f = ImplicitForward::new(mk, &g, im);
+        if g.cout_g() % 32 == 0 || !mk.is_avx512() {
+            assert!(f.chanvec(), "the channel-vector kernel should take {g:?}");
+        }
+        let x: Vec<f32> = (0..g.n * g.c_in * g.h * g.w).map(|_| r.normal()).collect();
+        let wt: Vec<f32> = (0..g.c_out * g.kdim()).map(|_| r.normal()).collect();
+        let b: Vec<f32> = (0..g.c_out).map(|_| r.normal()).collect();
+        let want = reference::forward(&g, &x, &wt, Some(&b));
+        let (mut y, mut y_micro) = (vec![f32::NAN; want.len()], vec![f32::NAN; want.len()]);
+        forward_on(f, &g, &im, &x, &wt, Some(&b), &mut y);
+        let micro = ImplicitForward::new(mk, &g, im).micro_only();
+        forward_on(micro, &g, &im, &x, &wt, Some(&b), &mut y_micro);
+        assert!(
+            y == y_micro,
+            "forward differs from the micro-kernel's: {g:?}"
+        );
+        close(&y, &want, "channel-vector forward", &g);
+        // prepared, in bands (the wide rows of the band buffer), and the input gradient
+        let mut cf = ConvForward::new(g);
+        cf.set_weights(&wt);
+        if cf.banded() {
+            let banded = std::sync::Mutex::new(vec![f32::NAN; want.len()]);
+            let p = g.positions();
+            cf.run_banded(n, &x, Some(&b), 1, &|band: Band| {
+                let mut out = banded.lock().unwrap();
+                for o in 0..g.cout_g() {
+                    for r in 0..band.rows {
+                        let at = (band.img * g.c_out + band.grp * g.cout_g() + o) * p
+                            + (band.oh0 + r) * g.out_w;
+                        let src = o * band.chan_stride + r * band.row_stride;
+                        out[at..at + g.out_w].copy_from_slice(&band.data[src..src + g.out_w]);
+                    }
+                }
+            });
+            assert!(*banded.lock().unwrap() == y, "banded forward: {g:?}");
+        }
+        let dy: Vec<f32> = (0..want.len()).map(|_| r.normal()).collect();
+        let mut dx = vec![f32::NAN; x.len()];
+        conv2d_backward_input(&g, &dy, &wt, &mut dx);
+        close(
+            &dx,
+            &reference::backward(&g, &x, &wt, &dy).0,
+            "input gradient",
+            &g,
+        );
+    }
+}

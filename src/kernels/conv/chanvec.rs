@@ -1,0 +1,240 @@
+//! The implicit lowering's second kernel: output channels across the vector lanes.
+//!
+//! The micro-kernel of [`crate::kernels::micro`] puts output positions across its lanes, in
+//! panels of `nr` wide positions, so a row of `out_w` outputs costs `wq` (the padded row,
+//! `out_w + (k_w - 1) * dil_w`) and a tile's last panel is computed whole: on F's second
+//! convolution (14 x 14 outputs, rows 16 wide, 224 wide positions in panels of 48) a fifth of
+//! the work is thrown away. Here a block is `cb` output channels (two vector registers) by up
+//! to `pmax` output positions of one row: each tap broadcasts the input value of each position
+//! and multiplies it into the two registers of weights, so only real outputs are computed.
+//! The block is then written out through a small tile, channel by channel.
+//!
+//! Each output is the same chain of fused multiply-adds over the taps in the same order as in
+//! the micro-kernel (then `+ bias`), so the results are the micro-kernel's, bit for bit.
+
+use super::Conv2dGeom;
+use crate::kernels::micro::Micro;
+
+/// A channel-vector kernel this CPU runs, with its block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChanVec {
+    /// Output channels per block (two vector registers).
+    cb: usize,
+    /// Output positions per block, at most.
+    pmax: usize,
+    wide: bool,
+}
+
+/// The widest block: 32 channels (two AVX-512 registers) by 14 positions.
+const TILE: usize = 32 * 14;
+
+impl ChanVec {
+    /// The kernel for `g` on the ISA of `mk` (so that `CONVNET_MICRO` holds both), where its
+    /// output channels per group are a whole number of blocks and it pays: `used`, the share
+    /// of the micro-kernel's computed columns that are real outputs, is below 0.93, and
+    /// there are at least 32 taps (with fewer, writing a block out through the tile costs
+    /// more than the wide columns: F's first convolution, 9 taps, ran 0.28 ms on the
+    /// micro-kernel and 0.44 ms here on an AMD EPYC Zen 5). `None`: the micro-kernel runs.
+    pub(crate) fn for_geom(mk: Micro, g: &Conv2dGeom, used: f64) -> Option<ChanVec> {
+        if used >= 0.93 || g.kdim() < 32 {
+            return None;
+        }
+        let cv = if mk.is_avx512() {
+            ChanVec {
+                cb: 32,
+                pmax: 14,
+                wide: true,
+            }
+        } else {
+            ChanVec {
+                cb: 16,
+                pmax: 6,
+                wide: false,
+            }
+        };
+        (cfg!(target_arch = "x86_64") && g.cout_g().is_multiple_of(cv.cb) && g.out_w > 1).then_some(cv)
+    }
+
+    /// Length of the weights packed by [`ChanVec::pack`].
+    pub(crate) fn packed_len(&self, g: &Conv2dGeom) -> usize {
+        g.c_out * g.kdim()
+    }
+
+    /// `(c_out, c_in / groups, k_h, k_w)` weights as blocks of `cb` channels, tap-major: channel
+    /// `v` of block `b` of group `grp`, tap `k`, at `((grp * blocks + b) * kdim + k) * cb + v`.
+    pub(crate) fn pack(&self, g: &Conv2dGeom, w: &[f32], dst: &mut Vec<f32>) {
+        let (kd, cb) = (g.kdim(), self.cb);
+        dst.clear();
+        dst.resize(self.packed_len(g), 0.0);
+        for (blk, out) in dst.chunks_exact_mut(kd * cb).enumerate() {
+            for (k, taps) in out.chunks_exact_mut(cb).enumerate() {
+                for (v, t) in taps.iter_mut().enumerate() {
+                    *t = w[(blk * cb + v) * kd + k];
+                }
+            }
+        }
+    }
+
+    /// The outputs of one group at wide positions `q0..q1` of `xb` (the group's first padded
+    /// plane, from position `q0` on), into `c` (`cout_g` rows of stride `ldc`): only the
+    /// columns below `out_w` of each wide row of `wq` are computed, and written at column
+    /// `f(q) - f(q0)` with `f(q) = (q / wq) * row_out + min(q % wq, row_out)`: `q - q0` for
+    /// `row_out == wq`, the compact output positions for `row_out == out_w`. `wg`: the
+    /// group's packed weights; `offs`: each tap's offset from a position, as the implicit
+    /// lowering's; `bias` from the group's first channel.
+    pub(crate) fn block(
+        &self,
+        g: &Conv2dGeom,
+        (wg, offs): (&[f32], &[usize]),
+        xb: &[f32],
+        (q0, q1, wq): (usize, usize, usize),
+        bias: Option<&[f32]>,
+        (c, ldc, row_out): (&mut [f32], usize, usize),
+    ) {
+        let (kd, cb) = (g.kdim(), self.cb);
+        let f = |q: usize| (q / wq) * row_out + (q % wq).min(row_out);
+        let f0 = f(q0);
+        let reach = offs.iter().max().copied().unwrap_or(0);
+        let mut tile = [0f32; TILE];
+        for (blk, wb) in wg.chunks_exact(kd * cb).enumerate() {
+            let mut q = q0;
+            while q < q1 {
+                let ow = q % wq;
+                if ow >= g.out_w {
+                    q += wq - ow;
+                    continue;
+                }
+                let p = self.pmax.min(g.out_w - ow).min(q1 - q);
+                let x = &xb[q - q0..];
+                assert!(x.len() >= reach + p && offs.len() == kd && wb.len() == kd * cb);
+                // SAFETY: the kernel reads `x[offs[k] + j]` for k < kd, j < p (in bounds:
+                // asserted), kd * cb weights and writes p * cb <= TILE values of `tile`; the
+                // ISA was checked when `self` was made (`Micro::is_avx512`, or AVX2 + FMA
+                // for any micro-kernel).
+                unsafe { self.kernel(p, kd, offs.as_ptr(), x.as_ptr(), wb.as_ptr(), &mut tile) };
+                for v in 0..cb {
+                    let o = blk * cb + v;
+                    let row = &mut c[o * ldc + f(q) - f0..][..p];
+                    match bias {
+                        Some(b) => {
+                            for (j, r) in row.iter_mut().enumerate() {
+                                *r = tile[j * cb + v] + b[o];
+                            }
+                        }
+                        None => {
+                            for (j, r) in row.iter_mut().enumerate() {
+                                *r = tile[j * cb + v];
+                            }
+                        }
+                    }
+                }
+                q += p;
+            }
+        }
+    }
+
+    /// One block of `p` positions (1 <= p <= pmax) into `tile` (`p x cb`, position-major).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn kernel(
+        &self,
+        p: usize,
+        kd: usize,
+        offs: *const usize,
+        x: *const f32,
+        w: *const f32,
+        tile: &mut [f32; TILE],
+    ) {
+        macro_rules! pick {
+            ($f:ident, $($n:literal)*) => {
+                match p {
+                    $($n => $f::<$n>(kd, offs, x, w, tile.as_mut_ptr()),)*
+                    _ => unreachable!("block of {p} positions"),
+                }
+            };
+        }
+        // SAFETY: the caller's contract; p is within the kernel's block
+        unsafe {
+            if self.wide {
+                pick!(avx512, 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+            } else {
+                pick!(avx2, 1 2 3 4 5 6)
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn kernel(
+        &self,
+        _: usize,
+        _: usize,
+        _: *const usize,
+        _: *const f32,
+        _: *const f32,
+        _: &mut [f32; TILE],
+    ) {
+        unreachable!("no channel-vector kernel off x86-64")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// `P` positions x 32 channels: 2P accumulators of 16 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512<const P: usize>(
+    kd: usize,
+    offs: *const usize,
+    x: *const f32,
+    w: *const f32,
+    tile: *mut f32,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; P];
+    // SAFETY (whole body): the contract of `ChanVec::kernel`
+    unsafe {
+        for k in 0..kd {
+            let w0 = _mm512_loadu_ps(w.add(k * 32));
+            let w1 = _mm512_loadu_ps(w.add(k * 32 + 16));
+            let xk = x.add(*offs.add(k));
+            for (j, a) in acc.iter_mut().enumerate() {
+                let b = _mm512_set1_ps(*xk.add(j));
+                a[0] = _mm512_fmadd_ps(b, w0, a[0]);
+                a[1] = _mm512_fmadd_ps(b, w1, a[1]);
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(tile.add(j * 32), a[0]);
+            _mm512_storeu_ps(tile.add(j * 32 + 16), a[1]);
+        }
+    }
+}
+
+/// `P` positions x 16 channels: 2P accumulators of 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2<const P: usize>(
+    kd: usize,
+    offs: *const usize,
+    x: *const f32,
+    w: *const f32,
+    tile: *mut f32,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; P];
+    // SAFETY (whole body): the contract of `ChanVec::kernel`
+    unsafe {
+        for k in 0..kd {
+            let w0 = _mm256_loadu_ps(w.add(k * 16));
+            let w1 = _mm256_loadu_ps(w.add(k * 16 + 8));
+            let xk = x.add(*offs.add(k));
+            for (j, a) in acc.iter_mut().enumerate() {
+                let b = _mm256_set1_ps(*xk.add(j));
+                a[0] = _mm256_fmadd_ps(b, w0, a[0]);
+                a[1] = _mm256_fmadd_ps(b, w1, a[1]);
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(tile.add(j * 16), a[0]);
+            _mm256_storeu_ps(tile.add(j * 16 + 8), a[1]);
+        }
+    }
+}
