@@ -25,9 +25,6 @@ pub(crate) struct ChanVec {
     wide: bool,
 }
 
-/// The widest block: 32 channels (two AVX-512 registers) by 14 positions.
-const TILE: usize = 32 * 14;
-
 impl ChanVec {
     /// The kernel for `g` on the ISA of `mk` (so that `CONVNET_MICRO` holds both), where its
     /// output channels per group are a whole number of blocks and it pays: `used`, the share
@@ -52,7 +49,8 @@ impl ChanVec {
                 wide: false,
             }
         };
-        (cfg!(target_arch = "x86_64") && g.cout_g().is_multiple_of(cv.cb) && g.out_w > 1).then_some(cv)
+        (cfg!(target_arch = "x86_64") && g.cout_g().is_multiple_of(cv.cb) && g.out_w > 1)
+            .then_some(cv)
     }
 
     /// Length of the weights packed by [`ChanVec::pack`].
@@ -95,7 +93,6 @@ impl ChanVec {
         let f = |q: usize| (q / wq) * row_out + (q % wq).min(row_out);
         let f0 = f(q0);
         let reach = offs.iter().max().copied().unwrap_or(0);
-        let mut tile = [0f32; TILE];
         for (blk, wb) in wg.chunks_exact(kd * cb).enumerate() {
             let mut q = q0;
             while q < q1 {
@@ -106,34 +103,27 @@ impl ChanVec {
                 }
                 let p = self.pmax.min(g.out_w - ow).min(q1 - q);
                 let x = &xb[q - q0..];
+                let at = blk * cb * ldc + f(q) - f0;
+                let bias = bias.map(|b| &b[blk * cb..blk * cb + cb]);
                 assert!(x.len() >= reach + p && offs.len() == kd && wb.len() == kd * cb);
+                assert!(c.len() >= at + (cb - 1) * ldc + p);
+                let out = Out {
+                    c: c[at..].as_mut_ptr(),
+                    ldc,
+                    bias: bias.map_or(std::ptr::null(), |b| b.as_ptr()),
+                };
                 // SAFETY: the kernel reads `x[offs[k] + j]` for k < kd, j < p (in bounds:
-                // asserted), kd * cb weights and writes p * cb <= TILE values of `tile`; the
-                // ISA was checked when `self` was made (`Micro::is_avx512`, or AVX2 + FMA
-                // for any micro-kernel).
-                unsafe { self.kernel(p, kd, offs.as_ptr(), x.as_ptr(), wb.as_ptr(), &mut tile) };
-                for v in 0..cb {
-                    let o = blk * cb + v;
-                    let row = &mut c[o * ldc + f(q) - f0..][..p];
-                    match bias {
-                        Some(b) => {
-                            for (j, r) in row.iter_mut().enumerate() {
-                                *r = tile[j * cb + v] + b[o];
-                            }
-                        }
-                        None => {
-                            for (j, r) in row.iter_mut().enumerate() {
-                                *r = tile[j * cb + v];
-                            }
-                        }
-                    }
-                }
+                // asserted), kd * cb weights and cb bias values, and writes `p` values of
+                // each of `cb` rows `ldc` apart from `c[at]` (asserted); the ISA was checked
+                // when `self` was made (`Micro::is_avx512`, or AVX2 + FMA for any
+                // micro-kernel).
+                unsafe { self.kernel(p, kd, offs.as_ptr(), x.as_ptr(), wb.as_ptr(), out) };
                 q += p;
             }
         }
     }
 
-    /// One block of `p` positions (1 <= p <= pmax) into `tile` (`p x cb`, position-major).
+    /// One block of `p` positions (1 <= p <= pmax) by `cb` channels, written to `out`.
     #[cfg(target_arch = "x86_64")]
     unsafe fn kernel(
         &self,
@@ -142,12 +132,12 @@ impl ChanVec {
         offs: *const usize,
         x: *const f32,
         w: *const f32,
-        tile: &mut [f32; TILE],
+        out: Out,
     ) {
         macro_rules! pick {
             ($f:ident, $($n:literal)*) => {
                 match p {
-                    $($n => $f::<$n>(kd, offs, x, w, tile.as_mut_ptr()),)*
+                    $($n => $f::<$n>(kd, offs, x, w, out),)*
                     _ => unreachable!("block of {p} positions"),
                 }
             };
@@ -170,10 +160,19 @@ impl ChanVec {
         _: *const usize,
         _: *const f32,
         _: *const f32,
-        _: &mut [f32; TILE],
+        _: Out,
     ) {
         unreachable!("no channel-vector kernel off x86-64")
     }
+}
+
+/// Where a block goes: channel `v`, position `j` to `c[v * ldc + j]`, plus `bias[v]` where
+/// `bias` is not null.
+#[derive(Clone, Copy)]
+struct Out {
+    c: *mut f32,
+    ldc: usize,
+    bias: *const f32,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -187,7 +186,7 @@ unsafe fn avx512<const P: usize>(
     offs: *const usize,
     x: *const f32,
     w: *const f32,
-    tile: *mut f32,
+    out: Out,
 ) {
     let mut acc = [[_mm512_setzero_ps(); 2]; P];
     // SAFETY (whole body): the contract of `ChanVec::kernel`
@@ -202,9 +201,51 @@ unsafe fn avx512<const P: usize>(
                 a[1] = _mm512_fmadd_ps(b, w1, a[1]);
             }
         }
-        for (j, a) in acc.iter().enumerate() {
-            _mm512_storeu_ps(tile.add(j * 32), a[0]);
-            _mm512_storeu_ps(tile.add(j * 32 + 16), a[1]);
+        // each half of the channels transposed in registers: one channel's P positions per
+        // register, stored under a mask (the rows past P are zeros)
+        let mask = ((1u32 << P) - 1) as __mmask16;
+        for h in 0..2 {
+            let mut r: [__m512; 16] = std::array::from_fn(|j| {
+                if j < P {
+                    acc[j][h]
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
+            transpose16(&mut r);
+            for (v, row) in r.iter().enumerate() {
+                let o = h * 16 + v;
+                let mut row = *row;
+                if !out.bias.is_null() {
+                    row = _mm512_add_ps(row, _mm512_set1_ps(*out.bias.add(o)));
+                }
+                _mm512_mask_storeu_ps(out.c.add(o * out.ldc), mask, row);
+            }
+        }
+    }
+}
+
+/// Transpose 16 x 16 values in registers (`r[i]` lane `j` becomes `r[j]` lane `i`): four
+/// butterfly stages, each swapping the off-diagonal blocks of size `b` (8, 4, 2, 1).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: &mut [__m512; 16]) {
+    for b in [8usize, 4, 2, 1] {
+        let lo: [i32; 16] =
+            std::array::from_fn(|l| { if l & b == 0 { l } else { 16 + l - b } } as i32);
+        let hi: [i32; 16] =
+            std::array::from_fn(|l| { if l & b == 0 { l + b } else { 16 + l } } as i32);
+        // SAFETY: 16 i32 values each
+        let (lo, hi) = unsafe {
+            (
+                _mm512_loadu_si512(lo.as_ptr().cast()),
+                _mm512_loadu_si512(hi.as_ptr().cast()),
+            )
+        };
+        for i in (0..16).filter(|i| i & b == 0) {
+            let (a, c) = (r[i], r[i + b]);
+            r[i] = _mm512_permutex2var_ps(a, lo, c);
+            r[i + b] = _mm512_permutex2var_ps(a, hi, c);
         }
     }
 }
@@ -217,7 +258,7 @@ unsafe fn avx2<const P: usize>(
     offs: *const usize,
     x: *const f32,
     w: *const f32,
-    tile: *mut f32,
+    out: Out,
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; P];
     // SAFETY (whole body): the contract of `ChanVec::kernel`
@@ -232,9 +273,21 @@ unsafe fn avx2<const P: usize>(
                 a[1] = _mm256_fmadd_ps(b, w1, a[1]);
             }
         }
+        // through a tile, position-major, then channel by channel
+        let mut tile = [[0f32; 16]; P];
         for (j, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(tile.add(j * 16), a[0]);
-            _mm256_storeu_ps(tile.add(j * 16 + 8), a[1]);
+            _mm256_storeu_ps(tile[j].as_mut_ptr(), a[0]);
+            _mm256_storeu_ps(tile[j].as_mut_ptr().add(8), a[1]);
+        }
+        for v in 0..16 {
+            let row = out.c.add(v * out.ldc);
+            for j in 0..P {
+                let mut y = tile[j][v];
+                if !out.bias.is_null() {
+                    y += *out.bias.add(v);
+                }
+                *row.add(j) = y;
+            }
         }
     }
 }
