@@ -181,6 +181,7 @@ use std::arch::x86_64::*;
 /// `P` positions x 32 channels: 2P accumulators of 16 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::needless_range_loop)] // (indices into registers, channels and positions)
 unsafe fn avx512<const P: usize>(
     kd: usize,
     offs: *const usize,
@@ -253,6 +254,7 @@ fn transpose16(r: &mut [__m512; 16]) {
 /// `P` positions x 16 channels: 2P accumulators of 8 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::needless_range_loop)] // (indices into registers, channels and positions)
 unsafe fn avx2<const P: usize>(
     kd: usize,
     offs: *const usize,

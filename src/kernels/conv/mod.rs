@@ -4,6 +4,8 @@
 //!   micro-kernel (forward and input gradient), weight gradient as dot-product blocks; where
 //!   its wide rows waste too much, with `chanvec`'s kernel (output channels across the lanes);
 //! - `packed`: other strides, lowered by im2col straight into the micro-kernel's panels;
+//!   their input gradient (a strided transposed convolution) as one stride-1 implicit
+//!   convolution of dY per phase of dX (`phases`);
 //! - `tiled`: tiled im2col + `matrixmultiply`, where no micro-kernel applies;
 //! - `depthwise`: direct loops for `groups == c_in`; `depthwise_wide` for their stride 1, on
 //!   the zero-padded plane in vector-register blocks.
@@ -20,6 +22,7 @@ mod geom;
 mod im2col;
 mod implicit;
 mod packed;
+mod phases;
 #[cfg(test)]
 pub(crate) mod reference;
 #[cfg(test)]
@@ -265,6 +268,12 @@ pub(crate) fn conv2d_backward_input_with(
     {
         let flipped = implicit::flip_weights(g, w);
         return implicit::forward(mk, &gt, &im, dy, &flipped, None, dx);
+    }
+    // strided: one stride-1 convolution of dY per phase of dX
+    if let Some(mk) = micro.filter(|mk| g.cin_g() >= mk.mr)
+        && phases::backward_input(mk, g, dy, w, dx)
+    {
+        return;
     }
     tiled::backward_input(g, dy, w, dx)
 }

@@ -396,3 +396,87 @@ fn channel_vector_kernel_gives_the_micro_kernels_bits() {
         );
     }
 }
+
+#[test]
+fn strided_input_gradient_by_phases_matches_reference() {
+    let mut r = Rng::new(41);
+    let mut taken = 0;
+    for case in 0..200 {
+        let groups = [1, 1, 2][r.below(3)];
+        let c_in = groups * (8 + r.below(9));
+        let c_out = groups * (1 + r.below(6));
+        let (k_h, k_w) = (1 + r.below(5), 1 + r.below(5));
+        let (sh, sw) = (1 + r.below(3), 1 + r.below(3));
+        let (h, w) = (1 + r.below(14), 1 + r.below(14));
+        let (pt, pb, pl, pr) = (r.below(3), r.below(3), r.below(3), r.below(3));
+        let (Some(out_h), Some(out_w)) = (
+            conv_out_len(h, pt + pb, k_h, sh, 1),
+            conv_out_len(w, pl + pr, k_w, sw, 1),
+        ) else {
+            continue;
+        };
+        let g = Conv2dGeom {
+            n: 1 + r.below(3),
+            c_in,
+            h,
+            w,
+            c_out,
+            k_h,
+            k_w,
+            stride_h: sh,
+            stride_w: sw,
+            pad_t: pt,
+            pad_l: pl,
+            dil_h: 1,
+            dil_w: 1,
+            groups,
+            out_h,
+            out_w,
+        };
+        let x: Vec<f32> = (0..g.n * c_in * h * w).map(|_| r.normal()).collect();
+        let wt: Vec<f32> = (0..c_out * g.kdim()).map(|_| r.normal()).collect();
+        let dy: Vec<f32> = (0..g.n * c_out * g.positions())
+            .map(|_| r.normal())
+            .collect();
+        let (rdx, _) = reference::backward(&g, &x, &wt, &dy);
+        for mk in Micro::available() {
+            let mut dx = vec![f32::NAN; x.len()];
+            if phases::backward_input(mk, &g, &dy, &wt, &mut dx) {
+                taken += 1;
+                close(&dx, &rdx, &format!("case {case}, phases on {mk:?}"), &g);
+            }
+        }
+    }
+    // the transposed convolution of the benchmarks (kernel 4, stride 2, padding 1)
+    let g = Conv2dGeom {
+        n: 2,
+        c_in: 16,
+        h: 14,
+        w: 14,
+        c_out: 32,
+        k_h: 4,
+        k_w: 4,
+        stride_h: 2,
+        stride_w: 2,
+        pad_t: 1,
+        pad_l: 1,
+        dil_h: 1,
+        dil_w: 1,
+        groups: 1,
+        out_h: 7,
+        out_w: 7,
+    };
+    let dy: Vec<f32> = (0..2 * 32 * 49).map(|_| r.normal()).collect();
+    let wt: Vec<f32> = (0..32 * g.kdim()).map(|_| r.normal()).collect();
+    let (rdx, _) = reference::backward(&g, &vec![0.0; 2 * 16 * 196], &wt, &dy);
+    for mk in Micro::available() {
+        let mut dx = vec![f32::NAN; rdx.len()];
+        assert!(phases::backward_input(mk, &g, &dy, &wt, &mut dx));
+        close(&dx, &rdx, "kernel 4, stride 2", &g);
+        taken += 1;
+    }
+    assert!(
+        Micro::available().is_empty() || taken > 20,
+        "{taken} geometries by phases"
+    );
+}
