@@ -426,6 +426,7 @@ def main():
     add_loss_cases()
     add_weight_norm_cases()
     add_upsample_cases()
+    add_kernel_path_cases()
     add_optimizer_cases()
     add_schedule_cases()
     for name, cfg, lrs, moms in SCHED:
@@ -464,6 +465,45 @@ def add_weight_norm_cases():
          {"x": rnd(6, 4, 3), "g": rnd(6, 1, 1).abs() + 0.5}, lambda t: torch._weight_norm(t["x"], t["g"], 0))
     case("weight_norm_conv2d", "weight_norm", {},
          {"x": rnd(5, 2, 3, 3), "g": rnd(5, 1, 1, 1)}, lambda t: torch._weight_norm(t["x"], t["g"], 0))
+
+
+def add_kernel_path_cases():
+    """Shapes that take the convolution kernels' special paths (added last, with their own
+    seed, so the earlier cases keep their numbers): 32 filters on short rows (the
+    channel-vector kernel, forward and input gradient), a stride-1 depthwise convolution with
+    a multiplier and dilation (the wide grid), and strided transposed convolutions with 8 or
+    more outputs per group (run phase by phase)."""
+    torch.manual_seed(8)
+    for name, (n, cin, h, w_, cout, k), dilation, groups in [
+        ("short_rows_32_filters", (2, 32, 7, 9, 32, 3), 1, 1),
+        ("depthwise_mult2_dilation2", (2, 3, 11, 10, 6, 5), 2, 3),
+    ]:
+        x, w, b = rnd(n, cin, h, w_), rnd(cout, cin // groups, k, k), rnd(cout)
+        pads = [list(same_pads(h, k, 1, dilation)), list(same_pads(w_, k, 1, dilation))]
+        cfg = {"stride": [1, 1], "padding": "same", "dilation": [dilation, dilation], "groups": groups,
+               "pad_mode": "zeros"}
+        case(
+            "conv2d_" + name,
+            "conv2d",
+            cfg,
+            {"x": x, "w": w, "b": b},
+            lambda t, p=pads, d=dilation, g=groups: conv2d_ref(t["x"], t["w"], t["b"], [1, 1], p, [d, d], g, "zeros"),
+        )
+    for name, (n, cin, h, w_, cout, kh, kw), stride, padding, outpad, groups in [
+        ("stride2_pad1_16_outputs", (2, 8, 4, 5, 16, 4, 4), [2, 2], [1, 1], [0, 0], 1),
+        ("stride3x2_groups2_outpad", (1, 4, 3, 4, 16, 3, 2), [3, 2], [1, 0], [2, 1], 2),
+    ]:
+        x, w, b = rnd(n, cin, h, w_), rnd(cin, cout // groups, kh, kw), rnd(cout)
+        cfg = {"stride": stride, "padding": padding, "output_padding": outpad, "dilation": [1, 1], "groups": groups}
+        case(
+            "conv_transpose2d_" + name,
+            "conv_transpose2d",
+            cfg,
+            {"x": x, "w": w, "b": b},
+            lambda t, s=stride, p=padding, o=outpad, g=groups: F.conv_transpose2d(
+                t["x"], t["w"], t["b"], stride=s, padding=p, output_padding=o, groups=g
+            ),
+        )
 
 
 def add_upsample_cases():
