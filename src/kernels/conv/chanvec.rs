@@ -22,7 +22,6 @@ pub(crate) struct ChanVec {
     cb: usize,
     /// Output positions per block, at most.
     pmax: usize,
-    wide: bool,
 }
 
 impl ChanVec {
@@ -37,17 +36,9 @@ impl ChanVec {
             return None;
         }
         let cv = if mk.is_avx512() {
-            ChanVec {
-                cb: 32,
-                pmax: 14,
-                wide: true,
-            }
+            ChanVec { cb: 32, pmax: 14 }
         } else {
-            ChanVec {
-                cb: 16,
-                pmax: 6,
-                wide: false,
-            }
+            ChanVec { cb: 16, pmax: 6 }
         };
         (cfg!(target_arch = "x86_64") && g.cout_g().is_multiple_of(cv.cb) && g.out_w > 1)
             .then_some(cv)
@@ -144,7 +135,7 @@ impl ChanVec {
         }
         // SAFETY: the caller's contract; p is within the kernel's block
         unsafe {
-            if self.wide {
+            if self.cb == 32 {
                 pick!(avx512, 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
             } else {
                 pick!(avx2, 1 2 3 4 5 6)

@@ -217,15 +217,7 @@ pub(super) fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f
         with_scratch(|s| {
             s.a.resize(gr.padded_len(), 0.0);
             s.b.resize(gr.wide_len(), 0.0);
-            dwk.fill(0.0);
-            let mut acc = [0f64; 64];
-            let mut big = Vec::new();
-            let acc: &mut [f64] = if kk <= acc.len() {
-                &mut acc[..kk]
-            } else {
-                big.resize(kk, 0f64);
-                &mut big
-            };
+            let mut acc = vec![0f64; kk];
             for img in 0..g.n {
                 let xp = &x[(img * g.c_in + o / m) * hw..][..hw];
                 let dyp = &dy[(img * g.c_out + o) * p..][..p];
