@@ -48,11 +48,12 @@ impl ConvPool {
     }
 
     /// Values it keeps besides the convolution's buffers: the positions (a quarter of a value
-    /// each) and, unless it is the `first` step, the convolution's output gradient.
+    /// each) and the convolution's output gradient (for the `first` step, the weight
+    /// gradient's wide one, which the pooling's backward fills).
     pub(super) fn buffer_len(g: &Conv2dGeom, pool: &Pool2dGeom, first: bool) -> u64 {
         let pooled = crate::nn::count(&[pool.n, pool.c, pool.out_h, pool.out_w]);
         let full = match first && Self::spreads_into_wide(g) {
-            true => 0,
+            true => ConvBackward::wide_len(g),
             false => crate::nn::count(&[g.n, g.c_out, g.out_h, g.out_w]),
         };
         (pooled / 4).saturating_add(full)

@@ -5,7 +5,8 @@
 //! or zeroed again. The results are those of [`super::conv2d_backward_input`] and
 //! [`super::conv2d_backward_weight`] bit for bit: the same kernels, in the same order.
 
-use super::implicit::{self, Implicit, WeightScratch};
+use super::implicit::{self, Implicit};
+use super::wgrad::{self, FillWide, WeightScratch};
 use super::{Conv2dGeom, ConvForward};
 use crate::kernels::micro::Micro;
 
@@ -66,6 +67,15 @@ impl ConvBackward {
         super::backward_scratch_len(g).saturating_add(input)
     }
 
+    /// Values of the wide dY that [`ConvBackward::weight_filled`] keeps besides
+    /// [`ConvBackward::buffer_len`] (saturating; 0 where it does not run).
+    pub fn wide_len(g: &Conv2dGeom) -> u64 {
+        match Implicit::of(g) {
+            Some(im) if Self::implicit_weight(g) => wgrad::wide_len(g, &im),
+            _ => 0,
+        }
+    }
+
     /// `dx` of the first `n` images from `dy` and the weights `w` (shapes as
     /// [`super::conv2d_backward_input`]).
     pub fn input(&mut self, n: usize, dy: &[f32], w: &[f32], dx: &mut [f32]) {
@@ -96,7 +106,7 @@ impl ConvBackward {
                 if let Some(db) = db {
                     super::bias_grad(&g, dy, db);
                 }
-                implicit::backward_weight(*mk, &g, im, (x, dy), dw, scratch);
+                wgrad::backward_weight(*mk, &g, im, (x, dy), dw, scratch);
             }
             None => super::conv2d_backward_weight(&g, x, dy, dw, db),
         }
@@ -110,21 +120,21 @@ impl ConvBackward {
     }
 
     /// `dw` from the first `n` images of `x` and a dY that `fill` writes straight into the
-    /// weight gradient's wide buffer (see [`implicit::FillWide`]); the bias gradient is the
+    /// weight gradient's wide buffer (see [`FillWide`]); the bias gradient is the
     /// caller's. Returns false, running nothing, where [`ConvBackward::wide_row_stride`] is
     /// `None`.
     pub(crate) fn weight_filled(
         &mut self,
         n: usize,
         x: &[f32],
-        fill: &implicit::FillWide,
+        fill: &FillWide,
         dw: &mut [f32],
     ) -> bool {
         assert!(n <= self.g.n, "ConvBackward: {n} images for {}", self.g.n);
         let g = Conv2dGeom { n, ..self.g };
         match &mut self.weight {
             Some((mk, im, scratch)) => {
-                implicit::backward_weight_filled(*mk, &g, im, x, fill, dw, scratch);
+                wgrad::backward_weight_filled(*mk, &g, im, x, fill, dw, scratch);
                 true
             }
             None => false,

@@ -1,13 +1,13 @@
 //! Stride-1 convolutions without lowering: the zero-padded input read in place through
 //! per-tap row offsets (forward, and the input gradient as a convolution of dY with flipped
-//! weights), and the weight gradient as blocks of dot products over the same layout.
+//! weights); the weight gradient over the same layout is in `wgrad`.
 
 use rayon::prelude::*;
 
 use super::Conv2dGeom;
 use super::block::{Epilogue, Scratch, for_each_block, pack_weights};
 use super::chanvec::ChanVec;
-use crate::kernels::micro::{MAX_DOTS, Micro, Store};
+use crate::kernels::micro::{Micro, Store};
 
 /// The layout of a stride-1 convolution lowered implicitly. With the input zero-padded to
 /// `hp x wp` per channel, output `(oh, ow)` reads tap `(c, ki, kj)` at
@@ -44,37 +44,17 @@ impl Implicit {
         })
     }
 
-    fn plane(&self) -> usize {
+    /// Values per padded input plane.
+    pub(crate) fn plane(&self) -> usize {
         self.hp * self.wp
     }
 
-    /// Values the weight gradient of `g` allocates at once: the widened output gradient and
-    /// the padded input, for every image.
-    /// (Saturating: sizes a model of shapes only, of any size.)
-    pub(crate) fn backward_len(&self, g: &Conv2dGeom) -> u64 {
-        let per = crate::nn::count(&[g.c_out, self.q_all])
-            .saturating_add(crate::nn::count(&[g.c_in, self.hp, self.wp]));
-        let blocks = Micro::best().map_or(0, |mk| {
-            let (tasks, _) = self.weight_tasks(g, mk);
-            crate::nn::count(&[tasks, mk.dots_block().0, g.kdim()])
-        });
-        per.saturating_mul(g.n as u64).saturating_add(blocks)
+    /// Wide positions: `(out_h - 1) * wq + out_w`.
+    pub(crate) fn q_all(&self) -> usize {
+        self.q_all
     }
 
-    /// The tasks of [`backward_weight`] and the images of each chunk: images are taken in
-    /// chunks whose widened dY and padded input fit in 512 KiB (a fixed size, not the running
-    /// CPU's L2: the chunks decide the order of the sums, so the result is the same on every
-    /// machine), one task per chunk, group and block of output channels.
-    fn weight_tasks(&self, g: &Conv2dGeom, mk: Micro) -> (usize, usize) {
-        let (rb, _, lanes) = mk.dots_block();
-        let qr = self.q_all.next_multiple_of(lanes);
-        let img_bytes = 4 * (g.c_out * qr + g.c_in * self.plane());
-        let chunk = (524_288 / img_bytes.max(1)).clamp(1, g.n.max(1));
-        let tasks = g.n.div_ceil(chunk) * g.groups * g.cout_g().div_ceil(rb);
-        (tasks, chunk)
-    }
-
-    /// Values of the padded input of `g`, saturating (see [`Implicit::backward_len`]).
+    /// Values of the padded input of `g`, saturating (for memory estimates).
     pub(crate) fn padded_values(&self, g: &Conv2dGeom) -> u64 {
         crate::nn::count(&[g.n, g.c_in, self.hp, self.wp])
     }
@@ -92,7 +72,7 @@ impl Implicit {
     }
 
     /// [`Self::offsets`] into `offs` (kept between calls).
-    fn offsets_into(&self, g: &Conv2dGeom, offs: &mut Vec<usize>) {
+    pub(crate) fn offsets_into(&self, g: &Conv2dGeom, offs: &mut Vec<usize>) {
         offs.clear();
         for c in 0..g.cin_g() {
             for ki in 0..g.k_h {
@@ -451,136 +431,6 @@ pub(crate) fn flip_weights_into(g: &Conv2dGeom, w: &[f32], out: &mut [f32]) {
                     *d = *v;
                 }
             }
-        }
-    }
-}
-
-/// The buffers of [`backward_weight`], kept between calls by a compiled plan.
-#[derive(Default)]
-pub struct WeightScratch {
-    dyw: Vec<f32>,
-    xp: Vec<f32>,
-    /// Each task's block of dW rows, added in task order.
-    blocks: Vec<f32>,
-    /// The taps' offsets into a padded image.
-    offs: Vec<usize>,
-}
-
-/// Weight gradient of a stride-1 convolution as blocks of dot products over wide positions
-/// (see [`Implicit`]): `dW[o][tap] = sum(img, q) dY_wide[o][q] * x_padded[offset(tap) + q]`,
-/// with dY zero on the dropped columns. Images are taken in chunks whose dY and input fit in
-/// L2; each chunk's sums go to their own buffer, added in chunk order, so the result does not
-/// depend on the thread count.
-///
-/// `scratch` holds the widened dY and the padded input: empty, or left by an earlier call for
-/// the same geometry with at least as many images (only their interiors are written again;
-/// what lies past this call's images is read only against zeros of dY).
-pub(crate) fn backward_weight(
-    mk: Micro,
-    g: &Conv2dGeom,
-    im: &Implicit,
-    (x, dy): (&[f32], &[f32]),
-    dw: &mut [f32],
-    scratch: &mut WeightScratch,
-) {
-    let p_all = g.positions();
-    let widen = |dyw: &mut [f32], qr: usize| {
-        dyw.par_chunks_mut(qr)
-            .zip(dy.par_chunks(p_all))
-            .for_each(|(d, s)| {
-                for (oh, row) in s.chunks_exact(g.out_w).enumerate() {
-                    d[oh * im.wq..oh * im.wq + g.out_w].copy_from_slice(row);
-                }
-            });
-    };
-    backward_weight_filled(mk, g, im, x, &widen, dw, scratch);
-}
-
-/// The wide dY of [`backward_weight_filled`]: `fill(dyw, qr)` writes image `i`'s channel
-/// `o`, output row `oh`, into `dyw[(i * c_out + o) * qr + oh * row_stride..][..out_w]` (and
-/// nothing else: the rest stays zero).
-pub(crate) type FillWide<'a> = dyn Fn(&mut [f32], usize) + Sync + 'a;
-
-/// [`backward_weight`] with the widened dY written by `fill` in place of a copy of dY: a
-/// pooling's backward spreads its gradient straight into it.
-pub(crate) fn backward_weight_filled(
-    mk: Micro,
-    g: &Conv2dGeom,
-    im: &Implicit,
-    x: &[f32],
-    fill: &FillWide,
-    dw: &mut [f32],
-    scratch: &mut WeightScratch,
-) {
-    let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
-    let (rb, cb, lanes) = mk.dots_block();
-    let qr = im.q_all.next_multiple_of(lanes);
-    let slack = lanes + (g.k_w - 1) * g.dil_w;
-    let WeightScratch {
-        dyw,
-        xp,
-        blocks,
-        offs,
-    } = scratch;
-    let (tasks, chunk) = im.weight_tasks(g, mk);
-    let row_blocks = cog.div_ceil(rb);
-    for (buf, len) in [
-        (&mut *dyw, g.n * g.c_out * qr),
-        (&mut *xp, im.padded_len(g, slack)),
-        (&mut *blocks, tasks * rb * kd),
-    ] {
-        if buf.len() < len {
-            buf.clear();
-            buf.resize(len, 0.0);
-        }
-    }
-    fill(&mut dyw[..g.n * g.c_out * qr], qr);
-    im.pad_into(g, x, xp);
-    let (dyw, xp) = (&*dyw, &*xp);
-    im.offsets_into(g, offs);
-    let offs = &*offs;
-    // one task per (chunk, group, block of output channels): that block's rows of dW
-    blocks[..tasks * rb * kd]
-        .par_chunks_mut(rb * kd)
-        .enumerate()
-        .for_each(|(task, out)| {
-            let ch = task / (g.groups * row_blocks);
-            let grp = (task / row_blocks) % g.groups;
-            let o0 = (task % row_blocks) * rb;
-            let rows = rb.min(cog - o0);
-            let (i0, imgs) = (ch * chunk, chunk.min(g.n - ch * chunk));
-            let mut a_rows = [0usize; MAX_DOTS];
-            for (i, r) in a_rows[..rows].iter_mut().enumerate() {
-                *r = (i0 * g.c_out + grp * cog + o0 + i) * qr;
-            }
-            let xbase = (i0 * g.c_in + grp * cig) * im.plane();
-            let out = &mut out[..rows * kd];
-            out.fill(0.0);
-            for t0 in (0..kd).step_by(cb) {
-                let taps = &offs[t0..(t0 + cb).min(kd)];
-                let mut b_rows = [0usize; MAX_DOTS];
-                for (b, o) in b_rows.iter_mut().zip(taps) {
-                    *b = xbase + o;
-                }
-                mk.dots(
-                    qr,
-                    imgs,
-                    (dyw, &a_rows[..rows], g.c_out * qr),
-                    (xp, &b_rows[..taps.len()], g.c_in * im.plane()),
-                    &mut out[t0..],
-                    kd,
-                );
-            }
-        });
-    // blocks of chunk ch come before those of ch + 1: add them in that order
-    dw.fill(0.0);
-    for (task, block) in blocks[..tasks * rb * kd].chunks_exact(rb * kd).enumerate() {
-        let grp = (task / row_blocks) % g.groups;
-        let o0 = (task % row_blocks) * rb;
-        let block = &block[..rb.min(cog - o0) * kd];
-        let dst = &mut dw[(grp * cog + o0) * kd..][..block.len()];
-        for (d, v) in dst.iter_mut().zip(block) {
-            *d += v;
         }
     }
 }

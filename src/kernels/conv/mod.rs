@@ -28,6 +28,7 @@ pub(crate) mod reference;
 #[cfg(test)]
 mod tests;
 mod tiled;
+mod wgrad;
 
 use rayon::prelude::*;
 
@@ -278,11 +279,12 @@ pub(crate) fn conv2d_backward_input_with(
     tiled::backward_input(g, dy, w, dx)
 }
 
-/// Values the backward of `g` allocates at once, at most (the implicit lowering's padded
-/// input and widened output gradient; the other paths work in per-thread blocks).
+/// Values the backward of `g` allocates at once, at most (the implicit lowering's weight
+/// gradient: the padded input and dY position-major; the other paths work in per-thread
+/// blocks).
 pub fn backward_scratch_len(g: &Conv2dGeom) -> u64 {
     match Implicit::of(g) {
-        Some(im) if !g.is_depthwise() => im.backward_len(g),
+        Some(im) if !g.is_depthwise() => wgrad::scratch_len(g, &im),
         _ => 0,
     }
 }
@@ -320,8 +322,8 @@ pub(crate) fn conv2d_backward_weight_with(
     // (a pointwise convolution's GEMM needs no lowering, and its dot products would stream
     // the whole input once per block of output channels)
     if let (Some(mk), Some(im), false) = (micro, Implicit::of(g), g.is_pointwise()) {
-        let mut scratch = implicit::WeightScratch::default();
-        return implicit::backward_weight(mk, g, &im, (x, dy), dw, &mut scratch);
+        let mut scratch = wgrad::WeightScratch::default();
+        return wgrad::backward_weight(mk, g, &im, (x, dy), dw, &mut scratch);
     }
     tiled::backward_weight(g, x, dy, dw)
 }
