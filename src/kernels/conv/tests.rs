@@ -162,6 +162,10 @@ fn implicit_lowering_matches_reference() {
         (1, 3, 9, 8, 70, 3, 2, 1, 2, 0, 1, 2, 1, 1),
         (2, 8, 30, 33, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1),
         (1, 2, 5, 5, 2, 5, 5, 4, 4, 4, 4, 1, 1, 1),
+        // weight gradient: 4 chunks of one image, 64 channels (4 vectors), 18 taps (6 + 6 + 6
+        // on AVX-512); a single input channel (9 taps: 8 + 1), 32 channels
+        (4, 2, 40, 40, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+        (5, 1, 20, 20, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1),
     ];
     for (n, c_in, h, w, c_out, k_h, k_w, pt, pb, pl, pr, dh, dw, groups) in cases {
         let g = Conv2dGeom {
