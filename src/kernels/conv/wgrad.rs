@@ -27,8 +27,9 @@ use crate::kernels::micro::Micro;
 pub struct WeightScratch {
     /// The wide dY that [`FillWide`] writes (only on that path).
     dyw: Vec<f32>,
-    /// dY position-major: group `grp`, image `img`, output `p`, channel `o` at
-    /// `((grp * n + img) * positions + p) * cogp + o`; channels past `cout_g` are zero.
+    /// A slab of chunks of dY, position-major: group `grp`, image `img` (from the slab's
+    /// first), output `p`, channel `o` at `((grp * imgs + img) * positions + p) * cogp + o`;
+    /// channels past `cout_g` are zero.
     dyt: Vec<f32>,
     /// The padded input.
     xp: Vec<f32>,
@@ -65,6 +66,8 @@ struct Sizes {
     cogp: usize,
     chunk: usize,
     chunks: usize,
+    /// Chunks laid out in dY^T at a time (the scratch holds this many, not the whole batch).
+    slab: usize,
 }
 
 impl Sizes {
@@ -79,22 +82,24 @@ impl Sizes {
             cogp,
             chunk,
             chunks: g.n.div_ceil(chunk),
+            slab: (2 * rayon::current_num_threads()).max(4),
         }
     }
 }
 
-/// Values the weight gradient of `g` allocates at once: dY^T, the padded input and the
-/// chunks' sums (for memory estimates; saturating). [`backward_weight_filled`] adds
+/// Values the weight gradient of `g` allocates at once: the padded input, a slab of dY^T and
+/// the chunks' sums (for memory estimates; saturating). [`backward_weight_filled`] adds
 /// [`wide_len`].
 pub(crate) fn scratch_len(g: &Conv2dGeom, im: &Implicit) -> u64 {
     let Some(mk) = Micro::best() else {
         return 0;
     };
     let s = Sizes::of(g, im, mk);
-    let per = crate::nn::count(&[g.groups, s.cogp, g.positions()])
-        .saturating_add(crate::nn::count(&[g.c_in, im.plane()]));
+    let slab_imgs = (s.slab * s.chunk).min(g.n) as u64;
+    let dyt = crate::nn::count(&[g.groups, s.cogp, g.positions()]).saturating_mul(slab_imgs);
+    let xp = crate::nn::count(&[g.n, g.c_in, im.plane()]);
     let blocks = crate::nn::count(&[s.chunks, g.groups, g.kdim(), s.cogp]);
-    per.saturating_mul(g.n as u64).saturating_add(blocks)
+    dyt.saturating_add(xp).saturating_add(blocks)
 }
 
 /// Values of the wide dY that [`backward_weight_filled`] keeps (saturating).
@@ -112,11 +117,7 @@ pub(crate) fn backward_weight(
     dw: &mut [f32],
     scratch: &mut WeightScratch,
 ) {
-    let p_all = g.positions();
-    let cogp = Sizes::of(g, im, mk).cogp;
-    grow(&mut scratch.dyt, g.groups * g.n * p_all * cogp);
-    transpose_dy(g, (dy, p_all, g.out_w), cogp, &mut scratch.dyt);
-    run(mk, g, im, x, dw, scratch);
+    run(mk, g, im, (x, (dy, g.positions(), g.out_w)), dw, scratch);
 }
 
 /// The wide dY of [`backward_weight_filled`]: `fill(dyw, qr)` writes image `i`'s channel
@@ -135,13 +136,11 @@ pub(crate) fn backward_weight_filled(
     scratch: &mut WeightScratch,
 ) {
     let qr = im.q_all();
-    let cogp = Sizes::of(g, im, mk).cogp;
-    grow(&mut scratch.dyw, g.n * g.c_out * qr);
-    grow(&mut scratch.dyt, g.groups * g.n * g.positions() * cogp);
-    let dyw = &mut scratch.dyw[..g.n * g.c_out * qr];
-    fill(dyw, qr);
-    transpose_dy(g, (dyw, qr, im.row_stride()), cogp, &mut scratch.dyt);
-    run(mk, g, im, x, dw, scratch);
+    let mut dyw = std::mem::take(&mut scratch.dyw);
+    grow(&mut dyw, g.n * g.c_out * qr);
+    fill(&mut dyw[..g.n * g.c_out * qr], qr);
+    run(mk, g, im, (x, (&dyw, qr, im.row_stride())), dw, scratch);
+    scratch.dyw = dyw;
 }
 
 /// `buf` at least `len` long: kept where it is, else replaced by zeros (a fresh allocation,
@@ -152,20 +151,25 @@ fn grow(buf: &mut Vec<f32>, len: usize) {
     }
 }
 
-/// dY (channel `o` of image `img` at `src[(img * c_out + o) * plane..]`, rows `row` apart)
-/// into `dyt`, position-major (see [`WeightScratch::dyt`]), zeros past `cout_g`.
+/// Where dY is read: channel `o` of image `img` at `src[(img * c_out + o) * plane..]`, its
+/// rows `row` apart.
+type DySource<'a> = (&'a [f32], usize, usize);
+
+/// Images `i0..i0 + imgs` of dY into `dyt`, position-major (see [`WeightScratch::dyt`], with
+/// `imgs` for `n`), zeros past `cout_g`.
 fn transpose_dy(
     g: &Conv2dGeom,
-    (src, plane, row): (&[f32], usize, usize),
+    (src, plane, row): DySource,
+    (i0, imgs): (usize, usize),
     cogp: usize,
     dyt: &mut [f32],
 ) {
     let (p_all, cog) = (g.positions(), g.cout_g());
-    dyt[..g.groups * g.n * p_all * cogp]
+    dyt[..g.groups * imgs * p_all * cogp]
         .par_chunks_mut(p_all * cogp)
         .enumerate()
         .for_each(|(gi, dst)| {
-            let (grp, img) = (gi / g.n, gi % g.n);
+            let (grp, img) = (gi / imgs, i0 + gi % imgs);
             let chan0 = (img * g.c_out + grp * cog) * plane;
             for oh in 0..g.out_h {
                 let at = oh * g.out_w * cogp;
@@ -218,22 +222,19 @@ fn transpose_row<'a>(
     }
 }
 
-/// The sums over chunks, groups and blocks of taps, then added in chunk order into `dw`.
+/// The sums over chunks, groups and blocks of taps, a slab of chunks at a time, then added
+/// in chunk order into `dw`.
 fn run(
     mk: Micro,
     g: &Conv2dGeom,
     im: &Implicit,
-    x: &[f32],
+    (x, dy): (&[f32], DySource),
     dw: &mut [f32],
     scratch: &mut WeightScratch,
 ) {
-    let (cig, cog, kd, p_all) = (g.cin_g(), g.cout_g(), g.kdim(), g.positions());
-    let Sizes {
-        cogp,
-        chunk,
-        chunks,
-    } = Sizes::of(g, im, mk);
-    let ((lanes, vmax), rb) = (lanes(mk), taps_per_block(mk, cogp));
+    let (kd, p_all) = (g.kdim(), g.positions());
+    let sz = Sizes::of(g, im, mk);
+    let (cogp, chunk) = (sz.cogp, sz.chunk);
     let WeightScratch {
         dyt,
         xp,
@@ -243,53 +244,87 @@ fn run(
         ..
     } = scratch;
     grow(xp, im.padded_len(g, 0));
-    grow(blocks, chunks * g.groups * kd * cogp);
+    grow(blocks, sz.chunks * g.groups * kd * cogp);
+    grow(dyt, g.groups * (sz.slab * chunk).min(g.n) * p_all * cogp);
     im.pad_into(g, x, xp);
     im.offsets_into(g, offs);
     chunk_runs(g, im, chunk, segs);
-    let (dyt, xp, offs, segs) = (&dyt[..], &xp[..], &offs[..], &segs[..]);
-    let plane_in = g.c_in * im.plane();
-    // one task per (chunk, group, block of taps): that block's rows of the chunk's sums
-    blocks[..chunks * g.groups * kd * cogp]
-        .par_chunks_mut(kd * cogp)
-        .enumerate()
-        .for_each(|(cg, out)| {
-            let (ch, grp) = (cg / g.groups, cg % g.groups);
-            let i0 = ch * chunk;
-            let imgs = chunk.min(g.n - i0);
-            // the chunk's runs: the first image's offsets plus a fixed step per image
-            let runs = &segs[..imgs * segs.len() / chunk];
-            let xb = &xp[i0 * plane_in + grp * cig * im.plane()..];
-            let bb = &dyt[(grp * g.n + i0) * p_all * cogp..][..imgs * p_all * cogp];
-            out.par_chunks_mut(rb * cogp)
-                .enumerate()
-                .for_each(|(tb, rows_out)| {
-                    let taps = &offs[tb * rb..(tb * rb + rb).min(kd)];
-                    let mut o0 = 0;
-                    while o0 < cogp {
-                        let v = ((cogp - o0) / lanes).min(vmax);
-                        let b = (&bb[o0..], cogp);
-                        taps_block(mk, (xb, taps), b, runs, v, (&mut rows_out[o0..], cogp));
-                        o0 += v * lanes;
-                    }
-                });
-        });
+    let per_chunk = g.groups * kd * cogp;
+    for s0 in (0..sz.chunks).step_by(sz.slab) {
+        let s1 = (s0 + sz.slab).min(sz.chunks);
+        let (i0, imgs) = (s0 * chunk, (s1 * chunk).min(g.n) - s0 * chunk);
+        transpose_dy(g, dy, (i0, imgs), cogp, dyt);
+        let slab = Slab {
+            dyt,
+            xp,
+            offs,
+            segs,
+            i0,
+            imgs,
+        };
+        slab.sums(mk, g, im, &sz, &mut blocks[s0 * per_chunk..s1 * per_chunk]);
+    }
     // chunk ch's sums before ch + 1's, into the first chunk's block, then transposed
-    let (first, rest) = blocks[..chunks * g.groups * kd * cogp].split_at_mut(g.groups * kd * cogp);
+    let (first, rest) = blocks[..sz.chunks * per_chunk].split_at_mut(per_chunk);
     first.par_chunks_mut(cogp).enumerate().for_each(|(i, acc)| {
-        for later in rest.chunks_exact(g.groups * kd * cogp) {
+        for later in rest.chunks_exact(per_chunk) {
             for (a, v) in acc.iter_mut().zip(&later[i * cogp..(i + 1) * cogp]) {
                 *a += v;
             }
         }
     });
-    let first = &*first;
+    let (first, cog) = (&*first, g.cout_g());
     dw.par_chunks_mut(kd).enumerate().for_each(|(row, dwr)| {
         let (grp, o) = (row / cog, row % cog);
         for (t, d) in dwr.iter_mut().enumerate() {
             *d = first[(grp * kd + t) * cogp + o];
         }
     });
+}
+
+/// One slab of chunks: its dY^T, with what every chunk shares.
+struct Slab<'a> {
+    dyt: &'a [f32],
+    xp: &'a [f32],
+    offs: &'a [usize],
+    segs: &'a [(usize, usize, usize)],
+    /// The slab's first image, and its images.
+    i0: usize,
+    imgs: usize,
+}
+
+impl Slab<'_> {
+    /// Each chunk's sums into its block of `out`: one task per (chunk, group, block of taps).
+    fn sums(&self, mk: Micro, g: &Conv2dGeom, im: &Implicit, sz: &Sizes, out: &mut [f32]) {
+        let (cig, kd, p_all, cogp) = (g.cin_g(), g.kdim(), g.positions(), sz.cogp);
+        let ((lanes, vmax), rb) = (lanes(mk), taps_per_block(mk, cogp));
+        let plane_in = g.c_in * im.plane();
+        out.par_chunks_mut(kd * cogp)
+            .enumerate()
+            .for_each(|(cg, out)| {
+                let (ch, grp) = (cg / g.groups, cg % g.groups);
+                // the chunk's first image, from the slab's, and its images
+                let c0 = ch * sz.chunk;
+                let imgs = sz.chunk.min(self.imgs - c0);
+                // its runs: the first image's offsets plus a fixed step per image
+                let runs = &self.segs[..imgs * self.segs.len() / sz.chunk];
+                let xb = &self.xp[(self.i0 + c0) * plane_in + grp * cig * im.plane()..];
+                let bb = &self.dyt[(grp * self.imgs + c0) * p_all * cogp..][..imgs * p_all * cogp];
+                out.par_chunks_mut(rb * cogp)
+                    .enumerate()
+                    .for_each(|(tb, rows_out)| {
+                        let taps = &self.offs[tb * rb..(tb * rb + rb).min(kd)];
+                        let mut o0 = 0;
+                        while o0 < cogp {
+                            let v = ((cogp - o0) / lanes).min(vmax);
+                            let b = (&bb[o0..], cogp);
+                            let o = (&mut rows_out[o0..], cogp);
+                            taps_block(mk, (xb, taps), b, runs, v, o);
+                            o0 += v * lanes;
+                        }
+                    });
+            });
+    }
 }
 
 /// The runs of positions of the first `chunk` images: each output row (or, where rows are not
