@@ -176,20 +176,20 @@ impl Optimizer {
                     let bc2_sqrt = bc2.sqrt();
                     let (m, v) = st.split_at_mut(1);
                     let (m, v) = (&mut m[0], &mut v[0]);
+                    let h = AdamStep {
+                        beta1,
+                        beta2,
+                        eps,
+                        lr,
+                        wd,
+                        decoupled,
+                        step_size,
+                        bc2_sqrt,
+                    };
                     // each element on its own: chunks in parallel give the same bits
                     let update =
                         |((pd, gd), (m, v)): ((&mut [f32], &[f32]), (&mut [f32], &mut [f32]))| {
-                            for i in 0..pd.len() {
-                                let mut g = gd[i];
-                                if decoupled {
-                                    pd[i] *= 1.0 - lr * wd;
-                                } else {
-                                    g += wd * pd[i];
-                                }
-                                m[i] = beta1 * m[i] + (1.0 - beta1) * g;
-                                v[i] = beta2 * v[i] + (1.0 - beta2) * g * g;
-                                pd[i] -= step_size * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
-                            }
+                            adam_update(pd, gd, (m, v), h)
                         };
                     if n < 2 * PAR_CHUNK {
                         update(((&mut pd[..], &gd[..]), (&mut m[..], &mut v[..])));
@@ -380,5 +380,41 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "{kind:?}");
         }
+    }
+}
+
+/// The constants of one Adam (or AdamW) step.
+#[derive(Clone, Copy)]
+struct AdamStep {
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    lr: f32,
+    wd: f32,
+    decoupled: bool,
+    step_size: f32,
+    bc2_sqrt: f32,
+}
+
+crate::kernels::avx2_twin! {
+    /// Adam's update of `pd` from `gd` and the moments `(m, v)` (all the same length), eight
+    /// elements at a time where the CPU has AVX2: the same operations, the same bits.
+    fn adam_update(pd: &mut [f32], gd: &[f32], mv: (&mut [f32], &mut [f32]), h: AdamStep) = adam_plain;
+}
+
+#[inline(always)]
+fn adam_plain(pd: &mut [f32], gd: &[f32], (m, v): (&mut [f32], &mut [f32]), h: AdamStep) {
+    let n = pd.len();
+    let (gd, m, v) = (&gd[..n], &mut m[..n], &mut v[..n]);
+    for (((p, &g), m), v) in pd.iter_mut().zip(gd).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let mut g = g;
+        if h.decoupled {
+            *p *= 1.0 - h.lr * h.wd;
+        } else {
+            g += h.wd * *p;
+        }
+        *m = h.beta1 * *m + (1.0 - h.beta1) * g;
+        *v = h.beta2 * *v + (1.0 - h.beta2) * g * g;
+        *p -= h.step_size * *m / (v.sqrt() / h.bc2_sqrt + h.eps);
     }
 }

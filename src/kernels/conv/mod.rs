@@ -1,8 +1,9 @@
 //! Convolution kernels on slices. This file only picks the path for a geometry and a CPU:
 //!
 //! - `implicit`: stride-1 convolutions read in place from the zero-padded input through the
-//!   micro-kernel (forward and input gradient), weight gradient as dot-product blocks; where
-//!   its wide rows waste too much, with `chanvec`'s kernel (output channels across the lanes);
+//!   micro-kernel (forward and input gradient), weight gradient in `wgrad` (taps by output
+//!   channels over position-major dY); where its wide rows waste too much, with `chanvec`'s
+//!   kernel (output channels across the lanes);
 //! - `packed`: other strides, lowered by im2col straight into the micro-kernel's panels;
 //!   their input gradient (a strided transposed convolution) as one stride-1 implicit
 //!   convolution of dY per phase of dX (`phases`);
