@@ -320,8 +320,9 @@ pub(crate) fn conv2d_backward_weight_with(
     if g.is_depthwise() {
         return depthwise::backward_weight(g, x, dy, dw);
     }
-    // (a pointwise convolution's GEMM needs no lowering, and its dot products would stream
-    // the whole input once per block of output channels)
+    // (a pointwise convolution's GEMM needs no lowering, and beats `wgrad` there, whose
+    // blocks of taps are then whole input planes: B5's weight gradient took 1.5 ms as a GEMM
+    // and 3.7 ms through `wgrad` on an Intel Xeon)
     if let (Some(mk), Some(im), false) = (micro, Implicit::of(g), g.is_pointwise()) {
         let mut scratch = wgrad::WeightScratch::default();
         return wgrad::backward_weight(mk, g, &im, (x, dy), dw, &mut scratch);
