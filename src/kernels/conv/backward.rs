@@ -1,8 +1,9 @@
 //! A convolution's backward prepared once for its geometry (`g.n` the largest batch), as a
 //! compiled training plan keeps one per convolution: the input gradient runs as a prepared
 //! forward of the transposed convolution (its padded dY buffer kept), and the weight gradient
-//! keeps its widened dY and padded input, so that after the first step nothing is allocated
-//! or zeroed again. The results are those of [`super::conv2d_backward_input`] and
+//! keeps its padded input, its slab of position-major dY, its chunks' sums and (where a
+//! pooling fills it) its wide dY, so that after the first step nothing is allocated or zeroed
+//! again. The results are those of [`super::conv2d_backward_input`] and
 //! [`super::conv2d_backward_weight`] bit for bit: the same kernels, in the same order.
 
 use super::implicit::{self, Implicit};
