@@ -22,6 +22,9 @@ use super::Conv2dGeom;
 use super::implicit::Implicit;
 use crate::kernels::micro::Micro;
 
+/// A run of positions: (offset into the padded input, row of dY^T, length).
+type Run = (usize, usize, usize);
+
 /// The buffers of [`backward_weight`], kept between calls by a compiled plan.
 #[derive(Default)]
 pub struct WeightScratch {
@@ -39,7 +42,7 @@ pub struct WeightScratch {
     /// The taps' offsets into a padded image.
     offs: Vec<usize>,
     /// Each chunk's runs of positions: (input offset, dY^T row, length).
-    segs: Vec<(usize, usize, usize)>,
+    segs: Vec<Run>,
 }
 
 /// Output channels per vector, and vectors per block at most, of this CPU's kernel.
@@ -287,7 +290,7 @@ struct Slab<'a> {
     dyt: &'a [f32],
     xp: &'a [f32],
     offs: &'a [usize],
-    segs: &'a [(usize, usize, usize)],
+    segs: &'a [Run],
     /// The slab's first image, and its images.
     i0: usize,
     imgs: usize,
@@ -329,7 +332,7 @@ impl Slab<'_> {
 
 /// The runs of positions of the first `chunk` images: each output row (or, where rows are not
 /// widened, each image) as (offset into the padded input, row of dY^T, length).
-fn chunk_runs(g: &Conv2dGeom, im: &Implicit, chunk: usize, segs: &mut Vec<(usize, usize, usize)>) {
+fn chunk_runs(g: &Conv2dGeom, im: &Implicit, chunk: usize, segs: &mut Vec<Run>) {
     segs.clear();
     let plane_in = g.c_in * im.plane();
     for img in 0..chunk {
@@ -351,7 +354,7 @@ fn taps_block(
     mk: Micro,
     (xb, taps): (&[f32], &[usize]),
     (b, ldb): (&[f32], usize),
-    runs: &[(usize, usize, usize)],
+    runs: &[Run],
     v: usize,
     (out, ldo): (&mut [f32], usize),
 ) {
@@ -372,19 +375,19 @@ fn taps_block(
         ldb,
         runs,
     };
-    macro_rules! pick {
-        ($f:ident, $v:literal, $($r:literal)*) => {
-            match rows {
-                $($r => x86::$f::<$r, $v>(k, &mut tile),)*
-                _ => unreachable!(),
-            }
-        };
-    }
     // SAFETY: the kernel reads a[r][run.0 + j] for r < rows and b[(run.1 + j) * ldb + c]
     // for j < run.2, c < cols (asserted above), and writes `tile`; the ISA was checked when
     // `mk` was made.
     #[cfg(target_arch = "x86_64")]
     unsafe {
+        macro_rules! pick {
+            ($f:ident, $v:literal, $($r:literal)*) => {
+                match rows {
+                    $($r => x86::$f::<$r, $v>(k, &mut tile),)*
+                    _ => unreachable!(),
+                }
+            };
+        }
         match (mk.is_avx512(), v) {
             (true, 1) => pick!(avx512, 1, 1 2 3 4 5 6 7 8),
             (true, 2) => pick!(avx512, 2, 1 2 3 4 5 6 7 8),
@@ -394,6 +397,12 @@ fn taps_block(
             (false, _) => pick!(avx2, 2, 1 2 3 4 5 6),
         }
     }
+    // (a micro-kernel, which `mk` is, exists on x86-64 only)
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "no weight-gradient kernel off x86-64 ({:?})",
+        (k.ldb, tile.len())
+    );
     for r in 0..rows {
         out[r * ldo..r * ldo + cols].copy_from_slice(&tile[r][..cols]);
     }
@@ -406,7 +415,7 @@ struct Kernel<'a> {
     a: &'a [*const f32; 8],
     b: *const f32,
     ldb: usize,
-    runs: &'a [(usize, usize, usize)],
+    runs: &'a [Run],
 }
 
 #[cfg(target_arch = "x86_64")]
