@@ -92,7 +92,10 @@ impl ChanVec {
                     q += wq - ow;
                     continue;
                 }
-                let p = self.pmax.min(g.out_w - ow).min(q1 - q);
+                // the row's rest in blocks of even size (14 as 5 + 5 + 4, not 6 + 6 + 2): a
+                // short block has too few accumulators to hide the multiply-add's latency
+                let left = g.out_w - ow;
+                let p = left.div_ceil(left.div_ceil(self.pmax)).min(q1 - q);
                 let x = &xb[q - q0..];
                 let at = blk * cb * ldc + f(q) - f0;
                 let bias = bias.map(|b| &b[blk * cb..blk * cb + cb]);

@@ -159,7 +159,10 @@ fn grow(buf: &mut Vec<f32>, len: usize) {
 type DySource<'a> = (&'a [f32], usize, usize);
 
 /// Images `i0..i0 + imgs` of dY into `dyt`, position-major (see [`WeightScratch::dyt`], with
-/// `imgs` for `n`), zeros past `cout_g`.
+/// `imgs` for `n`), zeros past `cout_g`. Eight channels at a time down all their rows, so
+/// that dY (cold: the step before wrote it for the whole batch) is read as eight
+/// sequential streams, which the hardware prefetches, and not as one row of every channel
+/// at a time (as many streams as channels); an image's dY^T stays in cache meanwhile.
 fn transpose_dy(
     g: &Conv2dGeom,
     (src, plane, row): DySource,
@@ -174,31 +177,36 @@ fn transpose_dy(
         .for_each(|(gi, dst)| {
             let (grp, img) = (gi / imgs, i0 + gi % imgs);
             let chan0 = (img * g.c_out + grp * cog) * plane;
-            for oh in 0..g.out_h {
-                let at = oh * g.out_w * cogp;
-                let run = |o: usize| &src[chan0 + o * plane + oh * row..][..g.out_w];
-                transpose_row(run, g.out_w, cog, &mut dst[at..at + g.out_w * cogp], cogp);
+            for o0 in (0..cog).step_by(8) {
+                let chans = o0..(o0 + 8).min(cog);
+                for oh in 0..g.out_h {
+                    let at = oh * g.out_w * cogp;
+                    let run = |o: usize| &src[chan0 + o * plane + oh * row..][..g.out_w];
+                    let out = &mut dst[at..at + g.out_w * cogp];
+                    transpose_row(run, g.out_w, chans.clone(), out, cogp);
+                }
+            }
+            if cogp > cog {
+                for pos in dst.chunks_exact_mut(cogp) {
+                    pos[cog..].fill(0.0);
+                }
             }
         });
 }
 
-/// One output row: `run(o)[j]` (channel `o < cog`, position `j < len`) to `dst[j * cogp + o]`,
-/// zeros at channels `cog..cogp`. Blocks of 8 x 8 transposed in registers where the CPU has
-/// AVX2 (the micro-kernels' minimum), the rest one value at a time.
+/// Channels `chans` (at most 8) of one output row: `run(o)[j]` (position `j < len`) to
+/// `dst[j * cogp + o]`. Transposed in registers where there are 8 of them and the CPU has
+/// AVX2 (the micro-kernels' minimum), else one value at a time.
 fn transpose_row<'a>(
     run: impl Fn(usize) -> &'a [f32],
     len: usize,
-    cog: usize,
+    chans: std::ops::Range<usize>,
     dst: &mut [f32],
     cogp: usize,
 ) {
-    assert!(dst.len() >= len * cogp && cog <= cogp);
-    let vec_chans = if cfg!(target_arch = "x86_64") && crate::kernels::wide_avx2() {
-        cog / 8 * 8
-    } else {
-        0
-    };
-    for o0 in (0..vec_chans).step_by(8) {
+    assert!(dst.len() >= len * cogp && chans.end <= cogp && chans.len() <= 8);
+    let o0 = chans.start;
+    if chans.len() == 8 && cfg!(target_arch = "x86_64") && crate::kernels::wide_avx2() {
         let rows: [&[f32]; 8] = std::array::from_fn(|v| run(o0 + v));
         for j0 in (0..len).step_by(8) {
             let n = 8.min(len - j0);
@@ -211,16 +219,12 @@ fn transpose_row<'a>(
                 x86::transpose8(&src, n, out.as_mut_ptr(), cogp)
             };
         }
+        return;
     }
-    for o in vec_chans..cog {
+    for o in chans {
         let r = run(o);
         for (j, v) in r[..len].iter().enumerate() {
             dst[j * cogp + o] = *v;
-        }
-    }
-    if cogp > cog {
-        for pos in dst[..len * cogp].chunks_exact_mut(cogp) {
-            pos[cog..].fill(0.0);
         }
     }
 }
