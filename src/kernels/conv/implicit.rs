@@ -94,10 +94,43 @@ impl Implicit {
     }
 
     /// The input of every image zero-padded to `hp x wp` planes, with `slack` zeros after the
-    /// last plane for the reads of the last panel past the end.
+    /// last plane for the reads of the last panel past the end. Each value is written once
+    /// (zeros at the borders, the input inside), in parallel over planes: no pass that zeroes
+    /// the whole buffer first.
     fn pad(&self, g: &Conv2dGeom, x: &[f32], slack: usize) -> Vec<f32> {
-        let mut xp = vec![0f32; self.padded_len(g, slack)];
-        self.pad_into(g, x, &mut xp);
+        use std::mem::MaybeUninit;
+        let (hw, plane, planes) = (g.h * g.w, self.plane(), g.n * g.c_in);
+        let len = self.padded_len(g, slack);
+        if hw == 0 {
+            return vec![0.0; len];
+        }
+        let zero = MaybeUninit::new(0f32);
+        let mut xp: Vec<f32> = Vec::with_capacity(len);
+        let spare = &mut xp.spare_capacity_mut()[..len];
+        let (body, tail) = spare.split_at_mut(planes * plane);
+        body.par_chunks_mut(plane.max(1))
+            .zip(x[..planes * hw].par_chunks(hw.max(1)))
+            .for_each(|(dst, src)| {
+                let (top, rest) = dst.split_at_mut(g.pad_t * self.wp);
+                top.fill(zero);
+                let (rows, bottom) = rest.split_at_mut(g.h * self.wp);
+                for (d, s) in rows.chunks_exact_mut(self.wp).zip(src.chunks_exact(g.w)) {
+                    let (left, d) = d.split_at_mut(g.pad_l);
+                    left.fill(zero);
+                    for (o, &v) in d.iter_mut().zip(s) {
+                        o.write(v);
+                    }
+                    d[g.w..].fill(zero);
+                }
+                bottom.fill(zero);
+            });
+        tail.fill(zero);
+        // SAFETY: every one of the `len` values was written above: the `planes` planes (as
+        // many as `x` has chunks of `hw > 0`), each its top rows,
+        // its rows (left border, the input's row, right border) and bottom rows, which
+        // together are `hp * wp` values (`hp >= pad_t + h`, `wp >= pad_l + w`: `Implicit::of`),
+        // and the slack after the last plane.
+        unsafe { xp.set_len(len) };
         xp
     }
 
