@@ -96,4 +96,7 @@ macro_rules! wide_twin {
 }
 pub(crate) use wide_twin;
 
-pub use reduce::{sum_and_centered_dot_f64, sum_f64, sum_sq_dev_f64};
+pub use reduce::{
+    each_sum_and_centered_dot_f64, each_sum_f64, each_sum_sq_dev_f64, sum_and_centered_dot_f64,
+    sum_f64, sum_sq_dev_f64,
+};

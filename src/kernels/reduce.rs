@@ -9,7 +9,7 @@ pub fn sum_f64(v: &[f32]) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if super::wide_avx2() {
         // SAFETY: the CPU has AVX2 (`wide_avx2`)
-        return unsafe { x86::lanes(v, v, 0.0, x86::Kind::Sum).0 };
+        return unsafe { x86::lanes::<1>(&[v], &[v], 0.0, Joint::Sum)[0].0 };
     }
     plain::sum(v)
 }
@@ -19,7 +19,7 @@ pub fn sum_sq_dev_f64(v: &[f32], mu: f64) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if super::wide_avx2() {
         // SAFETY: as above
-        return unsafe { x86::lanes(v, v, mu, x86::Kind::SqDev).0 };
+        return unsafe { x86::lanes::<1>(&[v], &[v], mu, Joint::SqDev)[0].0 };
     }
     plain::sq_dev(v, mu)
 }
@@ -31,9 +31,99 @@ pub fn sum_and_centered_dot_f64(g: &[f32], x: &[f32], mu: f64) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     if super::wide_avx2() {
         // SAFETY: as above
-        return unsafe { x86::lanes(g, x, mu, x86::Kind::CenteredDot) };
+        return unsafe { x86::lanes::<1>(&[g], &[x], mu, Joint::CenteredDot)[0] };
     }
     plain::centered_dot(g, x, mu)
+}
+
+/// Slices summed together at a time by the `each_*` functions: their chains of additions
+/// are independent, so running four at once keeps both adders busy where one chain waits on
+/// the latency of the last addition.
+const JOINT: usize = 4;
+
+/// [`sum_f64`] of each slice, in order (the same bits as one call each); slices of equal
+/// length are summed four at a time.
+pub fn each_sum_f64<'a>(slices: impl Iterator<Item = &'a [f32]>) -> impl Iterator<Item = f64> {
+    joint(slices.map(|s| (s, s)), 0.0, Joint::Sum).map(|(a, _)| a)
+}
+
+/// [`sum_sq_dev_f64`] of each slice, in order (the same bits as one call each).
+pub fn each_sum_sq_dev_f64<'a>(
+    slices: impl Iterator<Item = &'a [f32]>,
+    mu: f64,
+) -> impl Iterator<Item = f64> {
+    joint(slices.map(|s| (s, s)), mu, Joint::SqDev).map(|(a, _)| a)
+}
+
+/// [`sum_and_centered_dot_f64`] of each pair `(g, x)`, in order (the same bits as one call
+/// each).
+pub fn each_sum_and_centered_dot_f64<'a>(
+    pairs: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+    mu: f64,
+) -> impl Iterator<Item = (f64, f64)> {
+    joint(pairs, mu, Joint::CenteredDot)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Joint {
+    Sum,
+    SqDev,
+    CenteredDot,
+}
+
+/// The sums of `kind` over each pair, in order, up to [`JOINT`] pairs of equal length at a
+/// time on the AVX path.
+fn joint<'a>(
+    mut pairs: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+    mu: f64,
+    kind: Joint,
+) -> impl Iterator<Item = (f64, f64)> {
+    let mut ready = [(0f64, 0f64); JOINT];
+    let (mut at, mut len) = (0, 0);
+    std::iter::from_fn(move || {
+        if at == len {
+            let mut group: [(&[f32], &[f32]); JOINT] = [(&[], &[]); JOINT];
+            len = 0;
+            for (slot, p) in group.iter_mut().zip(pairs.by_ref()) {
+                *slot = p;
+                len += 1;
+                if len == JOINT {
+                    break;
+                }
+            }
+            if len == 0 {
+                return None;
+            }
+            at = 0;
+            let group = &group[..len];
+            #[cfg(target_arch = "x86_64")]
+            if len == JOINT
+                && group
+                    .iter()
+                    .all(|(g, x)| g.len() == group[0].0.len() && x.len() == g.len())
+                && super::wide_avx2()
+            {
+                let a: [&[f32]; JOINT] = std::array::from_fn(|k| group[k].0);
+                let b: [&[f32]; JOINT] = std::array::from_fn(|k| group[k].1);
+                // SAFETY: the CPU has AVX2 (`wide_avx2`); the slices have one length
+                ready = unsafe { x86::lanes::<JOINT>(&a, &b, mu, kind) };
+                return next(&ready, &mut at);
+            }
+            for (r, &(g, x)) in ready.iter_mut().zip(group) {
+                *r = match kind {
+                    Joint::Sum => (sum_f64(g), 0.0),
+                    Joint::SqDev => (sum_sq_dev_f64(g, mu), 0.0),
+                    Joint::CenteredDot => sum_and_centered_dot_f64(g, x, mu),
+                };
+            }
+        }
+        next(&ready, &mut at)
+    })
+}
+
+fn next(ready: &[(f64, f64)], at: &mut usize) -> Option<(f64, f64)> {
+    *at += 1;
+    Some(ready[*at - 1])
 }
 
 /// The reference: eight accumulators in plain code.
@@ -92,51 +182,60 @@ mod plain {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::Joint as Kind;
     use std::arch::x86_64::*;
 
-    #[derive(Clone, Copy, PartialEq)]
-    pub(super) enum Kind {
-        Sum,
-        SqDev,
-        CenteredDot,
-    }
-
     /// The three sums over lanes 0-3 and 4-7 of each eight, in two pairs of `__m256d`
-    /// accumulators; the same operations per lane as `plain` (no FMA), so the same bits.
-    /// Returns (the sum of `a`'s kind, the centered dot) as `plain` does.
+    /// accumulators per slice, for `K` slices (`a[k]`, and `b[k]` for the dot) of one length
+    /// at once; the same operations per lane as `plain` (no FMA), so the same bits. Returns,
+    /// per slice, (the sum of `a`'s kind, the centered dot) as `plain` does.
     #[target_feature(enable = "avx2")]
-    pub(super) fn lanes(a: &[f32], b: &[f32], mu: f64, kind: Kind) -> (f64, f64) {
-        let n8 = a.len() / 8 * 8;
+    pub(super) fn lanes<const K: usize>(
+        a: &[&[f32]; K],
+        b: &[&[f32]; K],
+        mu: f64,
+        kind: Kind,
+    ) -> [(f64, f64); K] {
+        let len = a[0].len();
+        assert!(
+            (0..K).all(|k| a[k].len() == len && (kind != Kind::CenteredDot || b[k].len() == len))
+        );
+        let n8 = len / 8 * 8;
         let m = _mm256_set1_pd(mu);
-        let (mut s0, mut s1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-        let (mut t0, mut t1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let mut s = [[_mm256_setzero_pd(); 2]; K];
+        let mut t = [[_mm256_setzero_pd(); 2]; K];
         let mut i = 0;
         while i < n8 {
-            // SAFETY: i + 8 <= n8 <= a.len() (and b.len() for the dot, asserted by the caller)
-            let (a0, a1) = unsafe { halves(a.as_ptr().add(i)) };
-            match kind {
-                Kind::Sum => {
-                    s0 = _mm256_add_pd(s0, a0);
-                    s1 = _mm256_add_pd(s1, a1);
-                }
-                Kind::SqDev => {
-                    let (d0, d1) = (_mm256_sub_pd(a0, m), _mm256_sub_pd(a1, m));
-                    s0 = _mm256_add_pd(s0, _mm256_mul_pd(d0, d0));
-                    s1 = _mm256_add_pd(s1, _mm256_mul_pd(d1, d1));
-                }
-                Kind::CenteredDot => {
-                    // SAFETY: as above
-                    let (b0, b1) = unsafe { halves(b.as_ptr().add(i)) };
-                    s0 = _mm256_add_pd(s0, a0);
-                    s1 = _mm256_add_pd(s1, a1);
-                    let (d0, d1) = (_mm256_sub_pd(b0, m), _mm256_sub_pd(b1, m));
-                    t0 = _mm256_add_pd(t0, _mm256_mul_pd(a0, d0));
-                    t1 = _mm256_add_pd(t1, _mm256_mul_pd(a1, d1));
+            for k in 0..K {
+                // SAFETY: i + 8 <= n8 <= len, the length of every a[k] (and b[k] for the
+                // dot), asserted above
+                let (a0, a1) = unsafe { halves(a[k].as_ptr().add(i)) };
+                let s = &mut s[k];
+                match kind {
+                    Kind::Sum => {
+                        s[0] = _mm256_add_pd(s[0], a0);
+                        s[1] = _mm256_add_pd(s[1], a1);
+                    }
+                    Kind::SqDev => {
+                        let (d0, d1) = (_mm256_sub_pd(a0, m), _mm256_sub_pd(a1, m));
+                        s[0] = _mm256_add_pd(s[0], _mm256_mul_pd(d0, d0));
+                        s[1] = _mm256_add_pd(s[1], _mm256_mul_pd(d1, d1));
+                    }
+                    Kind::CenteredDot => {
+                        // SAFETY: as above
+                        let (b0, b1) = unsafe { halves(b[k].as_ptr().add(i)) };
+                        s[0] = _mm256_add_pd(s[0], a0);
+                        s[1] = _mm256_add_pd(s[1], a1);
+                        let (d0, d1) = (_mm256_sub_pd(b0, m), _mm256_sub_pd(b1, m));
+                        let t = &mut t[k];
+                        t[0] = _mm256_add_pd(t[0], _mm256_mul_pd(a0, d0));
+                        t[1] = _mm256_add_pd(t[1], _mm256_mul_pd(a1, d1));
+                    }
                 }
             }
             i += 8;
         }
-        let lanes = |lo: __m256d, hi: __m256d| {
+        let lanes = |[lo, hi]: [__m256d; 2]| {
             let mut v = [0f64; 8];
             // SAFETY: v has room for eight f64
             unsafe {
@@ -145,15 +244,17 @@ mod x86 {
             }
             v.iter().sum::<f64>()
         };
-        let (ra, rb) = (&a[n8..], &b[n8.min(b.len())..]);
-        match kind {
-            Kind::Sum => (lanes(s0, s1) + super::plain::sum(ra), 0.0),
-            Kind::SqDev => (lanes(s0, s1) + super::plain::sq_dev(ra, mu), 0.0),
-            Kind::CenteredDot => {
-                let (tg, tgx) = super::plain::centered_dot(ra, rb, mu);
-                (lanes(s0, s1) + tg, lanes(t0, t1) + tgx)
+        std::array::from_fn(|k| {
+            let (ra, rb) = (&a[k][n8..], &b[k][n8.min(b[k].len())..]);
+            match kind {
+                Kind::Sum => (lanes(s[k]) + super::plain::sum(ra), 0.0),
+                Kind::SqDev => (lanes(s[k]) + super::plain::sq_dev(ra, mu), 0.0),
+                Kind::CenteredDot => {
+                    let (tg, tgx) = super::plain::centered_dot(ra, rb, mu);
+                    (lanes(s[k]) + tg, lanes(t[k]) + tgx)
+                }
             }
-        }
+        })
     }
 
     /// Eight floats at `p` as two vectors of four doubles.
@@ -172,6 +273,50 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::rng::Rng;
+
+    #[test]
+    fn each_slice_summed_jointly_gives_its_own_sums_bits() {
+        let mut rng = Rng::new(8);
+        // counts around the group of four; equal lengths, and one group with a shorter slice
+        for (count, len) in [(0usize, 9usize), (3, 17), (4, 49), (9, 196), (6, 0)] {
+            let mut lens = vec![len; count];
+            if count > 5 {
+                lens[5] = len.saturating_sub(1);
+            }
+            let a: Vec<Vec<f32>> = lens
+                .iter()
+                .map(|&l| (0..l).map(|_| rng.normal() * 2.0 + 0.5).collect())
+                .collect();
+            let b: Vec<Vec<f32>> = lens
+                .iter()
+                .map(|&l| (0..l).map(|_| rng.normal() * 10.0).collect())
+                .collect();
+            let mu = -0.21;
+            let sums: Vec<u64> = each_sum_f64(a.iter().map(|v| &v[..]))
+                .map(f64::to_bits)
+                .collect();
+            let want: Vec<u64> = a.iter().map(|v| sum_f64(v).to_bits()).collect();
+            assert_eq!(sums, want, "sums, {count} x {len}");
+            let devs: Vec<u64> = each_sum_sq_dev_f64(a.iter().map(|v| &v[..]), mu)
+                .map(f64::to_bits)
+                .collect();
+            let want: Vec<u64> = a.iter().map(|v| sum_sq_dev_f64(v, mu).to_bits()).collect();
+            assert_eq!(devs, want, "deviations, {count} x {len}");
+            let pairs = a.iter().zip(&b).map(|(g, x)| (&g[..], &x[..]));
+            let dots: Vec<(u64, u64)> = each_sum_and_centered_dot_f64(pairs, mu)
+                .map(|(p, q)| (p.to_bits(), q.to_bits()))
+                .collect();
+            let want: Vec<(u64, u64)> = a
+                .iter()
+                .zip(&b)
+                .map(|(g, x)| {
+                    let (p, q) = sum_and_centered_dot_f64(g, x, mu);
+                    (p.to_bits(), q.to_bits())
+                })
+                .collect();
+            assert_eq!(dots, want, "centered dots, {count} x {len}");
+        }
+    }
 
     #[test]
     fn every_path_gives_the_reference_bits() {

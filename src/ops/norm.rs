@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::autograd::output;
 use crate::error::{Result, param_err, shape_err};
-use crate::kernels::{avx2_twin, sum_and_centered_dot_f64, sum_sq_dev_f64};
+use crate::kernels::{avx2_twin, each_sum_and_centered_dot_f64, each_sum_f64, each_sum_sq_dev_f64};
 use crate::ops::Pointwise;
 use crate::ops::elementwise::sum_f64;
 use crate::tensor::Tensor;
@@ -207,11 +207,9 @@ pub(crate) fn batch_stats(
         .zip(var.par_iter_mut())
         .enumerate()
         .for_each(|(ch, (mu_out, var_out))| {
-            let s: f64 = planes(ch).map(|o| sum_f64(&x[o..o + inner])).sum();
+            let s: f64 = each_sum_f64(planes(ch).map(|o| &x[o..o + inner])).sum();
             let mu = s / m;
-            let v: f64 = planes(ch)
-                .map(|o| sum_sq_dev_f64(&x[o..o + inner], mu))
-                .sum();
+            let v: f64 = each_sum_sq_dev_f64(planes(ch).map(|o| &x[o..o + inner]), mu).sum();
             (*mu_out, *var_out) = (mu as f32, v / m);
         });
     n * inner
@@ -229,7 +227,7 @@ fn synced_stats(
     let planes = move |ch: usize| (0..n).map(move |i| (i * c + ch) * inner);
     let mut sums = vec![0f64; c + 1];
     sums[..c].par_iter_mut().enumerate().for_each(|(ch, s)| {
-        *s = planes(ch).map(|o| sum_f64(&x[o..o + inner])).sum();
+        *s = each_sum_f64(planes(ch).map(|o| &x[o..o + inner])).sum();
     });
     sums[c] = (n * inner) as f64;
     world.all_reduce_sum_f64(&mut sums);
@@ -237,9 +235,7 @@ fn synced_stats(
     let mut dev = vec![0f64; c];
     dev.par_iter_mut().enumerate().for_each(|(ch, d)| {
         let mu = sums[ch] / m;
-        *d = planes(ch)
-            .map(|o| sum_sq_dev_f64(&x[o..o + inner], mu))
-            .sum();
+        *d = each_sum_sq_dev_f64(planes(ch).map(|o| &x[o..o + inner]), mu).sum();
     });
     world.all_reduce_sum_f64(&mut dev);
     for ch in 0..c {
@@ -344,8 +340,8 @@ pub(crate) fn batch_norm_backward(
     sums.par_iter_mut().enumerate().for_each(|(ch, out)| {
         let mu = st.mean[ch] as f64;
         let (mut sg, mut sgx) = (0f64, 0f64);
-        for o in planes(ch) {
-            let (a, b) = sum_and_centered_dot_f64(&gd[o..o + inner], &xd[o..o + inner], mu);
+        let pairs = planes(ch).map(|o| (&gd[o..o + inner], &xd[o..o + inner]));
+        for (a, b) in each_sum_and_centered_dot_f64(pairs, mu) {
             sg += a;
             sgx += b;
         }
@@ -588,11 +584,9 @@ pub fn batch_norm_masked(x: &Tensor, lengths: &[usize], a: &BatchNormArgs) -> Re
             .zip(var.par_iter_mut())
             .enumerate()
             .for_each(|(ch, (mu_out, var_out))| {
-                let s: f64 = parts(ch).map(|(o, v)| sum_f64(&xd[o..o + v])).sum();
+                let s: f64 = each_sum_f64(parts(ch).map(|(o, v)| &xd[o..o + v])).sum();
                 let mu = s / m as f64;
-                let q: f64 = parts(ch)
-                    .map(|(o, v)| sum_sq_dev_f64(&xd[o..o + v], mu))
-                    .sum();
+                let q: f64 = each_sum_sq_dev_f64(parts(ch).map(|(o, v)| &xd[o..o + v]), mu).sum();
                 (*mu_out, *var_out) = (mu as f32, q / m as f64);
             });
     }
@@ -639,10 +633,9 @@ pub fn batch_norm_masked(x: &Tensor, lengths: &[usize], a: &BatchNormArgs) -> Re
             .into_par_iter()
             .map(|ch| {
                 let mu = mean[ch] as f64;
-                let (sg, sgx) = parts(ch).fold((0f64, 0f64), |(sg, sgx), (o, v)| {
-                    let (a, b) = sum_and_centered_dot_f64(&gd[o..o + v], &xd[o..o + v], mu);
-                    (sg + a, sgx + b)
-                });
+                let pairs = parts(ch).map(|(o, v)| (&gd[o..o + v], &xd[o..o + v]));
+                let (sg, sgx) = each_sum_and_centered_dot_f64(pairs, mu)
+                    .fold((0f64, 0f64), |(sg, sgx), (a, b)| (sg + a, sgx + b));
                 (sg, sgx * invstd[ch] as f64)
             })
             .collect();

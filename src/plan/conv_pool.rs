@@ -14,8 +14,8 @@ use rayon::prelude::*;
 
 use super::train::through_act;
 use crate::kernels::conv::{Band, Conv2dGeom, ConvBackward, ConvForward};
+use crate::kernels::each_sum_f64;
 use crate::kernels::pool::{self, Pool2dGeom};
-use crate::kernels::sum_f64;
 use crate::ops::Pointwise;
 use crate::tensor::Tensor;
 
@@ -162,7 +162,7 @@ impl ConvPool {
                 let db = &mut params[b].1;
                 db.par_iter_mut().enumerate().for_each(|(o, d)| {
                     let planes = (0..n).map(|i| &dy[(i * g.c_out + o) * p..][..p]);
-                    *d = planes.map(sum_f64).sum::<f64>() as f32;
+                    *d = each_sum_f64(planes).sum::<f64>() as f32;
                 });
             }
             let fill = |wide: &mut [f32], qr: usize| {
