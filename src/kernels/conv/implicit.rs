@@ -126,10 +126,10 @@ impl Implicit {
             });
         tail.fill(zero);
         // SAFETY: every one of the `len` values was written above: the `planes` planes (as
-        // many as `x` has chunks of `hw > 0`), each its top rows,
-        // its rows (left border, the input's row, right border) and bottom rows, which
-        // together are `hp * wp` values (`hp >= pad_t + h`, `wp >= pad_l + w`: `Implicit::of`),
-        // and the slack after the last plane.
+        // many as `x` has chunks of `hw > 0`), each as its top rows, its `h` rows (left
+        // border, the input's row, right border) and its bottom rows, together `hp * wp`
+        // values (`hp >= pad_t + h` and `wp >= pad_l + w`, as `Implicit::of` checked); then
+        // the slack after the last plane.
         unsafe { xp.set_len(len) };
         xp
     }
