@@ -11,6 +11,23 @@ pub mod pool;
 mod pool2x2;
 mod reduce;
 
+/// `n` zeros, written by the worker threads in parallel where `n` is large: an output buffer
+/// that a kernel then overwrites, whose zeroing (a single-threaded `memset` when the allocator
+/// reuses memory) would otherwise keep one core busy while the others wait.
+pub fn zeros(n: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    if n < 1 << 18 || rayon::current_num_threads() < 2 {
+        return vec![0.0; n];
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(1 << 16)
+        .for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: all `n` values were written just above
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// What runs on each finished block of a kernel's outputs while it is still in cache (a
 /// fused activation): a convolution calls it with one output channel's positions of one
 /// tile, a dense layer with a task's rows.
@@ -100,3 +117,16 @@ pub use reduce::{
     each_sum_and_centered_dot_f64, each_sum_f64, each_sum_sq_dev_f64, sum_and_centered_dot_f64,
     sum_f64, sum_sq_dev_f64,
 };
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn zeros_are_zeros_at_every_size() {
+        // below the parallel size, at it, and a size that leaves a short last chunk
+        for n in [0, 5, 1 << 18, (1 << 18) + 12_345] {
+            let v = super::zeros(n);
+            assert_eq!(v.len(), n);
+            assert!(v.iter().all(|&x| x.to_bits() == 0), "{n}");
+        }
+    }
+}

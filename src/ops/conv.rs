@@ -336,7 +336,7 @@ fn conv_core(
     b: Option<&Tensor>,
     g: Conv2dGeom,
 ) -> Tensor {
-    let mut y = vec![0f32; g.n * g.c_out * g.positions()];
+    let mut y = crate::kernels::zeros(g.n * g.c_out * g.positions());
     {
         let bd = b.map(|b| b.data());
         conv2d_forward(
@@ -354,7 +354,7 @@ fn conv_core(
     output(op, y, out_shape, &li.list, move |gy| {
         let gyd = gy.data();
         let dx = rx.then(|| {
-            let mut dx = vec![0f32; xc.numel()];
+            let mut dx = crate::kernels::zeros(xc.numel());
             conv2d_backward_input(&g, &gyd, &wc.data(), &mut dx);
             Tensor::make(dx, xc.shape().to_vec(), false, None)
         });
