@@ -71,59 +71,57 @@ enum Joint {
     CenteredDot,
 }
 
-/// The sums of `kind` over each pair, in order, up to [`JOINT`] pairs of equal length at a
-/// time on the AVX path.
+/// The sums of `kind` over each pair, in order, [`JOINT`] pairs at a time.
 fn joint<'a>(
     mut pairs: impl Iterator<Item = (&'a [f32], &'a [f32])>,
     mu: f64,
     kind: Joint,
 ) -> impl Iterator<Item = (f64, f64)> {
+    let mut group: [(&[f32], &[f32]); JOINT] = [(&[], &[]); JOINT];
     let mut ready = [(0f64, 0f64); JOINT];
     let (mut at, mut len) = (0, 0);
     std::iter::from_fn(move || {
         if at == len {
-            let mut group: [(&[f32], &[f32]); JOINT] = [(&[], &[]); JOINT];
             len = 0;
-            for (slot, p) in group.iter_mut().zip(pairs.by_ref()) {
-                *slot = p;
+            for p in pairs.by_ref().take(JOINT) {
+                group[len] = p;
                 len += 1;
-                if len == JOINT {
-                    break;
-                }
             }
             if len == 0 {
                 return None;
             }
             at = 0;
-            let group = &group[..len];
-            #[cfg(target_arch = "x86_64")]
-            if len == JOINT
-                && group
-                    .iter()
-                    .all(|(g, x)| g.len() == group[0].0.len() && x.len() == g.len())
-                && super::wide_avx2()
-            {
-                let a: [&[f32]; JOINT] = std::array::from_fn(|k| group[k].0);
-                let b: [&[f32]; JOINT] = std::array::from_fn(|k| group[k].1);
-                // SAFETY: the CPU has AVX2 (`wide_avx2`); the slices have one length
-                ready = unsafe { x86::lanes::<JOINT>(&a, &b, mu, kind) };
-                return next(&ready, &mut at);
-            }
-            for (r, &(g, x)) in ready.iter_mut().zip(group) {
-                *r = match kind {
-                    Joint::Sum => (sum_f64(g), 0.0),
-                    Joint::SqDev => (sum_sq_dev_f64(g, mu), 0.0),
-                    Joint::CenteredDot => sum_and_centered_dot_f64(g, x, mu),
-                };
-            }
+            ready = group_sums(&group[..len], mu, kind);
         }
-        next(&ready, &mut at)
+        at += 1;
+        Some(ready[at - 1])
     })
 }
 
-fn next(ready: &[(f64, f64)], at: &mut usize) -> Option<(f64, f64)> {
-    *at += 1;
-    Some(ready[*at - 1])
+/// The sums of `kind` over up to [`JOINT`] pairs: jointly on the AVX path where there are
+/// [`JOINT`] of one length, else one call each.
+fn group_sums(group: &[(&[f32], &[f32])], mu: f64, kind: Joint) -> [(f64, f64); JOINT] {
+    #[cfg(target_arch = "x86_64")]
+    if group.len() == JOINT
+        && group
+            .iter()
+            .all(|(g, x)| g.len() == group[0].0.len() && x.len() == g.len())
+        && super::wide_avx2()
+    {
+        let a: [&[f32]; JOINT] = std::array::from_fn(|k| group[k].0);
+        let b: [&[f32]; JOINT] = std::array::from_fn(|k| group[k].1);
+        // SAFETY: the CPU has AVX2 (`wide_avx2`); the slices have one length
+        return unsafe { x86::lanes::<JOINT>(&a, &b, mu, kind) };
+    }
+    let mut out = [(0f64, 0f64); JOINT];
+    for (r, &(g, x)) in out.iter_mut().zip(group) {
+        *r = match kind {
+            Joint::Sum => (sum_f64(g), 0.0),
+            Joint::SqDev => (sum_sq_dev_f64(g, mu), 0.0),
+            Joint::CenteredDot => sum_and_centered_dot_f64(g, x, mu),
+        };
+    }
+    out
 }
 
 /// The reference: eight accumulators in plain code.
