@@ -140,6 +140,33 @@ impl Micro {
         if m == 0 || cols == 0 {
             return;
         }
+        assert!(c.len() >= (m - 1) * ldc + cols, "panel: C too short");
+        // SAFETY: `c` holds the block (asserted) and is borrowed mutably for the call
+        unsafe { self.panel_to(m, k, a, b, offs, c.as_mut_ptr(), ldc, cols, store) }
+    }
+
+    /// [`Self::panel`] into C through a pointer, for callers whose parallel tasks own
+    /// rectangles of one C (a slice per task would overlap the others' rows).
+    ///
+    /// # Safety
+    /// `c` must point to a block of `m` rows of stride `ldc` and `cols` columns that is valid
+    /// for reads and writes and that nothing else reads or writes during the call.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn panel_to(
+        &self,
+        m: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        offs: &[usize],
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        store: Store,
+    ) {
+        if m == 0 || cols == 0 {
+            return;
+        }
         assert!(
             cols <= self.nr,
             "panel: {cols} columns in a panel of {}",
@@ -156,7 +183,6 @@ impl Micro {
         );
         let last = offs[..k].iter().max().map_or(0, |&o| o + self.nr);
         assert!(b.len() >= last, "panel: B too short for its row offsets");
-        assert!(c.len() >= (m - 1) * ldc + cols, "panel: C too short");
         let accumulate = matches!(store, Store::Accumulate);
         let bias = match store {
             Store::Bias(b) => {
@@ -168,13 +194,14 @@ impl Micro {
         for i in 0..m.div_ceil(self.mr) {
             let rows = self.mr.min(m - i * self.mr);
             let ap = a[i * k * self.mr..].as_ptr();
-            let cp = c[i * self.mr * ldc..].as_mut_ptr();
+            // SAFETY: row i * mr < m of the caller's block
+            let cp = unsafe { c.add(i * self.mr * ldc) };
             let (bp, op) = (b.as_ptr(), offs.as_ptr());
             let bias = bias.map_or(std::ptr::null(), |b| b[i * self.mr..].as_ptr());
             // SAFETY: the kernel reads k * mr values of A from ap, nr values of B at each of
             // the k row offsets, and touches C at rows < rows (row stride ldc) and columns
             // < cols only (and `bias` at rows < rows, when not null); the asserts above bound
-            // all of these within the slices, and
+            // A, B and the bias within their slices, the caller's contract C, and
             // `available` checked the CPU features.
             unsafe {
                 match self.isa {
