@@ -141,12 +141,15 @@ impl Micro {
             return;
         }
         assert!(c.len() >= (m - 1) * ldc + cols, "panel: C too short");
+        let a = (a, k * self.mr);
         // SAFETY: `c` holds the block (asserted) and is borrowed mutably for the call
         unsafe { self.panel_to(m, k, a, b, offs, c.as_mut_ptr(), ldc, cols, store) }
     }
 
     /// [`Self::panel`] into C through a pointer, for callers whose parallel tasks own
-    /// rectangles of one C (a slice per task would overlap the others' rows).
+    /// rectangles of one C (a slice per task would overlap the others' rows); A's panels of
+    /// `mr` rows `a.1` apart (`k * mr` for a packed A of `k` columns; more where `k` is one
+    /// pass over a part of longer rows).
     ///
     /// # Safety
     /// `c` must point to a block of `m` rows of stride `ldc` and `cols` columns that is valid
@@ -156,7 +159,7 @@ impl Micro {
         &self,
         m: usize,
         k: usize,
-        a: &[f32],
+        (a, a_stride): (&[f32], usize),
         b: &[f32],
         offs: &[usize],
         c: *mut f32,
@@ -172,10 +175,10 @@ impl Micro {
             "panel: {cols} columns in a panel of {}",
             self.nr
         );
-        assert!(
-            a.len() >= self.packed_a_len(m, k),
-            "panel: packed A too short"
-        );
+        let blocks = m.div_ceil(self.mr);
+        assert!(a_stride >= k * self.mr, "panel: A's panels overlap");
+        let a_len = (blocks - 1) * a_stride + k * self.mr;
+        assert!(a.len() >= a_len, "panel: packed A too short");
         assert!(
             offs.len() >= k,
             "panel: {} row offsets for k = {k}",
@@ -191,9 +194,9 @@ impl Micro {
             }
             _ => None,
         };
-        for i in 0..m.div_ceil(self.mr) {
+        for i in 0..blocks {
             let rows = self.mr.min(m - i * self.mr);
-            let ap = a[i * k * self.mr..].as_ptr();
+            let ap = a[i * a_stride..].as_ptr();
             // SAFETY: row i * mr < m of the caller's block
             let cp = unsafe { c.add(i * self.mr * ldc) };
             let (bp, op) = (b.as_ptr(), offs.as_ptr());
