@@ -112,11 +112,15 @@ impl Micro {
         if k == 0 {
             return;
         }
+        // column by column: each of the panel's cache lines written once, in order (row by
+        // row, every line of a panel longer than L1 came back from L2 `mr` times)
         for (i, panel) in dst.chunks_exact_mut(k * mr).enumerate() {
-            for r in 0..mr.min(m - i * mr) {
-                let row = (i * mr + r) * a.rs;
-                for p in 0..k {
-                    panel[p * mr + r] = a.data[row + p * a.cs];
+            let rows = mr.min(m - i * mr);
+            let base = i * mr * a.rs;
+            for (p, out) in panel.chunks_exact_mut(mr).enumerate() {
+                let at = base + p * a.cs;
+                for (r, o) in out[..rows].iter_mut().enumerate() {
+                    *o = a.data[at + r * a.rs];
                 }
             }
         }
