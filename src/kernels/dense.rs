@@ -290,8 +290,9 @@ fn product(
 }
 
 /// A matrix product `C = A B` with A and B of any strides, on the micro-kernel, with its
-/// buffers (A and B packed) kept between calls: after the first call at the largest sizes
-/// it allocates nothing. A dense layer's backward runs on it. Without a micro-kernel,
+/// buffers (A packed; B packed, or only the ragged last panel of a row-major B, which is
+/// read in place) kept between calls: after the first call at the largest sizes it
+/// allocates nothing. A dense layer's backward runs on it. Without a micro-kernel,
 /// `matrixmultiply` runs it.
 pub struct Gemm {
     micro: Option<Micro>,
@@ -316,10 +317,11 @@ impl Gemm {
     }
 
     /// The values a [`Gemm::new`] of these sizes holds after its first product (A and B
-    /// packed, B's last panel padded; the panel offsets), on the running CPU's micro-kernel.
+    /// packed, B's last panel padded: the most it packs; both tables of row offsets), on the
+    /// running CPU's micro-kernel.
     pub fn buffer_len((m, k, n): (usize, usize, usize)) -> u64 {
         let len = Micro::best().map_or(0, |mk| {
-            let offs = k * std::mem::size_of::<usize>() / std::mem::size_of::<f32>();
+            let offs = 2 * k * std::mem::size_of::<usize>() / std::mem::size_of::<f32>();
             mk.packed_a_len(m, k) + packed_b_len(mk, k, n) + offs
         });
         len as u64
