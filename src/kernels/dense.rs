@@ -260,14 +260,15 @@ fn product(
         let base = &cp;
         let blocks = (t / tasks_q) * rg..((t / tasks_q + 1) * rg).min(row_blocks);
         let cols = (t % tasks_q) * qg * nr..((t % tasks_q + 1) * qg * nr).min(n);
+        let (i0, rows) = (blocks.start, (blocks.end * mr).min(m) - blocks.start * mr);
         for p0 in (0..k.max(1)).step_by(kc) {
             let kk = kc.min(k - p0);
             let store = if p0 == 0 { store } else { Store::Accumulate };
+            // the task's row blocks over this pass: panels k * mr apart
+            let a = (&packed[i0 * k * mr + p0 * mr..], k * mr);
             for q in cols.start / nr..cols.end.div_ceil(nr) {
                 let (bq, offs) = b.panel(q);
                 let width = nr.min(n - q * nr);
-                let (i0, rows) = (blocks.start, (blocks.end * mr).min(m) - blocks.start * mr);
-                let a = (&packed[i0 * k * mr + p0 * mr..], k * mr);
                 // SAFETY: this task owns rows `blocks` x columns `cols` of C (tasks tile C
                 // without overlap); the block written is its rows (stride n) at columns
                 // q * nr.. (width of them), within both and within `c` (asserted above).
@@ -278,7 +279,7 @@ fn product(
             }
         }
         if let Some(epi) = epi {
-            for r in blocks.start * mr..(blocks.end * mr).min(m) {
+            for r in i0 * mr..i0 * mr + rows {
                 // SAFETY: row r's columns `cols` belong to this task alone (as above)
                 let row = unsafe {
                     std::slice::from_raw_parts_mut(base.0.add(r * n + cols.start), cols.len())
@@ -361,7 +362,9 @@ impl Gemm {
         self.packed_offs.clear();
         self.packed_offs.extend((0..k).map(|p| p * nr));
         self.offs.clear();
-        self.offs.extend((0..k).map(|p| p * b.rs));
+        if in_place {
+            self.offs.extend((0..k).map(|p| p * b.rs));
+        }
         let panels = if in_place {
             Panels {
                 b: b.data,
