@@ -5,9 +5,14 @@
 //! `out_w + (k_w - 1) * dil_w`) and a tile's last panel is computed whole: on F's second
 //! convolution (14 x 14 outputs, rows 16 wide, 224 wide positions in panels of 48) a fifth of
 //! the work is thrown away. Here a block is `cb` output channels (two vector registers) by up
-//! to `pmax` output positions of one row: each tap broadcasts the input value of each position
-//! and multiplies it into the two registers of weights, so only real outputs are computed.
-//! The block is then written out through a small tile, channel by channel.
+//! to `pmax` real output positions: each tap broadcasts the input value of each position and
+//! multiplies it into the two registers of weights, so only real outputs are computed. The
+//! AVX2 kernel (16 channels by 6 positions) keeps each position's offset in a register, so
+//! its blocks run on across rows: F's 196 outputs are 31 blocks of 6 and 2 of 5, where blocks
+//! within a row (14 as 5 + 5 + 4) ran 8-10% slower on a Zen 3. Its block is transposed in
+//! registers and stored a channel's positions at a time (whole vectors where the lanes past
+//! the block fall on positions a later block writes); the AVX-512 kernel's (32 channels by up
+//! to 14 positions of one row) likewise, under a mask.
 //!
 //! Each output is the same chain of fused multiply-adds over the taps in the same order as in
 //! the micro-kernel (then `+ bias`), so the results are the micro-kernel's, bit for bit.
@@ -65,12 +70,11 @@ impl ChanVec {
     }
 
     /// The outputs of one group at wide positions `q0..q1` of `xb` (the group's first padded
-    /// plane, from position `q0` on), into `c` (`cout_g` rows of stride `ldc`): only the
-    /// columns below `out_w` of each wide row of `wq` are computed, and written at column
-    /// `f(q) - f(q0)` with `f(q) = (q / wq) * row_out + min(q % wq, row_out)`: `q - q0` for
-    /// `row_out == wq`, the compact output positions for `row_out == out_w`. `wg`: the
-    /// group's packed weights; `offs`: each tap's offset from a position, as the implicit
-    /// lowering's; `bias` from the group's first channel.
+    /// plane, from position `q0` on), into `c` (`cout_g` rows of stride `ldc`): only the real
+    /// outputs (the columns below `out_w` of each wide row of `wq`) are computed, and written
+    /// compact, real position `r` at column `r - r0` (`r0`, the first real position of
+    /// `q0..q1`). `wg`: the group's packed weights; `offs`: each tap's offset from a
+    /// position, as the implicit lowering's; `bias` from the group's first channel.
     pub(crate) fn block(
         &self,
         g: &Conv2dGeom,
@@ -78,60 +82,107 @@ impl ChanVec {
         xb: &[f32],
         (q0, q1, wq): (usize, usize, usize),
         bias: Option<&[f32]>,
-        (c, ldc, row_out): (&mut [f32], usize, usize),
+        (c, ldc): (&mut [f32], usize),
     ) {
-        let (kd, cb) = (g.kdim(), self.cb);
-        let f = |q: usize| (q / wq) * row_out + (q % wq).min(row_out);
-        let f0 = f(q0);
+        let (kd, cb, ow) = (g.kdim(), self.cb, g.out_w);
+        // real (compact) position of wide position q, and back
+        let real = |q: usize| (q / wq) * ow + (q % wq).min(ow);
+        let wide = |r: usize| (r / ow) * wq + r % ow;
+        let (r0, r1) = (real(q0), real(q1));
         let reach = offs.iter().max().copied().unwrap_or(0);
+        assert!(
+            r1 - r0 <= ldc,
+            "a channel's outputs overlap the next channel's"
+        );
         for (blk, wb) in wg.chunks_exact(kd * cb).enumerate() {
-            let mut q = q0;
-            while q < q1 {
-                let ow = q % wq;
-                if ow >= g.out_w {
-                    q += wq - ow;
-                    continue;
+            let bias = bias.map(|b| &b[blk * cb..blk * cb + cb]);
+            for (r, p) in self.blocks(r0, r1, ow) {
+                // each position's offset from the block's first (the AVX2 kernel's blocks
+                // may span rows; the AVX-512 kernel's stay within one)
+                let mut pos = [0usize; 16];
+                for (j, d) in pos.iter_mut().enumerate().take(p) {
+                    *d = wide(r + j) - wide(r);
                 }
-                // the row's rest in blocks of even size (14 as 5 + 5 + 4, not 6 + 6 + 2): a
-                // short block has too few accumulators to hide the multiply-add's latency
-                let left = g.out_w - ow;
-                let p = left.div_ceil(left.div_ceil(self.pmax)).min(q1 - q);
-                let x = &xb[q - q0..];
-                let at = blk * cb * ldc + f(q) - f0;
-                let bias = bias.map(|b| &b[blk * cb..blk * cb + cb]);
-                assert!(x.len() >= reach + p && offs.len() == kd && wb.len() == kd * cb);
-                assert!(c.len() >= at + (cb - 1) * ldc + p);
+                let x = &xb[wide(r) - q0..];
+                let at = blk * cb * ldc + r - r0;
+                assert!(x.len() > reach + pos[p - 1] && offs.len() == kd && wb.len() == kd * cb);
+                // a block may store whole vectors when the lanes past its end fall on
+                // positions of this call that a later block writes
+                let whole = r + 8 <= r1;
+                assert!(c.len() >= at + (cb - 1) * ldc + if whole { 8 } else { p });
                 let out = Out {
                     c: c[at..].as_mut_ptr(),
                     ldc,
                     bias: bias.map_or(std::ptr::null(), |b| b.as_ptr()),
+                    whole,
                 };
-                // SAFETY: the kernel reads `x[offs[k] + j]` for k < kd, j < p (in bounds:
-                // asserted), kd * cb weights and cb bias values, and writes `p` values of
-                // each of `cb` rows `ldc` apart from `c[at]` (asserted); the ISA was checked
-                // when `self` was made (`Micro::is_avx512`, or AVX2 + FMA for any
-                // micro-kernel).
-                unsafe { self.kernel(p, kd, offs.as_ptr(), x.as_ptr(), wb.as_ptr(), out) };
-                q += p;
+                // SAFETY: the kernel reads `x[offs[k] + pos[j]]` for k < kd, j < p (in
+                // bounds: asserted), kd * cb weights and cb bias values, and writes `p`
+                // values (8 where `whole`: still within this call's `r1 - r0 <= ldc` columns
+                // of the row) of each of `cb` rows `ldc` apart from `c[at]` (in bounds:
+                // asserted); the ISA was checked when `self` was made (`Micro::is_avx512`, or
+                // AVX2 + FMA for any micro-kernel).
+                unsafe {
+                    self.kernel(
+                        p,
+                        kd,
+                        offs.as_ptr(),
+                        (x.as_ptr(), pos.as_ptr()),
+                        wb.as_ptr(),
+                        out,
+                    )
+                };
             }
         }
     }
 
-    /// One block of `p` positions (1 <= p <= pmax) by `cb` channels, written to `out`.
+    /// The blocks `(first, count)` of real positions `r0..r1`, rows `ow` long, in order. The
+    /// AVX2 kernel's span rows: as many blocks of at most `pmax` as needed, their sizes
+    /// within one of each other (196 as 31 x 6 + 2 x 5: a short block has too few
+    /// accumulators to hide the multiply-add's latency). The AVX-512 kernel's (14 positions,
+    /// its positions' offsets not kept in registers) stay within a row, each row's rest split
+    /// the same way.
+    fn blocks(&self, r0: usize, r1: usize, ow: usize) -> impl Iterator<Item = (usize, usize)> {
+        let (pmax, cross) = (self.pmax, self.cb == 16);
+        let mut r = r0;
+        let (mut left, mut n) = (0, 0);
+        std::iter::from_fn(move || {
+            if r >= r1 {
+                return None;
+            }
+            if n == 0 {
+                // a new run of positions split evenly: the rest of the call, or of the row
+                left = if cross {
+                    r1 - r
+                } else {
+                    (ow - r % ow).min(r1 - r)
+                };
+                n = left.div_ceil(pmax);
+            }
+            let p = left.div_ceil(n);
+            let at = r;
+            (r, left, n) = (r + p, left - p, n - 1);
+            Some((at, p))
+        })
+    }
+
+    /// One block of `p` positions (1 <= p <= pmax) by `cb` channels, written to `out`;
+    /// position `j` reads the input at `x + pos[j]` (the AVX-512 kernel, whose blocks stay
+    /// within a row, at `x + j`).
     #[cfg(target_arch = "x86_64")]
     unsafe fn kernel(
         &self,
         p: usize,
         kd: usize,
         offs: *const usize,
-        x: *const f32,
+        (x, pos): (*const f32, *const usize),
         w: *const f32,
         out: Out,
     ) {
         macro_rules! pick {
-            ($f:ident, $($n:literal)*) => {
+            ($f:ident $args:tt, $($n:literal)*) => {
                 match p {
-                    $($n => $f::<$n>(kd, offs, x, w, out),)*
+                    $($n => $f::<$n> $args,)*
                     _ => unreachable!("block of {p} positions"),
                 }
             };
@@ -139,9 +190,9 @@ impl ChanVec {
         // SAFETY: the caller's contract; p is within the kernel's block
         unsafe {
             if self.cb == 32 {
-                pick!(avx512, 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+                pick!(avx512(kd, offs, x, w, out), 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
             } else {
-                pick!(avx2, 1 2 3 4 5 6)
+                pick!(avx2(kd, offs, x, pos, w, out), 1 2 3 4 5 6)
             }
         }
     }
@@ -152,7 +203,7 @@ impl ChanVec {
         _: usize,
         _: usize,
         _: *const usize,
-        _: *const f32,
+        _: (*const f32, *const usize),
         _: *const f32,
         _: Out,
     ) {
@@ -161,12 +212,14 @@ impl ChanVec {
 }
 
 /// Where a block goes: channel `v`, position `j` to `c[v * ldc + j]`, plus `bias[v]` where
-/// `bias` is not null.
+/// `bias` is not null; `whole`: each channel's row may be written 8 values long (the values
+/// past the block's are written again later).
 #[derive(Clone, Copy)]
 struct Out {
     c: *mut f32,
     ldc: usize,
     bias: *const f32,
+    whole: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -245,7 +298,8 @@ fn transpose16(r: &mut [__m512; 16]) {
     }
 }
 
-/// `P` positions x 16 channels: 2P accumulators of 8 lanes.
+/// `P` positions x 16 channels: 2P accumulators of 8 lanes. Position `j` reads the input at
+/// `x + pos[j]`: the offsets stay in registers, so a block may span output rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::needless_range_loop)] // (indices into registers, channels and positions)
@@ -253,37 +307,77 @@ unsafe fn avx2<const P: usize>(
     kd: usize,
     offs: *const usize,
     x: *const f32,
+    pos: *const usize,
     w: *const f32,
     out: Out,
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; P];
     // SAFETY (whole body): the contract of `ChanVec::kernel`
     unsafe {
+        let pos: [usize; P] = std::array::from_fn(|j| *pos.add(j));
         for k in 0..kd {
             let w0 = _mm256_loadu_ps(w.add(k * 16));
             let w1 = _mm256_loadu_ps(w.add(k * 16 + 8));
             let xk = x.add(*offs.add(k));
             for (j, a) in acc.iter_mut().enumerate() {
-                let b = _mm256_set1_ps(*xk.add(j));
+                let b = _mm256_broadcast_ss(&*xk.add(pos[j]));
                 a[0] = _mm256_fmadd_ps(b, w0, a[0]);
                 a[1] = _mm256_fmadd_ps(b, w1, a[1]);
             }
         }
-        // through a tile, position-major, then channel by channel
-        let mut tile = [[0f32; 16]; P];
-        for (j, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(tile[j].as_mut_ptr(), a[0]);
-            _mm256_storeu_ps(tile[j].as_mut_ptr().add(8), a[1]);
-        }
-        for v in 0..16 {
-            let row = out.c.add(v * out.ldc);
-            for j in 0..P {
-                let mut y = tile[j][v];
-                if !out.bias.is_null() {
-                    y += *out.bias.add(v);
+        // each half of the channels plus its bias, transposed in registers: one channel's
+        // positions per register
+        for h in 0..2 {
+            let bias = match out.bias.is_null() {
+                true => None,
+                false => Some(_mm256_loadu_ps(out.bias.add(8 * h))),
+            };
+            let mut r: [__m256; 8] = std::array::from_fn(|j| match (j < P, bias) {
+                (false, _) => _mm256_setzero_ps(),
+                (true, None) => acc[j][h],
+                (true, Some(b)) => _mm256_add_ps(acc[j][h], b),
+            });
+            transpose8(&mut r);
+            for (v, row) in r.iter().enumerate() {
+                let dst = out.c.add((8 * h + v) * out.ldc);
+                if out.whole {
+                    _mm256_storeu_ps(dst, *row);
+                } else {
+                    let mut t = [0f32; 8];
+                    _mm256_storeu_ps(t.as_mut_ptr(), *row);
+                    std::ptr::copy_nonoverlapping(t.as_ptr(), dst, P);
                 }
-                *row.add(j) = y;
             }
         }
+    }
+}
+
+/// Transpose 8 x 8 values in registers (`r[i]` lane `j` becomes `r[j]` lane `i`): pairs of
+/// rows interleaved, then pairs of pairs, then the 128-bit halves swapped.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn transpose8(r: &mut [__m256; 8]) {
+    let t: [__m256; 8] = std::array::from_fn(|i| {
+        let (a, b) = (r[2 * (i / 2)], r[2 * (i / 2) + 1]);
+        match i % 2 {
+            0 => _mm256_unpacklo_ps(a, b),
+            _ => _mm256_unpackhi_ps(a, b),
+        }
+    });
+    // s[4q + k]: lanes (k of each 128-bit half) of rows 4q..4q + 4
+    let s: [__m256; 8] = std::array::from_fn(|i| {
+        let (q, k) = (i / 4, i % 4);
+        let (a, b) = (t[4 * q + k / 2], t[4 * q + k / 2 + 2]);
+        match k % 2 {
+            0 => _mm256_shuffle_ps::<0x44>(a, b),
+            _ => _mm256_shuffle_ps::<0xEE>(a, b),
+        }
+    });
+    for (j, row) in r.iter_mut().enumerate() {
+        let (lo, hi) = (s[j % 4], s[4 + j % 4]);
+        *row = match j < 4 {
+            true => _mm256_permute2f128_ps::<0x20>(lo, hi),
+            false => _mm256_permute2f128_ps::<0x31>(lo, hi),
+        };
     }
 }

@@ -225,7 +225,6 @@ impl ImplicitForward {
         let (im, tile) = (&self.im, self.tile);
         let (p_all, cog) = (g.positions(), g.cout_g());
         let ntiles = im.q_all.div_ceil(tile);
-        let direct = im.wq == g.out_w;
         // output positions of wide positions: tile tix's q0..q1 map to a contiguous range
         let pos = |q: usize| (q / im.wq) * g.out_w + (q % im.wq).min(g.out_w);
         let wide = |tix: usize| (tix * tile).min(im.q_all);
@@ -238,15 +237,15 @@ impl ImplicitForward {
             |s: &mut Scratch, img, grp, tix, yt| {
                 let (q0, q1) = (wide(tix), wide(tix + 1));
                 let t = q1 - q0;
-                if direct || self.cv.is_some() {
-                    // (the channel-vector kernel writes real outputs only: straight to y)
-                    let c = (yt, p_all, g.out_w);
+                if self.compact(g) {
+                    // (real outputs only: straight to y)
+                    let c = (yt, p_all);
                     self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, c);
                     return;
                 }
                 let cbuf = &mut s.a;
                 cbuf.resize(cog * t, 0.0);
-                self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, (cbuf, t, im.wq));
+                self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, (cbuf, t));
                 // drop the wide columns
                 let o0 = pos(q0);
                 for o in 0..cog {
@@ -266,10 +265,15 @@ impl ImplicitForward {
         );
     }
 
+    /// Whether [`Self::block`] writes the real outputs only (rows `out_w` apart): on the
+    /// channel-vector kernel, or where the rows are not widened.
+    fn compact(&self, g: &Conv2dGeom) -> bool {
+        self.cv.is_some() || self.im.wq == g.out_w
+    }
+
     /// The outputs of group `grp` of image `img` at wide positions `q0..q1` (`t` of them),
-    /// written to `c` (`cout_g` rows of stride `ldc`, column `q - q0`). With `row_out ==
-    /// g.out_w` (only where the channel-vector kernel runs, or the rows are not widened), `c`
-    /// is compact instead: the real outputs only, rows `out_w` apart.
+    /// written to `c` (`cout_g` rows of stride `ldc`): at column `q - q0`, or where
+    /// [`Self::compact`], the real outputs only, from the first of `q0..q1` on.
     fn block(
         &self,
         g: &Conv2dGeom,
@@ -277,7 +281,7 @@ impl ImplicitForward {
         bias: Option<&[f32]>,
         (img, grp, q0, q1): (usize, usize, usize, usize),
         tail: &mut Vec<f32>,
-        (c, ldc, row_out): (&mut [f32], usize, usize),
+        (c, ldc): (&mut [f32], usize),
     ) {
         let (mk, im) = (self.mk, &self.im);
         let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
@@ -285,17 +289,9 @@ impl ImplicitForward {
             let xb = &xp[(img * g.c_in + grp * cig) * im.plane() + q0..];
             let wg = &cw[grp * cog * kd..(grp + 1) * cog * kd];
             let bias = bias.map(|b| &b[grp * cog..]);
-            cv.block(
-                g,
-                (wg, &self.offs),
-                xb,
-                (q0, q1, im.wq),
-                bias,
-                (c, ldc, row_out),
-            );
+            cv.block(g, (wg, &self.offs), xb, (q0, q1, im.wq), bias, (c, ldc));
             return;
         }
-        debug_assert_eq!(row_out, im.wq, "the micro-kernel writes wide rows");
         let alen = mk.packed_a_len(cog, kd);
         let (offs, packed) = (&self.offs, &self.packed_offs);
         let reach = offs.iter().max().map_or(0, |&o| o + mk.nr);
@@ -347,11 +343,13 @@ impl ImplicitForward {
                 let nrows = rows.min(g.out_h - oh0);
                 let q0 = oh0 * im.wq;
                 let q1 = ((oh0 + nrows - 1) * im.wq + g.out_w).min(im.q_all);
-                let t = q1 - q0;
+                // the band's rows wide, or compact (`out_w` apart)
+                let row = if self.compact(g) { g.out_w } else { im.wq };
+                let t = (nrows - 1) * row + g.out_w;
                 super::block::with_scratch(|s| {
                     let cbuf = &mut s.a;
                     cbuf.resize(g.cout_g() * t, 0.0);
-                    self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, (cbuf, t, im.wq));
+                    self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, (cbuf, t));
                     sink(Band {
                         img,
                         grp,
@@ -359,7 +357,7 @@ impl ImplicitForward {
                         rows: nrows,
                         data: cbuf,
                         chan_stride: t,
-                        row_stride: im.wq,
+                        row_stride: row,
                     });
                 });
             });

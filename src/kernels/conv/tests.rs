@@ -324,8 +324,11 @@ fn channel_vector_kernel_gives_the_micro_kernels_bits() {
     let mut r = Rng::new(31);
     let cases = [
         // (n, c_in, h, w, c_out, k, pad, dil, groups): F's second convolution, short rows
-        // split in blocks of every length, padding, dilation, groups, one-row outputs
+        // split in blocks of every length, padding, dilation, groups, one-row outputs, rows
+        // shorter than a block (blocks over two and three rows)
         (3, 32, 14, 14, 64, 3, 1, 1, 1),
+        (2, 8, 6, 3, 16, 3, 1, 1, 1),
+        (1, 4, 9, 2, 32, 3, 1, 1, 1),
         (2, 8, 5, 31, 32, 3, 1, 1, 1),
         (2, 12, 9, 9, 64, 5, 2, 2, 2),
         (1, 16, 7, 23, 48, 3, 0, 1, 1),
