@@ -11,6 +11,40 @@ pub mod pool;
 mod pool2x2;
 mod reduce;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Transpose 8 x 8 values in registers (`r[i]` lane `j` becomes `r[j]` lane `i`): pairs
+    /// of rows interleaved, then pairs of pairs, then the 128-bit halves swapped.
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn transpose8(r: &mut [__m256; 8]) {
+        let t: [__m256; 8] = std::array::from_fn(|i| {
+            let (a, b) = (r[2 * (i / 2)], r[2 * (i / 2) + 1]);
+            match i % 2 {
+                0 => _mm256_unpacklo_ps(a, b),
+                _ => _mm256_unpackhi_ps(a, b),
+            }
+        });
+        // s[4q + k]: lanes (k of each 128-bit half) of rows 4q..4q + 4
+        let s: [__m256; 8] = std::array::from_fn(|i| {
+            let (q, k) = (i / 4, i % 4);
+            let (a, b) = (t[4 * q + k / 2], t[4 * q + k / 2 + 2]);
+            match k % 2 {
+                0 => _mm256_shuffle_ps::<0x44>(a, b),
+                _ => _mm256_shuffle_ps::<0xEE>(a, b),
+            }
+        });
+        for (j, row) in r.iter_mut().enumerate() {
+            let (lo, hi) = (s[j % 4], s[4 + j % 4]);
+            *row = match j < 4 {
+                true => _mm256_permute2f128_ps::<0x20>(lo, hi),
+                false => _mm256_permute2f128_ps::<0x31>(lo, hi),
+            };
+        }
+    }
+}
+
 /// `n` zeros, written by the worker threads in parallel where `n` is large: an output buffer
 /// that a kernel then overwrites, whose zeroing (a single-threaded `memset` when the allocator
 /// reuses memory) would otherwise keep one core busy while the others wait.

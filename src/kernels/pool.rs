@@ -171,6 +171,22 @@ pub fn max_pool_block(
     }
 }
 
+/// [`max_pool_block`] for 2x2 windows of a channels-last block (`rows x w` positions of `c`
+/// channels), written as planes: channel `o`'s pooled rows from `out + o * ld`.
+///
+/// # Safety
+/// For every `o < c`, the `(rows / 2) * (w / 2)` values from `out + o * ld` must be valid for
+/// writes and accessed by no one else meanwhile.
+pub unsafe fn max_pool_2x2_channels_last(
+    x: &[f32],
+    shape: (usize, usize, usize),
+    out: *mut f32,
+    ld: usize,
+) {
+    // SAFETY: the caller's contract
+    unsafe { pool2x2::max_channels_last(x, shape, out, ld) }
+}
+
 /// [`max_pool_block`] for 2x2 windows, also writing each maximum's position in its window
 /// (0 to 3: (0, 0), (0, 1), (1, 0), (1, 1), the first holding it) to `idx`: a training step
 /// pools a convolution's output while it is in cache and keeps only these.
@@ -533,13 +549,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn two_by_two_path_keeps_first_of_ties_and_lets_nan_win() {
-        let mut r = Rng::new(8);
-        let (h, w) = (7, 9);
-        let g = Pool2dGeom {
+    /// A 2x2 stride-2 max pooling of one image of `c` planes `h x w`.
+    fn two_by_two(c: usize, h: usize, w: usize) -> Pool2dGeom {
+        Pool2dGeom {
             n: 1,
-            c: 2,
+            c,
             h,
             w,
             k_h: 2,
@@ -548,9 +562,16 @@ mod tests {
             stride_w: 2,
             pad_h: 0,
             pad_w: 0,
-            out_h: 3,
-            out_w: 4,
-        };
+            out_h: h / 2,
+            out_w: w / 2,
+        }
+    }
+
+    #[test]
+    fn two_by_two_path_keeps_first_of_ties_and_lets_nan_win() {
+        let mut r = Rng::new(8);
+        let (h, w) = (7, 9);
+        let g = two_by_two(2, h, w);
         let mut x: Vec<f32> = (0..2 * h * w).map(|_| r.below(3) as f32).collect();
         x[10] = f32::NAN;
         let (mut y, mut idx) = (vec![0f32; 24], vec![0u32; 24]);
@@ -629,6 +650,46 @@ mod tests {
             max_pool_block((k_h, k_w), &x, (h, w, ld), &mut got);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "{g:?}");
+        }
+    }
+
+    #[test]
+    fn channels_last_pooling_equals_max_forward_of_the_planes_bit_for_bit() {
+        let mut r = Rng::new(10);
+        // channels a multiple of 8 (the AVX2 path) and not; positions per plane below, at
+        // and past a group of 8; odd rows and columns; NaNs and ties
+        for (c, h, w) in [(16, 14, 14), (8, 5, 7), (24, 3, 9), (5, 4, 6), (32, 28, 28)] {
+            let x: Vec<f32> = (0..h * w * c)
+                .map(|i| match i % 37 {
+                    0 => f32::NAN,
+                    _ => r.below(4) as f32 - 1.5,
+                })
+                .collect();
+            let g = two_by_two(c, h, w);
+            let planes: Vec<f32> = (0..c)
+                .flat_map(|o| (0..h * w).map(move |p| (o, p)))
+                .map(|(o, p)| x[p * c + o])
+                .collect();
+            let mut want = vec![0f32; c * g.out_h * g.out_w];
+            max_forward(&g, &planes, &mut want);
+            // planes `ld` apart, the values between them untouched
+            let (np, ld) = (g.out_h * g.out_w, g.out_h * g.out_w + 3);
+            let mut got = vec![7f32; c * ld];
+            // SAFETY: c rows of np values ld >= np apart within `got`
+            unsafe { max_pool_2x2_channels_last(&x, (h, w, c), got.as_mut_ptr(), ld) };
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            for o in 0..c {
+                let (row, gap) = got[o * ld..(o + 1) * ld].split_at(np);
+                assert_eq!(
+                    bits(row),
+                    bits(&want[o * np..(o + 1) * np]),
+                    "{g:?} channel {o}"
+                );
+                assert!(
+                    gap.iter().all(|&v| v == 7.0),
+                    "{g:?}: wrote past channel {o}"
+                );
+            }
         }
     }
 }

@@ -61,6 +61,41 @@ pub fn max_row_argmax(r0: &[f32], r1: &[f32], out: &mut [f32], idx: &mut [u8]) {
     }
 }
 
+/// 2x2 stride-2 max pooling of a channels-last block `x` (`rows x w` positions of `c`
+/// channels: position `(r, col)`'s channels from `(r * w + col) * c`; an odd last row or
+/// column is not read), written as planes: channel `o`'s `(rows / 2) * (w / 2)` pooled
+/// values, row by row, from `out + o * ld`. The values of [`max_row`] on each channel's plane.
+///
+/// # Safety
+/// For every `o < c`, the `(rows / 2) * (w / 2)` values from `out + o * ld` must be valid for
+/// writes and accessed by no one else meanwhile.
+pub unsafe fn max_channels_last(
+    x: &[f32],
+    (rows, w, c): (usize, usize, usize),
+    out: *mut f32,
+    ld: usize,
+) {
+    let (ph, pw) = (rows / 2, w / 2);
+    let np = ph * pw;
+    assert!(x.len() >= 2 * ph * w * c, "a band shorter than its rows");
+    #[cfg(target_arch = "x86_64")]
+    if super::wide_avx2() && c.is_multiple_of(8) {
+        // SAFETY: the CPU has AVX2; x holds the 2 * ph rows read (asserted); the caller's
+        // contract for `out`
+        unsafe { x86::max_channels_last(x, (w, c), (np, pw), out, ld) };
+        return;
+    }
+    for p in 0..np {
+        let at = (2 * (p / pw) * w + 2 * (p % pw)) * c;
+        for o in 0..c {
+            let (a, b) = (&x[at + o..], &x[at + w * c + o..]);
+            let v = nan_max(nan_max(nan_max(a[0], a[c]), b[0]), b[c]);
+            // SAFETY: p < np; the caller's contract
+            unsafe { *out.add(o * ld + p) = v };
+        }
+    }
+}
+
 /// Backward of [`max_row_argmax`]: `top` and `bottom` (`2w` long) get `d[j]` at window
 /// `j`'s position `idx[j]`, zero at the others (the values of [`backward_row`]).
 pub fn scatter_row(idx: &[u8], d: &[f32], top: &mut [f32], bottom: &mut [f32]) {
@@ -243,6 +278,44 @@ mod x86 {
             _mm_loadu_si128(b.as_ptr().cast())
         };
         _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v))
+    }
+
+    /// [`super::max_channels_last`] (`c` a multiple of 8): eight pooled positions' windows
+    /// of eight channels at a time, transposed in registers into eight channels' rows.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn max_channels_last(
+        x: &[f32],
+        (w, c): (usize, usize),
+        (np, pw): (usize, usize),
+        out: *mut f32,
+        ld: usize,
+    ) {
+        let xp = x.as_ptr();
+        let mut p0 = 0;
+        while p0 < np {
+            let k = (np - p0).min(8);
+            for o in (0..c).step_by(8) {
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (i, v) in r.iter_mut().enumerate().take(k) {
+                    let p = p0 + i;
+                    // SAFETY (this block): the window's four positions hold c channels
+                    // each within x (the caller's contract), o + 8 <= c; the stores are the
+                    // first k <= np - p0 values of rows o..o + 8 from p0
+                    unsafe {
+                        let at = xp.add((2 * (p / pw) * w + 2 * (p % pw)) * c + o);
+                        let m = nan_max(_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(c)));
+                        let m = nan_max(m, _mm256_loadu_ps(at.add(w * c)));
+                        *v = nan_max(m, _mm256_loadu_ps(at.add(w * c + c)));
+                    }
+                }
+                crate::kernels::x86::transpose8(&mut r);
+                for (v, row) in r.iter().enumerate() {
+                    // SAFETY: see above
+                    unsafe { store(out.add((o + v) * ld + p0), *row, k) };
+                }
+            }
+            p0 += k;
+        }
     }
 
     /// [`super::max_row_argmax`], eight windows at a time (the last step masked); returns

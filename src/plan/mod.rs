@@ -295,12 +295,16 @@ fn lower(
                     end += 1;
                 }
             }
-            let fwd = Box::new(ConvForward::new(g));
+            let mut fwd = Box::new(ConvForward::new(g));
             let mut pool = None;
             if act.pointwise().is_some() || act == Activation::Linear {
                 pool = fused_pool(layers.get(end).map(|l| l.lowered()), &fwd);
-                if pool.is_some() {
+                if let Some(p) = pool {
                     end += 1;
+                    // a 2x2 pooling reads whole vectors of a channels-last band
+                    if p.k == (2, 2) {
+                        fwd.bands_channels_last();
+                    }
                 }
             }
             let conv_step = Step::Conv {

@@ -224,6 +224,29 @@ fn conv_pool(
         let rows = (b.rows / pool.k.0 * pool.k.0).min((ph - b.oh0 / pool.k.0) * pool.k.0);
         let first = b.oh0 / pool.k.0;
         let prows = rows / pool.k.0;
+        if b.col_stride != 1 {
+            // channels last (2x2 windows only; see `Plan::compile`)
+            debug_assert_eq!(pool.k, (2, 2));
+            let end = (b.rows * g.out_w * cog).min(b.data.len());
+            if let Some(p) = act {
+                p.apply(&mut b.data[..end]);
+            }
+            let at = ((b.img * g.c_out + b.grp * cog) * ph + first) * pw;
+            assert!(at + (cog - 1) * plane + prows * pw <= ylen);
+            // SAFETY: band (img, grp, oh0) writes the pooled rows first..first + prows of
+            // each of its group's channel planes of its image only (at + o * plane, within
+            // y: asserted); bands of one plane cover disjoint row ranges, so no two tasks
+            // share an element
+            unsafe {
+                pool::max_pool_2x2_channels_last(
+                    &b.data[..end],
+                    (rows, g.out_w, cog),
+                    yp.0.add(at),
+                    plane,
+                )
+            };
+            return;
+        }
         if let Some(p) = act {
             // the whole band at once (the wide columns too, which nothing reads): one call
             // instead of one per row

@@ -40,6 +40,13 @@ impl ChanVec {
         if used >= 0.93 || g.kdim() < 32 {
             return None;
         }
+        Self::channels_last(mk, g)
+    }
+
+    /// The kernel for `g` on the ISA of `mk` whether or not it pays on planes: where a
+    /// convolution's output is wanted channels last (its bands pooled), nothing is
+    /// transposed and it beats the micro-kernel at any number of taps.
+    pub(crate) fn channels_last(mk: Micro, g: &Conv2dGeom) -> Option<ChanVec> {
         let cv = if mk.is_avx512() {
             ChanVec { cb: 32, pmax: 14 }
         } else {
@@ -70,11 +77,11 @@ impl ChanVec {
     }
 
     /// The outputs of one group at wide positions `q0..q1` of `xb` (the group's first padded
-    /// plane, from position `q0` on), into `c` (`cout_g` rows of stride `ldc`): only the real
-    /// outputs (the columns below `out_w` of each wide row of `wq`) are computed, and written
-    /// compact, real position `r` at column `r - r0` (`r0`, the first real position of
-    /// `q0..q1`). `wg`: the group's packed weights; `offs`: each tap's offset from a
-    /// position, as the implicit lowering's; `bias` from the group's first channel.
+    /// plane, from position `q0` on), into `c` as `layout` says: only the real outputs (the
+    /// columns below `out_w` of each wide row of `wq`) are computed, and written compact,
+    /// numbered from the first real position of `q0..q1`. `wg`: the group's packed weights;
+    /// `offs`: each tap's offset from a position, as the implicit lowering's; `bias` from the
+    /// group's first channel.
     pub(crate) fn block(
         &self,
         g: &Conv2dGeom,
@@ -82,18 +89,20 @@ impl ChanVec {
         xb: &[f32],
         (q0, q1, wq): (usize, usize, usize),
         bias: Option<&[f32]>,
-        (c, ldc): (&mut [f32], usize),
+        (c, layout): (&mut [f32], Layout),
     ) {
-        let (kd, cb, ow) = (g.kdim(), self.cb, g.out_w);
+        let (kd, cb, ow, cog) = (g.kdim(), self.cb, g.out_w, g.cout_g());
         // real (compact) position of wide position q, and back
         let real = |q: usize| (q / wq) * ow + (q % wq).min(ow);
         let wide = |r: usize| (r / ow) * wq + r % ow;
         let (r0, r1) = (real(q0), real(q1));
         let reach = offs.iter().max().copied().unwrap_or(0);
-        assert!(
-            r1 - r0 <= ldc,
-            "a channel's outputs overlap the next channel's"
-        );
+        if let Layout::Planes(ld) = layout {
+            assert!(
+                r1 - r0 <= ld,
+                "a channel's outputs overlap the next channel's"
+            );
+        }
         for (blk, wb) in wg.chunks_exact(kd * cb).enumerate() {
             let bias = bias.map(|b| &b[blk * cb..blk * cb + cb]);
             for (r, p) in self.blocks(r0, r1, ow) {
@@ -104,24 +113,36 @@ impl ChanVec {
                     *d = wide(r + j) - wide(r);
                 }
                 let x = &xb[wide(r) - q0..];
-                let at = blk * cb * ldc + r - r0;
                 assert!(x.len() > reach + pos[p - 1] && offs.len() == kd && wb.len() == kd * cb);
-                // a block may store whole vectors when the lanes past its end fall on
-                // positions of this call that a later block writes
-                let whole = r + 8 <= r1;
-                assert!(c.len() >= at + (cb - 1) * ldc + if whole { 8 } else { p });
+                // (first value, distance between channels' / positions' rows, whether whole
+                // vectors may be stored, values from the first that it writes)
+                let (at, ldc, whole, span) = match layout {
+                    Layout::Planes(ld) => {
+                        // a block may store whole vectors when the lanes past its end fall
+                        // on positions of this call that a later block writes
+                        let whole = r + 8 <= r1;
+                        let row = if whole { 8 } else { p };
+                        (blk * cb * ld + r - r0, ld, whole, (cb - 1) * ld + row)
+                    }
+                    Layout::ChannelsLast => {
+                        ((r - r0) * cog + blk * cb, cog, false, (p - 1) * cog + cb)
+                    }
+                };
+                assert!(c.len() >= at + span);
                 let out = Out {
                     c: c[at..].as_mut_ptr(),
                     ldc,
                     bias: bias.map_or(std::ptr::null(), |b| b.as_ptr()),
                     whole,
+                    channels_last: matches!(layout, Layout::ChannelsLast),
                 };
                 // SAFETY: the kernel reads `x[offs[k] + pos[j]]` for k < kd, j < p (in
-                // bounds: asserted), kd * cb weights and cb bias values, and writes `p`
-                // values (8 where `whole`: still within this call's `r1 - r0 <= ldc` columns
-                // of the row) of each of `cb` rows `ldc` apart from `c[at]` (in bounds:
-                // asserted); the ISA was checked when `self` was made (`Micro::is_avx512`, or
-                // AVX2 + FMA for any micro-kernel).
+                // bounds: asserted), kd * cb weights and cb bias values, and writes the
+                // block's `span` values from `c[at]` (in bounds: asserted): `p` (8 where
+                // `whole`: still within this call's `r1 - r0 <= ld` columns of the row) of
+                // each of `cb` rows `ldc` apart, or `cb` channels of each of `p` positions
+                // `ldc` apart; the ISA was checked when `self` was made
+                // (`Micro::is_avx512`, or AVX2 + FMA for any micro-kernel).
                 unsafe {
                     self.kernel(
                         p,
@@ -211,15 +232,26 @@ impl ChanVec {
     }
 }
 
-/// Where a block goes: channel `v`, position `j` to `c[v * ldc + j]`, plus `bias[v]` where
-/// `bias` is not null; `whole`: each channel's row may be written 8 values long (the values
-/// past the block's are written again later).
+/// Where [`ChanVec::block`] writes a group's outputs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Layout {
+    /// `cout_g` rows `ld` apart (a channel's plane, or its part): real position `r` at
+    /// column `r - r0`.
+    Planes(usize),
+    /// Position by position: real position `r`'s `cout_g` channels from `(r - r0) * cout_g`.
+    ChannelsLast,
+}
+
+/// Where a block goes: channel `v`, position `j` to `c[v * ldc + j]` (`c[j * ldc + v]` where
+/// `channels_last`), plus `bias[v]` where `bias` is not null; `whole`: each channel's row may
+/// be written 8 values long (the values past the block's are written again later).
 #[derive(Clone, Copy)]
 struct Out {
     c: *mut f32,
     ldc: usize,
     bias: *const f32,
     whole: bool,
+    channels_last: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -248,6 +280,18 @@ unsafe fn avx512<const P: usize>(
                 a[0] = _mm512_fmadd_ps(b, w0, a[0]);
                 a[1] = _mm512_fmadd_ps(b, w1, a[1]);
             }
+        }
+        if out.channels_last {
+            for (j, a) in acc.iter().enumerate() {
+                for (h, v) in a.iter().enumerate() {
+                    let mut v = *v;
+                    if !out.bias.is_null() {
+                        v = _mm512_add_ps(v, _mm512_loadu_ps(out.bias.add(16 * h)));
+                    }
+                    _mm512_storeu_ps(out.c.add(j * out.ldc + 16 * h), v);
+                }
+            }
+            return;
         }
         // each half of the channels transposed in registers: one channel's P positions per
         // register, stored under a mask (the rows past P are zeros)
@@ -325,19 +369,26 @@ unsafe fn avx2<const P: usize>(
                 a[1] = _mm256_fmadd_ps(b, w1, a[1]);
             }
         }
-        // each half of the channels plus its bias, transposed in registers: one channel's
-        // positions per register
+        // each half of the channels plus its bias, stored as it is (channels last), or
+        // transposed in registers: one channel's positions per register
         for h in 0..2 {
             let bias = match out.bias.is_null() {
                 true => None,
                 false => Some(_mm256_loadu_ps(out.bias.add(8 * h))),
             };
+            if out.channels_last {
+                for (j, a) in acc.iter().enumerate() {
+                    let v = bias.map_or(a[h], |b| _mm256_add_ps(a[h], b));
+                    _mm256_storeu_ps(out.c.add(j * out.ldc + 8 * h), v);
+                }
+                continue;
+            }
             let mut r: [__m256; 8] = std::array::from_fn(|j| match (j < P, bias) {
                 (false, _) => _mm256_setzero_ps(),
                 (true, None) => acc[j][h],
                 (true, Some(b)) => _mm256_add_ps(acc[j][h], b),
             });
-            transpose8(&mut r);
+            crate::kernels::x86::transpose8(&mut r);
             for (v, row) in r.iter().enumerate() {
                 let dst = out.c.add((8 * h + v) * out.ldc);
                 if out.whole {
@@ -349,35 +400,5 @@ unsafe fn avx2<const P: usize>(
                 }
             }
         }
-    }
-}
-
-/// Transpose 8 x 8 values in registers (`r[i]` lane `j` becomes `r[j]` lane `i`): pairs of
-/// rows interleaved, then pairs of pairs, then the 128-bit halves swapped.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn transpose8(r: &mut [__m256; 8]) {
-    let t: [__m256; 8] = std::array::from_fn(|i| {
-        let (a, b) = (r[2 * (i / 2)], r[2 * (i / 2) + 1]);
-        match i % 2 {
-            0 => _mm256_unpacklo_ps(a, b),
-            _ => _mm256_unpackhi_ps(a, b),
-        }
-    });
-    // s[4q + k]: lanes (k of each 128-bit half) of rows 4q..4q + 4
-    let s: [__m256; 8] = std::array::from_fn(|i| {
-        let (q, k) = (i / 4, i % 4);
-        let (a, b) = (t[4 * q + k / 2], t[4 * q + k / 2 + 2]);
-        match k % 2 {
-            0 => _mm256_shuffle_ps::<0x44>(a, b),
-            _ => _mm256_shuffle_ps::<0xEE>(a, b),
-        }
-    });
-    for (j, row) in r.iter_mut().enumerate() {
-        let (lo, hi) = (s[j % 4], s[4 + j % 4]);
-        *row = match j < 4 {
-            true => _mm256_permute2f128_ps::<0x20>(lo, hi),
-            false => _mm256_permute2f128_ps::<0x31>(lo, hi),
-        };
     }
 }

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::Conv2dGeom;
 use super::block::{Epilogue, Scratch, for_each_block, pack_weights};
-use super::chanvec::ChanVec;
+use super::chanvec::{ChanVec, Layout};
 use crate::kernels::micro::{Micro, Store};
 
 /// The layout of a stride-1 convolution lowered implicitly. With the input zero-padded to
@@ -164,6 +164,9 @@ pub(crate) struct ImplicitForward {
     tile: usize,
     /// The channel-vector kernel and its packed weights, where it runs this geometry.
     cv: Option<(ChanVec, Vec<f32>)>,
+    /// [`Self::run_banded`] hands on its bands channels last (see
+    /// [`Self::bands_channels_last`]).
+    channels_last: bool,
 }
 
 impl ImplicitForward {
@@ -184,7 +187,21 @@ impl ImplicitForward {
             wp: Vec::new(),
             tile,
             cv: ChanVec::for_geom(mk, g, used).map(|cv| (cv, Vec::new())),
+            channels_last: false,
         }
+    }
+
+    /// Hand the bands of [`Self::run_banded`] on channels last (position by position, each
+    /// position's output channels together), computed by the channel-vector kernel, which
+    /// then runs this geometry whether or not it pays on planes: nothing is transposed, and
+    /// a 2x2 pooling of such a band reads whole vectors. Returns false, changing nothing,
+    /// where that kernel cannot run `g`. Call it before [`Self::set_weights`].
+    pub(crate) fn bands_channels_last(&mut self, g: &Conv2dGeom) -> bool {
+        if self.cv.is_none() {
+            self.cv = ChanVec::channels_last(self.mk, g).map(|cv| (cv, Vec::new()));
+        }
+        self.channels_last = self.cv.is_some();
+        self.channels_last
     }
 
     /// The same forward on the micro-kernel alone (the channel-vector kernel's tests).
@@ -239,13 +256,14 @@ impl ImplicitForward {
                 let t = q1 - q0;
                 if self.compact(g) {
                     // (real outputs only: straight to y)
-                    let c = (yt, p_all);
+                    let c = (yt, Layout::Planes(p_all));
                     self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, c);
                     return;
                 }
                 let cbuf = &mut s.a;
                 cbuf.resize(cog * t, 0.0);
-                self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, (cbuf, t));
+                let c = (&mut cbuf[..], Layout::Planes(t));
+                self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, c);
                 // drop the wide columns
                 let o0 = pos(q0);
                 for o in 0..cog {
@@ -272,8 +290,9 @@ impl ImplicitForward {
     }
 
     /// The outputs of group `grp` of image `img` at wide positions `q0..q1` (`t` of them),
-    /// written to `c` (`cout_g` rows of stride `ldc`): at column `q - q0`, or where
-    /// [`Self::compact`], the real outputs only, from the first of `q0..q1` on.
+    /// written to `c` as `layout` says: in `Planes(ldc)` at column `q - q0`, or where
+    /// [`Self::compact`], the real outputs only, from the first of `q0..q1` on;
+    /// `ChannelsLast` only on the channel-vector kernel.
     fn block(
         &self,
         g: &Conv2dGeom,
@@ -281,7 +300,7 @@ impl ImplicitForward {
         bias: Option<&[f32]>,
         (img, grp, q0, q1): (usize, usize, usize, usize),
         tail: &mut Vec<f32>,
-        (c, ldc): (&mut [f32], usize),
+        (c, layout): (&mut [f32], Layout),
     ) {
         let (mk, im) = (self.mk, &self.im);
         let (cig, cog, kd) = (g.cin_g(), g.cout_g(), g.kdim());
@@ -289,9 +308,12 @@ impl ImplicitForward {
             let xb = &xp[(img * g.c_in + grp * cig) * im.plane() + q0..];
             let wg = &cw[grp * cog * kd..(grp + 1) * cog * kd];
             let bias = bias.map(|b| &b[grp * cog..]);
-            cv.block(g, (wg, &self.offs), xb, (q0, q1, im.wq), bias, (c, ldc));
+            cv.block(g, (wg, &self.offs), xb, (q0, q1, im.wq), bias, (c, layout));
             return;
         }
+        let Layout::Planes(ldc) = layout else {
+            unreachable!("channels last without the channel-vector kernel")
+        };
         let alen = mk.packed_a_len(cog, kd);
         let (offs, packed) = (&self.offs, &self.packed_offs);
         let reach = offs.iter().max().map_or(0, |&o| o + mk.nr);
@@ -343,21 +365,28 @@ impl ImplicitForward {
                 let nrows = rows.min(g.out_h - oh0);
                 let q0 = oh0 * im.wq;
                 let q1 = ((oh0 + nrows - 1) * im.wq + g.out_w).min(im.q_all);
-                // the band's rows wide, or compact (`out_w` apart)
+                // the band's rows wide, or compact (`out_w` apart); or channels last
+                let cog = g.cout_g();
                 let row = if self.compact(g) { g.out_w } else { im.wq };
                 let t = (nrows - 1) * row + g.out_w;
+                let (layout, len, strides) = match self.channels_last {
+                    true => (Layout::ChannelsLast, t * cog, (1, g.out_w * cog, cog)),
+                    false => (Layout::Planes(t), cog * t, (t, row, 1)),
+                };
                 super::block::with_scratch(|s| {
                     let cbuf = &mut s.a;
-                    cbuf.resize(g.cout_g() * t, 0.0);
-                    self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, (cbuf, t));
+                    cbuf.resize(len, 0.0);
+                    let c = (&mut cbuf[..], layout);
+                    self.block(g, xp, bias, (img, grp, q0, q1), &mut s.b, c);
                     sink(Band {
                         img,
                         grp,
                         oh0,
                         rows: nrows,
                         data: cbuf,
-                        chan_stride: t,
-                        row_stride: row,
+                        chan_stride: strides.0,
+                        row_stride: strides.1,
+                        col_stride: strides.2,
                     });
                 });
             });
@@ -366,7 +395,9 @@ impl ImplicitForward {
 
 /// A band of a convolution's output rows, as [`ImplicitForward::run_banded`] hands it on:
 /// output `(grp * cout_g + o, oh0 + r, c)` of image `img` at
-/// `data[o * chan_stride + r * row_stride + c]` for `r < rows`, `c < out_w`.
+/// `data[o * chan_stride + r * row_stride + c * col_stride]` for `r < rows`, `c < out_w`:
+/// planes (`col_stride` 1), or channels last (`chan_stride` 1, `col_stride` the group's
+/// channels).
 pub struct Band<'a> {
     pub img: usize,
     pub grp: usize,
@@ -375,6 +406,7 @@ pub struct Band<'a> {
     pub data: &'a mut [f32],
     pub chan_stride: usize,
     pub row_stride: usize,
+    pub col_stride: usize,
 }
 
 /// Forward of a stride-1 convolution through the micro-kernel reading the padded input in

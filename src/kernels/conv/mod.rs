@@ -198,6 +198,16 @@ impl ConvForward {
 }
 
 impl ConvForward {
+    /// Have [`ConvForward::run_banded`] hand its bands on channels last (`col_stride` the
+    /// group's channels), where the channel-vector kernel can run this geometry; returns
+    /// whether it will. Call it before [`ConvForward::set_weights`].
+    pub fn bands_channels_last(&mut self) -> bool {
+        match &mut self.path {
+            ForwardPath::Implicit(f, _) if self.g.out_h > 1 => f.bands_channels_last(&self.g),
+            _ => false,
+        }
+    }
+
     /// Whether [`ConvForward::run_banded`] can run: a stride-1 convolution of more than one
     /// output row on a micro-kernel.
     pub fn banded(&self) -> bool {

@@ -329,6 +329,8 @@ fn channel_vector_kernel_gives_the_micro_kernels_bits() {
         (3, 32, 14, 14, 64, 3, 1, 1, 1),
         (2, 8, 6, 3, 16, 3, 1, 1, 1),
         (1, 4, 9, 2, 32, 3, 1, 1, 1),
+        // F's first convolution (9 taps: only its channels-last bands take the kernel)
+        (2, 1, 12, 10, 32, 3, 1, 1, 1),
         (2, 8, 5, 31, 32, 3, 1, 1, 1),
         (2, 12, 9, 9, 64, 5, 2, 2, 2),
         (1, 16, 7, 23, 48, 3, 0, 1, 1),
@@ -357,7 +359,8 @@ fn channel_vector_kernel_gives_the_micro_kernels_bits() {
         };
         let im = Implicit::of(&g).unwrap();
         let f = ImplicitForward::new(mk, &g, im);
-        if g.cout_g() % 32 == 0 || !mk.is_avx512() {
+        let fits = g.cout_g().is_multiple_of(32) || !mk.is_avx512();
+        if fits && g.kdim() >= 32 {
             assert!(f.chanvec(), "the channel-vector kernel should take {g:?}");
         }
         let x: Vec<f32> = (0..g.n * g.c_in * g.h * g.w).map(|_| r.normal()).collect();
@@ -391,6 +394,29 @@ fn channel_vector_kernel_gives_the_micro_kernels_bits() {
                 }
             });
             assert!(*banded.lock().unwrap() == y, "banded forward: {g:?}");
+            // channels last: each position's channels together
+            let mut cl = ConvForward::new(g);
+            let on = cl.bands_channels_last();
+            assert_eq!(on, fits, "channels-last bands for {g:?}");
+            cl.set_weights(&wt);
+            let banded = std::sync::Mutex::new(vec![f32::NAN; want.len()]);
+            if on {
+                cl.run_banded(n, &x, Some(&b), 1, &|band: Band| {
+                    let mut out = banded.lock().unwrap();
+                    assert_eq!((band.chan_stride, band.col_stride), (1, g.cout_g()));
+                    for o in 0..g.cout_g() {
+                        for r in 0..band.rows {
+                            for c in 0..g.out_w {
+                                let at = (band.img * g.c_out + band.grp * g.cout_g() + o) * p
+                                    + (band.oh0 + r) * g.out_w
+                                    + c;
+                                out[at] = band.data[r * band.row_stride + c * band.col_stride + o];
+                            }
+                        }
+                    }
+                });
+                assert!(*banded.lock().unwrap() == y, "channels-last bands: {g:?}");
+            }
         }
         let dy: Vec<f32> = (0..want.len()).map(|_| r.normal()).collect();
         let mut dx = vec![f32::NAN; x.len()];

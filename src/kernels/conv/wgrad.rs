@@ -432,39 +432,16 @@ mod x86 {
     pub(super) unsafe fn transpose8(src: &[*const f32; 8], n: usize, dst: *mut f32, ld: usize) {
         // SAFETY (whole body): the contract of `transpose_row`'s call
         unsafe {
-            let r: [__m256; 8] = if n == 8 {
+            let mut r: [__m256; 8] = if n == 8 {
                 std::array::from_fn(|v| _mm256_loadu_ps(src[v]))
             } else {
                 let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
                 let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes);
                 std::array::from_fn(|v| _mm256_maskload_ps(src[v], mask))
             };
-            let t: [__m256; 8] = std::array::from_fn(|i| {
-                let (a, b) = (r[2 * (i / 2)], r[2 * (i / 2) + 1]);
-                if i % 2 == 0 {
-                    _mm256_unpacklo_ps(a, b)
-                } else {
-                    _mm256_unpackhi_ps(a, b)
-                }
-            });
-            // rows 0-3 from t0..t3, rows 4-7 from t4..t7: pairs of lanes of four rows
-            let s: [__m256; 8] = std::array::from_fn(|i| {
-                let (q, k) = (i / 4, i % 4);
-                let (a, b) = (t[4 * q + k / 2], t[4 * q + k / 2 + 2]);
-                if k % 2 == 0 {
-                    _mm256_shuffle_ps::<0x44>(a, b)
-                } else {
-                    _mm256_shuffle_ps::<0xEE>(a, b)
-                }
-            });
-            for j in 0..n {
-                let (lo, hi) = (s[j % 4], s[4 + j % 4]);
-                let v = if j < 4 {
-                    _mm256_permute2f128_ps::<0x20>(lo, hi)
-                } else {
-                    _mm256_permute2f128_ps::<0x31>(lo, hi)
-                };
-                _mm256_storeu_ps(dst.add(j * ld), v);
+            crate::kernels::x86::transpose8(&mut r);
+            for (j, v) in r.iter().enumerate().take(n) {
+                _mm256_storeu_ps(dst.add(j * ld), *v);
             }
         }
     }
